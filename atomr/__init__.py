@@ -1,0 +1,61 @@
+"""atomr: a durable workflow runtime.
+
+A workflow is a DAG of steps over a shared state whose channels merge writes
+through reducers. Each run lives in its own actor; an event journal in LMDB
+makes every committed super-step survive a crash.
+"""
+
+from atomr import errors
+from atomr.actors.step import StepContext
+from atomr.codec import CODEC_VERSION
+from atomr.errors import AtomrError
+from atomr.graph.dag import Dag, StepKind
+from atomr.graph.reducers import AppendList, AppendMessages, LastWriteWins, MaxByTimestamp, MergeMap
+from atomr.graph.schema import StateSchema
+from atomr.graph.state import RunState
+from atomr.messages import Accepted, Rejected, Resume, Run
+from atomr.runtime import Runtime, RunHandle
+from atomr.store.base import RunSummary, Store
+from atomr.store.lmdb import LmdbStore
+from atomr.store.memory import MemoryStore
+from atomr.types import Checkpoint, Command, Done, Failed, Interrupt, Paused, StateView, StepEvent
+from atomr.workflow import RetryPolicy, Workflow
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AppendList",
+    "AppendMessages",
+    "Accepted",
+    "AtomrError",
+    "CODEC_VERSION",
+    "Checkpoint",
+    "Command",
+    "Dag",
+    "Done",
+    "Failed",
+    "Interrupt",
+    "LastWriteWins",
+    "LmdbStore",
+    "MaxByTimestamp",
+    "MemoryStore",
+    "MergeMap",
+    "Paused",
+    "Rejected",
+    "Resume",
+    "RetryPolicy",
+    "Run",
+    "RunHandle",
+    "RunState",
+    "RunSummary",
+    "Runtime",
+    "StateSchema",
+    "StateView",
+    "StepContext",
+    "StepEvent",
+    "StepKind",
+    "Store",
+    "Workflow",
+    "errors",
+    "__version__",
+]

@@ -1,0 +1,27 @@
+"""What the actors of one Runtime share (set up and torn down by the Runtime)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from atomr.actors.scheduler import Scheduler
+    from atomr.actors.supervisor import Supervisor
+    from atomr.store.base import Store
+    from atomr.workflow import Workflow
+
+__all__ = ["Core"]
+
+
+@dataclass
+class Core:
+    store: Store
+    #: the checkpointer's ActorRef, or None when the store takes writes from any
+    #: thread (MemoryStore): run actors then commit inline, one hop fewer.
+    checkpointer: Any
+    executor: Any
+    scheduler: Scheduler
+    supervisor: Supervisor
+    durability: str
+    workflows: dict[str, Workflow] = field(default_factory=dict)

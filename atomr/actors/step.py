@@ -1,0 +1,278 @@
+"""Step execution: the step context, step actors, and the executor that feeds them.
+
+Threads: each :class:`StepActor` is one pykka thread running sync steps one at a
+time; ``async def`` steps all share one event-loop thread. The executor picks
+the least busy step actor, so the steps of one super-step run concurrently
+(bounded by ``workers``). A step actor never lets an exception escape: every
+outcome — writes, an interrupt, an error, even ``KeyboardInterrupt`` /
+``SystemExit`` (which would make pykka stop *all* actors) — becomes a
+:class:`~atomr.messages.StepDone` told to the run actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import pykka
+
+from atomr import events as ev
+from atomr.errors import AtomrError, CodecError, StateError, StepCrashed
+from atomr.graph.state import normalize_writes
+from atomr.messages import ERROR, INTERRUPT, OK, Execute, StepDone
+from atomr.store import format as fmt
+
+__all__ = ["StepContext", "StepActor", "LocalExecutor", "execute_sync", "finish"]
+
+log = logging.getLogger("atomr.step")
+
+
+class _InterruptSignal(BaseException):
+    """Raised by ``ctx.interrupt`` to unwind a step (a BaseException so that a
+    step's ``except Exception`` does not swallow it)."""
+
+    def __init__(self, index: int, payload: Any) -> None:
+        super().__init__(index, payload)
+        self.index = index
+        self.payload = payload
+
+
+class StepContext:
+    """What a step receives besides the state. Runs in the step's thread.
+
+    ``idempotency_key`` is the same for this step of this super-step of this
+    run across retries, crashes and resumes: use it to make side effects
+    idempotent.
+    """
+
+    __slots__ = ("workflow_id", "run_id", "step_id", "super_step", "attempt",
+                 "idempotency_key", "_resume", "_calls", "item")
+
+    def __init__(self, workflow_id: str, run_id: str, step_id: str, super_step: int,
+                 attempt: int, idempotency_key: str, resume: list[Any], item: int | None = None) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.step_id = step_id
+        self.super_step = super_step
+        self.attempt = attempt
+        self.idempotency_key = idempotency_key
+        self._resume = resume
+        self._calls = 0
+        self.item = item
+
+    def interrupt(self, payload: Any = None) -> Any:
+        """Pause the run; on resume the step runs again and this call returns
+        the resume value. Several calls in one step are matched by order."""
+        i = self._calls
+        self._calls += 1
+        if i < len(self._resume):
+            return self._resume[i]
+        raise _InterruptSignal(i, payload)
+
+    def __repr__(self) -> str:
+        return (f"StepContext({self.workflow_id}/{self.run_id} step={self.step_id!r} "
+                f"super_step={self.super_step} attempt={self.attempt})")
+
+
+def _ctx(msg: Execute) -> StepContext:
+    return StepContext(msg.workflow_id, msg.run_id, msg.step, msg.super_step, msg.attempt,
+                       msg.idempotency_key, msg.resume)
+
+
+def finish(msg: Execute, result: Any = None, exc: BaseException | None = None) -> StepDone:
+    """Turn a step's return value or exception into the StepDone to send."""
+    step = msg.step
+    if exc is None:
+        try:
+            writes = normalize_writes(step, result)
+            channels = msg.channels
+            for k, _ in writes:
+                if k not in channels:
+                    from atomr.errors import UnknownChannelError
+
+                    raise UnknownChannelError(k, channels, step)
+            record = fmt.encode_event(ev.StepCompleted(step, msg.super_step, writes))
+        except AtomrError as e:
+            return StepDone(msg.token, step, msg.attempt, ERROR, error_type=type(e).__name__,
+                            message=str(e), retryable=False)
+        return StepDone(msg.token, step, msg.attempt, OK, writes=writes, record=record)
+    if isinstance(exc, _InterruptSignal):
+        try:
+            from atomr.codec import check_encodable
+
+            check_encodable(exc.payload, f"the interrupt payload of step {step!r}")
+        except CodecError as e:
+            return StepDone(msg.token, step, msg.attempt, ERROR, error_type="CodecError",
+                            message=str(e), retryable=False)
+        return StepDone(msg.token, step, msg.attempt, INTERRUPT, index=exc.index, payload=exc.payload)
+    if isinstance(exc, (StateError, CodecError)):
+        return StepDone(msg.token, step, msg.attempt, ERROR, error_type=type(exc).__name__,
+                        message=str(exc), retryable=False)
+    if not isinstance(exc, Exception):
+        return StepDone(
+            msg.token, step, msg.attempt, ERROR, error_type=StepCrashed.__name__,
+            message=(f"step {step!r} raised {type(exc).__name__}({exc}); the run was failed "
+                     "and every other run goes on; resume it with Command() to retry"),
+            retryable=False,
+        )
+    retryable = isinstance(exc, msg.retry_on)
+    return StepDone(msg.token, step, msg.attempt, ERROR, error_type=type(exc).__name__,
+                    message=str(exc) or repr(exc), retryable=retryable)
+
+
+def _tell(ref: Any, done: StepDone) -> None:
+    try:
+        ref.tell(done)
+    except pykka.ActorDeadError:
+        pass  # the run stopped or timed this attempt out: nobody is waiting
+
+
+def execute_sync(msg: Execute, loop: _AsyncLoop | None = None) -> StepDone:
+    """Run a sync step in the calling thread (awaiting a returned awaitable on ``loop``)."""
+    try:
+        result = msg.fn(msg.state, _ctx(msg))
+        if inspect.isawaitable(result):
+            if loop is None:
+                result = asyncio.run(_await(result))
+            else:
+                result = loop.run(result)
+    except BaseException as exc:  # noqa: BLE001 - see module docstring
+        return finish(msg, exc=exc)
+    return finish(msg, result)
+
+
+async def _await(aw: Any) -> Any:
+    return await aw
+
+
+class StepActor(pykka.ThreadingActor):
+    """Runs sync steps, one at a time, in its own thread."""
+
+    use_daemon_thread = True
+
+    def __init__(self, executor: LocalExecutor, index: int) -> None:
+        super().__init__()
+        self._executor = executor
+        self._index = index
+
+    def on_receive(self, message: Any) -> Any:
+        if type(message) is Execute:
+            try:
+                done = execute_sync(message, self._executor._loop)
+            except BaseException as exc:  # noqa: BLE001 - never let pykka see it
+                done = finish(message, exc=exc)
+            self._executor._done(self._index, message.token)
+            _tell(message.reply_to, done)
+        return None
+
+
+class _AsyncLoop:
+    """One event-loop thread shared by all ``async def`` steps."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="atomr-async", daemon=True)
+        self._thread.start()
+
+    def submit(self, msg: Execute) -> Any:
+        fut = asyncio.run_coroutine_threadsafe(self._run(msg), self.loop)
+        return fut
+
+    async def _run(self, msg: Execute) -> None:
+        try:
+            result = await msg.fn(msg.state, _ctx(msg))
+            done = finish(msg, result)
+        except asyncio.CancelledError:
+            return
+        except BaseException as exc:  # noqa: BLE001
+            done = finish(msg, exc=exc)
+        _tell(msg.reply_to, done)
+
+    def run(self, aw: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(_await(aw), self.loop).result()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=2)
+
+
+class LocalExecutor:
+    """Runs steps on a pool of step actors (and one async loop thread).
+
+    Called from run actors' threads; thread-safe.
+    """
+
+    def __init__(self, workers: int = 4) -> None:
+        if workers < 1:
+            from atomr.errors import AtomrError as _E
+
+            raise _E(f"step_workers must be >= 1, got {workers}")
+        self.workers = workers
+        self._lock = threading.Lock()
+        self._refs: list[pykka.ActorRef[Any]] = []
+        self._busy: list[int] = []
+        self._running: dict[int, int] = {}  # token -> worker index
+        self._loop: _AsyncLoop | None = None
+        self._async_futs: dict[int, Any] = {}
+        self._closed = False
+
+    def start(self) -> None:
+        with self._lock:
+            for i in range(self.workers):
+                self._refs.append(StepActor.start(self, i))
+                self._busy.append(0)
+
+    def submit(self, msg: Execute) -> None:
+        if msg.is_async:
+            with self._lock:
+                if self._loop is None:
+                    self._loop = _AsyncLoop()
+                loop = self._loop
+            fut = loop.submit(msg)
+            self._async_futs[msg.token] = fut
+            fut.add_done_callback(lambda _f, t=msg.token: self._async_futs.pop(t, None))
+            return
+        with self._lock:
+            busy = self._busy
+            i = busy.index(min(busy))
+            busy[i] += 1
+            self._running[msg.token] = i
+            ref = self._refs[i]
+        ref.tell(msg)
+
+    def _done(self, index: int, token: int) -> None:
+        with self._lock:
+            if self._running.pop(token, None) is not None:
+                self._busy[index] -= 1
+
+    def abandon(self, token: int) -> None:
+        """A step overran its timeout: cancel it (async) or replace its worker (sync)."""
+        fut = self._async_futs.pop(token, None)
+        if fut is not None:
+            fut.cancel()
+            return
+        with self._lock:
+            i = self._running.pop(token, None)
+            if i is None or self._closed:
+                return
+            old = self._refs[i]
+            # a fresh worker takes the slot; the stuck one stops once its step
+            # returns (steps queued behind it still run then, or time out too)
+            for t in [t for t, w in self._running.items() if w == i]:
+                del self._running[t]
+            self._refs[i] = StepActor.start(self, i)
+            self._busy[i] = 0
+        old.stop(block=False)
+
+    def close(self, timeout: float = 5.0) -> None:
+        with self._lock:
+            self._closed = True
+            refs, self._refs = self._refs, []
+        for r in refs:
+            r.stop(block=False)
+        if self._loop is not None:
+            self._loop.close()

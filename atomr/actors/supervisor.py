@@ -1,0 +1,127 @@
+"""The supervisor: spawns run actors, routes messages to them, restarts the dead.
+
+Not an actor itself (routing through a mailbox would add a hop to every
+request): a lock-protected registry called from any thread.
+
+* :meth:`Supervisor.ref` returns the live actor of a run, or rehydrates the
+  run from the store (snapshot + journal tail) and spawns one.
+* A run actor that pauses, ends or fails calls :meth:`release` before stopping,
+  so the next request spawns a fresh actor from the (already durable) journal.
+* A run actor that hit an internal error calls :meth:`crashed`: the supervisor
+  waits for the checkpointer to drain, rehydrates the run and starts a new actor
+  that carries on (at most ``max_restarts`` times, then the run is reported failed).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+import pykka
+
+from atomr._load import load_progress
+from atomr.messages import Flush, Recover
+from atomr.types import Failed
+
+if TYPE_CHECKING:
+    from atomr.actors.core import Core
+    from atomr.workflow import Workflow
+
+__all__ = ["Supervisor"]
+
+log = logging.getLogger("atomr.supervisor")
+
+
+class Supervisor:
+    def __init__(self, max_restarts: int = 3) -> None:
+        self.core: Core | None = None
+        self.max_restarts = max_restarts
+        self._lock = threading.Lock()
+        self._live: dict[tuple[str, str], pykka.ActorRef[Any]] = {}
+        self._restarts: dict[tuple[str, str], int] = {}
+
+    def ref(self, wf: Workflow, run_id: str) -> pykka.ActorRef[Any]:
+        """The run's actor, spawned (and rehydrated from the store) if needed."""
+        from atomr.actors.workflow import WorkflowActor
+
+        key = (wf.id, run_id)
+        with self._lock:
+            ref = self._live.get(key)
+            if ref is not None:
+                return ref
+        assert self.core is not None
+        progress = load_progress(self.core.store, wf.plan, wf.id, run_id)
+        with self._lock:
+            ref = self._live.get(key)
+            if ref is None:
+                ref = WorkflowActor.start(self.core, wf, run_id, progress)
+                self._live[key] = ref
+            return ref
+
+    def is_live(self, workflow_id: str, run_id: str) -> bool:
+        with self._lock:
+            return (workflow_id, run_id) in self._live
+
+    def route(self, wf: Workflow, run_id: str, message: Any) -> None:
+        try:
+            self.ref(wf, run_id).tell(message)
+        except pykka.ActorDeadError:
+            self.ref(wf, run_id).tell(message)
+
+    def release(self, key: tuple[str, str], ref: pykka.ActorRef[Any]) -> None:
+        with self._lock:
+            if self._live.get(key) is ref:
+                del self._live[key]
+            self._restarts.pop(key, None)
+
+    def crashed(self, wf: Workflow, run_id: str, ref: pykka.ActorRef[Any], exc: BaseException,
+                subscribers: tuple[list[Any], list[Any]]) -> None:
+        """Called from the dying actor's thread."""
+        key = (wf.id, run_id)
+        with self._lock:
+            if self._live.get(key) is ref:
+                del self._live[key]
+            n = self._restarts[key] = self._restarts.get(key, 0) + 1
+        reply_to, listeners = subscribers
+        assert self.core is not None
+        if n > self.max_restarts:
+            with self._lock:
+                self._restarts.pop(key, None)
+            failed = Failed(wf.id, run_id, None, -1, "InternalError",
+                            f"run actor crashed {n} times ({type(exc).__name__}: {exc}); the run "
+                            "is kept as it was last committed: fix the cause and call rt.recover()")
+            for t in reply_to + listeners:
+                try:
+                    t.tell(failed)
+                except Exception:  # noqa: BLE001
+                    pass
+            return
+
+        def restart() -> None:
+            try:
+                if self.core is not None and self.core.checkpointer is not None:
+                    self.core.checkpointer.ask(Flush(), timeout=30)
+                new = self.ref(wf, run_id)
+                targets = max(len(reply_to), len(listeners))
+                for i in range(max(targets, 1)):
+                    new.tell(Recover(reply_to[i] if i < len(reply_to) else None,
+                                     listeners[i] if i < len(listeners) else None))
+            except Exception:  # noqa: BLE001
+                log.exception("could not restart run %s/%s", wf.id, run_id)
+
+        threading.Thread(target=restart, name=f"atomr-restart-{run_id}", daemon=True).start()
+
+    def live(self) -> list[pykka.ActorRef[Any]]:
+        with self._lock:
+            return list(self._live.values())
+
+    def stop_all(self, timeout: float = 5.0) -> None:
+        with self._lock:
+            refs = list(self._live.values())
+            self._live.clear()
+        for r in refs:
+            try:
+                r.stop(block=True, timeout=timeout)
+            except Exception:  # noqa: BLE001
+                pass

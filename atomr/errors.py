@@ -1,0 +1,402 @@
+"""The one exception tree of atomr.
+
+Every misuse raises a subclass of :class:`AtomrError` whose message says what
+happened and what to do about it::
+
+    AtomrError
+    ├── GraphError            the DAG or a workflow definition is invalid
+    │   ├── CycleError
+    │   ├── UnknownStepError
+    │   ├── DuplicateStepError
+    │   ├── EntryError
+    │   ├── UnreachableStepError
+    │   ├── NotCallableError
+    │   └── BranchError
+    ├── StateError            a write or a reducer went wrong
+    │   ├── UnknownChannelError
+    │   ├── ReducerError
+    │   └── StepResultError
+    ├── CodecError            a value cannot be encoded / a record cannot be decoded
+    ├── StoreError            the store cannot be opened, read or written
+    │   ├── StoreLocked
+    │   ├── StoreFull
+    │   ├── CorruptRecord
+    │   ├── FormatVersionError
+    │   └── StoreClosed
+    └── RunError              a run-level request was refused or a run failed
+        ├── WorkflowNotFound, WorkflowExists
+        ├── RunNotFound, RunExists, RunNotPaused
+        ├── InterruptError (UnknownInterruptError, AmbiguousResumeError, InvalidResumeValue)
+        ├── CheckpointNotFound
+        ├── StepTimeout, LoopLimitError, Rejected, StepCrashed
+        ├── ResultTimeout
+        └── RuntimeClosed
+
+Errors raised *inside* a run (by a step, a reducer, a timeout) do not reach the
+caller as exceptions: they end the run with a :class:`~atomr.Failed` outcome
+whose ``error_type`` is the exception's class name. :meth:`atomr.Failed.raise_error`
+turns it back into the exception when it is one of ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+__all__ = [
+    "AtomrError",
+    "GraphError",
+    "CycleError",
+    "UnknownStepError",
+    "DuplicateStepError",
+    "EntryError",
+    "UnreachableStepError",
+    "NotCallableError",
+    "BranchError",
+    "StateError",
+    "UnknownChannelError",
+    "ReducerError",
+    "StepResultError",
+    "CodecError",
+    "StoreError",
+    "StoreLocked",
+    "StoreFull",
+    "CorruptRecord",
+    "FormatVersionError",
+    "StoreClosed",
+    "RunError",
+    "WorkflowNotFound",
+    "WorkflowExists",
+    "RunNotFound",
+    "RunExists",
+    "RunNotPaused",
+    "InterruptError",
+    "UnknownInterruptError",
+    "AmbiguousResumeError",
+    "InvalidResumeValue",
+    "CheckpointNotFound",
+    "StepTimeout",
+    "LoopLimitError",
+    "Rejected",
+    "StepCrashed",
+    "ResultTimeout",
+    "RuntimeClosed",
+    "error_class",
+    "JoinError",
+    "SchemaError",
+]
+
+
+def _names(items: Iterable[object]) -> str:
+    listed = sorted(str(i) for i in items)
+    return ", ".join(repr(i) for i in listed) if listed else "(none)"
+
+
+class AtomrError(Exception):
+    """Base class of every error atomr raises on purpose."""
+
+
+# --- graph -----------------------------------------------------------------
+
+
+class GraphError(AtomrError):
+    """The DAG or the workflow around it is not valid."""
+
+
+class CycleError(GraphError):
+    """The graph has a cycle; ``cycle`` lists its steps, first step repeated last."""
+
+    def __init__(self, cycle: list[str]) -> None:
+        self.cycle = list(cycle)
+        super().__init__(
+            "cycle: " + " -> ".join(self.cycle) + "; a workflow must be acyclic: "
+            "remove one of these edges (use a Loop step for repetition)"
+        )
+
+
+class UnknownStepError(GraphError):
+    """A name refers to a step the DAG does not have."""
+
+    def __init__(self, step: str, known: Iterable[str], where: str = "") -> None:
+        self.step = step
+        self.known = sorted(known)
+        ctx = f" ({where})" if where else ""
+        super().__init__(
+            f"unknown step {step!r}{ctx}; known steps: {_names(self.known)}; "
+            "add the step with .step() or fix the name"
+        )
+
+
+class DuplicateStepError(GraphError):
+    def __init__(self, step: str) -> None:
+        self.step = step
+        super().__init__(
+            f"duplicate step id {step!r}; every step needs a unique id: rename one of them"
+        )
+
+
+class EntryError(GraphError):
+    def __init__(self, entry: str, known: Iterable[str]) -> None:
+        self.entry = entry
+        super().__init__(
+            f"entry {entry!r} is not a step of the DAG (steps: {_names(known)}); "
+            f"add it with .step({entry!r}, fn) or pass an existing step to Dag.builder()"
+        )
+
+
+class UnreachableStepError(GraphError):
+    def __init__(self, steps: Iterable[str]) -> None:
+        self.steps = sorted(steps)
+        super().__init__(
+            f"steps unreachable from any root: {_names(self.steps)}; "
+            "connect them to a step that runs, or remove them"
+        )
+
+
+class NotCallableError(GraphError):
+    def __init__(self, step: str, value: object) -> None:
+        self.step = step
+        super().__init__(
+            f"step {step!r} is not callable (got {type(value).__name__}); "
+            "pass a function fn(state, ctx) or a step kind such as Loop/Map/Human"
+        )
+
+
+class BranchError(GraphError):
+    """A branch is misdeclared, or its router picked a label it does not know."""
+
+
+# --- state -----------------------------------------------------------------
+
+
+class StateError(AtomrError):
+    """A write could not be applied to the state."""
+
+
+class UnknownChannelError(StateError):
+    def __init__(self, channel: str, known: Iterable[str], step: str | None = None) -> None:
+        self.channel = channel
+        self.known = sorted(known)
+        self.step = step
+        by = f" by step {step!r}" if step else ""
+        super().__init__(
+            f"write to unknown channel {channel!r}{by}; known channels: {_names(self.known)}; "
+            "declare it in the StateSchema or fix the key"
+        )
+
+
+class ReducerError(StateError):
+    def __init__(self, channel: str, cause: BaseException, step: str | None = None) -> None:
+        self.channel = channel
+        self.step = step
+        by = f" (write from step {step!r})" if step else ""
+        super().__init__(
+            f"reducer of channel {channel!r} raised {type(cause).__name__}: {cause}{by}; "
+            "fix the reducer or the value written; the state was left unchanged"
+        )
+
+
+class StepResultError(StateError):
+    def __init__(self, step: str, value: object, detail: str = "") -> None:
+        self.step = step
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"step {step!r} returned {type(value).__name__}{extra}; a step must return "
+            "a dict of writes, a list of (channel, value) pairs, or None"
+        )
+
+
+# --- codec -----------------------------------------------------------------
+
+
+class CodecError(AtomrError):
+    """A value cannot be encoded, or bytes cannot be decoded safely."""
+
+
+# --- store -----------------------------------------------------------------
+
+
+class StoreError(AtomrError):
+    """The store cannot be opened, read or written."""
+
+
+class StoreLocked(StoreError):
+    def __init__(self, path: str, pid: int | None) -> None:
+        self.path = path
+        self.pid = pid
+        holder = f"process {pid}" if pid else "another process"
+        super().__init__(
+            f"store {path!r} is locked by {holder}; only one process may open an LMDB "
+            "store: stop that process, or open a different path"
+        )
+
+
+class StoreFull(StoreError):
+    def __init__(self, map_size: int, path: str = "") -> None:
+        self.map_size = map_size
+        super().__init__(
+            f"map size {_human(map_size)} reached{f' in {path!r}' if path else ''}; "
+            f"open the store with map_size={map_size * 2} (or a larger max_map_size) "
+            "and resume the run: nothing committed was lost"
+        )
+
+
+class CorruptRecord(StoreError):
+    def __init__(self, workflow_id: str, run_id: str, seq: int, detail: str) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.seq = seq
+        super().__init__(
+            f"corrupt record {seq} of run {workflow_id}/{run_id}: {detail}; "
+            "other runs are unaffected; restore this run from a backup or delete it "
+            f"(atomr prune {workflow_id} {run_id} --delete)"
+        )
+
+
+class FormatVersionError(StoreError):
+    pass
+
+
+class StoreClosed(StoreError):
+    pass
+
+
+# --- runs ------------------------------------------------------------------
+
+
+class RunError(AtomrError):
+    """A run-level request was refused, or a run failed."""
+
+
+class WorkflowNotFound(RunError):
+    def __init__(self, workflow_id: str, known: Iterable[str]) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(
+            f"no workflow {workflow_id!r} is registered (registered: {_names(known)}); "
+            "call rt.register(workflow) first"
+        )
+
+
+class WorkflowExists(RunError):
+    def __init__(self, workflow_id: str) -> None:
+        self.workflow_id = workflow_id
+        super().__init__(
+            f"workflow {workflow_id!r} is already registered; give the new one another id "
+            "or register it in another Runtime"
+        )
+
+
+class RunNotFound(RunError):
+    def __init__(self, workflow_id: str, run_id: str) -> None:
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        super().__init__(
+            f"no run {workflow_id}/{run_id} in the store; check the ids with rt.runs() "
+            "or `atomr runs`"
+        )
+
+
+class RunExists(RunError):
+    def __init__(self, workflow_id: str, run_id: str) -> None:
+        super().__init__(
+            f"run {workflow_id}/{run_id} already exists; pick another run_id, or resume it "
+            "with rt.resume()"
+        )
+
+
+class RunNotPaused(RunError):
+    def __init__(self, workflow_id: str, run_id: str, status: str) -> None:
+        self.status = status
+        hint = {
+            "done": "it has finished: fork it (rt.fork) to run again from a checkpoint",
+            "running": "it is still running: wait for its outcome (handle.result())",
+        }.get(status, "only paused or failed runs can be resumed")
+        super().__init__(f"cannot resume run {workflow_id}/{run_id}: it is {status}; {hint}")
+
+
+class InterruptError(RunError):
+    """A resume did not match the run's pending interrupts."""
+
+
+class UnknownInterruptError(InterruptError):
+    def __init__(self, ids: Iterable[str], pending: Iterable[str]) -> None:
+        self.ids = sorted(ids)
+        self.pending = sorted(pending)
+        super().__init__(
+            f"unknown interrupt id(s) {_names(self.ids)}; pending interrupts: "
+            f"{_names(self.pending)}; answer one of those (the run stays paused)"
+        )
+
+
+class AmbiguousResumeError(InterruptError):
+    def __init__(self, pending: Iterable[str]) -> None:
+        self.pending = sorted(pending)
+        super().__init__(
+            f"{len(self.pending)} interrupts are pending ({_names(self.pending)}); a bare "
+            "Command(resume=value) cannot tell which one it answers: pass "
+            "Command(resume={interrupt_id: value, ...}) (the run stays paused)"
+        )
+
+
+class InvalidResumeValue(InterruptError):
+    pass
+
+
+class CheckpointNotFound(RunError):
+    def __init__(self, workflow_id: str, run_id: str, super_step: int, available: list[int]) -> None:
+        self.super_step = super_step
+        rng = f"{available[0]}..{available[-1]}" if available else "none"
+        super().__init__(
+            f"run {workflow_id}/{run_id} has no checkpoint at super-step {super_step} "
+            f"(available: {rng}); pick one listed by rt.history()"
+        )
+
+
+class StepTimeout(RunError):
+    pass
+
+
+class LoopLimitError(RunError):
+    pass
+
+
+class Rejected(RunError):
+    pass
+
+
+class StepCrashed(RunError):
+    """A step raised a BaseException (KeyboardInterrupt, SystemExit, ...)."""
+
+
+class ResultTimeout(RunError, TimeoutError):
+    pass
+
+
+class RuntimeClosed(RunError):
+    pass
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:g} {unit}" if unit == "B" else f"{n:.0f} {unit}"
+        n = n / 1024  # type: ignore[assignment]
+    return str(n)
+
+
+def error_class(name: str) -> type[AtomrError] | None:
+    """The atomr exception class called ``name``, or None."""
+    obj = globals().get(name)
+    if isinstance(obj, type) and issubclass(obj, AtomrError):
+        return obj
+    return None
+
+
+# --- appended: graph / state -------------------------------------------------
+
+
+class JoinError(GraphError):
+    """A join policy is not one of "all" / "any"."""
+
+
+class SchemaError(StateError):
+    """A StateSchema channel is misdeclared (bad key, non-callable reducer, duplicate)."""

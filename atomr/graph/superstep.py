@@ -1,0 +1,506 @@
+"""The super-step algebra: pure functions over a run's folded state.
+
+No threads, no I/O. The run actor and rehydration call the same functions:
+
+* :func:`apply_event` folds one journal event into a :class:`RunProgress`;
+  a run's state *is* the fold of its journal.
+* :func:`next_action` says what a running run must do next (dispatch steps,
+  commit the layer, pause, complete).
+* :func:`command_events` validates a :class:`~atomr.Command` against a paused
+  run and returns the events that carry it out.
+* :func:`to_snapshot` / :func:`from_snapshot` convert a progress to the
+  plain dict stored as a snapshot.
+
+Numbering: ``super_step`` counts committed super-steps (0 = the input
+checkpoint); ``layer`` is the index of the next DAG layer to run. They move
+together until a ``goto`` jumps the layer cursor; ``super_step`` never goes back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from atomr import events as ev
+from atomr.errors import (
+    AmbiguousResumeError,
+    InterruptError,
+    RunNotPaused,
+    UnknownInterruptError,
+    UnknownStepError,
+)
+from atomr.graph.dag import Dag
+from atomr.graph.schema import StateSchema
+from atomr.graph.state import apply_writes, fold_superstep
+
+__all__ = [
+    "Plan",
+    "RunProgress",
+    "PendingInterrupt",
+    "Dispatch",
+    "CommitLayer",
+    "PauseBefore",
+    "PauseInterrupt",
+    "Complete",
+    "FailRun",
+    "Wait",
+    "apply_event",
+    "replay",
+    "next_action",
+    "after_breakpoint",
+    "command_events",
+    "interrupt_id",
+    "idempotency_key",
+    "resume_values",
+    "to_snapshot",
+    "from_snapshot",
+    "commit_values",
+]
+
+
+class Plan:
+    """A workflow compiled for execution: layers, merge order, breakpoints."""
+
+    __slots__ = (
+        "dag", "schema", "layers", "layer_of", "order", "before", "after", "n_layers",
+        "topo_index",
+    )
+
+    def __init__(
+        self,
+        dag: Dag,
+        schema: StateSchema,
+        interrupt_before: Iterable[str] = (),
+        interrupt_after: Iterable[str] = (),
+    ) -> None:
+        self.dag = dag
+        self.schema = schema
+        self.layers: list[list[str]] = [list(layer) for layer in dag.layers()]
+        self.n_layers = len(self.layers)
+        self.layer_of = {s: i for i, layer in enumerate(self.layers) for s in layer}
+        self.order = dag.topo_sort()
+        self.topo_index = {s: i for i, s in enumerate(self.order)}
+        self.before = frozenset(interrupt_before)
+        self.after = frozenset(interrupt_after)
+        for name, group in (("interrupt_before", self.before), ("interrupt_after", self.after)):
+            for s in group:
+                if s not in self.layer_of:
+                    raise UnknownStepError(s, self.layer_of, where=name)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingInterrupt:
+    """An interrupt raised by a step and not answered yet."""
+
+    id: str
+    step_id: str
+    payload: Any
+    index: int
+
+
+@dataclass(slots=True)
+class RunProgress:
+    """Everything known about a run: the fold of its journal."""
+
+    workflow_id: str
+    run_id: str
+    values: dict[str, Any] = field(default_factory=dict)
+    super_step: int = 0
+    layer: int = 0
+    status: str = "new"  # new | running | paused | done | failed
+    seq: int = 0
+    #: step -> raw writes of steps of the in-flight layer that completed
+    pending: dict[str, list[tuple[str, Any]]] = field(default_factory=dict)
+    #: interrupts of the in-flight layer, answered or not: id -> interrupt
+    asked: dict[str, PendingInterrupt] = field(default_factory=dict)
+    #: interrupt id -> resume value
+    answers: dict[str, Any] = field(default_factory=dict)
+    #: step -> attempts used in the in-flight layer
+    attempts: dict[str, int] = field(default_factory=dict)
+    pause_reason: str | None = None
+    pause_steps: list[str] = field(default_factory=list)
+    #: (step, error_type, message) of a failed run
+    failure: tuple[str | None, str, str] | None = None
+    #: super-step number whose before-breakpoint was already taken
+    bp_cleared: int = -1
+    skipped: set[str] = field(default_factory=set)
+    meta: dict[str, Any] = field(default_factory=dict)
+    #: per step of the in-flight layer: index -> result of finished Map elements
+    items: dict[str, dict[int, Any]] = field(default_factory=dict)
+    #: per Loop step of the in-flight layer: iterations already merged
+    iterations: dict[str, int] = field(default_factory=dict)
+    #: steps of the in-flight layer that failed for good: step -> (error_type, message)
+    failed: dict[str, tuple[str, str]] = field(default_factory=dict)
+    updated_ms: int = 0
+
+    @property
+    def interrupts(self) -> list[PendingInterrupt]:
+        """Interrupts still waiting for an answer, in the order they were raised."""
+        return [i for i in self.asked.values() if i.id not in self.answers]
+
+    def in_flight_super_step(self) -> int:
+        return self.super_step + 1
+
+    def next_steps(self, plan: Plan) -> list[str]:
+        """Steps still to run in the current layer (completed siblings excluded)."""
+        if self.status == "done" or self.layer >= plan.n_layers:
+            return []
+        return [
+            s for s in plan.layers[self.layer] if s not in self.pending and s not in self.skipped
+        ]
+
+
+# --- ids ------------------------------------------------------------------
+
+_ID_RE = re.compile(r"^.+:\d+:\d+$")
+
+
+def interrupt_id(step: str, super_step: int, index: int) -> str:
+    """Deterministic, readable: the same until answered, across crashes and resumes."""
+    return f"{step}:{super_step}:{index}"
+
+
+def looks_like_interrupt_id(key: object) -> bool:
+    return isinstance(key, str) and bool(_ID_RE.match(key))
+
+
+def idempotency_key(workflow_id: str, run_id: str, super_step: int, step: str) -> str:
+    """Stable for one step of one super-step of one run, across retries/crashes/resumes."""
+    return f"{workflow_id}/{run_id}/{super_step}/{step}"
+
+
+def resume_values(progress: RunProgress, step: str) -> list[Any]:
+    """Answers to ``step``'s interrupts in this super-step, in call order."""
+    ss = progress.super_step + 1
+    out: list[Any] = []
+    answers = progress.answers
+    if not answers:
+        return out
+    i = 0
+    while True:
+        iid = interrupt_id(step, ss, i)
+        if iid not in answers:
+            return out
+        out.append(answers[iid])
+        i += 1
+
+
+# --- the fold -------------------------------------------------------------
+
+
+def _reset_layer(p: RunProgress) -> None:
+    p.pending = {}
+    p.asked = {}
+    p.answers = {}
+    p.attempts = {}
+    p.items = {}
+    p.iterations = {}
+    p.failed = {}
+
+
+def commit_values(plan: Plan, p: RunProgress) -> dict[str, Any]:
+    """The values after merging the in-flight layer's pending writes (may raise ReducerError)."""
+    if not p.pending:
+        return p.values
+    if len(p.pending) == 1:
+        ((step, writes),) = p.pending.items()
+        return apply_writes(plan.schema, p.values, writes, step=step)
+    return fold_superstep(plan.schema, p.values, p.pending, plan.layers[p.layer])
+
+
+def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, Any] | None = None) -> None:
+    """Fold event number ``seq`` into ``p`` (in place).
+
+    ``values``: for SuperStepCommitted, the already merged values when the
+    caller computed them (the live actor does, to detect reducer errors before
+    journaling); rehydration passes None and merges here, with the same code.
+    """
+    t = type(e)
+    if t is ev.StepStarted:
+        p.attempts[e.step] = e.attempt
+    elif t is ev.StepCompleted:
+        p.pending[e.step] = e.writes
+    elif t is ev.SuperStepCommitted:
+        p.values = commit_values(plan, p) if values is None else values
+        p.super_step = e.super_step
+        p.layer = e.layer + 1
+        p.updated_ms = e.at_ms or p.updated_ms
+        _reset_layer(p)
+    elif t is ev.Interrupted:
+        p.asked[e.interrupt_id] = PendingInterrupt(e.interrupt_id, e.step, e.payload, e.index)
+    elif t is ev.StepFailed:
+        p.attempts[e.step] = e.attempt
+        if e.final:
+            p.failed[e.step] = (e.error_type, e.message)
+    elif t is ev.ItemCompleted:
+        p.items.setdefault(e.step, {})[e.index] = e.result
+    elif t is ev.LoopIterated:
+        p.values = apply_writes(plan.schema, p.values, e.writes, step=e.step)
+        p.iterations[e.step] = e.iteration
+    elif t is ev.RunStarted:
+        p.values = apply_writes(plan.schema, plan.schema.initial_values(), list(e.input.items()))
+        p.status = "running"
+        p.meta = dict(e.meta)
+        p.updated_ms = e.at_ms
+    elif t is ev.Paused:
+        p.status = "paused"
+        p.pause_reason = e.reason
+        p.pause_steps = list(e.steps)
+        p.updated_ms = e.at_ms
+    elif t is ev.Resumed:
+        was_failed = p.status == "failed"
+        p.status = "running"
+        p.bp_cleared = p.super_step + 1
+        p.pause_reason = None
+        p.pause_steps = []
+        if was_failed:
+            for step in p.failed:
+                p.attempts.pop(step, None)
+            p.failed = {}
+        p.failure = None
+        if e.goto is not None:
+            p.layer = plan.layer_of[e.goto]
+            _reset_layer(p)
+            p.skipped = set()
+        else:
+            p.answers.update(e.answers)
+        p.updated_ms = e.at_ms
+    elif t is ev.StateUpdated:
+        p.values = apply_writes(plan.schema, p.values, e.edits)
+        p.updated_ms = e.at_ms
+    elif t is ev.RunCompleted:
+        p.status = "done"
+        p.updated_ms = e.at_ms
+    elif t is ev.RunFailed:
+        p.status = "failed"
+        p.failure = (e.step, e.error_type, e.message)
+        p.updated_ms = e.at_ms
+    elif t is ev.Forked:
+        p.values = dict(e.values)
+        p.super_step = e.from_super_step
+        p.layer = e.layer
+        p.skipped = set(e.skipped)
+        p.status = "running"
+        p.meta = dict(e.meta)
+        p.updated_ms = e.at_ms
+        _reset_layer(p)
+    elif t is ev.BranchTaken:
+        _apply_branch(plan, p, e)
+    elif t is ev.StepCancelled:
+        p.pending[e.step] = []
+    # HumanApproved is informational: its writes arrive as StepCompleted.
+    p.seq = seq
+
+
+def _apply_branch(plan: Plan, p: RunProgress, e: ev.BranchTaken) -> None:
+    spec = plan.dag.branches.get(e.step)
+    if spec is None:
+        return
+    chosen = {spec.targets[label] for label in e.chosen if label in spec.targets}
+    for target in spec.targets.values():
+        if target not in chosen:
+            p.skipped.add(target)
+    # a step is skipped when all its predecessors are skipped (or untaken branch edges)
+    for s in plan.order:
+        if s in p.skipped or plan.layer_of[s] <= plan.layer_of[e.step]:
+            continue
+        preds = plan.dag.preds[s]
+        if preds and all(
+            q in p.skipped or (q == e.step and s in spec.targets.values() and s not in chosen)
+            for q in preds
+        ):
+            p.skipped.add(s)
+    for s in chosen:
+        # a target reachable through a taken path still runs
+        p.skipped.discard(s)
+
+
+def replay(plan: Plan, workflow_id: str, run_id: str, events: Iterable[tuple[int, Any]],
+           start: RunProgress | None = None) -> RunProgress:
+    """Fold ``(seq, event)`` pairs onto ``start`` (or an empty run)."""
+    p = start if start is not None else RunProgress(workflow_id, run_id)
+    for seq, e in events:
+        apply_event(plan, p, e, seq)
+    return p
+
+
+# --- what next --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    steps: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class CommitLayer:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PauseBefore:
+    steps: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class PauseInterrupt:
+    steps: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Complete:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class FailRun:
+    step: str
+    error_type: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Nothing to start: results of running steps are awaited."""
+
+
+_COMMIT = CommitLayer()
+_COMPLETE = Complete()
+_WAIT = Wait()
+
+
+def next_action(plan: Plan, p: RunProgress, running: Sequence[str] | set[str] = ()) -> Any:
+    """What a running run must do now, given the steps already executing."""
+    if p.layer >= plan.n_layers:
+        return _COMPLETE
+    layer = plan.layers[p.layer]
+    todo = [s for s in layer if s not in p.pending and s not in p.skipped]
+    if not todo:
+        return _COMMIT
+    if plan.before and p.bp_cleared != p.super_step + 1 and not p.pending and not p.asked:
+        hit = [s for s in todo if s in plan.before]
+        if hit and not running:
+            return PauseBefore(hit)
+    blocked = _blocked_steps(p)
+    failed = p.failed
+    startable = [s for s in todo if s not in running and s not in blocked and s not in failed]
+    if startable:
+        return Dispatch(startable)
+    if running:
+        return _WAIT
+    if failed:
+        step = next(s for s in layer if s in failed)
+        return FailRun(step, *failed[step])
+    return PauseInterrupt(sorted({i.step_id for i in p.interrupts}))
+
+
+def _blocked_steps(p: RunProgress) -> set[str]:
+    if not p.asked:
+        return set()
+    return {i.step_id for i in p.asked.values() if i.id not in p.answers}
+
+
+def after_breakpoint(plan: Plan, layer: int, skipped: set[str]) -> list[str]:
+    """Steps of a just-committed layer that have an interrupt_after breakpoint."""
+    if not plan.after:
+        return []
+    return [s for s in plan.layers[layer] if s in plan.after and s not in skipped]
+
+
+# --- commands ---------------------------------------------------------------
+
+
+def command_events(plan: Plan, p: RunProgress, command: Any, now_ms: int = 0) -> list[Any]:
+    """Validate ``command`` against ``p``; return the events that apply it.
+
+    Raises without side effects: RunNotPaused, UnknownStepError,
+    UnknownInterruptError, AmbiguousResumeError, InterruptError,
+    UnknownChannelError / ReducerError for a bad update.
+    """
+    if p.status not in ("paused", "failed"):
+        status = "unknown" if p.status == "new" else p.status
+        raise RunNotPaused(p.workflow_id, p.run_id, status)
+    out: list[Any] = []
+    update = command.update
+    if update:
+        edits = list(update.items()) if isinstance(update, Mapping) else list(update)
+        apply_writes(plan.schema, p.values, edits)  # validate; raises on bad channel/reducer
+        out.append(ev.StateUpdated(edits, "command", now_ms))
+    goto = command.goto
+    if goto is not None and goto not in plan.layer_of:
+        raise UnknownStepError(goto, plan.layer_of, where="Command(goto=...)")
+    answers: dict[str, Any] = {}
+    if command.resume is not None:
+        pending = {i.id: i for i in p.interrupts}
+        r = command.resume
+        if isinstance(r, Mapping) and r and all(looks_like_interrupt_id(k) for k in r):
+            unknown = [k for k in r if k not in pending]
+            if unknown:
+                raise UnknownInterruptError(unknown, pending)
+            answers = dict(r)
+        elif not pending:
+            raise InterruptError(
+                f"run {p.workflow_id}/{p.run_id} has no pending interrupt to answer "
+                f"(it is {p.status}{' before ' + ', '.join(p.pause_steps) if p.pause_reason == 'before' else ''}); "
+                "resume it with Command() or Command(update=...)"
+            )
+        elif len(pending) > 1:
+            raise AmbiguousResumeError(pending)
+        else:
+            answers = {next(iter(pending)): r}
+    out.append(ev.Resumed(answers, goto, now_ms))
+    return out
+
+
+# --- snapshots --------------------------------------------------------------
+
+
+def to_snapshot(p: RunProgress) -> dict[str, Any]:
+    """A plain dict of ``p`` (what a snapshot stores)."""
+    return {
+        "v": p.values,
+        "ss": p.super_step,
+        "l": p.layer,
+        "st": p.status,
+        "seq": p.seq,
+        "pw": {k: [[c, v] for c, v in w] for k, w in p.pending.items()},
+        "ask": [[i.id, i.step_id, i.payload, i.index] for i in p.asked.values()],
+        "ans": p.answers,
+        "att": p.attempts,
+        "pr": p.pause_reason,
+        "ps": p.pause_steps,
+        "f": list(p.failure) if p.failure else None,
+        "bp": p.bp_cleared,
+        "sk": sorted(p.skipped),
+        "m": p.meta,
+        "it": {k: [[i, r] for i, r in d.items()] for k, d in p.items.items()},
+        "li": p.iterations,
+        "fl": {k: list(v) for k, v in p.failed.items()},
+        "u": p.updated_ms,
+    }
+
+
+def from_snapshot(workflow_id: str, run_id: str, d: Mapping[str, Any]) -> RunProgress:
+    p = RunProgress(workflow_id, run_id)
+    p.values = dict(d["v"])
+    p.super_step = d["ss"]
+    p.layer = d["l"]
+    p.status = d["st"]
+    p.seq = d["seq"]
+    p.pending = {k: [(c, v) for c, v in w] for k, w in d["pw"].items()}
+    p.asked = {a[0]: PendingInterrupt(*a) for a in d["ask"]}
+    p.answers = dict(d["ans"])
+    p.attempts = dict(d["att"])
+    p.pause_reason = d["pr"]
+    p.pause_steps = list(d["ps"])
+    p.failure = tuple(d["f"]) if d["f"] else None  # type: ignore[assignment]
+    p.bp_cleared = d["bp"]
+    p.skipped = set(d["sk"])
+    p.meta = dict(d["m"])
+    p.items = {k: {i: r for i, r in rows} for k, rows in d["it"].items()}
+    p.iterations = dict(d["li"])
+    p.failed = {k: (v[0], v[1]) for k, v in d["fl"].items()}
+    p.updated_ms = d["u"]
+    return p

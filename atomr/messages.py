@@ -1,0 +1,163 @@
+"""Messages between actors: frozen dataclasses, told (never asked) inside the runtime.
+
+Public (code outside atomr sends them to a run's ``ActorRef`` from
+``Runtime.ref``): :class:`Run`, :class:`Resume`. A run actor answers on
+``reply_to`` (any object with ``tell``, e.g. a pykka ``ActorRef``) with the
+outcome (:class:`~atomr.Done`, :class:`~atomr.Paused`, :class:`~atomr.Failed`)
+or with :class:`Rejected` when the request is refused. ``listener`` (optional)
+receives :class:`Accepted` and :class:`~atomr.StepEvent` s as the run goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from atomr.types import Command
+
+__all__ = [
+    "Run",
+    "Resume",
+    "Recover",
+    "Accepted",
+    "Rejected",
+    "StepDone",
+    "Execute",
+    "RetryStep",
+    "StepTimedOut",
+    "Append",
+    "Committed",
+    "Flush",
+    "Maintain",
+]
+
+
+@dataclass(frozen=True)
+class Run:
+    """Start the run with ``input`` (channel -> value)."""
+
+    input: Mapping[str, Any] | None = None
+    reply_to: Any = None
+    listener: Any = None
+    meta: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Resume a paused (or failed) run with a Command."""
+
+    command: Command = field(default_factory=Command)
+    reply_to: Any = None
+    listener: Any = None
+
+
+@dataclass(frozen=True)
+class Recover:
+    """Carry on a run found running in the store (after a crash)."""
+
+    reply_to: Any = None
+    listener: Any = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The Run/Resume/Recover was accepted (and, with durability="sync", is durable)."""
+
+    workflow_id: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """The Run/Resume was refused; nothing was written. ``error`` says why."""
+
+    workflow_id: str
+    run_id: str
+    error: BaseException
+
+    status = "rejected"
+
+
+# --- internal ---------------------------------------------------------------
+
+OK, ERROR, INTERRUPT = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class StepDone:
+    """A step execution finished (step actor -> run actor)."""
+
+    token: int
+    step: str
+    attempt: int
+    kind: int  # OK | ERROR | INTERRUPT
+    writes: list[tuple[str, Any]] | None = None
+    record: bytes | None = None  # the encoded StepCompleted event
+    error_type: str = ""
+    message: str = ""
+    retryable: bool = False
+    index: int = 0  # interrupt index within the step
+    payload: Any = None  # interrupt payload
+
+
+@dataclass(frozen=True, slots=True)
+class Execute:
+    """Run one step (run actor -> step executor)."""
+
+    token: int
+    step: str
+    fn: Any
+    state: Mapping[str, Any]
+    workflow_id: str
+    run_id: str
+    super_step: int
+    attempt: int
+    idempotency_key: str
+    resume: list[Any]
+    channels: frozenset[str]
+    reply_to: Any
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    is_async: bool = False
+    extra: Any = None  # per-kind data (Map elements done, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryStep:
+    step: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class StepTimedOut:
+    step: str
+    token: int
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Append:
+    """Events to make durable (run actor -> checkpointer)."""
+
+    batch: Any  # AppendBatch
+    sender: Any  # the run actor's ref: told Committed on ack or on error
+    token: int
+    ack: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    token: int
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """Commit whatever is queued (asked by the runtime: a barrier)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Maintain:
+    """Run ``fn(store)`` in the writer thread after a flush (asked)."""
+
+    fn: Any

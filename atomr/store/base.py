@@ -1,0 +1,241 @@
+"""The Store protocol shared by every backend, and what it reads and writes.
+
+A store holds, per run, the journal (framed events, gap-free from the run's base
+sequence number), snapshots of the folded run state, and a small summary in the
+run index. It knows events and bytes, not actors or workflows.
+
+Threads: :meth:`Store.write` and the maintenance methods (``truncate``,
+``delete_run``) are called by one writer thread at a time (the checkpointer's,
+for LMDB). Every read method may be called from any thread at any time.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from atomr.errors import CodecError, StoreError
+from atomr.store import format as fmt
+
+__all__ = ["AppendBatch", "RunSummary", "Store", "STATUSES", "now_ms"]
+
+#: Run statuses as stored in the run index.
+STATUSES = ("running", "paused", "done", "failed")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """One row of the run index (what ``runs()`` and ``recover()`` read)."""
+
+    workflow_id: str
+    run_id: str
+    status: str
+    super_step: int
+    last_seq: int
+    first_seq: int = 1
+    snapshot_seq: int = 0
+    created_ms: int = 0
+    updated_ms: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_record(self) -> bytes:
+        return fmt.encode_obj(
+            [self.status, self.super_step, self.last_seq, self.first_seq, self.snapshot_seq,
+             self.created_ms, self.updated_ms, self.meta]
+        )
+
+    @classmethod
+    def from_record(cls, workflow_id: str, run_id: str, data: bytes) -> RunSummary:
+        row = fmt.decode_obj(data)
+        return cls(workflow_id, run_id, *row)
+
+
+@dataclass(slots=True)
+class AppendBatch:
+    """Events of one run to append in one transaction (plus an optional snapshot).
+
+    ``records`` are framed events numbered ``first_seq, first_seq + 1, …``;
+    ``snapshot`` (framed progress) describes the state after the last of them.
+    """
+
+    workflow_id: str
+    run_id: str
+    first_seq: int
+    records: list[bytes]
+    status: str | None = None
+    super_step: int | None = None
+    snapshot: bytes | None = None
+    meta: dict[str, Any] | None = None
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.records) - 1
+
+
+class Store(abc.ABC):
+    """Common behaviour of the backends; subclasses provide the primitives."""
+
+    #: Write a snapshot every this many super-steps (and at pauses and ends).
+    snapshot_every: int = 50
+    #: True when writes must go through a single writer thread (LMDB).
+    single_writer: bool = False
+    path: str | None = None
+
+    # -- writer side -------------------------------------------------------
+
+    def write(self, batches: Sequence[AppendBatch]) -> list[BaseException | None]:
+        """Write all batches in one transaction (one sync); isolate failures.
+
+        Returns one entry per batch: None when it is durable, else the error
+        that refused it. A failure of one batch does not refuse the others.
+        """
+        if not batches:
+            return []
+        try:
+            self._write_txn(batches)
+            return [None] * len(batches)
+        except Exception:
+            if len(batches) == 1:
+                return [self._as_store_error(sys_exc())]
+        results: list[BaseException | None] = []
+        for b in batches:
+            try:
+                self._write_txn([b])
+                results.append(None)
+            except Exception as exc:  # noqa: BLE001 - reported to the run that wrote it
+                results.append(self._as_store_error(exc))
+        return results
+
+    @staticmethod
+    def _as_store_error(exc: BaseException) -> BaseException:
+        return exc
+
+    @abc.abstractmethod
+    def _write_txn(self, batches: Sequence[AppendBatch]) -> None:
+        """Apply every batch atomically, or none; raise on any problem."""
+
+    def _next_summary(self, old: RunSummary | None, b: AppendBatch, ts: int) -> RunSummary:
+        """Check the batch continues the journal gap-free; return the new summary."""
+        if old is None:
+            if b.first_seq != 1:
+                raise StoreError(
+                    f"journal gap in run {b.workflow_id}/{b.run_id}: first event numbered "
+                    f"{b.first_seq}, expected 1; this is a bug: please report it"
+                )
+            return RunSummary(
+                b.workflow_id, b.run_id, b.status or "running", b.super_step or 0, b.last_seq,
+                1, b.last_seq if b.snapshot is not None else 0, ts, ts, dict(b.meta or {}),
+            )
+        if b.first_seq != old.last_seq + 1:
+            raise StoreError(
+                f"journal gap in run {b.workflow_id}/{b.run_id}: events numbered from "
+                f"{b.first_seq}, expected {old.last_seq + 1} (two writers for one run?); "
+                "the batch was refused and the journal is unchanged"
+            )
+        meta = old.meta if b.meta is None else {**old.meta, **b.meta}
+        return replace(
+            old,
+            status=b.status or old.status,
+            super_step=old.super_step if b.super_step is None else b.super_step,
+            last_seq=b.last_seq,
+            snapshot_seq=b.last_seq if b.snapshot is not None else old.snapshot_seq,
+            updated_ms=ts,
+            meta=meta,
+        )
+
+    @abc.abstractmethod
+    def truncate(self, workflow_id: str, run_id: str, upto_seq: int, snapshot: bytes) -> int:
+        """Drop journal events <= upto_seq and older snapshots, keeping ``snapshot``
+        as the state at ``upto_seq``. Returns the number of records removed."""
+
+    @abc.abstractmethod
+    def delete_run(self, workflow_id: str, run_id: str) -> bool:
+        """Remove every trace of a run. Returns False if it did not exist."""
+
+    # -- readers (any thread) ---------------------------------------------
+
+    @abc.abstractmethod
+    def summary(self, workflow_id: str, run_id: str) -> RunSummary | None: ...
+
+    @abc.abstractmethod
+    def summaries(self) -> Iterator[RunSummary]: ...
+
+    def runs(self, status: str | None = None, workflow_id: str | None = None) -> list[RunSummary]:
+        """Run summaries from the index, oldest first; filter by status/workflow."""
+        if status is not None and status not in STATUSES:
+            raise StoreError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+        out = [
+            s
+            for s in self.summaries()
+            if (status is None or s.status == status)
+            and (workflow_id is None or s.workflow_id == workflow_id)
+        ]
+        out.sort(key=lambda s: (s.created_ms, s.workflow_id, s.run_id))
+        return out
+
+    @abc.abstractmethod
+    def _journal_raw(
+        self, workflow_id: str, run_id: str, from_seq: int, to_seq: int | None
+    ) -> Iterator[tuple[int, bytes]]: ...
+
+    def journal(
+        self, workflow_id: str, run_id: str, from_seq: int = 1, to_seq: int | None = None
+    ) -> Iterator[tuple[int, Any]]:
+        """Decoded events ``(seq, event)`` in order; a bad record raises CorruptRecord."""
+        for seq, data in self._journal_raw(workflow_id, run_id, from_seq, to_seq):
+            try:
+                yield seq, fmt.decode_event(data)
+            except CodecError as exc:
+                raise fmt.corrupt(workflow_id, run_id, seq, exc) from None
+
+    @abc.abstractmethod
+    def _snapshots_raw(self, workflow_id: str, run_id: str) -> list[tuple[int, bytes]]: ...
+
+    def snapshots(self, workflow_id: str, run_id: str) -> list[tuple[int, Any]]:
+        """All snapshots ``(seq, progress dict)``, oldest first."""
+        out = []
+        for seq, data in self._snapshots_raw(workflow_id, run_id):
+            try:
+                out.append((seq, fmt.decode_obj(data)))
+            except CodecError as exc:
+                raise fmt.corrupt(workflow_id, run_id, seq, exc) from None
+        return out
+
+    def latest_snapshot(
+        self, workflow_id: str, run_id: str, max_seq: int | None = None
+    ) -> tuple[int, Any] | None:
+        """The newest snapshot at or before ``max_seq`` (None: the newest)."""
+        best = None
+        for seq, data in self._snapshots_raw(workflow_id, run_id):
+            if max_seq is None or seq <= max_seq:
+                best = (seq, data)
+        if best is None:
+            return None
+        try:
+            return best[0], fmt.decode_obj(best[1])
+        except CodecError as exc:
+            raise fmt.corrupt(workflow_id, run_id, best[0], exc) from None
+
+    def close(self) -> None:  # noqa: B027
+        """Release the store's resources."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def sys_exc() -> BaseException:
+    import sys
+
+    e = sys.exc_info()[1]
+    assert e is not None
+    return e

@@ -1,0 +1,202 @@
+"""The on-disk format, defined once: key layout, record framing, event codes.
+
+Every backend stores the same bytes (the in-memory one too), so a record that
+round-trips through one round-trips through all.
+
+Layout (one LMDB environment, four named databases)::
+
+    database   key                                   value
+    ---------  ------------------------------------  --------------------------------------
+    meta       b"format_version"                     u32 big-endian (FORMAT_VERSION)
+    meta       b"created_ms"                         u64 big-endian
+    journal    run_key + u64be(seq)   seq = 1, 2, …  record(event)      (append-only, gap-free)
+    snapshots  run_key + u64be(seq)                  record(progress)   state after event `seq`
+    runs       run_key                               record(summary)    the small run index
+
+    run_key  = u16be(len(wf)) + wf_utf8 + u16be(len(run)) + run_utf8
+    record   = u8(codec version) + u32be(crc32(payload)) + payload
+    payload  = msgpack([event_code, field, field, …])   (events, see EVENT_CODES)
+             | msgpack({progress fields})                (snapshots)
+             | msgpack({summary fields})                 (run index)
+
+Big-endian sequence numbers make LMDB's key order the journal's order, so a
+cursor walk from ``run_key + u64be(n)`` replays a run from event ``n``. The
+CRC makes a flipped bit a :class:`~atomr.errors.CorruptRecord` instead of a
+silently wrong state. A store whose ``format_version`` is newer than
+FORMAT_VERSION is refused on open.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+import zlib
+from typing import Any
+
+from atomr import codec, events as ev
+from atomr.errors import CodecError, CorruptRecord
+
+__all__ = [
+    "FORMAT_VERSION",
+    "EVENT_CODES",
+    "run_key",
+    "parse_run_key",
+    "seq_key",
+    "seq_of",
+    "frame",
+    "unframe",
+    "encode_event",
+    "decode_event",
+    "encode_obj",
+    "decode_obj",
+]
+
+FORMAT_VERSION = 1
+
+DB_META = b"meta"
+DB_JOURNAL = b"journal"
+DB_SNAPSHOTS = b"snapshots"
+DB_RUNS = b"runs"
+
+#: Event class <-> code. Codes are forever: never renumber, only append.
+EVENT_CODES: dict[type, int] = {
+    ev.RunStarted: 1,
+    ev.StepStarted: 2,
+    ev.StepCompleted: 3,
+    ev.StepFailed: 4,
+    ev.SuperStepCommitted: 5,
+    ev.Interrupted: 6,
+    ev.Paused: 7,
+    ev.Resumed: 8,
+    ev.StateUpdated: 9,
+    ev.BranchTaken: 10,
+    ev.HumanApproved: 11,
+    ev.RunCompleted: 12,
+    ev.RunFailed: 13,
+    ev.Forked: 14,
+    ev.StepCancelled: 15,
+    ev.ItemCompleted: 16,
+    ev.LoopIterated: 17,
+}
+_CLASSES = {code: cls for cls, code in EVENT_CODES.items()}
+_FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in EVENT_CODES}
+#: Fields holding (channel, value) pairs: stored as 2-lists, read back as tuples.
+_PAIR_FIELDS = {ev.StepCompleted: "writes", ev.StateUpdated: "edits", ev.LoopIterated: "writes"}
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_VERSION = bytes((codec.CODEC_VERSION,))
+
+
+def run_key(workflow_id: str, run_id: str) -> bytes:
+    w = workflow_id.encode()
+    r = run_id.encode()
+    return _U16.pack(len(w)) + w + _U16.pack(len(r)) + r
+
+
+def parse_run_key(key: bytes) -> tuple[str, str]:
+    (lw,) = _U16.unpack_from(key, 0)
+    w = key[2 : 2 + lw].decode()
+    (lr,) = _U16.unpack_from(key, 2 + lw)
+    r = key[4 + lw : 4 + lw + lr].decode()
+    return w, r
+
+
+def seq_key(rkey: bytes, seq: int) -> bytes:
+    return rkey + _U64.pack(seq)
+
+
+def seq_of(key: bytes) -> int:
+    return _U64.unpack_from(key, len(key) - 8)[0]
+
+
+def u32(n: int) -> bytes:
+    return _U32.pack(n)
+
+
+def read_u32(b: bytes) -> int:
+    return _U32.unpack(b)[0]
+
+
+def u64(n: int) -> bytes:
+    return _U64.pack(n)
+
+
+def read_u64(b: bytes) -> int:
+    return _U64.unpack(b)[0]
+
+
+def frame(payload: bytes) -> bytes:
+    return _VERSION + _U32.pack(zlib.crc32(payload)) + payload
+
+
+def unframe(data: bytes) -> bytes:
+    """Check version and CRC; return the payload. Raises CodecError."""
+    if len(data) < 5:
+        raise CodecError(f"record is {len(data)} bytes, shorter than its 5-byte header (truncated)")
+    if data[0] != codec.CODEC_VERSION:
+        if data[0] > codec.CODEC_VERSION:
+            raise CodecError(
+                f"record written with codec version {data[0]}, newer than this atomr "
+                f"({codec.CODEC_VERSION}); upgrade atomr"
+            )
+        raise CodecError(f"bad record version byte {data[0]}")
+    payload = bytes(data[5:])
+    if zlib.crc32(payload) != _U32.unpack_from(data, 1)[0]:
+        raise CodecError("checksum mismatch (the bytes were altered or truncated)")
+    return payload
+
+
+def encode_event(event: Any) -> bytes:
+    """One journal record. Raises CodecError naming what could not be stored."""
+    cls = type(event)
+    fields = _FIELDS[cls]
+    row: list[Any] = [EVENT_CODES[cls]]
+    pair_field = _PAIR_FIELDS.get(cls)
+    for name in fields:
+        value = getattr(event, name)
+        if name == pair_field:
+            value = [[k, v] for k, v in value]
+        row.append(value)
+    try:
+        return frame(codec.packb(row))
+    except (TypeError, ValueError, OverflowError):
+        step = getattr(event, "step", None)
+        if pair_field is not None:
+            who = f" by step {step!r}" if step else f" ({cls.__name__})"
+            for k, v in getattr(event, pair_field):
+                codec.check_encodable(v, f"the value written to channel {k!r}{who}")
+        for name in fields:
+            codec.check_encodable(getattr(event, name), f"{cls.__name__}.{name}")
+        raise
+
+
+def decode_event(data: bytes) -> Any:
+    row = codec.unpackb(unframe(data))
+    if not isinstance(row, list) or not row:
+        raise CodecError("journal record is not an event row")
+    cls = _CLASSES.get(row[0])
+    if cls is None:
+        raise CodecError(f"unknown event code {row[0]!r} (written by a newer atomr?)")
+    values = row[1:]
+    fields = _FIELDS[cls]
+    if len(values) != len(fields):
+        raise CodecError(f"{cls.__name__} record has {len(values)} fields, expected {len(fields)}")
+    pair_field = _PAIR_FIELDS.get(cls)
+    if pair_field is not None:
+        i = fields.index(pair_field)
+        values[i] = [(k, v) for k, v in values[i]]
+    return cls(*values)
+
+
+def encode_obj(obj: Any) -> bytes:
+    return frame(codec.packb(obj))
+
+
+def decode_obj(data: bytes) -> Any:
+    return codec.unpackb(unframe(data))
+
+
+def corrupt(workflow_id: str, run_id: str, seq: int, exc: Exception) -> CorruptRecord:
+    return CorruptRecord(workflow_id, run_id, seq, str(exc))

@@ -1,0 +1,130 @@
+"""MemoryStore: the same records as the LMDB store, kept in this process only.
+
+Thread-safe (one lock); writes may come from any thread, so runs on a
+MemoryStore commit inline without a checkpointer actor hop.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Iterator, Sequence
+
+from atomr.store.base import AppendBatch, RunSummary, Store, now_ms
+
+__all__ = ["MemoryStore"]
+
+
+class _Run:
+    __slots__ = ("summary", "first_seq", "records", "snap_seqs", "snaps")
+
+    def __init__(self) -> None:
+        self.summary: RunSummary | None = None
+        self.first_seq = 1
+        self.records: list[bytes] = []
+        self.snap_seqs: list[int] = []
+        self.snaps: dict[int, bytes] = {}
+
+
+class MemoryStore(Store):
+    """An in-process store with the LMDB store's interface and behaviour."""
+
+    def __init__(self, snapshot_every: int = 50) -> None:
+        if snapshot_every < 1:
+            from atomr.errors import StoreError
+
+            raise StoreError(f"snapshot_every must be >= 1, got {snapshot_every}")
+        self.snapshot_every = snapshot_every
+        self._lock = threading.Lock()
+        self._runs: dict[tuple[str, str], _Run] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(runs={len(self._runs)})"
+
+    def _write_txn(self, batches: Sequence[AppendBatch]) -> None:
+        ts = now_ms()
+        with self._lock:
+            # validate every batch first: all or nothing
+            staged: dict[tuple[str, str], RunSummary] = {}
+            for b in batches:
+                key = (b.workflow_id, b.run_id)
+                old = staged.get(key)
+                if old is None:
+                    run = self._runs.get(key)
+                    old = run.summary if run is not None else None
+                staged[key] = self._next_summary(old, b, ts)
+            for b in batches:
+                key = (b.workflow_id, b.run_id)
+                run = self._runs.get(key)
+                if run is None:
+                    run = self._runs[key] = _Run()
+                run.records.extend(bytes(r) for r in b.records)
+                if b.snapshot is not None:
+                    if b.last_seq not in run.snaps:
+                        run.snap_seqs.append(b.last_seq)
+                    run.snaps[b.last_seq] = bytes(b.snapshot)
+                run.summary = staged[key]
+
+    def truncate(self, workflow_id: str, run_id: str, upto_seq: int, snapshot: bytes) -> int:
+        with self._lock:
+            run = self._runs.get((workflow_id, run_id))
+            if run is None or run.summary is None:
+                return 0
+            n = max(0, min(upto_seq, run.summary.last_seq) - run.first_seq + 1)
+            del run.records[:n]
+            run.first_seq += n
+            dropped = [s for s in run.snap_seqs if s < upto_seq]
+            for s in dropped:
+                del run.snaps[s]
+            run.snap_seqs = [s for s in run.snap_seqs if s >= upto_seq]
+            if upto_seq not in run.snaps:
+                bisect.insort(run.snap_seqs, upto_seq)
+            run.snaps[upto_seq] = bytes(snapshot)
+            from dataclasses import replace
+
+            run.summary = replace(
+                run.summary,
+                first_seq=run.first_seq,
+                snapshot_seq=max(run.summary.snapshot_seq, upto_seq),
+                updated_ms=now_ms(),
+            )
+            return n + len(dropped)
+
+    def delete_run(self, workflow_id: str, run_id: str) -> bool:
+        with self._lock:
+            return self._runs.pop((workflow_id, run_id), None) is not None
+
+    def summary(self, workflow_id: str, run_id: str) -> RunSummary | None:
+        run = self._runs.get((workflow_id, run_id))
+        return run.summary if run is not None else None
+
+    def summaries(self) -> Iterator[RunSummary]:
+        with self._lock:
+            out = [r.summary for r in self._runs.values() if r.summary is not None]
+        return iter(out)
+
+    def _journal_raw(
+        self, workflow_id: str, run_id: str, from_seq: int, to_seq: int | None
+    ) -> Iterator[tuple[int, bytes]]:
+        with self._lock:
+            run = self._runs.get((workflow_id, run_id))
+            if run is None:
+                return iter(())
+            start = max(from_seq, run.first_seq)
+            last = run.first_seq + len(run.records) - 1
+            end = last if to_seq is None else min(to_seq, last)
+            items = [(s, run.records[s - run.first_seq]) for s in range(start, end + 1)]
+        return iter(items)
+
+    def _snapshots_raw(self, workflow_id: str, run_id: str) -> list[tuple[int, bytes]]:
+        with self._lock:
+            run = self._runs.get((workflow_id, run_id))
+            if run is None:
+                return []
+            return [(s, run.snaps[s]) for s in run.snap_seqs]
+
+    # test hook: used by the conformance suite to damage a record
+    def _corrupt(self, workflow_id: str, run_id: str, seq: int, data: bytes) -> None:
+        with self._lock:
+            run = self._runs[(workflow_id, run_id)]
+            run.records[seq - run.first_seq] = data

@@ -1,0 +1,137 @@
+"""Public value types: Command, outcomes, inspection results. Immutable."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from atomr.errors import AtomrError, RunError, error_class
+
+__all__ = [
+    "Command",
+    "Interrupt",
+    "Done",
+    "Paused",
+    "Failed",
+    "Outcome",
+    "StateView",
+    "Checkpoint",
+    "StepEvent",
+]
+
+
+@dataclass(frozen=True)
+class Command:
+    """How to resume a paused (or failed) run.
+
+    ``Command()`` continues; ``resume=v`` answers the single pending interrupt
+    (or ``resume={interrupt_id: v, ...}`` answers several); ``update={...}``
+    merges edits through the reducers first; ``goto="step"`` continues from
+    that step's layer. Forms combine: the update is applied first.
+    """
+
+    resume: Any = None
+    update: Mapping[str, Any] | None = None
+    goto: str | None = None
+
+
+@dataclass(frozen=True)
+class Interrupt:
+    """A pending interrupt: answer it with ``Command(resume={id: value})``."""
+
+    id: str
+    step_id: str
+    payload: Any
+
+
+@dataclass(frozen=True)
+class Done:
+    workflow_id: str
+    run_id: str
+    state: dict[str, Any]
+
+    status = "done"
+
+
+@dataclass(frozen=True)
+class Paused:
+    workflow_id: str
+    run_id: str
+    super_step: int
+    reason: str  # "interrupt" | "before" | "after" | "fork"
+    interrupts: list[Interrupt] = field(default_factory=list)
+    steps: list[str] = field(default_factory=list)
+
+    status = "paused"
+
+
+@dataclass(frozen=True)
+class Failed:
+    workflow_id: str
+    run_id: str
+    step_id: str | None
+    super_step: int
+    error_type: str
+    message: str
+
+    status = "failed"
+
+    def raise_error(self) -> None:
+        """Raise the failure as an exception (an atomr.errors class when it is one)."""
+        cls = error_class(self.error_type) or RunError
+        exc: AtomrError
+        try:
+            exc = cls(self.message)  # type: ignore[call-arg]
+        except TypeError:
+            exc = RunError(f"{self.error_type}: {self.message}")
+        raise exc
+
+
+Outcome = Union[Done, Paused, Failed]
+
+
+@dataclass(frozen=True)
+class StateView:
+    """What ``Runtime.get_state`` returns: a run as of its last committed event."""
+
+    workflow_id: str
+    run_id: str
+    values: dict[str, Any]
+    super_step: int
+    status: str
+    next: list[str]
+    interrupts: list[Interrupt]
+    pause_reason: str | None = None
+    error: tuple[str | None, str, str] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One entry of ``Runtime.history``: the state at a point of the run."""
+
+    super_step: int
+    label: str
+    values: dict[str, Any]
+    at_ms: int
+    seq: int
+    next: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StepEvent:
+    """Streamed by ``RunHandle.events()`` while a run goes on.
+
+    ``kind``: "started" | "completed" | "failed" | "retrying" | "interrupted" |
+    "committed" (a super-step merged; ``step`` is None) | "outcome" (last event;
+    ``data`` holds the outcome).
+    """
+
+    kind: str
+    workflow_id: str
+    run_id: str
+    super_step: int
+    step: str | None = None
+    attempt: int = 0
+    data: Any = None
