@@ -165,7 +165,11 @@ class Runtime:
     ``store``: an :class:`~atomr.LmdbStore` (default: ``LmdbStore(".atomr")``) or
     :class:`~atomr.MemoryStore`; the runtime closes it on :meth:`close`.
     ``durability``: "sync" | "async" | "exit" (see :mod:`atomr.actors.workflow`).
-    ``step_workers``: how many sync steps run at once (one thread each).
+    ``step_workers``: how many sync steps of one layer run at once (one thread each).
+    ``inline_steps``: run a layer made of one sync step (without a timeout) in
+    the run's own actor thread, saving two thread hops per super-step (default:
+    True with the local executor; a remote ``executor`` turns it off).
+    ``executor``: where steps run (default: local step actors).
     """
 
     def __init__(
@@ -175,6 +179,7 @@ class Runtime:
         step_workers: int = 4,
         *,
         executor: Any = None,
+        inline_steps: bool | None = None,
         timeout: float = _DEFAULT_TIMEOUT,
     ) -> None:
         if durability not in DURABILITY_MODES:
@@ -193,12 +198,15 @@ class Runtime:
         self._closed = False
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        if inline_steps is None:
+            inline_steps = executor is None
         executor = executor if executor is not None else LocalExecutor(step_workers)
         self.executor = executor
         executor.start()
         supervisor = Supervisor()
         checkpointer = Checkpointer.start(store) if store.single_writer else None
-        self._core = Core(store, checkpointer, executor, Scheduler(), supervisor, durability)
+        self._core = Core(store, checkpointer, executor, Scheduler(), supervisor, durability,
+                          inline=bool(inline_steps))
         supervisor.core = self._core
         _RUNTIMES.add(self)
 

@@ -24,4 +24,6 @@ class Core:
     scheduler: Scheduler
     supervisor: Supervisor
     durability: str
+    #: run a layer of one sync step (no timeout) in the run actor's own thread
+    inline: bool = True
     workflows: dict[str, Workflow] = field(default_factory=dict)

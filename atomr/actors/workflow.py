@@ -36,6 +36,7 @@ import pykka
 from atomr import events as ev
 from atomr.errors import AtomrError, ReducerError, RunExists, RunNotFound, RunNotPaused
 from atomr.graph import superstep as algo
+from atomr.actors.step import execute_sync
 from atomr.graph.state import apply_writes, check_channels
 from atomr.messages import (
     ERROR,
@@ -213,8 +214,11 @@ class WorkflowActor(pykka.ThreadingActor):
             act = algo.next_action(plan, p, self._running)
             t = type(act)
             if t is algo.Dispatch:
-                self._dispatch(act.steps)
-                return
+                done = self._dispatch(act.steps)
+                if done is None:
+                    return
+                self._record(done)  # ran inline: go on without a hop
+                continue
             if t is algo.Wait:
                 if self._outbox and not self._exit:
                     self._flush(wait=False)
@@ -255,7 +259,9 @@ class WorkflowActor(pykka.ThreadingActor):
                 return
             raise AssertionError(f"unknown action {act!r}")
 
-    def _dispatch(self, steps: list[str]) -> None:
+    def _dispatch(self, steps: list[str]) -> StepDone | None:
+        """Journal StepStarted and send the steps out; returns the StepDone of a
+        step run inline (a layer of one sync step runs in this thread, no hop)."""
         p = self.p
         wf = self.wf
         ss = p.super_step + 1
@@ -277,11 +283,23 @@ class WorkflowActor(pykka.ThreadingActor):
             self._boundary = False
             snap, self._snap_due = self._snap_due, False
             if not self._flush(wait=True, snapshot=snap):
-                self._then = lambda: self._submit(msgs)
-                return
-        self._submit(msgs)
+                self._then = lambda: self._submit_then_advance(msgs)
+                return None
+        return self._submit(msgs)
 
-    def _submit(self, msgs: list[Execute]) -> None:
+    def _submit_then_advance(self, msgs: list[Execute]) -> None:
+        done = self._submit(msgs)
+        if done is not None:
+            self._record(done)
+        self._advance()
+
+    def _submit(self, msgs: list[Execute]) -> StepDone | None:
+        if len(msgs) == 1 and self.core.inline:
+            m = msgs[0]
+            if not m.is_async and self.wf.step_timeout_s is None:
+                if self._listeners:
+                    self._event("started", m.step, m.attempt)
+                return execute_sync(m)
         timeout = self.wf.step_timeout_s
         submit = self.core.executor.submit
         listeners = self._listeners
@@ -292,13 +310,19 @@ class WorkflowActor(pykka.ThreadingActor):
             if listeners:
                 self._event("started", m.step, m.attempt)
             submit(m)
+        return None
 
     # -- step results ----------------------------------------------------------
 
     def _on_step_done(self, d: StepDone) -> None:
+        if self._record(d):
+            self._advance()
+
+    def _record(self, d: StepDone) -> bool:
+        """Journal a step's result; False when it is stale."""
         r = self._running.get(d.step)
         if r is None or r[0] != d.token:
-            return  # a late answer from an attempt that timed out or was cancelled
+            return False  # a late answer from an attempt that timed out or was cancelled
         del self._running[d.step]
         if r[2] is not None:
             self.core.scheduler.cancel(r[2])
@@ -315,7 +339,7 @@ class WorkflowActor(pykka.ThreadingActor):
                 self._event("interrupted", d.step, d.attempt, Interrupt(iid, d.step, d.payload))
         else:
             self._step_error(d.step, d.attempt, d.error_type, d.message, d.retryable)
-        self._advance()
+        return True
 
     def _step_error(self, step: str, attempt: int, etype: str, message: str, retryable: bool) -> None:
         policy = self.wf.retry
