@@ -283,23 +283,46 @@ class Runtime:
         Raises WorkflowNotFound, UnknownChannelError (input key not a channel),
         CodecError (input not storable), RunExists.
         """
+        return self.start_many(workflow_id, [input], [run_id] if run_id is not None else None,
+                               meta=meta, timeout=timeout)[0]
+
+    def start_many(
+        self,
+        workflow_id: str,
+        inputs: Iterable[Mapping[str, Any] | None],
+        run_ids: Iterable[str] | None = None,
+        *,
+        meta: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> list[RunHandle]:
+        """Start several runs at once: their starts share commits. Every input is
+        validated before any run starts; returns the handles in input order."""
         self._check_open()
         wf = self.workflow(workflow_id)
-        if input is not None and not isinstance(input, Mapping):
-            raise AtomrError(f"input must be a mapping of channel -> value, got {type(input).__name__}")
-        data = dict(input or {})
-        check_channels(wf.schema, data.items())
-        check_encodable(data, "the run input")
-        if run_id is None:
-            run_id = uuid.uuid4().hex[:16]
-        elif not isinstance(run_id, str) or not run_id:
-            raise AtomrError(f"run_id must be a non-empty string, got {run_id!r}")
-        if self.store.summary(wf.id, run_id) is not None or self._core.supervisor.is_live(wf.id, run_id):
-            raise RunExists(wf.id, run_id)
-        inbox = _Inbox()
-        ref = self._core.supervisor.ref(wf, run_id)
-        ref.tell(Run(data, inbox, inbox, meta))
-        return self._accepted(wf.id, run_id, inbox, timeout)
+        datas = []
+        for input in inputs:
+            if input is not None and not isinstance(input, Mapping):
+                raise AtomrError(f"input must be a mapping of channel -> value, got {type(input).__name__}")
+            data = dict(input or {})
+            check_channels(wf.schema, data.items())
+            check_encodable(data, "the run input")
+            datas.append(data)
+        ids = list(run_ids) if run_ids is not None else [uuid.uuid4().hex[:16] for _ in datas]
+        if len(ids) != len(datas):
+            raise AtomrError(f"{len(datas)} inputs but {len(ids)} run ids; pass one run id per input")
+        if len(set(ids)) != len(ids):
+            raise AtomrError("duplicate run ids in one start_many() call; make them unique")
+        for rid in ids:
+            if not isinstance(rid, str) or not rid:
+                raise AtomrError(f"run_id must be a non-empty string, got {rid!r}")
+            if self.store.summary(wf.id, rid) is not None or self._core.supervisor.is_live(wf.id, rid):
+                raise RunExists(wf.id, rid)
+        pending = []
+        for data, rid in zip(datas, ids):
+            inbox = _Inbox()
+            self._core.supervisor.ref(wf, rid).tell(Run(data, inbox, inbox, meta))
+            pending.append((rid, inbox))
+        return [self._accepted(wf.id, rid, inbox, timeout) for rid, inbox in pending]
 
     def _accepted(self, workflow_id: str, run_id: str, inbox: _Inbox, timeout: float | None) -> RunHandle:
         t = self.timeout if timeout is None else timeout

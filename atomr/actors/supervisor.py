@@ -40,24 +40,39 @@ class Supervisor:
         self._lock = threading.Lock()
         self._live: dict[tuple[str, str], pykka.ActorRef[Any]] = {}
         self._restarts: dict[tuple[str, str], int] = {}
+        self._starting: dict[tuple[str, str], threading.Event] = {}
 
     def ref(self, wf: Workflow, run_id: str) -> pykka.ActorRef[Any]:
-        """The run's actor, spawned (and rehydrated from the store) if needed."""
+        """The run's actor, spawned (and rehydrated from the store) if needed.
+
+        The store read and the thread start happen outside the registry lock;
+        concurrent callers for the same run get the same actor.
+        """
         from atomr.actors.workflow import WorkflowActor
 
         key = (wf.id, run_id)
-        with self._lock:
-            ref = self._live.get(key)
+        while True:
+            with self._lock:
+                ref = self._live.get(key)
+                if ref is None:
+                    starting = self._starting.get(key)
+                    if starting is None:
+                        starting = self._starting[key] = threading.Event()
+                        break
             if ref is not None:
                 return ref
-        assert self.core is not None
-        progress = load_progress(self.core.store, wf.plan, wf.id, run_id)
-        with self._lock:
-            ref = self._live.get(key)
-            if ref is None:
-                ref = WorkflowActor.start(self.core, wf, run_id, progress)
+            starting.wait(30)
+        try:
+            assert self.core is not None
+            progress = load_progress(self.core.store, wf.plan, wf.id, run_id)
+            ref = WorkflowActor.start(self.core, wf, run_id, progress)
+            with self._lock:
                 self._live[key] = ref
             return ref
+        finally:
+            with self._lock:
+                self._starting.pop(key, None)
+            starting.set()
 
     def is_live(self, workflow_id: str, run_id: str) -> bool:
         with self._lock:

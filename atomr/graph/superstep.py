@@ -252,7 +252,10 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
     elif t is ev.Resumed:
         was_failed = p.status == "failed"
         p.status = "running"
-        p.bp_cleared = p.super_step + 1
+        if p.pause_reason != "after" or e.goto is not None:
+            # resuming from an "after" pause must not skip the next layer's
+            # interrupt_before breakpoint
+            p.bp_cleared = p.super_step + 1
         p.pause_reason = None
         p.pause_steps = []
         if was_failed:

@@ -172,11 +172,22 @@ def encode_event(event: Any) -> bytes:
         raise
 
 
+def _unpack(payload: bytes) -> Any:
+    """msgpack-decode a checked payload; any malformation becomes a CodecError."""
+    try:
+        return codec.unpackb(payload)
+    except CodecError:
+        raise
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise CodecError(f"malformed payload ({type(exc).__name__}: {exc})") from None
+
+
 def decode_event(data: bytes) -> Any:
-    row = codec.unpackb(unframe(data))
+    """Inverse of :func:`encode_event`. Raises CodecError on any malformed record."""
+    row = _unpack(unframe(data))
     if not isinstance(row, list) or not row:
         raise CodecError("journal record is not an event row")
-    cls = _CLASSES.get(row[0])
+    cls = _CLASSES.get(row[0]) if isinstance(row[0], int) else None
     if cls is None:
         raise CodecError(f"unknown event code {row[0]!r} (written by a newer atomr?)")
     values = row[1:]
@@ -186,7 +197,10 @@ def decode_event(data: bytes) -> Any:
     pair_field = _PAIR_FIELDS.get(cls)
     if pair_field is not None:
         i = fields.index(pair_field)
-        values[i] = [(k, v) for k, v in values[i]]
+        try:
+            values[i] = [(k, v) for k, v in values[i]]
+        except (TypeError, ValueError):
+            raise CodecError(f"{cls.__name__}.{pair_field} is not a list of (channel, value) pairs") from None
     return cls(*values)
 
 
@@ -195,7 +209,8 @@ def encode_obj(obj: Any) -> bytes:
 
 
 def decode_obj(data: bytes) -> Any:
-    return codec.unpackb(unframe(data))
+    """Inverse of :func:`encode_obj`. Raises CodecError on any malformed record."""
+    return _unpack(unframe(data))
 
 
 def corrupt(workflow_id: str, run_id: str, seq: int, exc: Exception) -> CorruptRecord:

@@ -29,7 +29,8 @@ import contextlib
 import fcntl
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import lmdb
 
@@ -40,6 +41,7 @@ from atomr.store.base import AppendBatch, RunSummary, Store, now_ms
 __all__ = ["LmdbStore"]
 
 _GiB = 1 << 30
+_T = TypeVar("_T")
 
 
 class _Gate:
@@ -231,10 +233,14 @@ class LmdbStore(Store):
 
     def _write_txn(self, batches: Sequence[AppendBatch]) -> None:
         self._check_open()
+        self._growing(lambda: self._apply(batches))
+
+    def _growing(self, txn_fn: Callable[[], _T]) -> _T:
+        """Run a write transaction, growing the map and retrying while it is full
+        (deletes need fresh pages too: LMDB copies on write)."""
         while True:
             try:
-                self._apply(batches)
-                return
+                return txn_fn()
             except lmdb.MapFullError:
                 self._grow()
 
@@ -278,6 +284,9 @@ class LmdbStore(Store):
 
     def truncate(self, workflow_id: str, run_id: str, upto_seq: int, snapshot: bytes) -> int:
         self._check_open()
+        return self._growing(lambda: self._truncate(workflow_id, run_id, upto_seq, snapshot))
+
+    def _truncate(self, workflow_id: str, run_id: str, upto_seq: int, snapshot: bytes) -> int:
         rkey = fmt.run_key(workflow_id, run_id)
         removed = 0
         with self._env.begin(write=True) as txn:
@@ -306,6 +315,9 @@ class LmdbStore(Store):
 
     def delete_run(self, workflow_id: str, run_id: str) -> bool:
         self._check_open()
+        return self._growing(lambda: self._delete_run(workflow_id, run_id))
+
+    def _delete_run(self, workflow_id: str, run_id: str) -> bool:
         rkey = fmt.run_key(workflow_id, run_id)
         with self._env.begin(write=True) as txn:
             existed = txn.delete(rkey, db=self._runs)
@@ -374,5 +386,10 @@ class LmdbStore(Store):
 
     # test hook: damage one record in place (used by the conformance suite)
     def _corrupt(self, workflow_id: str, run_id: str, seq: int, data: bytes) -> None:
-        with self._env.begin(write=True, db=self._journal) as txn:
-            txn.put(fmt.seq_key(fmt.run_key(workflow_id, run_id), seq), data)
+        key = fmt.seq_key(fmt.run_key(workflow_id, run_id), seq)
+
+        def put() -> None:
+            with self._env.begin(write=True, db=self._journal) as txn:
+                txn.put(key, data)
+
+        self._growing(put)

@@ -1,0 +1,34 @@
+"""Test support for atomr and for code built on it.
+
+* :class:`StoreConformance`: the behaviour every store backend must show;
+  subclass it in a pytest module and implement ``make_store(tmp_path)``.
+* :func:`check_rehydration`: assert that a stored run rehydrates (latest
+  snapshot + journal tail, and from every snapshot) to exactly the fold of its
+  whole journal.
+* :func:`full_replay`, :func:`fold`, :func:`demo_plan`, :func:`demo_events`,
+  :func:`encode_batch`: the helpers the suite is built from.
+
+Importing this package needs pytest (a development dependency).
+"""
+
+from atomr.testing.conformance import (
+    StoreConformance,
+    check_rehydration,
+    demo_events,
+    demo_plan,
+    encode_batch,
+    filler_events,
+    fold,
+    full_replay,
+)
+
+__all__ = [
+    "StoreConformance",
+    "check_rehydration",
+    "demo_events",
+    "demo_plan",
+    "encode_batch",
+    "filler_events",
+    "fold",
+    "full_replay",
+]

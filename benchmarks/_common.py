@@ -1,0 +1,236 @@
+"""Shared pieces of the benchmark harness: the run context, sampling, statistics, rows."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+SYSTEMS = ("atomr", "langgraph")
+RESULT_TIMEOUT = 600.0  # seconds any single wait may take (the box may be loaded)
+
+# Targets: "advantage" is always oriented so that > 1 means atomr is better.
+TARGETS = {
+    "chain_memory": 6.0,
+    "chain_durable": 2.5,
+    "concurrent_durable": 15.0,
+    "fanout_node_runs": 10.0,
+    "store_size": 30.0,
+    "recovery": 10.0,
+}
+
+
+def langgraph_available() -> tuple[bool, str]:
+    """Whether LangGraph and its SQLite checkpointer import here (and why not)."""
+    try:
+        import langgraph.checkpoint.memory  # noqa: F401
+        import langgraph.checkpoint.sqlite  # noqa: F401
+        import langgraph.graph  # noqa: F401
+    except Exception as e:  # noqa: BLE001 - any import failure means "not available"
+        return False, f"{type(e).__name__}: {e}"
+    return True, ""
+
+
+@dataclass
+class Ctx:
+    """What a workload needs to know about this invocation."""
+
+    quick: bool
+    reps: int
+    lg: bool
+    scratch: str
+    progress: Progress
+    notes: list[str] = field(default_factory=list)
+
+    def systems(self) -> tuple[str, ...]:
+        return SYSTEMS if self.lg else ("atomr",)
+
+    @contextlib.contextmanager
+    def tmpdir(self, prefix: str) -> Iterator[str]:
+        """A fresh directory under the scratch dir, removed afterwards."""
+        path = tempfile.mkdtemp(prefix=prefix + "-", dir=self.scratch)
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+class Progress:
+    """A rich progress bar on a TTY; one plain line per step on stderr otherwise."""
+
+    def __init__(self, total: int, enabled: bool | None = None) -> None:
+        self.total = total
+        self.done = 0
+        self._rich: Any = None
+        self._task: Any = None
+        tty = sys.stdout.isatty() if enabled is None else enabled
+        if tty:
+            try:
+                from rich.progress import (
+                    BarColumn,
+                    MofNCompleteColumn,
+                    Progress as RichProgress,
+                    TextColumn,
+                    TimeElapsedColumn,
+                )
+
+                self._rich = RichProgress(
+                    TextColumn("[bold]{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TimeElapsedColumn(),
+                    transient=False,
+                )
+            except ImportError:
+                self._rich = None
+
+    def __enter__(self) -> Progress:
+        if self._rich is not None:
+            self._rich.__enter__()
+            self._task = self._rich.add_task("benchmarks", total=self.total)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._rich is not None:
+            self._rich.__exit__(*exc)
+
+    def step(self, label: str) -> None:
+        """One sample (or one phase) finished."""
+        self.done += 1
+        if self._rich is not None:
+            self._rich.update(self._task, advance=1, description=label)
+        else:
+            print(f"[bench {self.done}/{self.total}] {label}", file=sys.stderr, flush=True)
+
+
+def sample_loop(
+    ctx: Ctx, label: str, fns: dict[str, Callable[[], float]], reps: int | None = None
+) -> dict[str, list[float]]:
+    """Call each system's sampler ``reps`` times, alternating which goes first.
+
+    Each sampler sets up its own fresh store, does its own warm-up, times only
+    the measured section and returns one number.
+    """
+    reps = ctx.reps if reps is None else reps
+    out: dict[str, list[float]] = {s: [] for s in fns}
+    order = list(fns)
+    for rep in range(reps):
+        for system in order if rep % 2 == 0 else order[::-1]:
+            out[system].append(float(fns[system]()))
+            ctx.progress.step(f"{label}: {system} {rep + 1}/{reps}")
+    return out
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    if not values:
+        return math.nan
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, math.ceil(q / 100.0 * len(s)) - 1))
+    return s[k]
+
+
+def summarize(samples: Sequence[float], stat: str = "median") -> dict[str, Any]:
+    """The figures of one side of a row: headline ``value`` plus median/min/max and raw samples."""
+    vals = [float(x) for x in samples]
+    if not vals:
+        return {"value": None, "samples": []}
+    if stat == "median":
+        value = statistics.median(vals)
+    elif stat == "p50":
+        value = percentile(vals, 50)
+    elif stat == "p99":
+        value = percentile(vals, 99)
+    elif stat == "value":
+        value = vals[0]
+    else:  # pragma: no cover - programming error
+        raise ValueError(stat)
+    return {
+        "value": value,
+        "median": statistics.median(vals),
+        "min": min(vals),
+        "max": max(vals),
+        "n": len(vals),
+        "samples": vals,
+    }
+
+
+def make_row(
+    row_id: str,
+    label: str,
+    unit: str,
+    better: str,
+    samples: dict[str, list[float]],
+    *,
+    stat: str = "median",
+    target: float | None = None,
+    note: str = "",
+) -> dict[str, Any]:
+    """One comparison row. ``advantage`` > 1 means atomr is better (throughput:
+    atomr/LangGraph; latency and size: LangGraph/atomr)."""
+    a = summarize(samples["atomr"], stat)
+    lg = summarize(samples["langgraph"], stat) if samples.get("langgraph") else None
+    adv = None
+    if lg is not None and a["value"] and lg["value"]:
+        adv = a["value"] / lg["value"] if better == "higher" else lg["value"] / a["value"]
+    return {
+        "id": row_id,
+        "label": label,
+        "unit": unit,
+        "better": better,
+        "stat": stat,
+        "advantage_formula": "atomr/langgraph" if better == "higher" else "langgraph/atomr",
+        "atomr": a,
+        "langgraph": lg,
+        "advantage": adv,
+        "target": target,
+        "meets_target": None if (adv is None or target is None) else adv >= target,
+        "note": note,
+    }
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """(seconds, result) of ``fn()``."""
+    t0 = time.perf_counter()
+    res = fn()
+    return time.perf_counter() - t0, res
+
+
+def file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def fs_type(path: str) -> str:
+    """The file-system type holding ``path`` (from /proc/mounts; "" if unknown)."""
+    try:
+        real = os.path.realpath(path)
+        best, kind = "", ""
+        with open("/proc/mounts", encoding="utf-8") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and (real == parts[1] or real.startswith(parts[1].rstrip("/") + "/")):
+                    if len(parts[1]) >= len(best):
+                        best, kind = parts[1], parts[2]
+        return kind
+    except OSError:
+        return ""
+
+
+class BenchError(AssertionError):
+    """A run produced the wrong result: the figures of that workload are void."""
+
+
+def check(cond: bool, what: str) -> None:
+    if not cond:
+        raise BenchError(what)

@@ -1,0 +1,287 @@
+"""Reusable workflows, step builders and runtime fixtures for the runtime tests.
+
+Everything here is deterministic: steps that must overlap meet on barriers,
+steps that must finish in a given order wait on the journal, and every wait
+has a generous timeout so a loaded machine only makes tests slower.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from atomr import (
+    AppendList,
+    Dag,
+    LastWriteWins,
+    LmdbStore,
+    MemoryStore,
+    RetryPolicy,
+    Runtime,
+    StateSchema,
+    Workflow,
+)
+from atomr import events as ev
+
+#: generous upper bound for any wait in a test (a pass returns much sooner)
+T = 30.0
+
+STORES = ("memory", "lmdb")
+DURABILITIES = ("sync", "async", "exit")
+
+
+# --- schema and steps ---------------------------------------------------------
+
+
+def schema(**extra: Any) -> StateSchema:
+    """``log`` (AppendList), ``n`` (LWW, 0), ``winner`` (LWW) plus ``extra`` channels."""
+    chans: dict[str, Any] = {
+        "log": AppendList(),
+        "n": (LastWriteWins(), 0),
+        "winner": LastWriteWins(),
+        "answers": AppendList(),
+    }
+    chans.update(extra)
+    return StateSchema(chans)
+
+
+class Calls:
+    """Thread-safe count of step executions (by step name) and their contexts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.seen: list[tuple[str, str, int, int]] = []  # (step, run_id, super_step, attempt)
+
+    def hit(self, step: str, ctx: Any = None) -> int:
+        with self._lock:
+            self.counts[step] += 1
+            if ctx is not None:
+                self.seen.append((step, ctx.run_id, ctx.super_step, ctx.attempt))
+            return self.counts[step]
+
+    def __getitem__(self, step: str) -> int:
+        with self._lock:
+            return self.counts[step]
+
+    def attempts(self, step: str, run_id: str | None = None) -> list[int]:
+        with self._lock:
+            return [a for s, r, _, a in self.seen if s == step and (run_id is None or r == run_id)]
+
+
+def logger(name: str, calls: Calls | None = None, before: Callable[[Any, Any], Any] | None = None,
+           writes: Mapping[str, Any] | None = None) -> Callable[[Any, Any], Any]:
+    """A sync step that counts itself, optionally runs ``before(state, ctx)``, and
+    appends its name to ``log`` (plus ``writes``)."""
+
+    def step(state: Any, ctx: Any) -> Any:
+        if calls is not None:
+            calls.hit(name, ctx)
+        if before is not None:
+            before(state, ctx)
+        out: dict[str, Any] = {"log": [name]}
+        if writes:
+            out.update(writes)
+        return out
+
+    step.__name__ = f"step_{name}"
+    return step
+
+
+def asker(name: str, calls: Calls | None = None, times: int = 1,
+          payload: Callable[[int], Any] | None = None) -> Callable[[Any, Any], Any]:
+    """A step that calls ``ctx.interrupt`` ``times`` times and records the answers."""
+
+    def step(state: Any, ctx: Any) -> Any:
+        if calls is not None:
+            calls.hit(name, ctx)
+        got = []
+        for i in range(times):
+            got.append(ctx.interrupt(payload(i) if payload else {"step": name, "i": i}))
+        return {"log": [name], "answers": [[name, *got]]}
+
+    step.__name__ = f"ask_{name}"
+    return step
+
+
+def build(wid: str, steps: Mapping[str, Any], edges: Iterable[tuple[str, str]] = (),
+          entry: str | None = None, sch: StateSchema | None = None, **wf_kw: Any) -> Workflow:
+    """A Workflow from ``{step: fn}`` and ``[(a, b), ...]``."""
+    names = list(steps)
+    b = Dag.builder(entry or names[0])
+    for s in names:
+        b.step(s, steps[s])
+    for a, c in edges:
+        b.edge(a, c)
+    return Workflow(wid, b.build(), sch or schema(), **wf_kw)
+
+
+def chain_steps(n: int, prefix: str = "s") -> list[str]:
+    width = len(str(n - 1))
+    return [f"{prefix}{i:0{width}d}" for i in range(n)]
+
+
+def counting_step(name: str, calls: Calls | None = None) -> Callable[[Any, Any], Any]:
+    """Appends ``name`` to ``log`` and increments ``n``."""
+
+    def step(state: Any, ctx: Any) -> Any:
+        if calls is not None:
+            calls.hit(name, ctx)
+        return {"log": [name], "n": state["n"] + 1}
+
+    return step
+
+
+def chain(wid: str, n: int, calls: Calls | None = None, **wf_kw: Any) -> Workflow:
+    names = chain_steps(n)
+    return build(wid, {s: counting_step(s, calls) for s in names}, zip(names, names[1:]), **wf_kw)
+
+
+def diamond(wid: str = "diamond", calls: Calls | None = None, barrier: threading.Barrier | None = None,
+            **wf_kw: Any) -> Workflow:
+    """a -> (b, c) -> d; b and c meet on ``barrier`` when given (proves they overlap)."""
+
+    def meet(state: Any, ctx: Any) -> None:
+        if barrier is not None:
+            barrier.wait()
+
+    return build(
+        wid,
+        {
+            "a": logger("a", calls),
+            "b": logger("b", calls, meet, {"winner": "b"}),
+            "c": logger("c", calls, meet, {"winner": "c"}),
+            "d": logger("d", calls, writes=None),
+        },
+        [("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")],
+        **wf_kw,
+    )
+
+
+# --- journal helpers ----------------------------------------------------------
+
+
+def journal(rt_or_store: Any, wid: str, run_id: str) -> list[Any]:
+    store = getattr(rt_or_store, "store", rt_or_store)
+    return [e for _, e in store.journal(wid, run_id)]
+
+
+def kinds(events: Iterable[Any]) -> list[str]:
+    return [type(e).__name__ for e in events]
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = T, what: str = "condition") -> Any:
+    """Poll ``pred`` until truthy; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.005)
+
+
+def wait_step_completed(store: Any, wid: str, run_id: str, step: str, timeout: float = T) -> None:
+    """Block (in a step) until ``step``'s StepCompleted is in the journal."""
+    wait_for(
+        lambda: any(type(e) is ev.StepCompleted and e.step == step
+                    for _, e in store.journal(wid, run_id)),
+        timeout, f"StepCompleted of {step!r}",
+    )
+
+
+def store_state(rt: Runtime) -> tuple[list[Any], dict[tuple[str, str], int]]:
+    """(run summaries, journal length per run): to check a refused request wrote nothing."""
+    runs = rt.runs()
+    lengths = {(s.workflow_id, s.run_id): len(journal(rt, s.workflow_id, s.run_id)) for s in runs}
+    return runs, lengths
+
+
+# --- runtimes -------------------------------------------------------------------
+
+
+def make_store(kind: str, path: Path | str) -> Any:
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "lmdb":
+        return LmdbStore(path, map_size=64 << 20)
+    raise ValueError(kind)
+
+
+class Runtimes:
+    """Creates runtimes on fresh stores and closes them all at teardown."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self._open: list[Runtime] = []
+        self._n = 0
+        self._paths: dict[int, Path] = {}
+
+    def __call__(self, kind: str = "memory", durability: str = "sync", path: Path | str | None = None,
+                 workflows: Iterable[Workflow] = (), **kw: Any) -> Runtime:
+        if path is None:
+            self._n += 1
+            path = self.tmp_path / f"store{self._n}"
+        rt = Runtime(store=make_store(kind, path), durability=durability, **kw)
+        self._open.append(rt)
+        self._paths[id(rt)] = Path(path)
+        for wf in workflows:
+            rt.register(wf)
+        return rt
+
+    def reopen(self, rt: Runtime, durability: str | None = None, **kw: Any) -> Runtime:
+        """Close ``rt`` (an LMDB one) and open a new runtime on the same files,
+        with the same workflows registered."""
+        assert isinstance(rt.store, LmdbStore), "only an LMDB store survives a reopen"
+        path = self._paths[id(rt)]
+        wfs = list(rt.workflows.values())
+        rt.close()
+        return self("lmdb", durability or rt.durability, path=path, workflows=wfs, **kw)
+
+    def close_all(self) -> None:
+        for rt in self._open:
+            try:
+                rt.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+@pytest.fixture
+def runtimes(tmp_path: Path) -> Iterable[Runtimes]:
+    r = Runtimes(tmp_path)
+    yield r
+    r.close_all()
+
+
+# --- fixtures to import into test modules ----------------------------------------
+
+
+@pytest.fixture(params=STORES)
+def store_kind(request: Any) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=DURABILITIES)
+def durability(request: Any) -> str:
+    return str(request.param)
+
+
+def retry(max_attempts: int = 3, backoff_s: float = 0.01) -> RetryPolicy:
+    return RetryPolicy(max_attempts=max_attempts, backoff_s=backoff_s)
+
+
+
+__all__ = [
+    "T", "STORES", "DURABILITIES", "schema", "Calls", "logger", "asker", "build", "chain",
+    "chain_steps", "counting_step", "diamond", "journal", "kinds", "wait_for",
+    "wait_step_completed", "store_state", "make_store", "Runtimes", "runtimes", "store_kind",
+    "durability", "retry",
+]
