@@ -13,6 +13,7 @@ from atomr.graph.dag import Dag, StepKind
 from atomr.graph.reducers import AppendList, AppendMessages, LastWriteWins, MaxByTimestamp, MergeMap
 from atomr.graph.schema import StateSchema
 from atomr.graph.state import RunState
+from atomr.kinds import Human, Loop, Map, Subgraph, dispatch_fan_out
 from atomr.messages import Accepted, Rejected, Resume, Run
 from atomr.runtime import Runtime, RunHandle
 from atomr.store.base import RunSummary, Store
@@ -34,7 +35,10 @@ __all__ = [
     "Dag",
     "Done",
     "Failed",
+    "Human",
     "Interrupt",
+    "Loop",
+    "Map",
     "LastWriteWins",
     "LmdbStore",
     "MaxByTimestamp",
@@ -55,7 +59,9 @@ __all__ = [
     "StepEvent",
     "StepKind",
     "Store",
+    "Subgraph",
     "Workflow",
+    "dispatch_fan_out",
     "errors",
     "__version__",
 ]

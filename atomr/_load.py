@@ -98,5 +98,6 @@ def _copy(p: RunProgress) -> RunProgress:
     q.values = p.values  # values dicts are replaced, never mutated: sharing is safe
     q.super_step, q.layer, q.status, q.seq = p.super_step, p.layer, p.status, p.seq
     q.skipped = set(p.skipped)
+    q.branches = {k: list(v) for k, v in p.branches.items()}
     q.meta = dict(p.meta)
     return q

@@ -81,6 +81,9 @@ class SuperStepCommitted:
 
 @dataclass(frozen=True, slots=True)
 class Interrupted:
+    """A step asked for input. ``index`` < 0 marks a hold (a Subgraph whose child
+    paused without an interrupt): any resume releases it."""
+
     step: str
     super_step: int
     interrupt_id: str
@@ -148,7 +151,7 @@ class Forked:
     from_super_step: int
     values: dict[str, Any]
     layer: int
-    skipped: list[str]
+    branches: dict[str, list[str]]
     meta: dict[str, Any] = field(default_factory=dict)
     at_ms: int = 0
 

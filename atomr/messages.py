@@ -82,6 +82,7 @@ class Rejected:
 # --- internal ---------------------------------------------------------------
 
 OK, ERROR, INTERRUPT = 0, 1, 2
+STEP, ITEM, LOOP_BODY = 0, 1, 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +100,8 @@ class StepDone:
     retryable: bool = False
     index: int = 0  # interrupt index within the step
     payload: Any = None  # interrupt payload
+    part: str | None = None  # Map element / Loop iteration id, None for a plain step
+    result: Any = None  # a Map element's result
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +122,10 @@ class Execute:
     reply_to: Any
     retry_on: tuple[type[BaseException], ...] = (Exception,)
     is_async: bool = False
-    extra: Any = None  # per-kind data (Map elements done, ...)
+    part: str | None = None  # "step[i]" (Map element i) or "step#n" (Loop iteration n)
+    mode: int = 0  # STEP | ITEM | LOOP_BODY
+    index: int = 0  # element index / iteration number
+    item: Any = None  # the Map element
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from atomr.errors import (
     ResultTimeout,
     RunExists,
     RunNotFound,
+    RunNotPaused,
     RuntimeClosed,
     WorkflowExists,
     WorkflowNotFound,
@@ -251,10 +252,20 @@ class Runtime:
         self._check_open()
         if not isinstance(workflow, Workflow):
             raise AtomrError(f"register() takes a Workflow, got {type(workflow).__name__}")
+        from atomr.kinds import Subgraph
+
         with self._lock:
             if workflow.id in self._core.workflows:
                 raise WorkflowExists(workflow.id)
             self._core.workflows[workflow.id] = workflow
+        for fn in workflow.dag.steps.values():
+            # a Subgraph given a Workflow object registers its child too
+            if isinstance(fn, Subgraph) and not isinstance(fn.workflow, str):
+                known = self._core.workflows.get(fn.workflow.id)
+                if known is None:
+                    self.register(fn.workflow)
+                elif known is not fn.workflow:
+                    raise WorkflowExists(fn.workflow.id)
         return workflow
 
     @property
@@ -352,8 +363,12 @@ class Runtime:
         if not isinstance(command, Command):
             raise AtomrError(f"resume() takes a Command, got {type(command).__name__}")
         summary = self.store.summary(wf.id, run_id)
-        if summary is None and not self._core.supervisor.is_live(wf.id, run_id):
+        live = self._core.supervisor.is_live(wf.id, run_id)
+        if summary is None and not live:
             raise RunNotFound(wf.id, run_id)
+        if live and summary is not None and summary.status == "running":
+            # its actor may be busy running a step inline: refuse here, at once
+            raise RunNotPaused(wf.id, run_id, "running")
         inbox = _Inbox()
         self._core.supervisor.route(wf, run_id, Resume(command, inbox, inbox))
         return self._accepted(wf.id, run_id, inbox, timeout)
@@ -377,6 +392,8 @@ class Runtime:
                 continue
             if self._core.supervisor.is_live(s.workflow_id, s.run_id):
                 continue
+            if "parent" in s.meta:
+                continue  # a Subgraph child: its parent run drives it
             inbox = _Inbox()
             self._core.supervisor.route(wf, s.run_id, Recover(inbox, inbox))
             handles.append((wf.id, s.run_id, inbox))
@@ -462,7 +479,7 @@ class Runtime:
         source_meta = dict(p.meta)
         meta = {**source_meta, "forked_from": f"{run_id}@{super_step}"}
         events: list[Any] = [ev.Forked(wf.id, run_id, super_step, dict(cp.values), p.layer,
-                                       sorted(p.skipped), meta, now)]
+                                       {k: list(v) for k, v in p.branches.items()}, meta, now)]
         if edits:
             pairs = list(edits.items())
             apply_writes(wf.schema, dict(cp.values), pairs)  # validate first

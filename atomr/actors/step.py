@@ -15,15 +15,16 @@ import asyncio
 import inspect
 import logging
 import threading
-from collections.abc import Mapping
+import time
 from typing import Any
 
 import pykka
 
 from atomr import events as ev
-from atomr.errors import AtomrError, CodecError, StateError, StepCrashed
+from atomr.codec import check_encodable
+from atomr.errors import AtomrError, CodecError, StepCrashed, UnknownChannelError
 from atomr.graph.state import normalize_writes
-from atomr.messages import ERROR, INTERRUPT, OK, Execute, StepDone
+from atomr.messages import ERROR, INTERRUPT, ITEM, LOOP_BODY, OK, Execute, StepDone
 from atomr.store import format as fmt
 
 __all__ = ["StepContext", "StepActor", "LocalExecutor", "execute_sync", "finish"]
@@ -80,7 +81,36 @@ class StepContext:
 
 def _ctx(msg: Execute) -> StepContext:
     return StepContext(msg.workflow_id, msg.run_id, msg.step, msg.super_step, msg.attempt,
-                       msg.idempotency_key, msg.resume)
+                       msg.idempotency_key, msg.resume, msg.index if msg.mode == ITEM else None)
+
+
+def _call(msg: Execute) -> Any:
+    if msg.mode == ITEM:
+        return msg.fn(msg.item, _ctx(msg))
+    return msg.fn(msg.state, _ctx(msg))
+
+
+def _error(msg: Execute, etype: str, message: str, retryable: bool) -> StepDone:
+    return StepDone(msg.token, msg.step, msg.attempt, ERROR, error_type=etype, message=message,
+                    retryable=retryable, part=msg.part)
+
+
+def _record(msg: Execute, result: Any) -> StepDone:
+    step = msg.step
+    if msg.mode == ITEM:
+        record = fmt.encode_event(ev.ItemCompleted(step, msg.super_step, msg.index, result))
+        return StepDone(msg.token, step, msg.attempt, OK, record=record, part=msg.part, result=result)
+    writes = normalize_writes(step, result)
+    channels = msg.channels
+    for k, _ in writes:
+        if k not in channels:
+            raise UnknownChannelError(k, channels, step)
+    if msg.mode == LOOP_BODY:
+        record = fmt.encode_event(ev.LoopIterated(step, msg.super_step, msg.index + 1, writes,
+                                                  int(time.time() * 1000)))
+    else:
+        record = fmt.encode_event(ev.StepCompleted(step, msg.super_step, writes))
+    return StepDone(msg.token, step, msg.attempt, OK, writes=writes, record=record, part=msg.part)
 
 
 def finish(msg: Execute, result: Any = None, exc: BaseException | None = None) -> StepDone:
@@ -88,40 +118,25 @@ def finish(msg: Execute, result: Any = None, exc: BaseException | None = None) -
     step = msg.step
     if exc is None:
         try:
-            writes = normalize_writes(step, result)
-            channels = msg.channels
-            for k, _ in writes:
-                if k not in channels:
-                    from atomr.errors import UnknownChannelError
-
-                    raise UnknownChannelError(k, channels, step)
-            record = fmt.encode_event(ev.StepCompleted(step, msg.super_step, writes))
+            return _record(msg, result)
         except AtomrError as e:
-            return StepDone(msg.token, step, msg.attempt, ERROR, error_type=type(e).__name__,
-                            message=str(e), retryable=False)
-        return StepDone(msg.token, step, msg.attempt, OK, writes=writes, record=record)
+            return _error(msg, type(e).__name__, str(e), False)
     if isinstance(exc, _InterruptSignal):
         try:
-            from atomr.codec import check_encodable
-
             check_encodable(exc.payload, f"the interrupt payload of step {step!r}")
         except CodecError as e:
-            return StepDone(msg.token, step, msg.attempt, ERROR, error_type="CodecError",
-                            message=str(e), retryable=False)
-        return StepDone(msg.token, step, msg.attempt, INTERRUPT, index=exc.index, payload=exc.payload)
-    if isinstance(exc, (StateError, CodecError)):
-        return StepDone(msg.token, step, msg.attempt, ERROR, error_type=type(exc).__name__,
-                        message=str(exc), retryable=False)
+            return _error(msg, "CodecError", str(e), False)
+        return StepDone(msg.token, step, msg.attempt, INTERRUPT, index=exc.index,
+                        payload=exc.payload, part=msg.part)
+    if isinstance(exc, AtomrError):
+        return _error(msg, type(exc).__name__, str(exc), False)
     if not isinstance(exc, Exception):
-        return StepDone(
-            msg.token, step, msg.attempt, ERROR, error_type=StepCrashed.__name__,
-            message=(f"step {step!r} raised {type(exc).__name__}({exc}); the run was failed "
-                     "and every other run goes on; resume it with Command() to retry"),
-            retryable=False,
+        return _error(
+            msg, StepCrashed.__name__,
+            f"step {step!r} raised {type(exc).__name__}({exc}); the run was failed "
+            "and every other run goes on; resume it with Command() to retry", False,
         )
-    retryable = isinstance(exc, msg.retry_on)
-    return StepDone(msg.token, step, msg.attempt, ERROR, error_type=type(exc).__name__,
-                    message=str(exc) or repr(exc), retryable=retryable)
+    return _error(msg, type(exc).__name__, str(exc) or repr(exc), isinstance(exc, msg.retry_on))
 
 
 def _tell(ref: Any, done: StepDone) -> None:
@@ -134,7 +149,7 @@ def _tell(ref: Any, done: StepDone) -> None:
 def execute_sync(msg: Execute, loop: _AsyncLoop | None = None) -> StepDone:
     """Run a sync step in the calling thread (awaiting a returned awaitable on ``loop``)."""
     try:
-        result = msg.fn(msg.state, _ctx(msg))
+        result = _call(msg)
         if inspect.isawaitable(result):
             if loop is None:
                 result = asyncio.run(_await(result))
@@ -184,7 +199,7 @@ class _AsyncLoop:
 
     async def _run(self, msg: Execute) -> None:
         try:
-            result = await msg.fn(msg.state, _ctx(msg))
+            result = await _call(msg)
             done = finish(msg, result)
         except asyncio.CancelledError:
             return

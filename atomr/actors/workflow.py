@@ -25,8 +25,10 @@ In every mode an outcome is reported only once it is durable.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
+from collections.abc import Mapping
 import time
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -34,14 +36,27 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from atomr import events as ev
-from atomr.errors import AtomrError, ReducerError, RunExists, RunNotFound, RunNotPaused
+from atomr._load import load_progress
+from atomr.errors import (
+    AtomrError,
+    BranchError,
+    LoopLimitError,
+    ReducerError,
+    RunExists,
+    RunNotFound,
+    RunNotPaused,
+    StepCrashed,
+)
+from atomr.kinds import Human, Loop, Map, Subgraph
 from atomr.graph import superstep as algo
 from atomr.actors.step import execute_sync
 from atomr.graph.state import apply_writes, check_channels
 from atomr.messages import (
-    ERROR,
     INTERRUPT,
+    ITEM,
+    LOOP_BODY,
     OK,
+    STEP,
     Accepted,
     Append,
     Committed,
@@ -56,7 +71,7 @@ from atomr.messages import (
 )
 from atomr.store import format as fmt
 from atomr.store.base import AppendBatch
-from atomr.types import Done, Failed, Interrupt, Paused, StepEvent
+from atomr.types import Command, Done, Failed, Interrupt, Paused, StepEvent
 
 if TYPE_CHECKING:
     from atomr.actors.core import Core
@@ -71,6 +86,26 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
+_EMPTY: frozenset[str] = frozenset()
+_DRIVEN = (Map, Loop, Subgraph)
+
+
+def _is_async(fn: Any) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+class _Driver:
+    """In-memory progress of a driven step (Map, Loop, Subgraph) of the current layer."""
+
+    __slots__ = ("items", "inflight", "failed", "retried")
+
+    def __init__(self, items: list[Any] | None = None) -> None:
+        self.items = items or []
+        self.inflight: set[int] = set()
+        self.failed: tuple[str, str] | None = None
+        self.retried = False
+
+
 class WorkflowActor(pykka.ThreadingActor):
     use_daemon_thread = True
 
@@ -81,7 +116,11 @@ class WorkflowActor(pykka.ThreadingActor):
         self.plan = wf.plan
         self.key = (wf.id, run_id)
         self.p = progress if progress is not None else algo.RunProgress(wf.id, run_id)
-        self._running: dict[str, list[Any]] = {}  # step -> [token|None, attempt, timer|None]
+        #: unit (step, "step[i]" or "step#n") -> [token|None, attempt, timer|None, step, index]
+        self._running: dict[str, list[Any]] = {}
+        self._drivers: dict[str, _Driver] = {}
+        self._children: dict[tuple[str, str], str] = {}
+        self._driving = False
         self._outbox: list[bytes] = []
         self._first_seq = self.p.seq + 1
         self._reply_to: list[Any] = []
@@ -147,7 +186,7 @@ class WorkflowActor(pykka.ThreadingActor):
         if p.status == "new":
             self._reject(msg, RunNotFound(*self.key))
             return
-        if self._running or p.status == "running":
+        if self._running or self._drivers or p.status == "running":
             self._reject(msg, RunNotPaused(*self.key, "running"))
             return
         try:
@@ -165,12 +204,13 @@ class WorkflowActor(pykka.ThreadingActor):
         if self._released:
             self.core.supervisor.route(self.wf, self.key[1], msg)
             return
-        if self.p.status != "running" or self._running:
+        if self.p.status != "running":
             self._reject(msg, RunNotPaused(*self.key, self.p.status if self.p.status != "new" else "unknown"))
             return
         self._subscribe(msg)
         self._notify_accepted()
-        self._advance()
+        if not self._driving:
+            self._advance()
 
     def _subscribe(self, msg: Any) -> None:
         if msg.reply_to is not None:
@@ -182,7 +222,8 @@ class WorkflowActor(pykka.ThreadingActor):
         r = Rejected(self.key[0], self.key[1], exc)
         for target in {id(t): t for t in (msg.reply_to, msg.listener) if t is not None}.values():
             _tell(target, r)
-        if not self._running and self.p.status != "running" and self._ack_token is None:
+        if not self._running and not self._drivers and self.p.status != "running" \
+                and self._ack_token is None:
             self._release_and_stop()
 
     def _accept_and_go(self) -> None:
@@ -205,13 +246,22 @@ class WorkflowActor(pykka.ThreadingActor):
 
     # -- the loop ------------------------------------------------------------
 
+    def _busy(self) -> set[str]:
+        """DAG steps with work in flight (units executing, retries waiting, drivers)."""
+        if not self._running and not self._drivers:
+            return _EMPTY
+        busy = {r[3] for r in self._running.values()}
+        busy.update(self._drivers)
+        return busy
+
     def _advance(self) -> None:
         plan = self.plan
         p = self.p
+        self._driving = True
         while True:
             if p.status != "running" or self._ack_token is not None:
                 return
-            act = algo.next_action(plan, p, self._running)
+            act = algo.next_action(plan, p, self._busy())
             t = type(act)
             if t is algo.Dispatch:
                 done = self._dispatch(act.steps)
@@ -244,6 +294,10 @@ class WorkflowActor(pykka.ThreadingActor):
                 elif not self._exit:
                     self._flush(wait=False, snapshot=snap)
                 continue
+            if t is algo.Route:
+                if not self._route(act.step):
+                    return
+                continue
             if t is algo.Complete:
                 self._emit(ev.RunCompleted(p.super_step, _now()))
                 self._finish_durably(Done(self.key[0], self.key[1], p.values))
@@ -259,58 +313,290 @@ class WorkflowActor(pykka.ThreadingActor):
                 return
             raise AssertionError(f"unknown action {act!r}")
 
+    def _route(self, step: str) -> bool:
+        """Ask a branch's router (in this thread) and journal its decision."""
+        spec = self.plan.dag.branches[step]
+        try:
+            picked = spec.router(MappingProxyType(self.p.values))
+            spec.resolve(picked)
+        except BranchError as exc:
+            self._fail(step, "BranchError", str(exc))
+            return False
+        except BaseException as exc:  # noqa: BLE001 - a router bug fails this run only
+            etype = type(exc).__name__ if isinstance(exc, Exception) else StepCrashed.__name__
+            self._fail(step, etype, f"router of branch step {step!r} raised {type(exc).__name__}: {exc}")
+            return False
+        labels = [picked] if isinstance(picked, str) else list(picked)
+        self._emit(ev.BranchTaken(step, labels))
+        return True
+
+    def _unit_msg(self, step: str, unit: str, fn: Any, mode: int = STEP, index: int = 0,
+                  item: Any = None, is_async: bool | None = None) -> Execute:
+        """Journal StepStarted for ``unit`` and build its Execute message."""
+        p = self.p
+        wid, rid = self.key
+        ss = p.super_step + 1
+        attempt = p.attempts.get(unit, 0) + 1
+        key = algo.idempotency_key(wid, rid, ss, unit)
+        self._emit(ev.StepStarted(unit, ss, attempt, key))
+        token = next(self._tokens)
+        self._running[unit] = [token, attempt, None, step, index]
+        if is_async is None:
+            is_async = _is_async(fn)
+        return Execute(
+            token, step, fn, MappingProxyType(p.values), wid, rid, ss, attempt, key,
+            algo.resume_values(p, unit), self.wf.channels, self.actor_ref, self.wf.retry.retry_on,
+            is_async, None if unit == step else unit, mode, index, item,
+        )
+
     def _dispatch(self, steps: list[str]) -> StepDone | None:
         """Journal StepStarted and send the steps out; returns the StepDone of a
         step run inline (a layer of one sync step runs in this thread, no hop)."""
-        p = self.p
         wf = self.wf
-        ss = p.super_step + 1
-        state = MappingProxyType(p.values)
-        wid, rid = self.key
+        fns = wf.dag.steps
         msgs = []
+        kinds = []
         for s in steps:
-            attempt = p.attempts.get(s, 0) + 1
-            key = algo.idempotency_key(wid, rid, ss, s)
-            self._emit(ev.StepStarted(s, ss, attempt, key))
-            token = next(self._tokens)
-            self._running[s] = [token, attempt, None]
-            msgs.append(Execute(
-                token, s, wf.dag.steps[s], state, wid, rid, ss, attempt, key,
-                algo.resume_values(p, s), wf.channels, self.actor_ref, wf.retry.retry_on,
-                wf.is_async[s],
-            ))
+            fn = fns[s]
+            if isinstance(fn, _DRIVEN):
+                attempt = self.p.attempts.get(s, 0) + 1
+                self._emit(ev.StepStarted(s, self.p.super_step + 1, attempt,
+                                          algo.idempotency_key(*self.key, self.p.super_step + 1, s)))
+                kinds.append(s)
+            else:
+                msgs.append(self._unit_msg(s, s, fn, is_async=wf.is_async[s]))
         if self._boundary:
             self._boundary = False
             snap, self._snap_due = self._snap_due, False
             if not self._flush(wait=True, snapshot=snap):
-                self._then = lambda: self._submit_then_advance(msgs)
+                self._then = lambda: self._launch_then_advance(msgs, kinds)
                 return None
-        return self._submit(msgs)
+        return self._launch(msgs, kinds)
 
-    def _submit_then_advance(self, msgs: list[Execute]) -> None:
-        done = self._submit(msgs)
+    def _launch_then_advance(self, msgs: list[Execute], kinds: list[str]) -> None:
+        done = self._launch(msgs, kinds)
         if done is not None:
             self._record(done)
         self._advance()
 
-    def _submit(self, msgs: list[Execute]) -> StepDone | None:
-        if len(msgs) == 1 and self.core.inline:
+    def _launch(self, msgs: list[Execute], kinds: list[str]) -> StepDone | None:
+        for s in kinds:
+            self._start_driver(s)
+        if len(msgs) == 1 and not kinds and self.core.inline:
             m = msgs[0]
             if not m.is_async and self.wf.step_timeout_s is None:
                 if self._listeners:
                     self._event("started", m.step, m.attempt)
                 return execute_sync(m)
+        self._submit(msgs)
+        return None
+
+    def _submit(self, msgs: list[Execute]) -> None:
         timeout = self.wf.step_timeout_s
         submit = self.core.executor.submit
         listeners = self._listeners
         for m in msgs:
+            unit = m.part or m.step
             if timeout is not None:
-                self._running[m.step][2] = self.core.scheduler.tell_later(
-                    timeout, self.actor_ref, StepTimedOut(m.step, m.token, timeout))
+                self._running[unit][2] = self.core.scheduler.tell_later(
+                    timeout, self.actor_ref, StepTimedOut(unit, m.token, timeout))
             if listeners:
-                self._event("started", m.step, m.attempt)
+                self._event("started", unit, m.attempt)
             submit(m)
-        return None
+
+    # -- step kinds: Map, Loop, Subgraph are driven from here ---------------------
+
+    def _start_driver(self, step: str) -> None:
+        kind = self.wf.dag.steps[step]
+        if isinstance(kind, Map):
+            items = self.p.values.get(kind.items)
+            if not isinstance(items, (list, tuple)):
+                self._kind_failed(step, "MapError", (
+                    f"Map step {step!r} needs a list in channel {kind.items!r}, got "
+                    f"{type(items).__name__}; write a list there before this step runs"))
+                return
+            self._drivers[step] = _Driver(list(items))
+        elif isinstance(kind, Loop):
+            self._drivers[step] = _Driver()
+        else:
+            self._drivers[step] = _Driver()
+        self._pump(step)
+
+    def _kind_failed(self, step: str, etype: str, message: str) -> None:
+        self._drivers.pop(step, None)
+        self._emit(ev.StepFailed(step, self.p.super_step + 1, etype, message,
+                                 self.p.attempts.get(step, 1), True))
+        if self._listeners:
+            self._event("failed", step, 0, (etype, message))
+
+    def _kind_done(self, step: str, writes: list[tuple[str, Any]]) -> None:
+        self._drivers.pop(step, None)
+        self._emit(ev.StepCompleted(step, self.p.super_step + 1, writes))
+        if self._listeners:
+            self._event("completed", step, 0, writes)
+
+    def _blocked_units(self, step: str) -> set[str]:
+        p = self.p
+        return {i.id.rsplit(":", 2)[0] for i in p.asked.values()
+                if i.step_id == step and i.id not in p.answers}
+
+    def _pump(self, step: str) -> None:
+        """Move a driven step on: start what may start, or finish it."""
+        drv = self._drivers.get(step)
+        if drv is None:
+            return
+        kind = self.wf.dag.steps[step]
+        if isinstance(kind, Map):
+            self._pump_map(step, kind, drv)
+        elif isinstance(kind, Loop):
+            self._pump_loop(step, kind, drv)
+        else:
+            self._pump_subgraph(step, kind, drv)
+
+    def _pump_map(self, step: str, kind: Map, drv: _Driver) -> None:
+        p = self.p
+        done = p.items.get(step, {})
+        n = len(drv.items)
+        if drv.failed is None:
+            blocked = self._blocked_units(step) if p.asked else _EMPTY
+            msgs = []
+            is_async = _is_async(kind.fn)
+            for i in range(n):
+                if len(drv.inflight) >= kind.max_concurrency:
+                    break
+                unit = f"{step}[{i}]"
+                if i in done or i in drv.inflight or unit in blocked:
+                    continue
+                drv.inflight.add(i)
+                msgs.append(self._unit_msg(step, unit, kind.fn, ITEM, i, drv.items[i], is_async))
+            self._submit(msgs)
+        if drv.inflight:
+            return
+        if drv.failed is not None:
+            self._kind_failed(step, *drv.failed)
+        elif len(done) == n:
+            self._kind_done(step, [(kind.into, [done[i] for i in range(n)])])
+        else:
+            del self._drivers[step]  # the rest wait for answers to their interrupts
+
+    def _pump_loop(self, step: str, kind: Loop, drv: _Driver) -> None:
+        if drv.inflight:
+            return
+        if drv.failed is not None:
+            self._kind_failed(step, *drv.failed)
+            return
+        p = self.p
+        it = p.iterations.get(step, 0)
+        unit = f"{step}#{it}"
+        if p.asked and unit in self._blocked_units(step):
+            del self._drivers[step]
+            return
+        try:
+            go = bool(kind.while_(MappingProxyType(p.values)))
+        except BaseException as exc:  # noqa: BLE001 - a predicate bug fails this run only
+            etype = type(exc).__name__ if isinstance(exc, Exception) else StepCrashed.__name__
+            self._kind_failed(step, etype, f"while_ of loop {step!r} raised {type(exc).__name__}: {exc}")
+            return
+        if not go:
+            self._kind_done(step, [])
+            return
+        if it >= kind.max_iterations:
+            self._kind_failed(step, LoopLimitError.__name__, (
+                f"loop {step!r} still wants to run after max_iterations={kind.max_iterations} "
+                "iterations; raise max_iterations or make while_ become false"))
+            return
+        drv.inflight.add(it)
+        self._submit([self._unit_msg(step, unit, kind.body, LOOP_BODY, it)])
+
+    def _pump_subgraph(self, step: str, kind: Subgraph, drv: _Driver, retry: bool = False) -> None:
+        if drv.inflight:
+            return
+        child = self.core.workflows.get(kind.workflow_id)
+        if child is None:
+            self._kind_failed(step, "WorkflowNotFound", (
+                f"Subgraph step {step!r}: workflow {kind.workflow_id!r} is not registered; "
+                "register it (or pass the Workflow object to Subgraph)"))
+            return
+        child_run = f"{self.key[0]}/{self.key[1]}/{step}"
+        self._children[(child.id, child_run)] = step
+        store = self.core.store
+        summary = store.summary(child.id, child_run)
+        status = summary.status if summary is not None else "new"
+        me = self.actor_ref
+        if status == "done":
+            cp = load_progress(store, child.plan, child.id, child_run)
+            values = cp.values if cp is not None else {}
+            self._kind_done(step, [(k, values.get(k)) for k in kind.outputs])
+            return
+        if status == "new":
+            data = {k: self.p.values.get(k) for k in kind.inputs}
+            msg: Any = Run(data, me, None, {"parent": [self.key[0], self.key[1], step]})
+        elif status == "running":
+            msg = Recover(me)
+        elif status == "paused":
+            cp = load_progress(store, child.plan, child.id, child_run)
+            pending = {i.id for i in cp.interrupts} if cp is not None else set()
+            prefix = step + "/"
+            answers = {iid[len(prefix):]: v for iid, v in self.p.answers.items()
+                       if iid.startswith(prefix) and iid[len(prefix):] in pending}
+            msg = Resume(Command(resume=answers or None), me)
+        else:  # failed: the parent was resumed, so retry the child
+            msg = Resume(Command(), me)
+        drv.inflight.add(0)
+        drv.retried = retry
+        self.core.supervisor.route(child, child_run, msg)
+
+    def _on_child(self, m: Any) -> None:
+        """An outcome (or refusal) from a Subgraph's child run."""
+        step = self._children.get((m.workflow_id, m.run_id))
+        drv = self._drivers.get(step) if step is not None else None
+        if step is None or drv is None or type(m) is Accepted:
+            return
+        kind = self.wf.dag.steps[step]
+        drv.inflight.clear()
+        ss = self.p.super_step + 1
+        t = type(m)
+        if t is Done:
+            self._kind_done(step, [(k, m.state.get(k)) for k in kind.outputs])
+        elif t is Paused:
+            del self._drivers[step]
+            if m.interrupts:
+                for idx, i in enumerate(m.interrupts):
+                    iid = f"{step}/{i.id}"
+                    if iid not in self.p.asked:
+                        self._emit(ev.Interrupted(step, ss, iid, i.payload, idx))
+            else:
+                self._emit(ev.Interrupted(step, ss, f"{step}:{ss}:hold",
+                                          {"child_paused": m.reason, "steps": m.steps}, -1))
+        elif t is Failed:
+            self._kind_failed(step, m.error_type, m.message)
+        elif t is Rejected:
+            if drv.retried:
+                self._kind_failed(step, type(m.error).__name__, str(m.error))
+            else:  # the child moved on meanwhile: look again
+                self._pump_subgraph(step, kind, drv, retry=True)
+                return
+        self._advance()
+
+    def _cancel_for_any_join(self, step: str) -> None:
+        """``step`` finished first among the predecessors of an any-join: cancel the rest."""
+        p = self.p
+        layer = self.plan.layers[p.layer]
+        ss = p.super_step + 1
+        for other in self.plan.cancel_on_done[step]:
+            if other not in layer or other in p.pending or other in p.skipped:
+                continue
+            for unit, r in list(self._running.items()):
+                if r[3] == other:
+                    del self._running[unit]
+                    if r[2] is not None:
+                        self.core.scheduler.cancel(r[2])
+                    if r[0] is not None:
+                        self.core.executor.abandon(r[0])
+            self._drivers.pop(other, None)
+            self._emit(ev.StepCancelled(other, ss, f"{step!r} finished first (any-join)"))
+            if self._listeners:
+                self._event("cancelled", other, 0)
 
     # -- step results ----------------------------------------------------------
 
@@ -320,43 +606,101 @@ class WorkflowActor(pykka.ThreadingActor):
 
     def _record(self, d: StepDone) -> bool:
         """Journal a step's result; False when it is stale."""
-        r = self._running.get(d.step)
+        unit = d.part or d.step
+        r = self._running.get(unit)
         if r is None or r[0] != d.token:
             return False  # a late answer from an attempt that timed out or was cancelled
-        del self._running[d.step]
+        del self._running[unit]
         if r[2] is not None:
             self.core.scheduler.cancel(r[2])
-        ss = self.p.super_step + 1
+        step = d.step
+        p = self.p
+        ss = p.super_step + 1
         kind = d.kind
+        if d.part is not None:
+            self._record_part(d, r, ss)
+            return True
         if kind == OK:
-            self._emit(ev.StepCompleted(d.step, ss, d.writes), d.record)
+            fn = self.wf.dag.steps[step]
+            if isinstance(fn, Human):
+                answer = algo.resume_values(p, step)
+                if answer and isinstance(answer[0], Mapping) and answer[0].get("approved"):
+                    self._emit(ev.HumanApproved(step, answer[0].get("by")))
+            self._emit(ev.StepCompleted(step, ss, d.writes), d.record)
             if self._listeners:
-                self._event("completed", d.step, d.attempt, d.writes)
+                self._event("completed", step, d.attempt, d.writes)
+            if step in self.plan.cancel_on_done:
+                self._cancel_for_any_join(step)
         elif kind == INTERRUPT:
-            iid = algo.interrupt_id(d.step, ss, d.index)
-            self._emit(ev.Interrupted(d.step, ss, iid, d.payload, d.index))
+            iid = algo.interrupt_id(step, ss, d.index)
+            self._emit(ev.Interrupted(step, ss, iid, d.payload, d.index))
             if self._listeners:
-                self._event("interrupted", d.step, d.attempt, Interrupt(iid, d.step, d.payload))
+                self._event("interrupted", step, d.attempt, Interrupt(iid, step, d.payload))
         else:
-            self._step_error(d.step, d.attempt, d.error_type, d.message, d.retryable)
+            self._step_error(step, step, d.attempt, d.error_type, d.message, d.retryable)
         return True
 
-    def _step_error(self, step: str, attempt: int, etype: str, message: str, retryable: bool) -> None:
+    def _record_part(self, d: StepDone, r: list[Any], ss: int) -> None:
+        step, unit = d.step, d.part
+        assert unit is not None
+        drv = self._drivers.get(step)
+        if d.kind == OK:
+            if isinstance(self.wf.dag.steps[step], Map):
+                self._emit(ev.ItemCompleted(step, ss, r[4], d.result), d.record)
+            else:  # a Loop iteration
+                self._emit(ev.LoopIterated(step, ss, r[4] + 1, d.writes), d.record)
+            if self._listeners:
+                self._event("completed", unit, d.attempt, d.writes if d.writes is not None else d.result)
+        elif d.kind == INTERRUPT:
+            iid = algo.interrupt_id(unit, ss, d.index)
+            self._emit(ev.Interrupted(step, ss, iid, d.payload, d.index))
+            if self._listeners:
+                self._event("interrupted", unit, d.attempt, Interrupt(iid, step, d.payload))
+        else:
+            if self._step_error(step, unit, d.attempt, d.error_type, d.message, d.retryable, part=True):
+                return  # a retry is scheduled: the unit stays in flight
+            if drv is not None and drv.failed is None:
+                drv.failed = (d.error_type, d.message)
+        if drv is not None:
+            drv.inflight.discard(r[4])
+            self._pump(step)
+
+    def _step_error(self, step: str, unit: str, attempt: int, etype: str, message: str,
+                    retryable: bool, part: bool = False) -> bool:
+        """Journal a failed attempt; schedule a retry if the policy allows.
+        Returns True when a retry was scheduled."""
         policy = self.wf.retry
         final = not (retryable and attempt < policy.max_attempts)
-        self._emit(ev.StepFailed(step, self.p.super_step + 1, etype, message, attempt, final))
+        # a part's failure is final for its step only through the driver
+        self._emit(ev.StepFailed(unit, self.p.super_step + 1, etype, message, attempt, final and not part))
         if not final:
             timer = self.core.scheduler.tell_later(
-                policy.delay(attempt), self.actor_ref, RetryStep(step, attempt + 1))
-            self._running[step] = [None, attempt, timer]
+                policy.delay(attempt), self.actor_ref, RetryStep(unit, attempt + 1))
+            self._running[unit] = [None, attempt, timer, step, self._index_of(unit)]
         if self._listeners:
-            self._event("failed" if final else "retrying", step, attempt, (etype, message))
+            self._event("failed" if final else "retrying", unit, attempt, (etype, message))
+        return not final
+
+    @staticmethod
+    def _index_of(unit: str) -> int:
+        if unit.endswith("]") and "[" in unit:
+            return int(unit[unit.rindex("[") + 1 : -1])
+        if "#" in unit:
+            tail = unit[unit.rindex("#") + 1 :]
+            if tail.isdigit():
+                return int(tail)
+        return 0
 
     def _on_retry(self, msg: RetryStep) -> None:
         r = self._running.get(msg.step)
         if r is None or r[0] is not None:
             return
         del self._running[msg.step]
+        step = r[3]
+        drv = self._drivers.get(step)
+        if drv is not None and msg.step != step:
+            drv.inflight.discard(r[4])
+            self._pump(step)
         self._advance()
 
     def _on_timeout(self, msg: StepTimedOut) -> None:
@@ -365,11 +709,19 @@ class WorkflowActor(pykka.ThreadingActor):
             return
         del self._running[msg.step]
         self.core.executor.abandon(msg.token)
-        self._step_error(
-            msg.step, r[1], "StepTimeout",
-            f"step {msg.step!r} did not finish within {msg.timeout_s:g}s (attempt {r[1]}); "
-            "raise step_timeout_s or make the step faster", True,
-        )
+        step = r[3]
+        text = (f"step {msg.step!r} did not finish within {msg.timeout_s:g}s (attempt {r[1]}); "
+                "raise step_timeout_s or make the step faster")
+        if msg.step != step:
+            if not self._step_error(step, msg.step, r[1], "StepTimeout", text, True, part=True):
+                drv = self._drivers.get(step)
+                if drv is not None:
+                    if drv.failed is None:
+                        drv.failed = ("StepTimeout", text)
+                    drv.inflight.discard(r[4])
+                    self._pump(step)
+        else:
+            self._step_error(step, step, r[1], "StepTimeout", text, True)
         self._advance()
 
     # -- commits ---------------------------------------------------------------
@@ -498,4 +850,9 @@ _HANDLERS: dict[type, Any] = {
     Recover: WorkflowActor._on_recover,
     RetryStep: WorkflowActor._on_retry,
     StepTimedOut: WorkflowActor._on_timeout,
+    Done: WorkflowActor._on_child,
+    Paused: WorkflowActor._on_child,
+    Failed: WorkflowActor._on_child,
+    Rejected: WorkflowActor._on_child,
+    Accepted: WorkflowActor._on_child,
 }

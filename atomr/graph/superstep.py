@@ -45,7 +45,9 @@ __all__ = [
     "PauseInterrupt",
     "Complete",
     "FailRun",
+    "Route",
     "Wait",
+    "skipped_steps",
     "apply_event",
     "replay",
     "next_action",
@@ -65,7 +67,7 @@ class Plan:
 
     __slots__ = (
         "dag", "schema", "layers", "layer_of", "order", "before", "after", "n_layers",
-        "topo_index",
+        "topo_index", "cancel_on_done",
     )
 
     def __init__(
@@ -82,6 +84,15 @@ class Plan:
         self.layer_of = {s: i for i, layer in enumerate(self.layers) for s in layer}
         self.order = dag.topo_sort()
         self.topo_index = {s: i for i, s in enumerate(self.order)}
+        #: step -> siblings to cancel when it finishes (it feeds an any-join)
+        self.cancel_on_done: dict[str, tuple[str, ...]] = {}
+        for j, policy in getattr(dag, "join_policy", {}).items():
+            if policy == "any":
+                preds = dag.preds[j]
+                for q in preds:
+                    others = tuple(r for r in preds if r != q and self.layer_of[r] == self.layer_of[q])
+                    if others:
+                        self.cancel_on_done[q] = tuple(dict.fromkeys(self.cancel_on_done.get(q, ()) + others))
         self.before = frozenset(interrupt_before)
         self.after = frozenset(interrupt_after)
         for name, group in (("interrupt_before", self.before), ("interrupt_after", self.after)):
@@ -133,6 +144,12 @@ class RunProgress:
     iterations: dict[str, int] = field(default_factory=dict)
     #: steps of the in-flight layer that failed for good: step -> (error_type, message)
     failed: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: branch decisions: branch step -> chosen labels
+    branches: dict[str, list[str]] = field(default_factory=dict)
+    #: branch steps of the last committed layer whose router has not decided yet
+    to_route: list[str] = field(default_factory=list)
+    #: steps held (e.g. a Subgraph whose child paused at a breakpoint) until a resume
+    holds: set[str] = field(default_factory=set)
     updated_ms: int = 0
 
     @property
@@ -198,6 +215,7 @@ def _reset_layer(p: RunProgress) -> None:
     p.items = {}
     p.iterations = {}
     p.failed = {}
+    p.holds = set()
 
 
 def commit_values(plan: Plan, p: RunProgress) -> dict[str, Any]:
@@ -228,8 +246,14 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
         p.layer = e.layer + 1
         p.updated_ms = e.at_ms or p.updated_ms
         _reset_layer(p)
+        if plan.dag.branches:
+            p.to_route = [s for s in plan.layers[e.layer]
+                          if s in plan.dag.branches and s not in p.skipped]
     elif t is ev.Interrupted:
-        p.asked[e.interrupt_id] = PendingInterrupt(e.interrupt_id, e.step, e.payload, e.index)
+        if e.index < 0:
+            p.holds.add(e.step)
+        else:
+            p.asked[e.interrupt_id] = PendingInterrupt(e.interrupt_id, e.step, e.payload, e.index)
     elif t is ev.StepFailed:
         p.attempts[e.step] = e.attempt
         if e.final:
@@ -263,10 +287,13 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
                 p.attempts.pop(step, None)
             p.failed = {}
         p.failure = None
+        p.holds = set()
         if e.goto is not None:
             p.layer = plan.layer_of[e.goto]
             _reset_layer(p)
-            p.skipped = set()
+            p.to_route = []
+            p.branches = {b: c for b, c in p.branches.items() if plan.layer_of[b] < p.layer}
+            p.skipped = skipped_steps(plan, p.branches)
         else:
             p.answers.update(e.answers)
         p.updated_ms = e.at_ms
@@ -284,7 +311,9 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
         p.values = dict(e.values)
         p.super_step = e.from_super_step
         p.layer = e.layer
-        p.skipped = set(e.skipped)
+        p.branches = {k: list(v) for k, v in e.branches.items()}
+        p.skipped = skipped_steps(plan, p.branches)
+        p.to_route = []
         p.status = "running"
         p.meta = dict(e.meta)
         p.updated_ms = e.at_ms
@@ -298,26 +327,40 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
 
 
 def _apply_branch(plan: Plan, p: RunProgress, e: ev.BranchTaken) -> None:
-    spec = plan.dag.branches.get(e.step)
-    if spec is None:
-        return
-    chosen = {spec.targets[label] for label in e.chosen if label in spec.targets}
-    for target in spec.targets.values():
-        if target not in chosen:
-            p.skipped.add(target)
-    # a step is skipped when all its predecessors are skipped (or untaken branch edges)
+    p.branches[e.step] = list(e.chosen)
+    if e.step in p.to_route:
+        p.to_route.remove(e.step)
+    p.skipped = skipped_steps(plan, p.branches)
+
+
+def skipped_steps(plan: Plan, decisions: Mapping[str, Sequence[str]]) -> set[str]:
+    """Steps that will not run given the branch decisions so far.
+
+    A step is skipped when every edge into it is dead: it comes from a skipped
+    step, or from a decided branch that did not pick it. A step with one live
+    edge still runs (a join waits only for its non-skipped predecessors).
+    """
+    if not decisions:
+        return set()
+    branches = plan.dag.branches
+    chosen = {b: {branches[b].targets[label] for label in labels if label in branches[b].targets}
+              for b, labels in decisions.items() if b in branches}
+    skipped: set[str] = set()
+    preds = plan.dag.preds
     for s in plan.order:
-        if s in p.skipped or plan.layer_of[s] <= plan.layer_of[e.step]:
+        ps = preds[s]
+        if not ps:
             continue
-        preds = plan.dag.preds[s]
-        if preds and all(
-            q in p.skipped or (q == e.step and s in spec.targets.values() and s not in chosen)
-            for q in preds
-        ):
-            p.skipped.add(s)
-    for s in chosen:
-        # a target reachable through a taken path still runs
-        p.skipped.discard(s)
+        for q in ps:
+            if q in skipped:
+                continue
+            c = chosen.get(q)
+            if c is not None and s in branches[q].targets.values() and s not in c:
+                continue
+            break  # a live edge
+        else:
+            skipped.add(s)
+    return skipped
 
 
 def replay(plan: Plan, workflow_id: str, run_id: str, events: Iterable[tuple[int, Any]],
@@ -358,6 +401,13 @@ class Complete:
 
 
 @dataclass(frozen=True, slots=True)
+class Route:
+    """Ask the router of this branch step which targets to take."""
+
+    step: str
+
+
+@dataclass(frozen=True, slots=True)
 class FailRun:
     step: str
     error_type: str
@@ -376,6 +426,8 @@ _WAIT = Wait()
 
 def next_action(plan: Plan, p: RunProgress, running: Sequence[str] | set[str] = ()) -> Any:
     """What a running run must do now, given the steps already executing."""
+    if p.to_route:
+        return Route(p.to_route[0])
     if p.layer >= plan.n_layers:
         return _COMPLETE
     layer = plan.layers[p.layer]
@@ -396,13 +448,13 @@ def next_action(plan: Plan, p: RunProgress, running: Sequence[str] | set[str] = 
     if failed:
         step = next(s for s in layer if s in failed)
         return FailRun(step, *failed[step])
-    return PauseInterrupt(sorted({i.step_id for i in p.interrupts}))
+    return PauseInterrupt(sorted({i.step_id for i in p.interrupts} | p.holds))
 
 
 def _blocked_steps(p: RunProgress) -> set[str]:
     if not p.asked:
-        return set()
-    return {i.step_id for i in p.asked.values() if i.id not in p.answers}
+        return set(p.holds)
+    return {i.step_id for i in p.asked.values() if i.id not in p.answers} | p.holds
 
 
 def after_breakpoint(plan: Plan, layer: int, skipped: set[str]) -> list[str]:
@@ -453,6 +505,12 @@ def command_events(plan: Plan, p: RunProgress, command: Any, now_ms: int = 0) ->
             raise AmbiguousResumeError(pending)
         else:
             answers = {next(iter(pending)): r}
+        for iid, value in answers.items():
+            step = pending[iid].step_id
+            kind = plan.dag.steps.get(step)
+            check = getattr(kind, "check_answer", None)
+            if check is not None:
+                check(step, value)
     out.append(ev.Resumed(answers, goto, now_ms))
     return out
 
@@ -481,6 +539,9 @@ def to_snapshot(p: RunProgress) -> dict[str, Any]:
         "it": {k: [[i, r] for i, r in d.items()] for k, d in p.items.items()},
         "li": p.iterations,
         "fl": {k: list(v) for k, v in p.failed.items()},
+        "bt": p.branches,
+        "tr": p.to_route,
+        "ho": sorted(p.holds),
         "u": p.updated_ms,
     }
 
@@ -505,5 +566,8 @@ def from_snapshot(workflow_id: str, run_id: str, d: Mapping[str, Any]) -> RunPro
     p.items = {k: {i: r for i, r in rows} for k, rows in d["it"].items()}
     p.iterations = dict(d["li"])
     p.failed = {k: (v[0], v[1]) for k, v in d["fl"].items()}
+    p.branches = {k: list(v) for k, v in d["bt"].items()}
+    p.to_route = list(d["tr"])
+    p.holds = set(d["ho"])
     p.updated_ms = d["u"]
     return p

@@ -1,0 +1,170 @@
+"""Step kinds beyond a plain function: Loop, Map, Human, Subgraph; and dispatch_fan_out.
+
+A kind is passed where a step function goes: ``.step("refine", Loop(...))``.
+The run actor drives them (predicates, the Map scheduler and the child run of a
+Subgraph stay in the run actor's thread); the pieces of user code they wrap (a
+Loop body, a Map element) run on the step executor like any step.
+
+Every kind is durable: Map elements and Loop iterations are journaled one by
+one, so after a crash or a pause only unfinished work runs again.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from atomr.errors import GraphError, InvalidResumeValue, Rejected
+from atomr.graph.dag import StepKind
+
+if TYPE_CHECKING:
+    from atomr.workflow import Workflow
+
+__all__ = ["Loop", "Map", "Human", "Subgraph", "dispatch_fan_out"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Loop(StepKind):
+    """Run ``body(state, ctx)`` while ``while_(state)`` holds (checked before each
+    iteration: zero iterations is fine). Each iteration's writes are merged at
+    once and make a checkpoint (``loop:<step>:<n>`` in history). If ``while_``
+    still holds after ``max_iterations`` iterations the run fails with
+    ``LoopLimitError``."""
+
+    def __init__(self, body: Callable[..., Any], while_: Callable[[Mapping[str, Any]], bool],
+                 max_iterations: int = 25) -> None:
+        if not callable(body):
+            raise GraphError(f"Loop body must be callable fn(state, ctx), got {type(body).__name__}")
+        if not callable(while_):
+            raise GraphError(f"Loop while_ must be callable fn(state) -> bool, got {type(while_).__name__}")
+        if max_iterations < 1:
+            raise GraphError(f"Loop max_iterations must be >= 1, got {max_iterations}")
+        self.body = body
+        self.while_ = while_
+        self.max_iterations = max_iterations
+
+    def __repr__(self) -> str:
+        return f"Loop({getattr(self.body, '__name__', self.body)!r}, max_iterations={self.max_iterations})"
+
+
+class Map(StepKind):
+    """Run ``fn(item, ctx)`` for each element of the list in channel ``items``,
+    at most ``max_concurrency`` at once; write the list of results (input order)
+    to channel ``into`` through its reducer."""
+
+    def __init__(self, fn: Callable[..., Any], items: str, into: str, max_concurrency: int = 4) -> None:
+        if not callable(fn):
+            raise GraphError(f"Map fn must be callable fn(item, ctx), got {type(fn).__name__}")
+        if max_concurrency < 1:
+            raise GraphError(f"Map max_concurrency must be >= 1, got {max_concurrency}")
+        self.fn = fn
+        self.items = items
+        self.into = into
+        self.max_concurrency = max_concurrency
+
+    def __repr__(self) -> str:
+        return f"Map(items={self.items!r}, into={self.into!r}, max_concurrency={self.max_concurrency})"
+
+
+class Human(StepKind):
+    """Pause until a person answers. The interrupt payload is
+    ``{"prompt": prompt, "step": step_id}``; resume with
+    ``Command(resume={"approved": True, "by": "alice"})``. A rejection fails the
+    run with ``Rejected`` (``on_reject="fail"``) or is written to ``into`` like
+    an approval (``on_reject="continue"``, so a Branch can route on it)."""
+
+    def __init__(self, prompt: str, into: str, on_reject: str = "fail") -> None:
+        if on_reject not in ("fail", "continue"):
+            raise GraphError(f"Human on_reject must be 'fail' or 'continue', got {on_reject!r}")
+        self.prompt = prompt
+        self.into = into
+        self.on_reject = on_reject
+
+    @staticmethod
+    def check_answer(step: str, value: Any) -> None:
+        """Raise InvalidResumeValue unless ``value`` is a valid answer."""
+        if not isinstance(value, Mapping) or not isinstance(value.get("approved"), bool):
+            raise InvalidResumeValue(
+                f"Human step {step!r} expects a resume value like {{'approved': True, 'by': "
+                f"'alice'}} or {{'approved': False, 'reason': '...'}}, got {value!r}; the run "
+                "stays paused"
+            )
+
+    def __call__(self, state: Mapping[str, Any], ctx: Any) -> list[tuple[str, Any]]:
+        answer = ctx.interrupt({"prompt": self.prompt, "step": ctx.step_id})
+        self.check_answer(ctx.step_id, answer)
+        if not answer["approved"] and self.on_reject == "fail":
+            reason = answer.get("reason") or "no reason given"
+            raise Rejected(f"step {ctx.step_id!r} was rejected by {answer.get('by') or 'someone'}: "
+                           f"{reason}; fork the run or resume it with Command(goto=...) to redo it")
+        return [(self.into, dict(answer))]
+
+    def __repr__(self) -> str:
+        return f"Human({self.prompt!r}, into={self.into!r}, on_reject={self.on_reject!r})"
+
+
+class Subgraph(StepKind):
+    """Run a child workflow as a step. ``inputs`` channels are copied into the
+    child's input; ``outputs`` channels of the child's final state are merged
+    back through the parent's reducers. The child run is stored under its own
+    workflow id with run id ``"<parent workflow>/<parent run>/<step>"``."""
+
+    def __init__(self, workflow: Workflow | str, inputs: Sequence[str] = (), outputs: Sequence[str] = ()) -> None:
+        from atomr.workflow import Workflow
+
+        if not isinstance(workflow, (Workflow, str)):
+            raise GraphError(f"Subgraph takes a Workflow or a registered workflow id, got {type(workflow).__name__}")
+        self.workflow = workflow
+        self.inputs = tuple(inputs)
+        self.outputs = tuple(outputs)
+        if isinstance(workflow, Workflow):
+            for k in self.inputs:
+                if k not in workflow.channels:
+                    raise GraphError(f"Subgraph input {k!r} is not a channel of child workflow {workflow.id!r}")
+            for k in self.outputs:
+                if k not in workflow.channels:
+                    raise GraphError(f"Subgraph output {k!r} is not a channel of child workflow {workflow.id!r}")
+
+    @property
+    def workflow_id(self) -> str:
+        return self.workflow if isinstance(self.workflow, str) else self.workflow.id
+
+    def __repr__(self) -> str:
+        return f"Subgraph({self.workflow_id!r}, inputs={list(self.inputs)}, outputs={list(self.outputs)})"
+
+
+def dispatch_fan_out(items: Iterable[T], fn: Callable[[T], R], max_concurrency: int = 4) -> list[R]:
+    """Run ``fn`` on each item on worker threads, at most ``max_concurrency`` at
+    once; return the results in input order. The first exception is raised once
+    the calls already running finish; no new call starts after it."""
+    if max_concurrency < 1:
+        raise GraphError(f"max_concurrency must be >= 1, got {max_concurrency}")
+    todo = list(items)
+    results: list[Any] = [None] * len(todo)
+    error: BaseException | None = None
+    with cf.ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="atomr-fanout") as pool:
+        running: dict[cf.Future[R], int] = {}
+        nxt = 0
+        while nxt < len(todo) or running:
+            while error is None and nxt < len(todo) and len(running) < max_concurrency:
+                running[pool.submit(fn, todo[nxt])] = nxt
+                nxt += 1
+            if not running:
+                break
+            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                i = running.pop(fut)
+                exc = fut.exception()
+                if exc is not None:
+                    if error is None:
+                        error = exc
+                else:
+                    results[i] = fut.result()
+            if error is not None and not running:
+                break
+    if error is not None:
+        raise error
+    return results
