@@ -13,7 +13,7 @@ from atomr.graph.dag import Dag, StepKind
 from atomr.graph.reducers import AppendList, AppendMessages, LastWriteWins, MaxByTimestamp, MergeMap
 from atomr.graph.schema import StateSchema
 from atomr.graph.state import RunState
-from atomr.kinds import Human, Loop, Map, Subgraph, dispatch_fan_out
+from atomr.kinds import Branch, Human, Loop, Map, Subgraph, dispatch_fan_out
 from atomr.messages import Accepted, Rejected, Resume, Run
 from atomr.runtime import Runtime, RunHandle
 from atomr.store.base import RunSummary, Store
@@ -29,6 +29,7 @@ __all__ = [
     "AppendMessages",
     "Accepted",
     "AtomrError",
+    "Branch",
     "CODEC_VERSION",
     "Checkpoint",
     "Command",

@@ -16,12 +16,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from atomr.errors import GraphError, InvalidResumeValue, Rejected
-from atomr.graph.dag import StepKind
+from atomr.graph.dag import BranchSpec, StepKind
 
 if TYPE_CHECKING:
     from atomr.workflow import Workflow
 
-__all__ = ["Loop", "Map", "Human", "Subgraph", "dispatch_fan_out"]
+__all__ = ["Branch", "Loop", "Map", "Human", "Subgraph", "dispatch_fan_out"]
+
+#: A conditional fan-out, declared with ``DagBuilder.branch(step, router, {label: target})``
+#: (found on ``dag.branches[step]``).
+Branch = BranchSpec
 
 T = TypeVar("T")
 R = TypeVar("R")

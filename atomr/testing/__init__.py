@@ -32,3 +32,7 @@ __all__ = [
     "fold",
     "full_replay",
 ]
+
+from atomr.testing.replay import Mismatch, ReplayResult, replay  # noqa: E402
+
+__all__ += ["Mismatch", "ReplayResult", "replay"]
