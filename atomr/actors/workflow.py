@@ -14,7 +14,9 @@ Durability (``core.durability``):
 
 * ``sync``  — a super-step's events are durable before the next super-step's
   steps are sent and before any outcome is reported (one commit per super-step,
-  shared with every other run committing at the same moment);
+  shared with every other run committing at the same moment); a completed
+  step's writes are committed within ``PENDING_FLUSH_S`` (20 ms) even while
+  its siblings still run;
 * ``async`` — events are sent to the checkpointer as they happen, the run does
   not wait; a kill -9 can lose the last super-steps (they are re-run);
 * ``exit``  — events stay in the actor until the run pauses, ends or fails; a
@@ -87,6 +89,16 @@ def _now() -> int:
 
 
 _EMPTY: frozenset[str] = frozenset()
+#: with durability="sync", the longest a completed step's writes wait in the run
+#: actor while its siblings still run
+PENDING_FLUSH_S = 0.02
+
+
+class _FlushTick:
+    __slots__ = ()
+
+
+_FLUSH_TICK = _FlushTick()
 _DRIVEN = (Map, Loop, Subgraph)
 
 
@@ -121,6 +133,7 @@ class WorkflowActor(pykka.ThreadingActor):
         self._drivers: dict[str, _Driver] = {}
         self._children: dict[tuple[str, str], str] = {}
         self._driving = False
+        self._tick = False
         self._outbox: list[bytes] = []
         self._first_seq = self.p.seq + 1
         self._reply_to: list[Any] = []
@@ -271,7 +284,14 @@ class WorkflowActor(pykka.ThreadingActor):
                 continue
             if t is algo.Wait:
                 if self._outbox and not self._exit:
-                    self._flush(wait=False)
+                    if not self._sync:
+                        self._flush(wait=False)
+                    elif not self._tick:
+                        # completed siblings' writes reach the journal within
+                        # PENDING_FLUSH_S even while a slow sibling runs; a fast
+                        # layer commits them with its boundary instead
+                        self._tick = True
+                        self.core.scheduler.tell_later(PENDING_FLUSH_S, self.actor_ref, _FLUSH_TICK)
                 return
             if t is algo.CommitLayer:
                 try:
@@ -758,6 +778,11 @@ class WorkflowActor(pykka.ThreadingActor):
             return False
         return True
 
+    def _on_tick(self, msg: _FlushTick) -> None:
+        self._tick = False
+        if self._outbox and self._ack_token is None and not self._released and self.p.status == "running":
+            self._flush(wait=False)
+
     def _on_committed(self, msg: Committed) -> None:
         if msg.error is not None:
             self._store_failed(msg.error)
@@ -850,6 +875,7 @@ _HANDLERS: dict[type, Any] = {
     Recover: WorkflowActor._on_recover,
     RetryStep: WorkflowActor._on_retry,
     StepTimedOut: WorkflowActor._on_timeout,
+    _FlushTick: WorkflowActor._on_tick,
     Done: WorkflowActor._on_child,
     Paused: WorkflowActor._on_child,
     Failed: WorkflowActor._on_child,
