@@ -254,6 +254,8 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
             p.holds.add(e.step)
         else:
             p.asked[e.interrupt_id] = PendingInterrupt(e.interrupt_id, e.step, e.payload, e.index)
+            # answering an interrupt re-runs the step: that is not a failed attempt
+            p.attempts.pop(e.interrupt_id.rsplit(":", 2)[0], None)
     elif t is ev.StepFailed:
         p.attempts[e.step] = e.attempt
         if e.final:
