@@ -56,22 +56,32 @@ _DEFAULT_TIMEOUT = 30.0
 
 
 class _Inbox:
-    """A thread-safe mailbox with a pykka-like ``tell`` for one RunHandle."""
+    """A thread-safe mailbox with a pykka-like ``tell`` for one RunHandle.
 
-    __slots__ = ("_cond", "accepted", "outcome", "events", "_seen_outcome")
+    Step events are appended without a lock (a deque append is atomic); the
+    condition is touched only when a reader is waiting, or for the rare
+    Accepted/outcome messages.
+    """
+
+    __slots__ = ("_cond", "accepted", "outcome", "events", "_waiting")
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self.accepted: Any = None  # Accepted | Rejected
         self.outcome: Any = None
         self.events: collections.deque[StepEvent] = collections.deque(maxlen=100_000)
+        self._waiting = 0
 
     def tell(self, message: Any) -> None:
+        if type(message) is StepEvent:
+            self.events.append(message)
+            if self._waiting:
+                with self._cond:
+                    self._cond.notify_all()
+            return
         with self._cond:
             t = type(message)
-            if t is StepEvent:
-                self.events.append(message)
-            elif t is Accepted:
+            if t is Accepted:
                 if self.accepted is None:
                     self.accepted = message
             elif t is Rejected:
@@ -92,7 +102,11 @@ class _Inbox:
 
     def next_event(self, timeout: float | None) -> StepEvent | None:
         with self._cond:
-            self._cond.wait_for(lambda: self.events or self.outcome is not None, timeout)
+            self._waiting += 1
+            try:
+                self._cond.wait_for(lambda: self.events or self.outcome is not None, timeout)
+            finally:
+                self._waiting -= 1
             if self.events:
                 return self.events.popleft()
             return None
@@ -366,7 +380,7 @@ class Runtime:
         live = self._core.supervisor.is_live(wf.id, run_id)
         if summary is None and not live:
             raise RunNotFound(wf.id, run_id)
-        if live and summary is not None and summary.status == "running":
+        if live and (summary is None or summary.status == "running"):
             # its actor may be busy running a step inline: refuse here, at once
             raise RunNotPaused(wf.id, run_id, "running")
         inbox = _Inbox()

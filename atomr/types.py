@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 from atomr.errors import AtomrError, RunError, error_class
 
@@ -119,13 +119,14 @@ class Checkpoint:
     next: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class StepEvent:
+class StepEvent(NamedTuple):
     """Streamed by ``RunHandle.events()`` while a run goes on.
 
     ``kind``: "started" | "completed" | "failed" | "retrying" | "interrupted" |
-    "committed" (a super-step merged; ``step`` is None) | "outcome" (last event;
-    ``data`` holds the outcome).
+    "cancelled" | "committed" (a super-step merged; ``step`` is None) |
+    "outcome" (last event; ``data`` holds the outcome). ``step`` is the step id,
+    or ``"step[i]"`` / ``"step#n"`` for a Map element / Loop iteration.
+    (A named tuple: cheap to make on the run's hot path.)
     """
 
     kind: str

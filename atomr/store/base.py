@@ -124,6 +124,7 @@ class Store(abc.ABC):
     def _next_summary(self, old: RunSummary | None, b: AppendBatch, ts: int) -> RunSummary:
         """Check the batch continues the journal gap-free; return the new summary."""
         if old is None:
+            fmt.check_ids(b.workflow_id, b.run_id)
             if b.first_seq != 1:
                 raise StoreError(
                     f"journal gap in run {b.workflow_id}/{b.run_id}: first event numbered "
@@ -140,14 +141,12 @@ class Store(abc.ABC):
                 "the batch was refused and the journal is unchanged"
             )
         meta = old.meta if b.meta is None else {**old.meta, **b.meta}
-        return replace(
-            old,
-            status=b.status or old.status,
-            super_step=old.super_step if b.super_step is None else b.super_step,
-            last_seq=b.last_seq,
-            snapshot_seq=b.last_seq if b.snapshot is not None else old.snapshot_seq,
-            updated_ms=ts,
-            meta=meta,
+        # the positional constructor: dataclasses.replace() is slow on this hot path
+        return RunSummary(
+            old.workflow_id, old.run_id, b.status or old.status,
+            old.super_step if b.super_step is None else b.super_step, b.last_seq,
+            old.first_seq, b.last_seq if b.snapshot is not None else old.snapshot_seq,
+            old.created_ms, ts, meta,
         )
 
     @abc.abstractmethod

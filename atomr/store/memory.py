@@ -58,7 +58,7 @@ class MemoryStore(Store):
                 run = self._runs.get(key)
                 if run is None:
                     run = self._runs[key] = _Run()
-                run.records.extend(bytes(r) for r in b.records)
+                run.records.extend(b.records)
                 if b.snapshot is not None:
                     if b.last_seq not in run.snaps:
                         run.snap_seqs.append(b.last_seq)
@@ -70,7 +70,8 @@ class MemoryStore(Store):
             run = self._runs.get((workflow_id, run_id))
             if run is None or run.summary is None:
                 return 0
-            n = max(0, min(upto_seq, run.summary.last_seq) - run.first_seq + 1)
+            upto_seq = min(upto_seq, run.summary.last_seq)  # as the LMDB store does
+            n = max(0, upto_seq - run.first_seq + 1)
             del run.records[:n]
             run.first_seq += n
             dropped = [s for s in run.snap_seqs if s < upto_seq]
