@@ -176,6 +176,8 @@ class StepActor(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         if type(message) is Execute:
+            if not self._executor._claim(self._index, message.token, self.actor_ref):
+                return None  # handed to the worker that replaced this stuck one
             try:
                 done = execute_sync(message, self._executor._loop)
             except BaseException as exc:  # noqa: BLE001 - never let pykka see it
@@ -230,7 +232,7 @@ class LocalExecutor:
         self._lock = threading.Lock()
         self._refs: list[pykka.ActorRef[Any]] = []
         self._busy: list[int] = []
-        self._running: dict[int, int] = {}  # token -> worker index
+        self._running: dict[int, list[Any]] = {}  # token -> [worker index, msg, started]
         self._loop: _AsyncLoop | None = None
         self._async_futs: dict[int, Any] = {}
         self._closed = False
@@ -255,9 +257,18 @@ class LocalExecutor:
             busy = self._busy
             i = busy.index(min(busy))
             busy[i] += 1
-            self._running[msg.token] = i
+            self._running[msg.token] = [i, msg, False]
             ref = self._refs[i]
         ref.tell(msg)
+
+    def _claim(self, index: int, token: int, ref: Any) -> bool:
+        """May worker ``ref`` (slot ``index``) run step ``token``? Marks it started."""
+        with self._lock:
+            r = self._running.get(token)
+            if r is None or r[0] != index or index >= len(self._refs) or self._refs[index] is not ref:
+                return False
+            r[2] = True
+            return True
 
     def _done(self, index: int, token: int) -> None:
         with self._lock:
@@ -271,16 +282,18 @@ class LocalExecutor:
             fut.cancel()
             return
         with self._lock:
-            i = self._running.pop(token, None)
-            if i is None or self._closed:
+            r = self._running.pop(token, None)
+            if r is None or self._closed:
                 return
+            i = r[0]
             old = self._refs[i]
-            # a fresh worker takes the slot; the stuck one stops once its step
-            # returns (steps queued behind it still run then, or time out too)
-            for t in [t for t, w in self._running.items() if w == i]:
-                del self._running[t]
-            self._refs[i] = StepActor.start(self, i)
-            self._busy[i] = 0
+            # a fresh worker takes the slot and the steps queued behind the stuck
+            # one (which skips them once its step returns, then stops)
+            queued = [v[1] for v in self._running.values() if v[0] == i and not v[2]]
+            new = self._refs[i] = StepActor.start(self, i)
+            self._busy[i] = len(queued)
+        for m in queued:
+            new.tell(m)
         old.stop(block=False)
 
     def close(self, timeout: float = 5.0) -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 import time
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -82,6 +82,9 @@ if TYPE_CHECKING:
 __all__ = ["WorkflowActor"]
 
 log = logging.getLogger("atomr.run")
+
+#: step and commit tokens, shared by every run actor of the process
+_TOKENS = itertools.count(1)
 
 
 def _now() -> int:
@@ -138,7 +141,7 @@ class WorkflowActor(pykka.ThreadingActor):
         self._first_seq = self.p.seq + 1
         self._reply_to: list[Any] = []
         self._listeners: list[Any] = []
-        self._tokens = itertools.count(1)
+        self._tokens = _TOKENS  # unique across runs: the executor keys steps by token
         self._ack_token: int | None = None
         self._then: Any = None
         self._boundary = False  # a super-step committed and not yet flushed (sync)
@@ -279,6 +282,8 @@ class WorkflowActor(pykka.ThreadingActor):
             if t is algo.Dispatch:
                 done = self._dispatch(act.steps)
                 if done is None:
+                    if self._ack_token is None and any(s in p.pending or s in p.failed for s in act.steps):
+                        continue  # a step kind settled at once (empty Map, Loop with no iteration)
                     return
                 self._record(done)  # ran inline: go on without a hop
                 continue
@@ -338,7 +343,9 @@ class WorkflowActor(pykka.ThreadingActor):
         spec = self.plan.dag.branches[step]
         try:
             picked = spec.router(MappingProxyType(self.p.values))
-            spec.resolve(picked)
+            # one label, or an iterable of labels (read once: it may be a generator)
+            labels = [picked] if isinstance(picked, str) or not isinstance(picked, Iterable) else list(picked)
+            spec.resolve(labels)
         except BranchError as exc:
             self._fail(step, "BranchError", str(exc))
             return False
@@ -346,7 +353,6 @@ class WorkflowActor(pykka.ThreadingActor):
             etype = type(exc).__name__ if isinstance(exc, Exception) else StepCrashed.__name__
             self._fail(step, etype, f"router of branch step {step!r} raised {type(exc).__name__}: {exc}")
             return False
-        labels = [picked] if isinstance(picked, str) else list(picked)
         self._emit(ev.BranchTaken(step, labels))
         return True
 
@@ -595,7 +601,6 @@ class WorkflowActor(pykka.ThreadingActor):
                 self._kind_failed(step, type(m.error).__name__, str(m.error))
             else:  # the child moved on meanwhile: look again
                 self._pump_subgraph(step, kind, drv, retry=True)
-                return
         self._advance()
 
     def _cancel_for_any_join(self, step: str) -> None:
