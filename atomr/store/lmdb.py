@@ -96,7 +96,8 @@ class LmdbStore(Store):
       OS has the pages); a power loss can lose recent commits.
 
     ``snapshot_every``: snapshot a run every N super-steps (and at every pause
-    and end).
+    and end). ``readonly=True``: open for reading only, without the exclusive
+    lock, so that ``atomr show`` works while another process runs the store.
     """
 
     single_writer = True
@@ -110,6 +111,7 @@ class LmdbStore(Store):
         max_map_size: int = 64 * _GiB,
         fsync: str = "commit",
         max_readers: int = 1024,
+        readonly: bool = False,
     ) -> None:
         if fsync not in ("commit", "full", "none"):
             raise StoreError(f"fsync must be 'commit', 'full' or 'none', got {fsync!r}")
@@ -123,13 +125,19 @@ class LmdbStore(Store):
         self.max_map_size = max(max_map_size, map_size)
         self._gate = _Gate()
         self._closed = False
-        os.makedirs(self.path, mode=0o700, exist_ok=True)
-        self._lock_fd = self._acquire_lock()
+        self.readonly = readonly
+        if readonly:
+            if not os.path.isfile(os.path.join(self.path, "data.mdb")):
+                raise StoreError(f"no store at {self.path!r} to open read-only; check the path")
+            self._lock_fd = -1
+        else:
+            os.makedirs(self.path, mode=0o700, exist_ok=True)
+            self._lock_fd = self._acquire_lock()
         try:
             self._check_not_truncated()
             try:
                 self._env = lmdb.open(
-                    self.path, map_size=map_size, max_dbs=8, subdir=True,
+                    self.path, map_size=map_size, max_dbs=8, subdir=True, readonly=readonly,
                     sync=fsync != "none", metasync=fsync == "full", mode=0o600, max_readers=max_readers, readahead=False,
                 )
             except lmdb.Error as exc:
@@ -138,10 +146,11 @@ class LmdbStore(Store):
                     "restore them from a backup or open another path"
                 ) from None
             self._check_size_against_env()
-            self._meta = self._env.open_db(fmt.DB_META)
-            self._journal = self._env.open_db(fmt.DB_JOURNAL)
-            self._snaps = self._env.open_db(fmt.DB_SNAPSHOTS)
-            self._runs = self._env.open_db(fmt.DB_RUNS)
+            create = not readonly
+            self._meta = self._env.open_db(fmt.DB_META, create=create)
+            self._journal = self._env.open_db(fmt.DB_JOURNAL, create=create)
+            self._snaps = self._env.open_db(fmt.DB_SNAPSHOTS, create=create)
+            self._runs = self._env.open_db(fmt.DB_RUNS, create=create)
             self._check_format()
         except BaseException:
             self._release_lock()
@@ -199,8 +208,10 @@ class LmdbStore(Store):
             )
 
     def _check_format(self) -> None:
-        with self._env.begin(write=True) as txn:
+        with self._env.begin(write=not self.readonly) as txn:
             raw = txn.get(b"format_version", db=self._meta)
+            if raw is None and self.readonly:
+                return
             if raw is None:
                 txn.put(b"format_version", fmt.u32(fmt.FORMAT_VERSION), db=self._meta)
                 txn.put(b"created_ms", fmt.u64(now_ms()), db=self._meta)
@@ -231,8 +242,14 @@ class LmdbStore(Store):
 
     # -- writer side (checkpointer thread) ----------------------------------
 
-    def _write_txn(self, batches: Sequence[AppendBatch]) -> None:
+    def _check_writable(self) -> None:
         self._check_open()
+        if self.readonly:
+            raise StoreError(f"store {self.path!r} was opened read-only; open it without "
+                             "readonly=True to write")
+
+    def _write_txn(self, batches: Sequence[AppendBatch]) -> None:
+        self._check_writable()
         self._growing(lambda: self._apply(batches))
 
     def _growing(self, txn_fn: Callable[[], _T]) -> _T:
@@ -283,7 +300,7 @@ class LmdbStore(Store):
         self._summaries.update(staged)
 
     def truncate(self, workflow_id: str, run_id: str, upto_seq: int, snapshot: bytes) -> int:
-        self._check_open()
+        self._check_writable()
         return self._growing(lambda: self._truncate(workflow_id, run_id, upto_seq, snapshot))
 
     def _truncate(self, workflow_id: str, run_id: str, upto_seq: int, snapshot: bytes) -> int:
@@ -314,7 +331,7 @@ class LmdbStore(Store):
         return removed
 
     def delete_run(self, workflow_id: str, run_id: str) -> bool:
-        self._check_open()
+        self._check_writable()
         return self._growing(lambda: self._delete_run(workflow_id, run_id))
 
     def _delete_run(self, workflow_id: str, run_id: str) -> bool:
