@@ -15,7 +15,8 @@ date, time         extensions 5 and 6
 timedelta          extension 7
 Decimal            extension 8
 UUID               extension 9
-bytearray          extension 10
+bytearray,         msgpack bin: they come back as ``bytes`` (msgpack packs
+memoryview         them natively; extension 10 is read, never written)
 =================  ===========================================================
 
 Subclasses of ``dict``, ``list``, ``str``, ``int`` and ``float`` (``OrderedDict``,
@@ -80,8 +81,6 @@ def _default(obj: Any) -> Any:
         return msgpack.ExtType(_DECIMAL, str(obj).encode())
     if t is uuid.UUID:
         return msgpack.ExtType(_UUID, obj.bytes)
-    if t is bytearray:
-        return msgpack.ExtType(_BYTEARRAY, bytes(obj))
     # Subclasses of the native containers/scalars are stored as their base type.
     if isinstance(obj, dict):
         return dict(obj)
@@ -89,14 +88,16 @@ def _default(obj: Any) -> Any:
         return list(obj)
     if isinstance(obj, tuple):  # namedtuple
         return msgpack.ExtType(_TUPLE, packb(list(obj)))
+    # The base type's own conversion: str() of a (str, Enum) member is "Cls.NAME",
+    # and a subclass may override __int__/__float__; the stored value is the data.
     if isinstance(obj, bool):
         return bool(obj)
     if isinstance(obj, int):
-        return int(obj)
+        return int.__int__(obj)
     if isinstance(obj, float):
-        return float(obj)
+        return float.__float__(obj)
     if isinstance(obj, str):
-        return str(obj)
+        return str.__str__(obj)
     if isinstance(obj, bytes):
         return bytes(obj)
     raise TypeError(f"unsupported type {t.__module__}.{t.__qualname__}")
@@ -136,8 +137,13 @@ def packb(obj: Any) -> bytes:
 
 
 def unpackb(data: bytes) -> Any:
-    """Decode bytes produced by :func:`packb`."""
-    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
+    """Decode bytes produced by :func:`packb`.
+
+    atomr never writes msgpack's built-in timestamp extension (-1); should one
+    appear it is read as a UTC ``datetime``, so decoding only ever yields the
+    types listed above.
+    """
+    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False, timestamp=3)
 
 
 def _describe(exc: BaseException) -> str:

@@ -340,6 +340,7 @@ class Runtime:
         for rid in ids:
             if not isinstance(rid, str) or not rid:
                 raise AtomrError(f"run_id must be a non-empty string, got {rid!r}")
+            fmt.check_ids(wf.id, rid)
             if self.store.summary(wf.id, rid) is not None or self._core.supervisor.is_live(wf.id, rid):
                 raise RunExists(wf.id, rid)
         pending = []

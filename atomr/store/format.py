@@ -34,10 +34,12 @@ import zlib
 from typing import Any
 
 from atomr import codec, events as ev
-from atomr.errors import CodecError, CorruptRecord
+from atomr.errors import CodecError, CorruptRecord, StoreError
 
 __all__ = [
     "FORMAT_VERSION",
+    "MAX_KEY_BYTES",
+    "check_ids",
     "EVENT_CODES",
     "run_key",
     "parse_run_key",
@@ -87,6 +89,21 @@ _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 _VERSION = bytes((codec.CODEC_VERSION,))
+
+
+#: Longest key LMDB accepts (its default build); a journal key is run_key + 8 bytes.
+MAX_KEY_BYTES = 511
+
+
+def check_ids(workflow_id: str, run_id: str) -> None:
+    """Refuse ids whose journal keys would not fit (every backend, for one behaviour)."""
+    n = len(run_key(workflow_id, run_id)) + 8
+    if n > MAX_KEY_BYTES:
+        raise StoreError(
+            f"ids of run {workflow_id[:40]}/{run_id[:40]}... are too long: their journal key "
+            f"takes {n} bytes, the store allows {MAX_KEY_BYTES} (UTF-8 workflow id + run id "
+            f"up to {MAX_KEY_BYTES - 12} bytes together); use shorter ids"
+        )
 
 
 def run_key(workflow_id: str, run_id: str) -> bytes:

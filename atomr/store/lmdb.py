@@ -147,11 +147,12 @@ class LmdbStore(Store):
                 ) from None
             self._check_size_against_env()
             create = not readonly
+            # the format is checked before anything else is created or written
             self._meta = self._env.open_db(fmt.DB_META, create=create)
+            self._check_format()
             self._journal = self._env.open_db(fmt.DB_JOURNAL, create=create)
             self._snaps = self._env.open_db(fmt.DB_SNAPSHOTS, create=create)
             self._runs = self._env.open_db(fmt.DB_RUNS, create=create)
-            self._check_format()
         except BaseException:
             self._release_lock()
             raise
@@ -187,7 +188,9 @@ class LmdbStore(Store):
 
     def _check_not_truncated(self) -> None:
         data = os.path.join(self.path, "data.mdb")
-        if os.path.exists(data) and 0 < os.path.getsize(data) < 2 * 4096:
+        # LMDB writes its two header pages when it creates the file, so an existing
+        # data file smaller than that (even empty) was cut short
+        if os.path.exists(data) and os.path.getsize(data) < 2 * 4096:
             raise StoreError(
                 f"data file {data!r} is truncated ({os.path.getsize(data)} bytes, smaller than "
                 "LMDB's two header pages); restore the store from a backup"

@@ -270,11 +270,13 @@ class StoreConformance:
         evs = demo_events(self.WF, "r") + [
             ev.HumanApproved("h", "ann"), ev.BranchTaken("a", ["x"]),
             ev.RunFailed(None, "StepTimeout", "slow", 3, 9),
-            ev.Forked(self.WF, "r0", 2, {"n": 1}, 1, ["c"], {"k": 1}, 5),
+            ev.Forked(from_workflow=self.WF, from_run="r0", from_super_step=2, values={"n": 1}, layer=1,
+                      branches={"a": ["x"]}, meta={"k": 1}, at_ms=5),
             ev.StepCancelled("b", 2, "timeout"), ev.ItemCompleted("mp", 2, 4, {"x": (1,)}),
             ev.LoopIterated("lp", 2, 3, [("n", 1)], 7),
         ]
-        assert {type(e) for e in evs} == set(fmt.EVENT_CODES)
+        missing = set(fmt.EVENT_CODES) - {type(e) for e in evs}
+        assert not missing, f"add a sample of {sorted(c.__name__ for c in missing)} to this test"
         self.write_ok(store, encode_batch(self.WF, "r", 1, evs))
         assert self.events_of(store, self.WF, "r") == list(enumerate(evs, 1))
 
@@ -659,3 +661,31 @@ class StoreConformance:
         assert sorted(s.run_id for s in store.runs(status="done")) == ["healthy", "sick"]
         # rehydration from the final snapshot does not need the damaged record
         assert load_progress(store, plan, self.WF, "sick") == fold(plan, self.WF, "sick", events)
+
+    # -- limits ---------------------------------------------------------------------------------
+
+    def test_truncate_past_the_end_cuts_at_the_last_event(self, store: Store) -> None:
+        plan = demo_plan()
+        events = demo_events(self.WF, "r")
+        self.write_ok(store, encode_batch(self.WF, "r", 1, events[:9], status="paused"))
+        base = fold(plan, self.WF, "r", events, 9)
+        assert store.truncate(self.WF, "r", 50, fmt.encode_obj(to_snapshot(base))) == 9
+        assert [s for s, _ in store.snapshots(self.WF, "r")] == [9]
+        s = store.summary(self.WF, "r")
+        assert s is not None and (s.first_seq, s.last_seq, s.snapshot_seq) == (10, 9, 9)
+        assert load_progress(store, plan, self.WF, "r") == base
+        self.write_ok(store, encode_batch(self.WF, "r", 10, events[9:], status="done"))
+        assert load_progress(store, plan, self.WF, "r") == fold(plan, self.WF, "r", events)
+
+    def test_ids_too_long_for_a_key_are_refused_cleanly(self, store: Store) -> None:
+        long_run = "r" * (fmt.MAX_KEY_BYTES - 12 - len(self.WF.encode()) + 1)
+        ok_run = long_run[:-1]
+        results = store.write([
+            encode_batch(self.WF, long_run, 1, filler_events(1), status="running"),
+            encode_batch(self.WF, ok_run, 1, filler_events(2), status="running"),
+        ])
+        assert isinstance(results[0], StoreError) and "too long" in str(results[0])
+        assert results[1] is None
+        assert store.summary(self.WF, long_run) is None
+        assert [s.run_id for s in store.runs()] == [ok_run]
+        assert [s for s, _ in store.journal(self.WF, ok_run)] == [1, 2]
