@@ -164,6 +164,15 @@ async def _await(aw: Any) -> Any:
     return await aw
 
 
+async def _settle(aw: Any) -> tuple[bool, Any]:
+    """(True, result) or (False, exception): a KeyboardInterrupt / SystemExit
+    escaping a task would stop the shared loop, so none escapes."""
+    try:
+        return True, await aw
+    except BaseException as exc:  # noqa: BLE001 - re-raised in the step's thread
+        return False, exc
+
+
 class StepActor(pykka.ThreadingActor):
     """Runs sync steps, one at a time, in its own thread."""
 
@@ -210,7 +219,10 @@ class _AsyncLoop:
         _tell(msg.reply_to, done)
 
     def run(self, aw: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(_await(aw), self.loop).result()
+        ok, value = asyncio.run_coroutine_threadsafe(_settle(aw), self.loop).result()
+        if not ok:
+            raise value
+        return value
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)

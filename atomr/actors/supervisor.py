@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from atomr._load import load_progress
 from atomr.messages import Flush, Recover
 from atomr.types import Failed
 
@@ -41,6 +41,8 @@ class Supervisor:
         self._live: dict[tuple[str, str], pykka.ActorRef[Any]] = {}
         self._restarts: dict[tuple[str, str], int] = {}
         self._starting: dict[tuple[str, str], threading.Event] = {}
+        #: set by stop_all (the runtime is closing): no restarts, runs stop advancing
+        self.closed = False
 
     def ref(self, wf: Workflow, run_id: str) -> pykka.ActorRef[Any]:
         """The run's actor, spawned (and rehydrated from the store) if needed.
@@ -64,8 +66,8 @@ class Supervisor:
             starting.wait(30)
         try:
             assert self.core is not None
-            progress = load_progress(self.core.store, wf.plan, wf.id, run_id)
-            ref = WorkflowActor.start(self.core, wf, run_id, progress)
+            # the actor rehydrates itself from the store in its own thread
+            ref = WorkflowActor.start(self.core, wf, run_id)
             with self._lock:
                 self._live[key] = ref
             return ref
@@ -100,6 +102,8 @@ class Supervisor:
             n = self._restarts[key] = self._restarts.get(key, 0) + 1
         reply_to, listeners = subscribers
         assert self.core is not None
+        if self.closed:
+            return  # the runtime is closing: the run stays as last committed
         if n > self.max_restarts:
             with self._lock:
                 self._restarts.pop(key, None)
@@ -132,11 +136,21 @@ class Supervisor:
             return list(self._live.values())
 
     def stop_all(self, timeout: float = 5.0) -> None:
+        """Stop every run actor, waiting at most ``timeout`` seconds in all (an
+        actor busy in a step stops once the step returns)."""
         with self._lock:
+            self.closed = True
             refs = list(self._live.values())
             self._live.clear()
+        futures = []
         for r in refs:
             try:
-                r.stop(block=True, timeout=timeout)
+                futures.append(r.stop(block=False))
+            except Exception:  # noqa: BLE001
+                pass
+        deadline = time.monotonic() + timeout
+        for f in futures:
+            try:
+                f.get(timeout=max(0.0, deadline - time.monotonic()))
             except Exception:  # noqa: BLE001
                 pass

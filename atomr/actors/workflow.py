@@ -124,8 +124,14 @@ class _Driver:
 class WorkflowActor(pykka.ThreadingActor):
     use_daemon_thread = True
 
-    def __init__(self, core: Core, wf: Workflow, run_id: str, progress: algo.RunProgress | None) -> None:
+    def __init__(self, core: Core, wf: Workflow, run_id: str,
+                 progress: algo.RunProgress | None = None, load: bool = True) -> None:
+        """``load``: rehydrate the run from the store in the actor's own thread
+        (on_start), so many runs rehydrate at once instead of one by one in
+        the caller's thread."""
         super().__init__()
+        self._load = load and progress is None
+        self._load_error: BaseException | None = None
         self.core = core
         self.wf = wf
         self.plan = wf.plan
@@ -155,6 +161,10 @@ class WorkflowActor(pykka.ThreadingActor):
     # -- message loop ------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        if self._load_error is not None:
+            if type(message) in (Run, Resume, Recover):
+                self._reject(message, self._load_error)
+            return None
         try:
             handler = _HANDLERS.get(type(message))
             if handler is not None:
@@ -162,6 +172,18 @@ class WorkflowActor(pykka.ThreadingActor):
         except BaseException as exc:  # noqa: BLE001 - never let pykka stop all actors
             self._crash(exc)
         return None
+
+    def on_start(self) -> None:
+        if not self._load:
+            return
+        try:
+            p = load_progress(self.core.store, self.plan, *self.key)
+        except BaseException as exc:  # noqa: BLE001 - every request gets it as a refusal
+            self._load_error = exc
+            return
+        if p is not None:
+            self.p = p
+            self._first_seq = p.seq + 1
 
     def on_stop(self) -> None:
         # messages that slipped in after we released ourselves go to a fresh actor
@@ -275,7 +297,7 @@ class WorkflowActor(pykka.ThreadingActor):
         p = self.p
         self._driving = True
         while True:
-            if p.status != "running" or self._ack_token is not None:
+            if p.status != "running" or self._ack_token is not None or self.core.supervisor.closed:
                 return
             act = algo.next_action(plan, p, self._busy())
             t = type(act)
@@ -847,7 +869,10 @@ class WorkflowActor(pykka.ThreadingActor):
         self.stop()
 
     def _crash(self, exc: BaseException) -> None:
-        log.error("run %s/%s: internal error", *self.key, exc_info=exc)
+        if self.core.supervisor.closed:  # e.g. the checkpointer is gone: stop quietly
+            log.debug("run %s/%s stopped by close: %r", *self.key, exc)
+        else:
+            log.error("run %s/%s: internal error", *self.key, exc_info=exc)
         if self._released:
             return
         self._released = True
