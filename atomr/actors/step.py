@@ -12,6 +12,7 @@ outcome — writes, an interrupt, an error, even ``KeyboardInterrupt`` /
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import logging
 import threading
@@ -173,8 +174,22 @@ async def _settle(aw: Any) -> tuple[bool, Any]:
         return False, exc
 
 
+class _Wake:
+    """Tells an idle step actor that work is queued."""
+
+    __slots__ = ()
+
+
+_WAKE = _Wake()
+
+
 class StepActor(pykka.ThreadingActor):
-    """Runs sync steps, one at a time, in its own thread."""
+    """Runs sync steps from the executor's shared queue, one at a time.
+
+    A wake-up makes it drain the queue. Each result is told to its run actor
+    as soon as the step returns: holding results back to batch them would make
+    a run wait on an unrelated step (and deadlock steps that wait for each other).
+    """
 
     use_daemon_thread = True
 
@@ -184,16 +199,19 @@ class StepActor(pykka.ThreadingActor):
         self._index = index
 
     def on_receive(self, message: Any) -> Any:
-        if type(message) is Execute:
-            if not self._executor._claim(self._index, message.token, self.actor_ref):
-                return None  # handed to the worker that replaced this stuck one
+        if message is not _WAKE:
+            return None
+        ex = self._executor
+        while True:
+            msg = ex._take(self._index, self.actor_ref)
+            if msg is None:
+                return None
             try:
-                done = execute_sync(message, self._executor._loop)
+                done = execute_sync(msg, ex._loop)
             except BaseException as exc:  # noqa: BLE001 - never let pykka see it
-                done = finish(message, exc=exc)
-            self._executor._done(self._index, message.token)
-            _tell(message.reply_to, done)
-        return None
+                done = finish(msg, exc=exc)
+            ex._done(msg.token)
+            _tell(msg.reply_to, done)
 
 
 class _AsyncLoop:
@@ -232,7 +250,9 @@ class _AsyncLoop:
 class LocalExecutor:
     """Runs steps on a pool of step actors (and one async loop thread).
 
-    Called from run actors' threads; thread-safe.
+    Sync steps go to one shared queue; idle step actors are woken to drain it,
+    so a slow step never holds up others queued behind it. Called from run
+    actors' threads; thread-safe.
     """
 
     def __init__(self, workers: int = 4) -> None:
@@ -243,8 +263,10 @@ class LocalExecutor:
         self.workers = workers
         self._lock = threading.Lock()
         self._refs: list[pykka.ActorRef[Any]] = []
-        self._busy: list[int] = []
-        self._running: dict[int, list[Any]] = {}  # token -> [worker index, msg, started]
+        self._idle: list[int] = []
+        self._queue: collections.deque[Execute] = collections.deque()
+        self._cancelled: set[int] = set()
+        self._running: dict[int, int] = {}  # token -> worker slot
         self._loop: _AsyncLoop | None = None
         self._async_futs: dict[int, Any] = {}
         self._closed = False
@@ -253,7 +275,7 @@ class LocalExecutor:
         with self._lock:
             for i in range(self.workers):
                 self._refs.append(StepActor.start(self, i))
-                self._busy.append(0)
+                self._idle.append(i)
 
     def submit(self, msg: Execute) -> None:
         if msg.is_async:
@@ -266,52 +288,62 @@ class LocalExecutor:
             fut.add_done_callback(lambda _f, t=msg.token: self._async_futs.pop(t, None))
             return
         with self._lock:
-            busy = self._busy
-            i = busy.index(min(busy))
-            busy[i] += 1
-            self._running[msg.token] = [i, msg, False]
-            ref = self._refs[i]
-        ref.tell(msg)
+            self._queue.append(msg)
+            if not self._idle:
+                return  # a busy worker takes it when it is done
+            ref = self._refs[self._idle.pop()]
+        ref.tell(_WAKE)
 
-    def _claim(self, index: int, token: int, ref: Any) -> bool:
-        """May worker ``ref`` (slot ``index``) run step ``token``? Marks it started."""
+    def _take(self, index: int, ref: Any) -> Execute | None:
+        """The next queued step for worker ``index``, or None (it goes idle)."""
         with self._lock:
-            r = self._running.get(token)
-            if r is None or r[0] != index or index >= len(self._refs) or self._refs[index] is not ref:
-                return False
-            r[2] = True
-            return True
+            if self._closed or index >= len(self._refs) or self._refs[index] is not ref:
+                return None  # a retired (replaced) worker takes nothing more
+            q = self._queue
+            while q:
+                msg = q.popleft()
+                if msg.token in self._cancelled:
+                    self._cancelled.discard(msg.token)
+                    continue
+                self._running[msg.token] = index
+                return msg
+            self._idle.append(index)
+            return None
 
-    def _done(self, index: int, token: int) -> None:
+    def _done(self, token: int) -> None:
         with self._lock:
-            if self._running.pop(token, None) is not None:
-                self._busy[index] -= 1
+            self._running.pop(token, None)
 
     def abandon(self, token: int) -> None:
-        """A step overran its timeout: cancel it (async) or replace its worker (sync)."""
+        """A step overran its timeout (or lost an any-join): cancel it if it is
+        queued or async; if it is running, a fresh worker takes its slot and the
+        stuck one stops once the step returns."""
         fut = self._async_futs.pop(token, None)
         if fut is not None:
             fut.cancel()
             return
         with self._lock:
-            r = self._running.pop(token, None)
-            if r is None or self._closed:
+            if self._closed:
                 return
-            i = r[0]
+            i = self._running.pop(token, None)
+            if i is None:
+                if any(m.token == token for m in self._queue):
+                    self._cancelled.add(token)
+                return
             old = self._refs[i]
-            # a fresh worker takes the slot and the steps queued behind the stuck
-            # one (which skips them once its step returns, then stops)
-            queued = [v[1] for v in self._running.values() if v[0] == i and not v[2]]
             new = self._refs[i] = StepActor.start(self, i)
-            self._busy[i] = len(queued)
-        for m in queued:
-            new.tell(m)
+            wake = bool(self._queue)
+            if not wake:
+                self._idle.append(i)
+        if wake:
+            new.tell(_WAKE)
         old.stop(block=False)
 
     def close(self, timeout: float = 5.0) -> None:
         with self._lock:
             self._closed = True
             refs, self._refs = self._refs, []
+            self._queue.clear()
         for r in refs:
             r.stop(block=False)
         if self._loop is not None:
