@@ -21,6 +21,8 @@ from atomr.store.lmdb import LmdbStore
 from atomr.store.memory import MemoryStore
 from atomr.types import Checkpoint, Command, Done, Failed, Interrupt, Paused, StateView, StepEvent
 from atomr.workflow import RetryPolicy, Workflow
+from atomr.ray import RayExecutor  # noqa: E402  (imports ray only when used)
+from atomr.sharding import ShardedRunHandle, ShardedRuntime, ShardUnavailable  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -48,12 +50,16 @@ __all__ = [
     "Paused",
     "Rejected",
     "Resume",
+    "RayExecutor",
     "RetryPolicy",
     "Run",
     "RunHandle",
     "RunState",
     "RunSummary",
     "Runtime",
+    "ShardUnavailable",
+    "ShardedRunHandle",
+    "ShardedRuntime",
     "StateSchema",
     "StateView",
     "StepContext",
