@@ -84,7 +84,10 @@ class Failed:
         try:
             exc = cls(self.message)  # type: ignore[call-arg]
         except TypeError:
-            exc = RunError(f"{self.error_type}: {self.message}")
+            # a class whose __init__ takes structured arguments (UnknownChannelError,
+            # ReducerError, ...): build it around the stored message
+            exc = cls.__new__(cls)
+            Exception.__init__(exc, self.message)
         raise exc
 
 

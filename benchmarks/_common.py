@@ -112,19 +112,23 @@ class Progress:
 
 
 def sample_loop(
-    ctx: Ctx, label: str, fns: dict[str, Callable[[], float]], reps: int | None = None
+    ctx: Ctx, label: str, fns: dict[str, Callable[[], float | list[float]]], reps: int | None = None
 ) -> dict[str, list[float]]:
     """Call each system's sampler ``reps`` times, alternating which goes first.
 
     Each sampler sets up its own fresh store, does its own warm-up, times only
-    the measured section and returns one number.
+    the measured section and returns one number (or a list of them).
     """
     reps = ctx.reps if reps is None else reps
     out: dict[str, list[float]] = {s: [] for s in fns}
     order = list(fns)
     for rep in range(reps):
         for system in order if rep % 2 == 0 else order[::-1]:
-            out[system].append(float(fns[system]()))
+            got = fns[system]()
+            if isinstance(got, list):
+                out[system].extend(float(x) for x in got)
+            else:
+                out[system].append(float(got))
             ctx.progress.step(f"{label}: {system} {rep + 1}/{reps}")
     return out
 

@@ -1,7 +1,12 @@
 """Workload 1: one run of a chain of trivial steps; metric super-steps/s.
 
 Cases: in memory (MemoryStore vs InMemorySaver), and durable with each
-durability mode (LmdbStore vs SqliteSaver, "sync" / "async" / "exit").
+durability mode (LmdbStore vs SqliteSaver, "sync" / "async" / "exit"). The
+durable cases use each store's defaults: LmdbStore fsyncs a commit's data
+pages and syncs its meta page with the next commit (fsync="commit"), SQLite in
+WAL mode with synchronous=FULL fsyncs the WAL on every commit. One more case,
+"durable-sync-fsync-full", gives LMDB the same power-loss guarantee as SQLite
+(fsync="full": data and meta page synced on every commit).
 The timed section is the run end to end plus a flush of the store, so every
 mode is timed until its writes are done (LangGraph's invoke returns only once
 its checkpoint writes are finished).
@@ -17,6 +22,9 @@ NAME = "chain"
 CASES = (
     ("memory", "sync", "MemoryStore vs InMemorySaver", "chain_memory"),
     ("durable-sync", "sync", "LmdbStore vs SqliteSaver, durability=sync", "chain_durable"),
+    ("durable-sync-fsync-full", "sync",
+     "LmdbStore(fsync='full') vs SqliteSaver, durability=sync (both fsync every commit fully)",
+     "chain_durable"),
     ("durable-async", "async", "LmdbStore vs SqliteSaver, durability=async", "chain_durable"),
     ("durable-exit", "exit", "LmdbStore vs SqliteSaver, durability=exit", "chain_durable"),
 )
@@ -37,7 +45,12 @@ def atomr_sample(ctx: Ctx, case: str, durability: str, steps: int) -> float:
 
     wf = atomr_chain("chain", steps)
     with ctx.tmpdir("atomr-chain") as d:
-        store = MemoryStore() if case == "memory" else LmdbStore(d)
+        if case == "memory":
+            store = MemoryStore()
+        elif case.endswith("fsync-full"):
+            store = LmdbStore(d, fsync="full")
+        else:
+            store = LmdbStore(d)
         with Runtime(store=store, durability=durability) as rt:
             rt.register(wf)
             warm = rt.start("chain", {"n": 0}, run_id="warm").result(timeout=RESULT_TIMEOUT)

@@ -114,7 +114,7 @@ class LmdbStore(Store):
         readonly: bool = False,
     ) -> None:
         if fsync not in ("commit", "full", "none"):
-            raise StoreError(f"fsync must be 'commit', 'full' or 'none', got {fsync!r}")
+            raise StoreError(f"fsync must be 'commit', 'full' or 'none', got {fsync!r}; pass one of those")
         if snapshot_every < 1:
             raise StoreError(f"snapshot_every must be >= 1, got {snapshot_every}")
         if map_size < 64 * 1024:
