@@ -114,9 +114,10 @@ def test_merge_order_is_topological_not_arrival(runtimes, store_kind, mode):
         assert done == ["a", "c", "b", "d"]  # arrival order really was c before b
 
 
-def test_chain_of_many_steps(runtimes, store_kind, durability):
+@pytest.mark.parametrize("inline", [True, False])
+def test_chain_of_many_steps(runtimes, store_kind, durability, inline):
     wf = chain("chain", 12)
-    rt = runtimes(store_kind, durability, workflows=[wf])
+    rt = runtimes(store_kind, durability, workflows=[wf], inline_steps=inline)
     handles = [rt.start("chain", {"n": i}, run_id=f"r{i}") for i in range(5)]
     for i, h in enumerate(handles):
         out = h.result(timeout=T)
@@ -244,3 +245,17 @@ def test_lmdb_runs_survive_reopen(runtimes):
     out = rt2.resume("re", "r", Command(resume=5)).result(timeout=T)
     assert isinstance(out, Done)
     assert out.state["log"] == ["a", "b", "c"] and out.state["answers"] == [["b", 5]]
+
+
+def test_wide_layer_larger_than_the_worker_pool(runtimes, store_kind):
+    calls = Calls()
+    names = [f"p{i}" for i in range(10)]
+    wf = build("wide", {"root": logger("root", calls), **{n: logger(n, calls) for n in names},
+                        "join": logger("join", calls)},
+               [("root", n) for n in names] + [(n, "join") for n in names])
+    rt = runtimes(store_kind, workflows=[wf], step_workers=2)
+    outs = [h.result(timeout=T) for h in [rt.start("wide", {}) for _ in range(4)]]
+    for out in outs:
+        assert isinstance(out, Done), out
+        assert out.state["log"] == ["root", *names, "join"]
+    assert all(calls[n] == 4 for n in names)

@@ -299,8 +299,15 @@ class LmdbStore(Store):
                     txn.put(fmt.seq_key(rkey, b.last_seq), b.snapshot, db=self._snaps)
             for rkey, s in staged.items():
                 txn.put(rkey, s.to_record(), db=self._runs)
-        # committed: the cache now reflects the disk
-        self._summaries.update(staged)
+        # committed: the cache now reflects the disk. Only running runs stay
+        # cached (they write again soon); the others are read back if they ever
+        # write again, so the cache does not grow with every run ever written.
+        cache = self._summaries
+        for rkey, s in staged.items():
+            if s.status == "running":
+                cache[rkey] = s
+            else:
+                cache.pop(rkey, None)
 
     def truncate(self, workflow_id: str, run_id: str, upto_seq: int, snapshot: bytes) -> int:
         self._check_writable()
@@ -330,7 +337,7 @@ class LmdbStore(Store):
             new = replace(old, first_seq=max(old.first_seq, upto + 1),
                           snapshot_seq=max(old.snapshot_seq, upto), updated_ms=now_ms())
             txn.put(rkey, new.to_record(), db=self._runs)
-        self._summaries[rkey] = new
+        self._summaries.pop(rkey, None)
         return removed
 
     def delete_run(self, workflow_id: str, run_id: str) -> bool:

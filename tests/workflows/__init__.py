@@ -8,7 +8,6 @@ has a generous timeout so a loaded machine only makes tests slower.
 from __future__ import annotations
 
 import collections
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
