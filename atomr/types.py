@@ -29,6 +29,8 @@ class Command:
     (or ``resume={interrupt_id: v, ...}`` answers several); ``update={...}``
     merges edits through the reducers first; ``goto="step"`` continues from
     that step's layer. Forms combine: the update is applied first.
+    ``resume=None`` means "no resume value": to answer an interrupt with None,
+    name it: ``Command(resume={interrupt_id: None})``.
     """
 
     resume: Any = None
