@@ -27,10 +27,11 @@ from atomr.graph.reducers import AppendList, LastWriteWins
 from atomr.graph.schema import StateSchema
 from atomr.workflow import Workflow
 
-__all__ = ["workflow", "SAMPLE_ORDER", "SPEC", "APPROVAL"]
+__all__ = ["workflow", "SAMPLE_ORDER", "SPEC", "APPROVAL", "APPROVAL_LIMIT_CENTS", "TAX_PERCENT"]
 
 SPEC = "atomr.demo:workflow"
-APPROVAL_LIMIT_CENTS = 50_000
+APPROVAL_LIMIT_CENTS = 50_000  # orders above this need a person to say yes
+TAX_PERCENT = 8
 APPROVAL = "yes"  # what the demo answers on the person's behalf
 
 SAMPLE_ORDER = {
@@ -41,44 +42,57 @@ SAMPLE_ORDER = {
 
 def validate(state: Any, ctx: Any) -> dict[str, Any]:
     items = state["items"]
-    if not items or any(item.get("qty", 0) < 1 for item in items):
-        raise ValueError(f"order {state['order_id']!r} needs at least one item, each with qty >= 1")
-    return {"subtotal": sum(i["qty"] * i["cents"] for i in items), "log": ["validated"]}
+    if not items:
+        raise ValueError(f"order {state['order_id']!r} has no items")
+    for item in items:
+        if item.get("qty", 0) < 1:
+            raise ValueError(f"order {state['order_id']!r}: bad quantity for {item.get('sku')!r}")
+    subtotal = sum(item["qty"] * item["cents"] for item in items)
+    return {"subtotal": subtotal, "log": [f"validated {len(items)} line(s)"]}
 
 
 def price(state: Any, ctx: Any) -> dict[str, Any]:
-    tax = state["subtotal"] * 8 // 100
-    return {"total": state["subtotal"] + tax, "log": ["priced"]}
+    tax = state["subtotal"] * TAX_PERCENT // 100
+    return {"tax": tax, "total": state["subtotal"] + tax, "log": ["priced"]}
 
 
 def reserve(state: Any, ctx: Any) -> dict[str, Any]:
-    return {"reserved": sorted(i["sku"] for i in state["items"]), "log": ["reserved"]}
+    # A real system would call the warehouse with ctx.idempotency_key so that a
+    # retried attempt does not reserve twice.
+    skus = sorted(item["sku"] for item in state["items"])
+    return {"reserved": skus, "log": [f"reserved {', '.join(skus)}"]}
 
 
 def screen(state: Any, ctx: Any) -> dict[str, Any]:
-    risk = "high" if sum(i["qty"] for i in state["items"]) > 10 else "low"
-    return {"risk": risk, "log": [f"risk {risk}"]}
+    units = sum(item["qty"] for item in state["items"])
+    risk = "high" if units > 10 else "low"
+    return {"risk": risk, "log": [f"fraud risk {risk}"]}
 
 
 def approve(state: Any, ctx: Any) -> dict[str, Any]:
     if state["total"] <= APPROVAL_LIMIT_CENTS and state["risk"] == "low":
         return {"approved": True, "log": ["auto-approved"]}
-    answer = ctx.interrupt({"question": "approve this order?", "order_id": state["order_id"],
-                            "total_cents": state["total"]})
-    ok = answer is True or str(answer).strip().lower() in {"yes", "y", "ok", "approve"}
-    return {"approved": ok, "log": ["approved" if ok else "rejected"]}
+    answer = ctx.interrupt({
+        "question": "approve this order?",
+        "order_id": state["order_id"],
+        "total_cents": state["total"],
+        "risk": state["risk"],
+    })
+    ok = answer is True or str(answer).strip().lower() in {"yes", "y", "ok", "approve", "approved"}
+    return {"approved": ok, "log": [f"{'approved' if ok else 'rejected'} by a person"]}
 
 
 def fulfil(state: Any, ctx: Any) -> dict[str, Any]:
     if state["approved"]:
         return {"tracking": f"TRK-{state['order_id']}", "log": ["shipped"]}
-    return {"reserved": [], "log": ["cancelled"]}
+    return {"reserved": [], "log": ["cancelled, stock released"]}
 
 
 schema = StateSchema({
     "order_id": (LastWriteWins(), "order"),
     "items": (LastWriteWins(), []),
     "subtotal": (LastWriteWins(), 0),
+    "tax": (LastWriteWins(), 0),
     "total": (LastWriteWins(), 0),
     "reserved": (LastWriteWins(), []),
     "risk": LastWriteWins(),
