@@ -269,7 +269,10 @@ class Runtime:
         from atomr.kinds import Subgraph
 
         with self._lock:
-            if workflow.id in self._core.workflows:
+            known = self._core.workflows.get(workflow.id)
+            if known is workflow:
+                return workflow  # already here (e.g. as a Subgraph's child)
+            if known is not None:
                 raise WorkflowExists(workflow.id)
             self._core.workflows[workflow.id] = workflow
         for fn in workflow.dag.steps.values():

@@ -367,6 +367,10 @@ class WorkflowActor(pykka.ThreadingActor):
             picked = spec.router(MappingProxyType(self.p.values))
             # one label, or an iterable of labels (read once: it may be a generator)
             labels = [picked] if isinstance(picked, str) or not isinstance(picked, Iterable) else list(picked)
+            if not labels:
+                raise BranchError(
+                    f"router of step {step!r} picked no label; return one of "
+                    f"{', '.join(repr(k) for k in spec.targets)} (or a list of them)")
             spec.resolve(labels)
         except BranchError as exc:
             self._fail(step, "BranchError", str(exc))

@@ -1,0 +1,189 @@
+"""Step kinds after kill -9: a real subprocess is killed while one unit of work
+blocks; a new Runtime + register + recover() finishes the run, and no unit whose
+completion was committed runs again."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from atomr import Command, Done, LmdbStore, Paused, Runtime
+from atomr import events as ev
+from kinds_scripts import crash
+
+T = 60.0
+SCRIPT = Path(crash.__file__).resolve()
+
+
+def _pump(stream: Any, out: queue.Queue) -> None:
+    for line in stream:
+        out.put(line.rstrip("\n"))
+    out.put(None)
+
+
+def kill_when_ready(scenario: str, tmp_path: Path) -> tuple[Path, str, str]:
+    """Run the scenario in a subprocess, SIGKILL it once it says READY."""
+    store_dir = tmp_path / "store"
+    side = str(tmp_path / "side.txt")
+    go = str(tmp_path / "go")
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), scenario, str(store_dir), side, go],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
+    try:
+        got = lines.get(timeout=T)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=T)
+        err = proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert got == "READY", f"script said {got!r}; stderr:\n{err}"
+    assert proc.returncode == -signal.SIGKILL
+    Path(go).touch()  # nothing blocks from now on
+    return store_dir, side, go
+
+
+def recovering_runtime(scenario: str, store_dir: Path, side: str, go: str) -> Runtime:
+    rt = Runtime(store=LmdbStore(store_dir, map_size=64 << 20), durability="sync")
+    rt.register(crash.workflow(scenario, side, go))
+    return rt
+
+
+def journal(rt: Runtime, wid: str, run_id: str) -> list[Any]:
+    return [e for _, e in rt.store.journal(wid, run_id)]
+
+
+def test_map_after_kill_runs_only_unfinished_elements(tmp_path):
+    store_dir, side, go = kill_when_ready("map", tmp_path)
+    assert crash.lines(side) == ["item 0", "item 1", "item 2"]
+    with recovering_runtime("map", store_dir, side, go) as rt:
+        assert rt.get_state("crash-map", crash.RUN_ID).status == "running"
+        [h] = rt.recover()
+        out = h.result(timeout=T)
+        assert isinstance(out, Done), out
+        assert out.state["out"] == [i * 10 for i in crash.ITEMS]
+        assert out.state["log"] == ["after"]
+        got = crash.lines(side)
+        # 0 and 1 were journaled done: never again; 2 was cut off: once more
+        assert got.count("item 0") == 1 and got.count("item 1") == 1
+        assert got.count("item 2") == 2
+        assert got.count("item 3") == 1 and got.count("item 4") == 1
+        done = [e.index for e in journal(rt, "crash-map", crash.RUN_ID) if type(e) is ev.ItemCompleted]
+        assert sorted(done) == crash.ITEMS  # each element completed once in the journal
+
+
+def test_loop_after_kill_resumes_at_the_cut_iteration(tmp_path):
+    store_dir, side, go = kill_when_ready("loop", tmp_path)
+    with recovering_runtime("loop", store_dir, side, go) as rt:
+        # the two merged iterations are checkpoints already
+        labels = [c.label for c in rt.history("crash-loop", crash.RUN_ID)]
+        assert labels[-2:] == ["loop:lp:1", "loop:lp:2"]
+        [h] = rt.recover()
+        out = h.result(timeout=T)
+        assert isinstance(out, Done), out
+        assert out.state["n"] == crash.LOOP_END
+        assert out.state["log"] == ["pre"] + [f"it{i}" for i in range(crash.LOOP_END)]
+        got = crash.lines(side)
+        assert got.count("step pre") == 1
+        assert [got.count(f"iteration {i}") for i in range(crash.LOOP_END)] == [1, 1, 2, 1, 1]
+        its = [e.iteration for e in journal(rt, "crash-loop", crash.RUN_ID) if type(e) is ev.LoopIterated]
+        assert its == [1, 2, 3, 4, 5]
+
+
+def test_branch_decision_is_replayed_not_taken_again_after_kill(tmp_path):
+    store_dir, side, go = kill_when_ready("branch", tmp_path)
+    assert crash.lines(side).count("route") == 1
+    with recovering_runtime("branch", store_dir, side, go) as rt:
+        [h] = rt.recover()
+        out = h.result(timeout=T)
+        assert isinstance(out, Done), out
+        # a new decision would have picked "second" (the router counts its calls)
+        assert out.state["log"] == ["t", "a", "j"]
+        got = crash.lines(side)
+        assert got.count("route") == 1
+        assert got.count("step t") == 1 and got.count("step b") == 0 and got.count("step j") == 1
+        taken = [e for e in journal(rt, "crash-branch", crash.RUN_ID) if type(e) is ev.BranchTaken]
+        assert taken == [ev.BranchTaken("t", ["first"])]
+
+
+def test_subgraph_after_kill_recovers_through_the_parent(tmp_path):
+    store_dir, side, go = kill_when_ready("subgraph", tmp_path)
+    child_wid, child_run = "crash-subgraph-child", f"crash-subgraph/{crash.RUN_ID}/sub"
+    with recovering_runtime("subgraph", store_dir, side, go) as rt:
+        assert rt.get_state(child_wid, child_run).status == "running"
+        handles = rt.recover()
+        # the child is driven by its parent: only the parent is recovered directly
+        assert [(h.workflow_id, h.run_id) for h in handles] == [("crash-subgraph", crash.RUN_ID)]
+        out = handles[0].result(timeout=T)
+        assert isinstance(out, Done), out
+        assert out.state["report"] == f"{len(crash.ITEMS)} items"
+        assert out.state["log"] == ["pre", "post"]
+        got = crash.lines(side)
+        assert got.count("step pre") == 1 and got.count("step c1") == 1
+        assert got.count("step c2") == 2 and got.count("step post") == 1
+        assert rt.get_state(child_wid, child_run).status == "done"
+
+
+def test_human_wait_survives_kill(tmp_path):
+    store_dir, side, go = kill_when_ready("human", tmp_path)
+    with recovering_runtime("human", store_dir, side, go) as rt:
+        assert rt.recover() == []  # paused, not running
+        view = rt.get_state("crash-human", crash.RUN_ID)
+        assert view.status == "paused"
+        [intr] = view.interrupts
+        assert intr.step_id == "approve" and intr.payload["prompt"] == "Ship it?"
+        out = rt.resume("crash-human", crash.RUN_ID,
+                        Command(resume={"approved": True, "by": "alice"})).result(timeout=T)
+        assert isinstance(out, Done), out
+        assert out.state["approval"] == {"approved": True, "by": "alice"}
+        assert crash.lines(side) == ["step pre", "step post"]
+        assert ev.HumanApproved("approve", "alice") in journal(rt, "crash-human", crash.RUN_ID)
+
+
+def test_subgraph_whose_child_finished_before_the_parent_recorded_it(tmp_path):
+    """Crash window: the child run is done but the parent's journal stops at the
+    Subgraph step's start. Recovery takes the child's outputs without re-running it."""
+    from atomr.store import format as fmt
+    from atomr.store.base import AppendBatch
+
+    side, go = str(tmp_path / "side.txt"), str(tmp_path / "go")
+    Path(go).touch()
+    wid, cwid = "crash-subgraph", "crash-subgraph-child"
+    src = tmp_path / "src"
+    with Runtime(store=LmdbStore(src, map_size=64 << 20)) as rt:
+        rt.register(crash.workflow("subgraph", side, go))
+        assert isinstance(rt.start(wid, {"items": [1, 2]}, run_id=crash.RUN_ID).result(timeout=T), Done)
+        parent = journal(rt, wid, crash.RUN_ID)
+        child_run = f"{wid}/{crash.RUN_ID}/sub"
+        child = journal(rt, cwid, child_run)
+        child_summary = rt.store.summary(cwid, child_run)
+    cut = next(i for i, e in enumerate(parent) if type(e) is ev.StepStarted and e.step == "sub") + 1
+    dst = tmp_path / "dst"
+    store = LmdbStore(dst, map_size=64 << 20)
+    store.write([
+        AppendBatch(wid, crash.RUN_ID, 1, [fmt.encode_event(e) for e in parent[:cut]],
+                    status="running", super_step=1),
+        AppendBatch(cwid, child_run, 1, [fmt.encode_event(e) for e in child],
+                    status="done", super_step=child_summary.super_step, meta=child_summary.meta),
+    ])
+    before = crash.lines(side)
+    with Runtime(store=store) as rt:
+        rt.register(crash.workflow("subgraph", side, go))
+        [h] = rt.recover()
+        out = h.result(timeout=T)
+        assert isinstance(out, Done), out
+        assert out.state["report"] == "2 items" and out.state["log"] == ["pre", "post"]
+        new = crash.lines(side)[len(before):]
+        assert new == ["step post"]  # the child did not run again
