@@ -236,7 +236,7 @@ class StoreFull(StoreError):
         super().__init__(
             f"map size {_human(map_size)} reached{f' in {path!r}' if path else ''}; "
             f"open the store with map_size={map_size * 2} (or a larger max_map_size) "
-            "and resume the run: nothing committed was lost"
+            "and call rt.recover() to carry the run on: nothing committed was lost"
         )
 
 
@@ -308,7 +308,8 @@ class RunNotPaused(RunError):
         self.status = status
         hint = {
             "done": "it has finished: fork it (rt.fork) to run again from a checkpoint",
-            "running": "it is still running: wait for its outcome (handle.result())",
+            "running": "it is still running: wait for its outcome (handle.result()); if the "
+                       "process that ran it died, carry it on with rt.recover()",
         }.get(status, "only paused or failed runs can be resumed")
         super().__init__(f"cannot resume run {workflow_id}/{run_id}: it is {status}; {hint}")
 

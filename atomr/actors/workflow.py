@@ -260,8 +260,11 @@ class WorkflowActor(pykka.ThreadingActor):
         r = Rejected(self.key[0], self.key[1], exc)
         for target in {id(t): t for t in (msg.reply_to, msg.listener) if t is not None}.values():
             _tell(target, r)
-        if not self._running and not self._drivers and self.p.status != "running" \
-                and self._ack_token is None:
+        # an actor that is not driving its run (paused, ended, or rehydrated from
+        # a "running" journal that nobody recovered yet) must not stay live: a
+        # live actor is skipped by rt.recover()
+        if not self._running and not self._drivers and self._ack_token is None \
+                and (self.p.status != "running" or not self._driving):
             self._release_and_stop()
 
     def _accept_and_go(self) -> None:
@@ -310,15 +313,7 @@ class WorkflowActor(pykka.ThreadingActor):
                 self._record(done)  # ran inline: go on without a hop
                 continue
             if t is algo.Wait:
-                if self._outbox and not self._exit:
-                    if not self._sync:
-                        self._flush(wait=False)
-                    elif not self._tick:
-                        # completed siblings' writes reach the journal within
-                        # PENDING_FLUSH_S even while a slow sibling runs; a fast
-                        # layer commits them with its boundary instead
-                        self._tick = True
-                        self.core.scheduler.tell_later(PENDING_FLUSH_S, self.actor_ref, _FLUSH_TICK)
+                self._wait()
                 return
             if t is algo.CommitLayer:
                 try:
@@ -653,7 +648,25 @@ class WorkflowActor(pykka.ThreadingActor):
 
     def _on_step_done(self, d: StepDone) -> None:
         if self._record(d):
+            if d.kind == OK and d.part is None and self._running and not self._drivers \
+                    and self.p.status == "running" and self._ack_token is None:
+                # a sibling finished while others still run: nothing new can start
+                # in this layer, so skip working that out again
+                self._wait()
+                return
             self._advance()
+
+    def _wait(self) -> None:
+        """Steps are running: make the finished ones' writes durable meanwhile."""
+        if self._outbox and not self._exit:
+            if not self._sync:
+                self._flush(wait=False)
+            elif not self._tick:
+                # completed siblings' writes reach the journal within
+                # PENDING_FLUSH_S even while a slow sibling runs; a fast
+                # layer commits them with its boundary instead
+                self._tick = True
+                self.core.scheduler.tell_later(PENDING_FLUSH_S, self.actor_ref, _FLUSH_TICK)
 
     def _record(self, d: StepDone) -> bool:
         """Journal a step's result; False when it is stale."""
