@@ -63,7 +63,7 @@ class _Inbox:
     Accepted/outcome messages.
     """
 
-    __slots__ = ("_cond", "accepted", "outcome", "events", "_waiting")
+    __slots__ = ("_cond", "accepted", "outcome", "events", "_waiting", "on_outcome")
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -71,6 +71,7 @@ class _Inbox:
         self.outcome: Any = None
         self.events: collections.deque[StepEvent] = collections.deque(maxlen=100_000)
         self._waiting = 0
+        self.on_outcome: Any = None  # called once when the outcome arrives
 
     def tell(self, message: Any) -> None:
         if type(message) is StepEvent:
@@ -93,6 +94,9 @@ class _Inbox:
                     self.accepted = message
                 self.outcome = message
             self._cond.notify_all()
+            if self.outcome is not None and self.on_outcome is not None:
+                callback, self.on_outcome = self.on_outcome, None
+                callback()
 
     def wait(self, attr: str, timeout: float | None) -> Any:
         with self._cond:
@@ -391,15 +395,22 @@ class Runtime:
         self._core.supervisor.route(wf, run_id, Resume(command, inbox, inbox))
         return self._accepted(wf.id, run_id, inbox, timeout)
 
-    def recover(self, workflow_ids: Iterable[str] | None = None) -> list[RunHandle]:
+    def recover(self, workflow_ids: Iterable[str] | None = None,
+                max_active: int | None = 64) -> list[RunHandle]:
         """Carry on every run left "running" in the store (after a crash).
 
         Only runs of registered workflows are recovered (others are logged and
-        skipped). Returns their handles.
+        skipped). Returns their handles at once. At most ``max_active`` of them
+        execute at the same time (None: all at once); the rest start as
+        those finish, from a feeder thread — a thousand runs fighting over
+        the GIL at once finish later than in waves. A run that cannot be
+        recovered raises its error from ``handle.result()``.
         """
         self._check_open()
+        if max_active is not None and max_active < 1:
+            raise AtomrError(f"max_active must be >= 1 or None, got {max_active}")
         wanted = set(workflow_ids) if workflow_ids is not None else None
-        handles = []
+        todo: list[tuple[Workflow, str, _Inbox]] = []
         for s in self.store.runs(status="running"):
             if wanted is not None and s.workflow_id not in wanted:
                 continue
@@ -412,16 +423,27 @@ class Runtime:
                 continue
             if "parent" in s.meta:
                 continue  # a Subgraph child: its parent run drives it
-            inbox = _Inbox()
-            self._core.supervisor.route(wf, s.run_id, Recover(inbox, inbox))
-            handles.append((wf.id, s.run_id, inbox))
-        out = []
-        for wid, rid, inbox in handles:
-            try:
-                out.append(self._accepted(wid, rid, inbox, None))
-            except AtomrError as exc:
-                log.warning("recover: run %s/%s not recovered: %s", wid, rid, exc)
-        return out
+            todo.append((wf, s.run_id, _Inbox()))
+        handles = [RunHandle(self, wf.id, rid, inbox) for wf, rid, inbox in todo]
+        if max_active is None or len(todo) <= max_active:
+            for wf, rid, inbox in todo:
+                self._core.supervisor.route(wf, rid, Recover(inbox, inbox))
+            return handles
+        slots = threading.Semaphore(max_active)
+
+        def feed() -> None:
+            for wf, rid, inbox in todo:
+                slots.acquire()
+                if self._closed:
+                    return
+                inbox.on_outcome = slots.release
+                try:
+                    self._core.supervisor.route(wf, rid, Recover(inbox, inbox))
+                except Exception as exc:  # noqa: BLE001 - reported on the handle
+                    inbox.tell(Rejected(wf.id, rid, exc))
+
+        threading.Thread(target=feed, name="atomr-recover", daemon=True).start()
+        return handles
 
     def ref(self, workflow_id: str, run_id: str) -> pykka.ActorRef[Any]:
         """The run's ActorRef (spawning or rehydrating it): tell it Run/Resume."""
