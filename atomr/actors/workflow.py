@@ -207,13 +207,14 @@ class WorkflowActor(pykka.ThreadingActor):
             check_channels(self.plan.schema, data.items())
             apply_writes(self.plan.schema, self.plan.schema.initial_values(), list(data.items()))
             meta = dict(msg.meta or {})
-            record = fmt.encode_event(ev.RunStarted(data, meta, _now()))
+            started = ev.RunStarted(data, meta, _now())
+            record = fmt.encode_event(started)
         except AtomrError as exc:
             self._reject(msg, exc)
             return
         self._subscribe(msg)
         self._meta_new = meta
-        self._emit(ev.RunStarted(data, meta, _now()), record)
+        self._emit(started, record)
         self._accept_and_go()
 
     def _on_resume(self, msg: Resume) -> None:
