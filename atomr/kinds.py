@@ -45,7 +45,7 @@ class Loop(StepKind):
         if not callable(while_):
             raise GraphError(f"Loop while_ must be callable fn(state) -> bool, got {type(while_).__name__}")
         if max_iterations < 1:
-            raise GraphError(f"Loop max_iterations must be >= 1, got {max_iterations}")
+            raise GraphError(f"Loop max_iterations must be >= 1, got {max_iterations}; pass the most iterations the loop may take")
         self.body = body
         self.while_ = while_
         self.max_iterations = max_iterations
@@ -63,7 +63,7 @@ class Map(StepKind):
         if not callable(fn):
             raise GraphError(f"Map fn must be callable fn(item, ctx), got {type(fn).__name__}")
         if max_concurrency < 1:
-            raise GraphError(f"Map max_concurrency must be >= 1, got {max_concurrency}")
+            raise GraphError(f"Map max_concurrency must be >= 1, got {max_concurrency}; pass how many elements may run at once")
         self.fn = fn
         self.items = items
         self.into = into

@@ -553,7 +553,7 @@ class Runtime:
         (a snapshot is kept at the cut). Returns the number of records removed."""
         self._check_open()
         if keep_last < 1:
-            raise AtomrError(f"keep_last must be >= 1, got {keep_last}")
+            raise AtomrError(f"keep_last must be >= 1, got {keep_last}; use rt.delete() to remove a run entirely")
         wf = self.workflow(workflow_id)
         if self._core.supervisor.is_live(wf.id, run_id):
             raise AtomrError(f"run {wf.id}/{run_id} is executing; prune it once it pauses or ends")

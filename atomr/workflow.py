@@ -32,9 +32,9 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
-            raise GraphError(f"RetryPolicy.max_attempts must be >= 1, got {self.max_attempts}")
+            raise GraphError(f"RetryPolicy.max_attempts must be >= 1, got {self.max_attempts}; use 1 for no retry")
         if self.backoff_s < 0 or self.multiplier < 1:
-            raise GraphError("RetryPolicy needs backoff_s >= 0 and multiplier >= 1")
+            raise GraphError(f"RetryPolicy needs backoff_s >= 0 and multiplier >= 1, got {self.backoff_s} and {self.multiplier}; fix them")
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""

@@ -259,7 +259,7 @@ class LocalExecutor:
         if workers < 1:
             from atomr.errors import AtomrError as _E
 
-            raise _E(f"step_workers must be >= 1, got {workers}")
+            raise _E(f"step_workers must be >= 1, got {workers}; pass Runtime(step_workers=4) or more")
         self.workers = workers
         self._lock = threading.Lock()
         self._refs: list[pykka.ActorRef[Any]] = []

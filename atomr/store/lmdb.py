@@ -116,7 +116,7 @@ class LmdbStore(Store):
         if fsync not in ("commit", "full", "none"):
             raise StoreError(f"fsync must be 'commit', 'full' or 'none', got {fsync!r}; pass one of those")
         if snapshot_every < 1:
-            raise StoreError(f"snapshot_every must be >= 1, got {snapshot_every}")
+            raise StoreError(f"snapshot_every must be >= 1, got {snapshot_every}; pass e.g. 50 (super-steps between snapshots)")
         if map_size < 64 * 1024:
             raise StoreError(f"map_size must be at least 65536 bytes, got {map_size}")
         self.path = os.fspath(path)

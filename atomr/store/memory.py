@@ -33,7 +33,7 @@ class MemoryStore(Store):
         if snapshot_every < 1:
             from atomr.errors import StoreError
 
-            raise StoreError(f"snapshot_every must be >= 1, got {snapshot_every}")
+            raise StoreError(f"snapshot_every must be >= 1, got {snapshot_every}; pass e.g. 50 (super-steps between snapshots)")
         self.snapshot_every = snapshot_every
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, str], _Run] = {}
