@@ -15,15 +15,19 @@ from benchmarks._common import RESULT_TIMEOUT, TARGETS, Ctx, check, make_row, sa
 NAME = "fanout"
 
 
+#: timed runs per sample (one run of 80 node runs is only a few ms: too short to time alone)
+RUNS = 5
+
+
 def params(ctx: Ctx) -> dict[str, Any]:
-    return {"width": 10, "depth": 8, "durability": "sync"}
+    return {"width": 10, "depth": 8, "durability": "sync", "runs_per_sample": 1 if ctx.quick else RUNS}
 
 
 def samples_count(ctx: Ctx) -> int:
     return ctx.reps * len(ctx.systems())
 
 
-def atomr_sample(ctx: Ctx, width: int, depth: int) -> float:
+def atomr_sample(ctx: Ctx, width: int, depth: int, runs: int) -> float:
     from atomr import Done, LmdbStore, Runtime
 
     from benchmarks._graphs import atomr_fanout
@@ -35,17 +39,18 @@ def atomr_sample(ctx: Ctx, width: int, depth: int) -> float:
         check(isinstance(warm, Done), f"warm-up run ended {warm!r}")
 
         def go() -> Any:
-            out = rt.start("fan", {}, run_id="timed").result(timeout=RESULT_TIMEOUT)
+            for i in range(runs):
+                out = rt.start("fan", {}, run_id=f"timed{i}").result(timeout=RESULT_TIMEOUT)
             rt.flush()
             return out
 
         secs, out = timed(go)
         check(isinstance(out, Done) and len(out.state["log"]) == width * depth, f"atomr fan-out ended {out!r}")
-        check(rt.get_state("fan", "timed").super_step == depth, "atomr fan-out super-step count")
-    return secs
+        check(rt.get_state("fan", "timed0").super_step == depth, "atomr fan-out super-step count")
+    return secs / runs
 
 
-def lg_sample(ctx: Ctx, width: int, depth: int) -> float:
+def lg_sample(ctx: Ctx, width: int, depth: int, runs: int) -> float:
     from benchmarks import _lg
 
     with ctx.tmpdir("lg-fan") as d:
@@ -53,9 +58,15 @@ def lg_sample(ctx: Ctx, width: int, depth: int) -> float:
         try:
             graph = _lg.fanout(width, depth).compile(checkpointer=saver)
             graph.invoke({"log": []}, _lg.config("warm"), durability="sync")
-            secs, out = timed(lambda: graph.invoke({"log": []}, _lg.config("timed"), durability="sync"))
+            def go() -> Any:
+                for i in range(runs):
+                    out = graph.invoke({"log": []}, _lg.config(f"timed{i}"), durability="sync")
+                return out
+
+            secs, out = timed(go)
+            secs /= runs
             check(len(out["log"]) == width * depth, f"langgraph fan-out ended with {len(out['log'])} writes")
-            step = graph.get_state(_lg.config("timed")).metadata.get("step")
+            step = graph.get_state(_lg.config("timed0")).metadata.get("step")
             check(step == depth, f"langgraph fan-out ran {step} super-steps")
         finally:
             saver.conn.close()
@@ -64,10 +75,10 @@ def lg_sample(ctx: Ctx, width: int, depth: int) -> float:
 
 def run(ctx: Ctx) -> dict[str, Any]:
     p = params(ctx)
-    width, depth = p["width"], p["depth"]
-    fns = {"atomr": lambda: atomr_sample(ctx, width, depth)}
+    width, depth, runs = p["width"], p["depth"], p["runs_per_sample"]
+    fns = {"atomr": lambda: atomr_sample(ctx, width, depth, runs)}
     if ctx.lg:
-        fns["langgraph"] = lambda: lg_sample(ctx, width, depth)
+        fns["langgraph"] = lambda: lg_sample(ctx, width, depth, runs)
     secs = sample_loop(ctx, "fanout", fns)
     per = lambda k: {s: [k / x for x in v] for s, v in secs.items()}  # noqa: E731
     what = f"fan-out {width}x{depth}, LmdbStore vs SqliteSaver, sync"
