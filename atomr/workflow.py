@@ -77,7 +77,7 @@ class Workflow:
         self.step_timeout_s = step_timeout_s
         self.plan = Plan(dag, schema, self.interrupt_before, self.interrupt_after)
         self.is_async: dict[str, bool] = {
-            s: (not isinstance(fn, StepKind)) and _is_async(fn) for s, fn in dag.steps.items()
+            s: (not isinstance(fn, StepKind)) and is_async_step(fn) for s, fn in dag.steps.items()
         }
         self.channels = schema.keys()
 
@@ -91,7 +91,8 @@ class Workflow:
         return to_mermaid(self)
 
 
-def _is_async(fn: Any) -> bool:
+def is_async_step(fn: Any) -> bool:
+    """True for an ``async def`` function or an object whose ``__call__`` is one."""
     if inspect.iscoroutinefunction(fn):
         return True
     call = getattr(fn, "__call__", None)  # noqa: B004

@@ -27,7 +27,6 @@ In every mode an outcome is reported only once it is durable.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import logging
 from collections.abc import Iterable, Mapping
@@ -74,6 +73,7 @@ from atomr.messages import (
 from atomr.store import format as fmt
 from atomr.store.base import AppendBatch
 from atomr.types import Command, Done, Failed, Interrupt, Paused, StepEvent
+from atomr.workflow import is_async_step
 
 if TYPE_CHECKING:
     from atomr.actors.core import Core
@@ -103,10 +103,6 @@ class _FlushTick:
 
 _FLUSH_TICK = _FlushTick()
 _DRIVEN = (Map, Loop, Subgraph)
-
-
-def _is_async(fn: Any) -> bool:
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
 
 
 class _Driver:
@@ -390,7 +386,7 @@ class WorkflowActor(pykka.ThreadingActor):
         token = next(self._tokens)
         self._running[unit] = [token, attempt, None, step, index]
         if is_async is None:
-            is_async = _is_async(fn)
+            is_async = is_async_step(fn)
         return Execute(
             token, step, fn, MappingProxyType(p.values), wid, rid, ss, attempt, key,
             algo.resume_values(p, unit), self.wf.channels, self.actor_ref, self.wf.retry.retry_on,
@@ -508,7 +504,7 @@ class WorkflowActor(pykka.ThreadingActor):
         if drv.failed is None:
             blocked = self._blocked_units(step) if p.asked else _EMPTY
             msgs = []
-            is_async = _is_async(kind.fn)
+            is_async = is_async_step(kind.fn)
             for i in range(n):
                 if len(drv.inflight) >= kind.max_concurrency:
                     break

@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from atomr.errors import CodecError, StoreError
