@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from atomr.errors import GraphError, InvalidResumeValue, Rejected
-from atomr.graph.dag import BranchSpec, StepKind
+from atomr.graph.dag import BranchSpec, Dag, StepKind
+from atomr.graph.schema import StateSchema
 
 if TYPE_CHECKING:
     from atomr.workflow import Workflow
@@ -36,12 +37,19 @@ class Loop(StepKind):
     iteration: zero iterations is fine). Each iteration's writes are merged at
     once and make a checkpoint (``loop:<step>:<n>`` in history). If ``while_``
     still holds after ``max_iterations`` iterations the run fails with
-    ``LoopLimitError``."""
+    ``LoopLimitError``.
 
-    def __init__(self, body: Callable[..., Any], while_: Callable[[Mapping[str, Any]], bool],
+    ``body`` may also be a :class:`~atomr.Dag` of plain sync steps over the same
+    state: each iteration runs it layer by layer (in the loop's thread), merging
+    each layer through the reducers, and the iteration's writes are all of its
+    steps' writes in that order."""
+
+    def __init__(self, body: Callable[..., Any] | Dag, while_: Callable[[Mapping[str, Any]], bool],
                  max_iterations: int = 25) -> None:
-        if not callable(body):
-            raise GraphError(f"Loop body must be callable fn(state, ctx), got {type(body).__name__}")
+        if isinstance(body, Dag):
+            body = DagBody(body)
+        elif not callable(body):
+            raise GraphError(f"Loop body must be callable fn(state, ctx) or a Dag, got {type(body).__name__}")
         if not callable(while_):
             raise GraphError(f"Loop while_ must be callable fn(state) -> bool, got {type(while_).__name__}")
         if max_iterations < 1:
@@ -52,6 +60,48 @@ class Loop(StepKind):
 
     def __repr__(self) -> str:
         return f"Loop({getattr(self.body, '__name__', self.body)!r}, max_iterations={self.max_iterations})"
+
+
+class DagBody:
+    """A Loop body made of a sub-DAG. The workflow binds its state schema."""
+
+    def __init__(self, dag: Dag) -> None:
+        from atomr.workflow import is_async_step
+
+        for s, fn in dag.steps.items():
+            if isinstance(fn, StepKind) or is_async_step(fn):
+                raise GraphError(
+                    f"step {s!r} of a Loop's sub-DAG must be a plain sync function fn(state, ctx); "
+                    "use a Subgraph step for step kinds or async steps"
+                )
+        self.dag = dag
+        self.schema: StateSchema | None = None
+        self.__name__ = f"dag[{dag.entry}]"
+
+    def bind(self, schema: StateSchema) -> None:
+        if self.schema is not None and self.schema is not schema:
+            raise GraphError("this Loop's sub-DAG is already used by a workflow with another schema; "
+                             "build a separate Loop for each workflow")
+        self.schema = schema
+
+    def __call__(self, state: Mapping[str, Any], ctx: Any) -> list[tuple[str, Any]]:
+        from types import MappingProxyType
+
+        from atomr.graph.state import fold_superstep, normalize_writes
+
+        assert self.schema is not None, "a Loop's sub-DAG runs inside a Workflow"
+        values = dict(state)
+        out: list[tuple[str, Any]] = []
+        for layer in self.dag.layers():
+            by_step = {s: normalize_writes(s, self.dag.steps[s](MappingProxyType(values), ctx))
+                       for s in layer}
+            values = fold_superstep(self.schema, values, by_step, layer)
+            for s in layer:
+                out.extend(by_step[s])
+        return out
+
+    def __repr__(self) -> str:
+        return f"DagBody({self.dag!r})"
 
 
 class Map(StepKind):

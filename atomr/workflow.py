@@ -80,6 +80,11 @@ class Workflow:
             s: (not isinstance(fn, StepKind)) and is_async_step(fn) for s, fn in dag.steps.items()
         }
         self.channels = schema.keys()
+        from atomr.kinds import DagBody, Loop
+
+        for fn in dag.steps.values():
+            if isinstance(fn, Loop) and isinstance(fn.body, DagBody):
+                fn.body.bind(schema)
 
     def __repr__(self) -> str:
         return f"Workflow({self.id!r}, steps={len(self.dag)})"
