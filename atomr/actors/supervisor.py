@@ -81,10 +81,26 @@ class Supervisor:
             return (workflow_id, run_id) in self._live
 
     def route(self, wf: Workflow, run_id: str, message: Any) -> None:
-        try:
-            self.ref(wf, run_id).tell(message)
-        except pykka.ActorDeadError:
-            self.ref(wf, run_id).tell(message)
+        """Tell the run's live actor (spawning one if needed).
+
+        The tell happens under the registry lock, and an actor releases itself
+        under that lock before it stops: a routed message is therefore either
+        in the actor's inbox before its stop (it is then forwarded to the next
+        actor) or goes to a new actor; it is never dropped by a stopping one.
+        """
+        key = (wf.id, run_id)
+        for _ in range(100):
+            ref = self.ref(wf, run_id)
+            with self._lock:
+                if self._live.get(key) is not ref:
+                    continue  # released meanwhile: get the next actor
+                try:
+                    ref.tell(message)
+                    return
+                except pykka.ActorDeadError:
+                    if self._live.get(key) is ref:
+                        del self._live[key]  # died without releasing (crash)
+        raise RuntimeError(f"could not deliver {type(message).__name__} to run {wf.id}/{run_id}")
 
     def release(self, key: tuple[str, str], ref: pykka.ActorRef[Any]) -> None:
         with self._lock:
