@@ -388,7 +388,8 @@ class Runtime:
         live = self._core.supervisor.is_live(wf.id, run_id)
         if summary is None and not live:
             raise RunNotFound(wf.id, run_id)
-        if live and (summary is None or summary.status == "running"):
+        if live and (summary is None or summary.status == "running"
+                     or self._core.supervisor.is_driving(wf.id, run_id)):
             # its actor may be busy running a step inline: refuse here, at once
             raise RunNotPaused(wf.id, run_id, "running")
         inbox = _Inbox()

@@ -301,3 +301,31 @@ def test_recover_called_from_many_threads_at_once(tmp_path: Path) -> None:
 
 def _journal_of(rt: Runtime, wid: str, run_id: str) -> list[Any]:
     return [e for _, e in rt.store.journal(wid, run_id)]
+
+
+def test_resume_of_a_run_executing_under_exit_durability_is_refused_at_once(tmp_path):
+    """Under "exit" the store still says "paused" while the run executes again:
+    the runtime knows better and refuses a second resume without waiting."""
+    import threading
+
+    gate = threading.Event()
+
+    def ask(s, c):
+        return {"n": c.interrupt("go?")}
+
+    def slow(s, c):
+        gate.wait(30)
+        return {"n": 2}
+
+    wf = Workflow("w", Dag.builder("a").step("a", ask).step("b", slow).edge("a", "b").build(),
+                  StateSchema({"n": LastWriteWins()}))
+    with Runtime(store=LmdbStore(tmp_path / "s"), durability="exit") as rt:
+        rt.register(wf)
+        assert isinstance(rt.start("w", {}, run_id="r").result(timeout=30), Paused)
+        h = rt.resume("w", "r", Command(resume=1))
+        try:
+            with pytest.raises(RunNotPaused, match="running"):
+                rt.resume("w", "r", Command(resume=1), timeout=30)
+        finally:
+            gate.set()
+        assert isinstance(h.result(timeout=30), Done)

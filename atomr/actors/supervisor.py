@@ -41,6 +41,8 @@ class Supervisor:
         self._live: dict[tuple[str, str], pykka.ActorRef[Any]] = {}
         self._restarts: dict[tuple[str, str], int] = {}
         self._starting: dict[tuple[str, str], threading.Event] = {}
+        #: runs whose live actor is executing them (not just holding them)
+        self._driving: set[tuple[str, str]] = set()
         #: set by stop_all (the runtime is closing): no restarts, runs stop advancing
         self.closed = False
 
@@ -100,12 +102,23 @@ class Supervisor:
                 except pykka.ActorDeadError:
                     if self._live.get(key) is ref:
                         del self._live[key]  # died without releasing (crash)
+                        self._driving.discard(key)
         raise RuntimeError(f"could not deliver {type(message).__name__} to run {wf.id}/{run_id}")
+
+    def mark_driving(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._driving.add(key)
+
+    def is_driving(self, workflow_id: str, run_id: str) -> bool:
+        """The run is executing now (whatever the store says yet, e.g. under
+        durability "exit")."""
+        return (workflow_id, run_id) in self._driving
 
     def release(self, key: tuple[str, str], ref: pykka.ActorRef[Any]) -> None:
         with self._lock:
             if self._live.get(key) is ref:
                 del self._live[key]
+                self._driving.discard(key)
             self._restarts.pop(key, None)
 
     def crashed(self, wf: Workflow, run_id: str, ref: pykka.ActorRef[Any], exc: BaseException,
@@ -115,6 +128,7 @@ class Supervisor:
         with self._lock:
             if self._live.get(key) is ref:
                 del self._live[key]
+                self._driving.discard(key)
             n = self._restarts[key] = self._restarts.get(key, 0) + 1
         reply_to, listeners = subscribers
         assert self.core is not None
@@ -158,6 +172,7 @@ class Supervisor:
             self.closed = True
             refs = list(self._live.values())
             self._live.clear()
+            self._driving.clear()
         futures = []
         for r in refs:
             try:

@@ -243,9 +243,12 @@ class WorkflowActor(pykka.ThreadingActor):
             self._reject(msg, RunNotPaused(*self.key, self.p.status if self.p.status != "new" else "unknown"))
             return
         self._subscribe(msg)
+        if self._driving:
+            self._notify_accepted()
+            return
+        self._mark_driving()
         self._notify_accepted()
-        if not self._driving:
-            self._advance()
+        self._advance()
 
     def _subscribe(self, msg: Any) -> None:
         if msg.reply_to is not None:
@@ -274,8 +277,14 @@ class WorkflowActor(pykka.ThreadingActor):
         self._accepted_go()
 
     def _accepted_go(self) -> None:
+        self._mark_driving()  # before Accepted: a racing resume must see it
         self._notify_accepted()
         self._advance()
+
+    def _mark_driving(self) -> None:
+        if not self._driving:
+            self._driving = True
+            self.core.supervisor.mark_driving(self.key)
 
     def _notify_accepted(self) -> None:
         a = Accepted(*self.key)
@@ -295,7 +304,7 @@ class WorkflowActor(pykka.ThreadingActor):
     def _advance(self) -> None:
         plan = self.plan
         p = self.p
-        self._driving = True
+        self._mark_driving()
         while True:
             if p.status != "running" or self._ack_token is not None or self.core.supervisor.closed:
                 return
