@@ -420,8 +420,6 @@ class Runtime:
                 log.warning("recover: workflow %r is not registered; run %s left as is",
                             s.workflow_id, s.run_id)
                 continue
-            if self._core.supervisor.is_live(s.workflow_id, s.run_id):
-                continue
             if "parent" in s.meta:
                 continue  # a Subgraph child: its parent run drives it
             todo.append((wf, s.run_id, _Inbox()))

@@ -218,6 +218,8 @@ class _AsyncLoop:
     """One event-loop thread shared by all ``async def`` steps."""
 
     def __init__(self) -> None:
+        #: tokens the executor cancelled (timeout, any-join): their end is silent
+        self.abandoned: set[int] = set()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="atomr-async", daemon=True)
         self._thread.start()
@@ -230,8 +232,11 @@ class _AsyncLoop:
         try:
             result = await _call(msg)
             done = finish(msg, result)
-        except asyncio.CancelledError:
-            return
+        except asyncio.CancelledError as exc:
+            if msg.token in self.abandoned:
+                self.abandoned.discard(msg.token)
+                return  # we cancelled it: the run already counted the attempt
+            done = finish(msg, exc=exc)  # the step cancelled itself: a failed attempt
         except BaseException as exc:  # noqa: BLE001
             done = finish(msg, exc=exc)
         _tell(msg.reply_to, done)
@@ -320,6 +325,8 @@ class LocalExecutor:
         stuck one stops once the step returns."""
         fut = self._async_futs.pop(token, None)
         if fut is not None:
+            if self._loop is not None:
+                self._loop.abandoned.add(token)
             fut.cancel()
             return
         with self._lock:

@@ -147,10 +147,21 @@ class Supervisor:
                     pass
             return
 
+        # until the dead actor's queued events are committed, nobody may
+        # rehydrate this run (ref() waits on this marker)
+        with self._lock:
+            barrier = self._starting.setdefault(key, threading.Event())
+
         def restart() -> None:
             try:
-                if self.core is not None and self.core.checkpointer is not None:
-                    self.core.checkpointer.ask(Flush(), timeout=30)
+                try:
+                    if self.core is not None and self.core.checkpointer is not None:
+                        self.core.checkpointer.ask(Flush(), timeout=30)
+                finally:
+                    with self._lock:
+                        if self._starting.get(key) is barrier:
+                            del self._starting[key]
+                    barrier.set()
                 new = self.ref(wf, run_id)
                 targets = max(len(reply_to), len(listeners))
                 for i in range(max(targets, 1)):

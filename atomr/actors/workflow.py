@@ -203,8 +203,10 @@ class WorkflowActor(pykka.ThreadingActor):
             check_channels(self.plan.schema, data.items())
             apply_writes(self.plan.schema, self.plan.schema.initial_values(), list(data.items()))
             meta = dict(msg.meta or {})
-            started = ev.RunStarted(data, meta, _now())
-            record = fmt.encode_event(started)
+            record = fmt.encode_event(ev.RunStarted(data, meta, _now()))
+            # fold what the journal holds, not the caller's objects (which the
+            # caller may change after start() returns)
+            started = fmt.decode_event(record)
         except AtomrError as exc:
             self._reject(msg, exc)
             return
@@ -225,8 +227,8 @@ class WorkflowActor(pykka.ThreadingActor):
             self._reject(msg, RunNotPaused(*self.key, "running"))
             return
         try:
-            events = algo.command_events(self.plan, p, msg.command, _now())
-            records = [fmt.encode_event(e) for e in events]
+            records = [fmt.encode_event(e) for e in algo.command_events(self.plan, p, msg.command, _now())]
+            events = [fmt.decode_event(r) for r in records]  # copies: not the caller's objects
         except AtomrError as exc:
             self._reject(msg, exc)
             return
@@ -306,7 +308,8 @@ class WorkflowActor(pykka.ThreadingActor):
         p = self.p
         self._mark_driving()
         while True:
-            if p.status != "running" or self._ack_token is not None or self.core.supervisor.closed:
+            if p.status != "running" or self._ack_token is not None or self._released \
+                    or self.core.supervisor.closed:
                 return
             act = algo.next_action(plan, p, self._busy())
             t = type(act)
@@ -435,9 +438,16 @@ class WorkflowActor(pykka.ThreadingActor):
     def _launch(self, msgs: list[Execute], kinds: list[str]) -> StepDone | None:
         for s in kinds:
             self._start_driver(s)
-        if len(msgs) == 1 and not kinds and self.core.inline:
+        # inline only when nothing else of the run is running: a busy run actor
+        # could not flush the writes of siblings that finish meanwhile
+        if len(msgs) == 1 and not kinds and self.core.inline and len(self._running) == 1 \
+                and not self._drivers:
             m = msgs[0]
             if not m.is_async and self.wf.step_timeout_s is None:
+                if self._outbox and self.p.pending and not self._exit:
+                    # finished siblings (e.g. around a retry) must not wait for
+                    # this step to return before they reach the journal
+                    self._flush(wait=False)
                 if self._listeners:
                     self._event("started", m.step, m.attempt)
                 return execute_sync(m)
@@ -898,6 +908,11 @@ class WorkflowActor(pykka.ThreadingActor):
             log.error("run %s/%s: internal error", *self.key, exc_info=exc)
         if self._released:
             return
+        if self._outbox and self._ack_token is None and not self.core.supervisor.closed:
+            try:  # the queued events are consistent: keep them for the restart
+                self._flush(wait=False)
+            except Exception:  # noqa: BLE001
+                log.exception("run %s/%s: could not save queued events", *self.key)
         self._released = True
         subscribers = (self._reply_to, self._listeners)
         self._reply_to, self._listeners = [], []
