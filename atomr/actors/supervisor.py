@@ -65,6 +65,7 @@ class Supervisor:
                         break
             if ref is not None:
                 return ref
+            assert starting is not None
             starting.wait(30)
         try:
             assert self.core is not None

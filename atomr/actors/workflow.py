@@ -184,7 +184,7 @@ class WorkflowActor(pykka.ThreadingActor):
     def on_stop(self) -> None:
         # messages that slipped in after we released ourselves go to a fresh actor
         while not self.actor_inbox.empty():
-            env = self.actor_inbox.get_nowait()
+            env = self.actor_inbox.get_nowait()  # type: ignore[attr-defined]  # a queue.Queue
             if type(env.message) in (Run, Resume, Recover):
                 self.core.supervisor.route(self.wf, self.key[1], env.message)
 
@@ -295,7 +295,7 @@ class WorkflowActor(pykka.ThreadingActor):
 
     # -- the loop ------------------------------------------------------------
 
-    def _busy(self) -> set[str]:
+    def _busy(self) -> set[str] | frozenset[str]:
         """DAG steps with work in flight (units executing, retries waiting, drivers)."""
         if not self._running and not self._drivers:
             return _EMPTY
@@ -706,7 +706,7 @@ class WorkflowActor(pykka.ThreadingActor):
                 answer = algo.resume_values(p, step)
                 if answer and isinstance(answer[0], Mapping) and answer[0].get("approved"):
                     self._emit(ev.HumanApproved(step, answer[0].get("by")))
-            self._emit(ev.StepCompleted(step, ss, d.writes), d.record)
+            self._emit(ev.StepCompleted(step, ss, d.writes), d.record)  # type: ignore[arg-type]
             if self._listeners:
                 self._event("completed", step, d.attempt, d.writes)
             if step in self.plan.cancel_on_done:
@@ -728,7 +728,7 @@ class WorkflowActor(pykka.ThreadingActor):
             if isinstance(self.wf.dag.steps[step], Map):
                 self._emit(ev.ItemCompleted(step, ss, r[4], d.result), d.record)
             else:  # a Loop iteration
-                self._emit(ev.LoopIterated(step, ss, r[4] + 1, d.writes), d.record)
+                self._emit(ev.LoopIterated(step, ss, r[4] + 1, d.writes), d.record)  # type: ignore[arg-type]
             if self._listeners:
                 self._event("completed", unit, d.attempt, d.writes if d.writes is not None else d.result)
         elif d.kind == INTERRUPT:

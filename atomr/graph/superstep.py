@@ -19,7 +19,7 @@ together until a ``goto`` jumps the layer cursor; ``super_step`` never goes back
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -426,7 +426,7 @@ _COMPLETE = Complete()
 _WAIT = Wait()
 
 
-def next_action(plan: Plan, p: RunProgress, running: Sequence[str] | set[str] = ()) -> Any:
+def next_action(plan: Plan, p: RunProgress, running: Collection[str] = ()) -> Any:
     """What a running run must do now, given the steps already executing."""
     if p.to_route:
         return Route(p.to_route[0])

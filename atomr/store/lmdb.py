@@ -119,7 +119,7 @@ class LmdbStore(Store):
             raise StoreError(f"snapshot_every must be >= 1, got {snapshot_every}; pass e.g. 50 (super-steps between snapshots)")
         if map_size < 64 * 1024:
             raise StoreError(f"map_size must be at least 65536 bytes, got {map_size}")
-        self.path = os.fspath(path)
+        self.path: str = os.fspath(path)
         self.snapshot_every = snapshot_every
         self.fsync = fsync
         self.max_map_size = max(max_map_size, map_size)
@@ -276,7 +276,7 @@ class LmdbStore(Store):
         if cached is not None:
             return cached
         raw = txn.get(rkey, db=self._runs)
-        return None if raw is None else RunSummary.from_record(wf, run, raw)
+        return None if raw is None else RunSummary.from_record(wf, run, bytes(raw))
 
     def _apply(self, batches: Sequence[AppendBatch]) -> None:
         ts = now_ms()
