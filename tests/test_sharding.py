@@ -102,7 +102,18 @@ def test_a_crashed_shard_restarts_and_carries_on(local_ray, tmp_path) -> None:
             assert time.monotonic() < deadline, "the step never started"
             time.sleep(0.05)
         shard = srt.shard_of("x1")
+        old_pid = ray.get(srt.actors[shard].ping.remote(), timeout=T)[1]["pid"]
         ray.kill(srt.actors[shard], no_restart=False)  # the shard process dies mid-step
+        # ray.kill is asynchronous: let the step go on only once a new shard
+        # process runs, or the dying one could still finish it
+        while True:
+            try:
+                if ray.get(srt.actors[shard].ping.remote(), timeout=T)[1]["pid"] != old_pid:
+                    break
+            except ray.exceptions.RayActorError:
+                pass  # restarting
+            assert time.monotonic() < deadline, "the shard was not restarted"
+            time.sleep(0.05)
         open(os.path.join(d, "go"), "w").close()
         out = h.result(timeout=T)  # waits across the restart
         assert isinstance(out, Done), out
