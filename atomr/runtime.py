@@ -44,7 +44,7 @@ from atomr.graph.state import apply_writes, check_channels
 from atomr.messages import Accepted, Maintain, Recover, Rejected, Resume, Run
 from atomr.store import format as fmt
 from atomr.store.base import AppendBatch, RunSummary, Store
-from atomr.types import Checkpoint, Command, Done, Failed, Outcome, Paused, StateView, StepEvent
+from atomr.types import Checkpoint, Command, Outcome, StateView, StepEvent
 from atomr.workflow import Workflow
 
 __all__ = ["Runtime", "RunHandle", "DURABILITY_MODES"]
@@ -603,6 +603,3 @@ def _view(wf: Workflow, p: algo.RunProgress) -> StateView:
         p.failure, dict(p.meta),
     )
 
-
-# re-exported for typing convenience
-__all__ += ["Done", "Paused", "Failed"]

@@ -12,6 +12,8 @@ import os
 import time
 from typing import Any
 
+import pytest
+
 from atomr import AppendList, Dag, LastWriteWins, RetryPolicy, StateSchema, Workflow
 
 T = 60.0  # generous bound for any wait
@@ -50,6 +52,18 @@ def init_local_ray(ray: Any, num_cpus: int = 2) -> None:
     path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": path}})
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Any:
+    """A local Ray for one test module (shared by the Ray test modules)."""
+    import ray
+
+    if ray.is_initialized():  # pragma: no cover - left over by another module
+        ray.shutdown()
+    init_local_ray(ray, num_cpus=2)
+    yield ray
+    ray.shutdown()
 
 
 # --- chain + parallel layer: a -> (b1, b2, b3) -> c -> d ---------------------------

@@ -187,6 +187,26 @@ def _wait_idle(rt: Runtime) -> bool:
     return True
 
 
+def _race(threads: int, call: Any, refused: type[BaseException]) -> tuple[int, Any]:
+    """Run ``call(k)`` from ``threads`` threads released at once; exactly one
+    must succeed and every other one raise ``refused``. Returns (k, result)."""
+    go = threading.Barrier(threads, timeout=T)
+    got: list[Any] = []
+
+    def one(k: int) -> None:
+        go.wait()
+        try:
+            got.append(("won", k, call(k)))
+        except refused as exc:
+            got.append(("refused", k, exc))
+
+    _threads([lambda k=k: one(k) for k in range(threads)])
+    winners = [g for g in got if g[0] == "won"]
+    assert len(got) == threads and len(winners) == 1, got
+    _, k, result = winners[0]
+    return k, result
+
+
 def test_same_run_resumed_by_many_threads_at_once(rt: Runtime) -> None:
     """Eight threads resume one paused run at the same moment, over and over."""
     rounds = 10
@@ -194,20 +214,8 @@ def test_same_run_resumed_by_many_threads_at_once(rt: Runtime) -> None:
     for r in range(rounds):
         rid = f"same{r}"
         assert isinstance(rt.start("conc", {}, run_id=rid).result(timeout=T), Paused)
-        go = threading.Barrier(threads, timeout=T)
-        got: list[Any] = []
-
-        def one(k: int, rid: str = rid, go: threading.Barrier = go, got: list[Any] = got) -> None:
-            go.wait()
-            try:
-                got.append(("won", k, rt.resume("conc", rid, Command(resume=k), timeout=T)))
-            except RunNotPaused as exc:
-                got.append(("refused", k, exc))
-
-        _threads([lambda k=k: one(k) for k in range(threads)])
-        winners = [g for g in got if g[0] == "won"]
-        assert len(got) == threads and len(winners) == 1, got
-        _, k, h = winners[0]
+        k, h = _race(threads, lambda k, rid=rid: rt.resume("conc", rid, Command(resume=k), timeout=T),
+                     RunNotPaused)
         out = h.result(timeout=T)
         assert isinstance(out, Done) and out.state["answer"] == k
         resumed = [e for e in _journal(rt, rid) if type(e) is ev.Resumed]
@@ -219,20 +227,8 @@ def test_same_run_id_started_by_many_threads_at_once(rt: Runtime) -> None:
     threads = 8
     for r in range(10):
         rid = f"start{r}"
-        go = threading.Barrier(threads, timeout=T)
-        got: list[Any] = []
-
-        def one(k: int, rid: str = rid, go: threading.Barrier = go, got: list[Any] = got) -> None:
-            go.wait()
-            try:
-                got.append(("won", k, rt.start("conc", {"n": k}, run_id=rid, timeout=T)))
-            except RunExists as exc:
-                got.append(("refused", k, exc))
-
-        _threads([lambda k=k: one(k) for k in range(threads)])
-        winners = [g for g in got if g[0] == "won"]
-        assert len(got) == threads and len(winners) == 1, got
-        _, k, h = winners[0]
+        k, h = _race(threads, lambda k, rid=rid: rt.start("conc", {"n": k}, run_id=rid, timeout=T),
+                     RunExists)
         out = h.result(timeout=T)
         assert isinstance(out, Paused), out
         events = _journal(rt, rid)

@@ -9,6 +9,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'atomr[ray]')")
 
 import ray_workflows as W  # noqa: E402
+from ray_workflows import local_ray  # noqa: E402,F401  (the shared fixture)
 
 from atomr import Command, Done, Failed, LmdbStore, MemoryStore, Paused, Runtime  # noqa: E402
 from atomr.errors import AtomrError  # noqa: E402
@@ -19,13 +20,6 @@ pytestmark = pytest.mark.ray
 T = W.T
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    if ray.is_initialized():  # pragma: no cover - left over by another module
-        ray.shutdown()
-    W.init_local_ray(ray, num_cpus=2)
-    yield ray
-    ray.shutdown()
 
 
 def ray_runtime(path: str, *wfs) -> Runtime:

@@ -11,6 +11,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'atomr[ray]')")
 
 import ray_workflows as W  # noqa: E402
+from ray_workflows import local_ray  # noqa: E402,F401  (the shared fixture)
 
 from atomr import Command, Done, Paused  # noqa: E402
 from atomr.errors import AtomrError, RunExists, RunNotFound, WorkflowNotFound  # noqa: E402
@@ -22,13 +23,6 @@ T = W.T
 SPECS = ["ray_workflows:sharded", "ray_workflows:blocking"]
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    if ray.is_initialized():  # pragma: no cover - left over by another module
-        ray.shutdown()
-    W.init_local_ray(ray, num_cpus=2)
-    yield ray
-    ray.shutdown()
 
 
 def test_shard_of_is_stable() -> None:

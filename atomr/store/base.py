@@ -101,21 +101,18 @@ class Store(abc.ABC):
         try:
             self._write_txn(batches)
             return [None] * len(batches)
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - reported to the run that wrote it
             if len(batches) == 1:
-                return [self._as_store_error(sys_exc())]
+                return [exc]
+        # one batch was bad: write them one by one so the others still land
         results: list[BaseException | None] = []
         for b in batches:
             try:
                 self._write_txn([b])
                 results.append(None)
-            except Exception as exc:  # noqa: BLE001 - reported to the run that wrote it
-                results.append(self._as_store_error(exc))
+            except Exception as exc:  # noqa: BLE001
+                results.append(exc)
         return results
-
-    @staticmethod
-    def _as_store_error(exc: BaseException) -> BaseException:
-        return exc
 
     @abc.abstractmethod
     def _write_txn(self, batches: Sequence[AppendBatch]) -> None:
@@ -230,11 +227,3 @@ class Store(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def sys_exc() -> BaseException:
-    import sys
-
-    e = sys.exc_info()[1]
-    assert e is not None
-    return e
