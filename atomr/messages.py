@@ -54,7 +54,9 @@ class Resume:
 
 @dataclass(frozen=True)
 class Recover:
-    """Carry on a run found running in the store (after a crash)."""
+    """Carry on a run found running in the store (after a crash). A run that is
+    already executing gets a new subscriber; one that has settled meanwhile
+    (paused, done, failed) answers with its outcome at once."""
 
     reply_to: Any = None
     listener: Any = None

@@ -241,8 +241,18 @@ class WorkflowActor(pykka.ThreadingActor):
         if self._released:
             self.core.supervisor.route(self.wf, self.key[1], msg)
             return
-        if self.p.status != "running":
-            self._reject(msg, RunNotPaused(*self.key, self.p.status if self.p.status != "new" else "unknown"))
+        p = self.p
+        if p.status == "new":
+            self._reject(msg, RunNotFound(*self.key))
+            return
+        if p.status != "running":
+            # it settled meanwhile (e.g. another recover() got there first):
+            # the caller wants its outcome, which the journal holds
+            for target in {id(t): t for t in (msg.reply_to, msg.listener) if t is not None}.values():
+                _tell(target, Accepted(*self.key))
+                _tell(target, self._settled_outcome())
+            if not self._running and not self._drivers and self._ack_token is None:
+                self._release_and_stop()
             return
         self._subscribe(msg)
         if self._driving:
@@ -251,6 +261,18 @@ class WorkflowActor(pykka.ThreadingActor):
         self._mark_driving()
         self._notify_accepted()
         self._advance()
+
+    def _settled_outcome(self) -> Any:
+        """The outcome of a run that is paused, done or failed, from its fold."""
+        p = self.p
+        wid, rid = self.key
+        if p.status == "done":
+            return Done(wid, rid, p.values)
+        if p.status == "paused":
+            return Paused(wid, rid, p.super_step, p.pause_reason or "",
+                          [Interrupt(i.id, i.step_id, i.payload) for i in p.interrupts], list(p.pause_steps))
+        step, etype, message = p.failure if p.failure else (None, "RunError", "")
+        return Failed(wid, rid, step, p.super_step, etype, message)
 
     def _subscribe(self, msg: Any) -> None:
         if msg.reply_to is not None:
@@ -717,7 +739,7 @@ class WorkflowActor(pykka.ThreadingActor):
             if self._listeners:
                 self._event("interrupted", step, d.attempt, Interrupt(iid, step, d.payload))
         else:
-            self._step_error(step, step, d.attempt, d.error_type, d.message, d.retryable)
+            self._step_error(step, step, d.attempt, d.error_type, d.message, d.retryable, r[4])
         return True
 
     def _record_part(self, d: StepDone, r: list[Any], ss: int) -> None:
@@ -737,7 +759,7 @@ class WorkflowActor(pykka.ThreadingActor):
             if self._listeners:
                 self._event("interrupted", unit, d.attempt, Interrupt(iid, step, d.payload))
         else:
-            if self._step_error(step, unit, d.attempt, d.error_type, d.message, d.retryable, part=True):
+            if self._step_error(step, unit, d.attempt, d.error_type, d.message, d.retryable, r[4], part=True):
                 return  # a retry is scheduled: the unit stays in flight
             if drv is not None and drv.failed is None:
                 drv.failed = (d.error_type, d.message)
@@ -746,7 +768,7 @@ class WorkflowActor(pykka.ThreadingActor):
             self._pump(step)
 
     def _step_error(self, step: str, unit: str, attempt: int, etype: str, message: str,
-                    retryable: bool, part: bool = False) -> bool:
+                    retryable: bool, index: int = 0, part: bool = False) -> bool:
         """Journal a failed attempt; schedule a retry if the policy allows.
         Returns True when a retry was scheduled."""
         policy = self.wf.retry
@@ -756,20 +778,10 @@ class WorkflowActor(pykka.ThreadingActor):
         if not final:
             timer = self.core.scheduler.tell_later(
                 policy.delay(attempt), self.actor_ref, RetryStep(unit, attempt + 1))
-            self._running[unit] = [None, attempt, timer, step, self._index_of(unit)]
+            self._running[unit] = [None, attempt, timer, step, index]
         if self._listeners:
             self._event("failed" if final else "retrying", unit, attempt, (etype, message))
         return not final
-
-    @staticmethod
-    def _index_of(unit: str) -> int:
-        if unit.endswith("]") and "[" in unit:
-            return int(unit[unit.rindex("[") + 1 : -1])
-        if "#" in unit:
-            tail = unit[unit.rindex("#") + 1 :]
-            if tail.isdigit():
-                return int(tail)
-        return 0
 
     def _on_retry(self, msg: RetryStep) -> None:
         r = self._running.get(msg.step)
@@ -793,7 +805,7 @@ class WorkflowActor(pykka.ThreadingActor):
         text = (f"step {msg.step!r} did not finish within {msg.timeout_s:g}s (attempt {r[1]}); "
                 "raise step_timeout_s or make the step faster")
         if msg.step != step:
-            if not self._step_error(step, msg.step, r[1], "StepTimeout", text, True, part=True):
+            if not self._step_error(step, msg.step, r[1], "StepTimeout", text, True, r[4], part=True):
                 drv = self._drivers.get(step)
                 if drv is not None:
                     if drv.failed is None:
@@ -801,7 +813,7 @@ class WorkflowActor(pykka.ThreadingActor):
                     drv.inflight.discard(r[4])
                     self._pump(step)
         else:
-            self._step_error(step, step, r[1], "StepTimeout", text, True)
+            self._step_error(step, step, r[1], "StepTimeout", text, True, r[4])
         self._advance()
 
     # -- commits ---------------------------------------------------------------
