@@ -1,0 +1,295 @@
+"""A pykka actor type whose instances share a few threads: the dispatcher.
+
+A :class:`~pykka.ThreadingActor` owns an OS thread for its whole life, so a
+thousand executing runs make a thousand threads fighting over the GIL. A
+:class:`DispatchedActor` owns none: its inbox is a :class:`Mailbox` that, when
+a message lands in it while the actor is idle, puts the actor on its
+:class:`Dispatcher`'s ready queue. One of the dispatcher's threads then takes
+the actor and handles up to ``throughput`` messages in one *turn* (Akka's
+dispatcher setting) before yielding the thread to the next ready actor. An
+actor is on the ready queue at most once and is never run by two threads at
+once (the mailbox's ``scheduled`` flag changes under its lock), so an actor
+still sees its messages one at a time, in order, as with pykka's own types.
+
+Everything public stays pykka's: ``start()`` returns a :class:`pykka.ActorRef`;
+``tell``, ``ask`` (a :class:`pykka.ThreadingFuture` that a dispatcher thread
+completes), ``stop``, :class:`pykka.ActorRegistry`, ``on_start`` (run in the
+first turn), ``on_stop`` and ``on_failure`` keep their meaning. One difference
+on purpose: a ``BaseException`` escaping a message handler stops *that* actor
+(and is logged), never every actor of the process.
+
+Blocking work does not belong on a dispatcher thread. Code that may block for
+long (a user's step) asks :meth:`Dispatcher.try_block` first: at most
+``threads - 1`` dispatcher threads may be lent out at once, so one thread is
+always left to run actors' turns; when none may be lent, the caller hands the
+work to a pool instead.
+
+Threads: ``threads`` daemon threads per dispatcher, started with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+import threading
+from collections import deque
+from typing import Any, ClassVar
+
+import pykka
+from pykka import ActorDeadError, ActorRegistry, ThreadingFuture
+from pykka.messages import _ActorStop
+
+__all__ = ["Dispatcher", "DispatchedActor", "Mailbox", "default_dispatcher"]
+
+log = logging.getLogger("atomr.dispatcher")
+
+_STOP = object()
+
+
+class Mailbox:
+    """An actor's inbox: a deque plus the ``scheduled`` flag.
+
+    ``put`` is called from any thread; ``get`` / ``empty`` only from the
+    thread running the actor's turn (and pykka's teardown).
+    """
+
+    __slots__ = ("_q", "_lock", "_scheduled", "_actor", "_dispatcher")
+
+    def __init__(self) -> None:
+        self._q: deque[Any] = deque()
+        self._lock = threading.Lock()
+        #: on the ready queue or being run; a put while unbound only queues
+        self._scheduled = True
+        self._actor: DispatchedActor | None = None
+        self._dispatcher: Dispatcher | None = None
+
+    def put(self, envelope: Any, /, block: bool = True, timeout: float | None = None) -> None:
+        with self._lock:
+            self._q.append(envelope)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._dispatcher._ready.put(self._actor)  # type: ignore[union-attr]
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        with self._lock:
+            if not self._q:
+                raise queue.Empty
+            return self._q.popleft()
+
+    get_nowait = get
+
+    def empty(self) -> bool:
+        return not self._q
+
+    def qsize(self) -> int:
+        return len(self._q)
+
+    def _bind(self, actor: DispatchedActor, dispatcher: Dispatcher) -> None:
+        self._actor = actor
+        self._dispatcher = dispatcher
+
+    def _next_or_idle(self) -> Any:
+        """The next envelope, or None after marking the actor idle (atomically)."""
+        with self._lock:
+            if self._q:
+                return self._q.popleft()
+            self._scheduled = False
+            return None
+
+    def _reschedule_or_idle(self) -> bool:
+        """After a full turn: True when more messages wait (stay scheduled)."""
+        with self._lock:
+            if self._q:
+                return True
+            self._scheduled = False
+            return False
+
+
+class Dispatcher:
+    """A fixed set of threads running the turns of many :class:`DispatchedActor` s.
+
+    ``threads``: how many actors run at once (a few: the GIL runs one at a
+    time anyway). ``throughput``: messages an actor handles per turn before
+    the thread moves on to the next ready actor (fairness vs. hand-offs).
+    """
+
+    def __init__(self, threads: int = 4, throughput: int = 16, name: str = "atomr-dispatch") -> None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
+            from atomr.errors import AtomrError  # noqa: PLC0415 - errors imports nothing of ours
+
+            raise AtomrError(f"dispatcher threads must be an int in 1..256, got {threads!r}")
+        if isinstance(throughput, bool) or not isinstance(throughput, int) or throughput < 1:
+            from atomr.errors import AtomrError  # noqa: PLC0415
+
+            raise AtomrError(f"dispatcher throughput must be an int >= 1, got {throughput!r}")
+        self.threads = threads
+        self.throughput = throughput
+        self.name = name
+        self._ready: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lent = 0
+        self._lent_lock = threading.Lock()
+        self._closed = False
+        self._workers = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(threads)
+        ]
+        for t in self._workers:
+            t.start()
+
+    # -- lending a thread to blocking work ------------------------------------
+
+    def try_block(self) -> bool:
+        """May the calling dispatcher thread run blocking work now? Pair a True
+        with :meth:`unblock`. Always False off the dispatcher's threads' budget."""
+        with self._lent_lock:
+            if self._lent >= self.threads - 1:
+                return False
+            self._lent += 1
+            return True
+
+    def unblock(self) -> None:
+        with self._lent_lock:
+            self._lent -= 1
+
+    # -- the threads --------------------------------------------------------
+
+    def _work(self) -> None:
+        ready = self._ready
+        while True:
+            actor = ready.get()
+            if actor is _STOP:
+                return
+            try:
+                if actor._turn(self.throughput):
+                    ready.put(actor)
+            except BaseException:  # noqa: BLE001 - a dispatcher thread never dies
+                log.exception("dispatcher: unexpected error in the turn of %s", actor)
+
+    def depth(self) -> int:
+        """Actors waiting for a thread (a gauge)."""
+        return self._ready.qsize()
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the threads once the actors queued before the call have had their turn."""
+        if self._closed:
+            return
+        self._closed = True
+        for _ in self._workers:
+            self._ready.put(_STOP)
+        current = threading.current_thread()
+        for t in self._workers:
+            if t is not current:
+                t.join(timeout)
+
+
+_default: Dispatcher | None = None
+_default_lock = threading.Lock()
+
+
+def default_dispatcher() -> Dispatcher:
+    """The process-wide dispatcher, for actors started without one (lazy)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Dispatcher(name="atomr-dispatch-default")
+        return _default
+
+
+class DispatchedActor(pykka.Actor):
+    """A pykka actor run by a :class:`Dispatcher` instead of a thread of its own.
+
+    Subclasses set the dispatcher per instance with ``dispatcher=`` in
+    ``start()`` / ``__init__`` (default: :func:`default_dispatcher`).
+    """
+
+    #: set for every instance in __init__; a class may set a default
+    dispatcher: ClassVar[Dispatcher | None] = None
+
+    @staticmethod
+    def _create_actor_inbox() -> Mailbox:  # type: ignore[override]
+        return Mailbox()
+
+    @staticmethod
+    def _create_future() -> ThreadingFuture[Any]:
+        return ThreadingFuture()
+
+    def _start_actor_loop(self) -> None:
+        d = self.__dict__.get("_dispatcher") or type(self).dispatcher or default_dispatcher()
+        self._dispatcher = d
+        self._started = False
+        mb: Mailbox = self.actor_inbox  # type: ignore[assignment]
+        mb._bind(self, d)
+        d._ready.put(self)  # the first turn runs on_start
+
+    def use_dispatcher(self, dispatcher: Dispatcher) -> None:
+        """Call from ``__init__``: run this actor on ``dispatcher``."""
+        self._dispatcher = dispatcher
+
+    # -- one turn (a dispatcher thread) ----------------------------------------
+
+    def _turn(self, throughput: int) -> bool:
+        """Handle up to ``throughput`` messages; True when the actor must be
+        put back on the ready queue."""
+        mb: Mailbox = self.actor_inbox  # type: ignore[assignment]
+        if not self._started:
+            self._started = True
+            self._actor_loop_setup()
+        stopped = self.actor_stopped
+        n = 0
+        while not stopped.is_set():
+            if n >= throughput:
+                return mb._reschedule_or_idle()
+            envelope = mb._next_or_idle()
+            if envelope is None:
+                return False
+            n += 1
+            self._handle(envelope)
+        self._teardown()
+        return False
+
+    def _handle(self, envelope: Any) -> None:
+        try:
+            response = self._handle_receive(envelope.message)
+            if envelope.reply_to is not None:
+                envelope.reply_to.set(response)
+        except Exception:
+            if envelope.reply_to is not None:
+                envelope.reply_to.set_exception()
+            else:
+                self._handle_failure(*sys.exc_info())
+                try:
+                    self.on_failure(*sys.exc_info())
+                except Exception:  # noqa: BLE001
+                    self._handle_failure(*sys.exc_info())
+        except BaseException:  # noqa: BLE001 - stops this actor only (pykka would stop all)
+            info = sys.exc_info()
+            log.error("%r in %s: stopping this actor", info[1], self)
+            if envelope.reply_to is not None:
+                envelope.reply_to.set_exception(info)
+            self._stop()
+
+    def _teardown(self) -> None:
+        """Answer what is still queued (asks get ActorDeadError) and go idle for good."""
+        mb: Mailbox = self.actor_inbox  # type: ignore[assignment]
+        with mb._lock:
+            rest = list(mb._q)
+            mb._q.clear()
+            mb._scheduled = True  # never scheduled again
+        for envelope in rest:
+            if envelope.reply_to is None:
+                continue
+            if isinstance(envelope.message, _ActorStop):
+                envelope.reply_to.set(None)
+            else:
+                envelope.reply_to.set_exception(
+                    exc_info=(ActorDeadError, ActorDeadError(f"{self.actor_ref} stopped before handling the message"),
+                              None))
+
+    def _stop(self) -> None:
+        ActorRegistry.unregister(self.actor_ref)
+        self.actor_stopped.set()
+        try:
+            self.on_stop()
+        except Exception:  # noqa: BLE001
+            self._handle_failure(*sys.exc_info())

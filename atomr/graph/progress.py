@@ -1,0 +1,365 @@
+"""A run's progress: the fold of its journal, ids, and snapshots.
+
+Pure: no threads, no I/O. The run actor and rehydration fold the same events
+with the same :func:`apply_event`, so a rehydrated run equals the live one.
+
+Numbering: ``super_step`` counts committed super-steps (0 = the input
+checkpoint); ``layer`` is the index of the next DAG layer to run. They move
+together until a ``goto`` jumps the layer cursor; ``super_step`` never goes back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from atomr import events as ev
+from atomr.graph.plan import Plan
+from atomr.graph.state import apply_writes, fold_superstep
+
+__all__ = [
+    "RunProgress",
+    "PendingInterrupt",
+    "apply_event",
+    "replay",
+    "skipped_steps",
+    "commit_values",
+    "interrupt_id",
+    "looks_like_interrupt_id",
+    "idempotency_key",
+    "resume_values",
+    "to_snapshot",
+    "from_snapshot",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingInterrupt:
+    """An interrupt raised by a step and not answered yet."""
+
+    id: str
+    step_id: str
+    payload: Any
+    index: int
+
+
+@dataclass(slots=True)
+class RunProgress:
+    """Everything known about a run: the fold of its journal."""
+
+    workflow_id: str
+    run_id: str
+    values: dict[str, Any] = field(default_factory=dict)
+    super_step: int = 0
+    layer: int = 0
+    status: str = "new"  # new | running | paused | done | failed
+    seq: int = 0
+    #: step -> raw writes of steps of the in-flight layer that completed
+    pending: dict[str, list[tuple[str, Any]]] = field(default_factory=dict)
+    #: interrupts of the in-flight layer, answered or not: id -> interrupt
+    asked: dict[str, PendingInterrupt] = field(default_factory=dict)
+    #: interrupt id -> resume value
+    answers: dict[str, Any] = field(default_factory=dict)
+    #: step -> attempts used in the in-flight layer
+    attempts: dict[str, int] = field(default_factory=dict)
+    pause_reason: str | None = None
+    pause_steps: list[str] = field(default_factory=list)
+    #: (step, error_type, message) of a failed run
+    failure: tuple[str | None, str, str] | None = None
+    #: super-step number whose before-breakpoint was already taken
+    bp_cleared: int = -1
+    skipped: set[str] = field(default_factory=set)
+    meta: dict[str, Any] = field(default_factory=dict)
+    #: per step of the in-flight layer: index -> result of finished Map elements
+    items: dict[str, dict[int, Any]] = field(default_factory=dict)
+    #: per Loop step of the in-flight layer: iterations already merged
+    iterations: dict[str, int] = field(default_factory=dict)
+    #: steps of the in-flight layer that failed for good: step -> (error_type, message)
+    failed: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: branch decisions: branch step -> chosen labels
+    branches: dict[str, list[str]] = field(default_factory=dict)
+    #: branch steps of the last committed layer whose router has not decided yet
+    to_route: list[str] = field(default_factory=list)
+    #: steps held (e.g. a Subgraph whose child paused at a breakpoint) until a resume
+    holds: set[str] = field(default_factory=set)
+    updated_ms: int = 0
+
+    @property
+    def interrupts(self) -> list[PendingInterrupt]:
+        """Interrupts still waiting for an answer, in the order they were raised."""
+        return [i for i in self.asked.values() if i.id not in self.answers]
+
+    def in_flight_super_step(self) -> int:
+        return self.super_step + 1
+
+    def next_steps(self, plan: Plan) -> list[str]:
+        """Steps still to run in the current layer (completed siblings excluded)."""
+        if self.status == "done" or self.layer >= plan.n_layers:
+            return []
+        return [
+            s for s in plan.layers[self.layer] if s not in self.pending and s not in self.skipped
+        ]
+
+
+# --- ids ------------------------------------------------------------------
+
+_ID_RE = re.compile(r"^.+:\d+:\d+$")
+
+
+def interrupt_id(step: str, super_step: int, index: int) -> str:
+    """Deterministic, readable: the same until answered, across crashes and resumes."""
+    return f"{step}:{super_step}:{index}"
+
+
+def looks_like_interrupt_id(key: object) -> bool:
+    return isinstance(key, str) and bool(_ID_RE.match(key))
+
+
+def idempotency_key(workflow_id: str, run_id: str, super_step: int, step: str) -> str:
+    """Stable for one step of one super-step of one run, across retries/crashes/resumes."""
+    return f"{workflow_id}/{run_id}/{super_step}/{step}"
+
+
+def resume_values(progress: RunProgress, step: str) -> list[Any]:
+    """Answers to ``step``'s interrupts in this super-step, in call order."""
+    ss = progress.super_step + 1
+    out: list[Any] = []
+    answers = progress.answers
+    if not answers:
+        return out
+    i = 0
+    while True:
+        iid = interrupt_id(step, ss, i)
+        if iid not in answers:
+            return out
+        out.append(answers[iid])
+        i += 1
+
+
+# --- the fold -------------------------------------------------------------
+
+
+def _reset_layer(p: RunProgress) -> None:
+    p.pending = {}
+    p.asked = {}
+    p.answers = {}
+    p.attempts = {}
+    p.items = {}
+    p.iterations = {}
+    p.failed = {}
+    p.holds = set()
+
+
+def commit_values(plan: Plan, p: RunProgress) -> dict[str, Any]:
+    """The values after merging the in-flight layer's pending writes (may raise ReducerError)."""
+    if not p.pending:
+        return p.values
+    if len(p.pending) == 1:
+        ((step, writes),) = p.pending.items()
+        return apply_writes(plan.schema, p.values, writes, step=step)
+    return fold_superstep(plan.schema, p.values, p.pending, plan.layers[p.layer])
+
+
+def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, Any] | None = None) -> None:
+    """Fold event number ``seq`` into ``p`` (in place).
+
+    ``values``: for SuperStepCommitted, the already merged values when the
+    caller computed them (the live actor does, to detect reducer errors before
+    journaling); rehydration passes None and merges here, with the same code.
+    """
+    t = type(e)
+    if t is ev.StepStarted:
+        p.attempts[e.step] = e.attempt
+    elif t is ev.StepCompleted:
+        p.pending[e.step] = e.writes
+    elif t is ev.SuperStepCommitted:
+        p.values = commit_values(plan, p) if values is None else values
+        p.super_step = e.super_step
+        p.layer = e.layer + 1
+        p.updated_ms = e.at_ms or p.updated_ms
+        _reset_layer(p)
+        if plan.dag.branches:
+            p.to_route = [s for s in plan.layers[e.layer]
+                          if s in plan.dag.branches and s not in p.skipped]
+    elif t is ev.Interrupted:
+        if e.index < 0:
+            p.holds.add(e.step)
+        else:
+            p.asked[e.interrupt_id] = PendingInterrupt(e.interrupt_id, e.step, e.payload, e.index)
+            # answering an interrupt re-runs the step: that is not a failed attempt
+            p.attempts.pop(e.interrupt_id.rsplit(":", 2)[0], None)
+    elif t is ev.StepFailed:
+        p.attempts[e.step] = e.attempt
+        if e.final:
+            p.failed[e.step] = (e.error_type, e.message)
+    elif t is ev.ItemCompleted:
+        p.items.setdefault(e.step, {})[e.index] = e.result
+    elif t is ev.LoopIterated:
+        p.values = apply_writes(plan.schema, p.values, e.writes, step=e.step)
+        p.iterations[e.step] = e.iteration
+    elif t is ev.RunStarted:
+        p.values = apply_writes(plan.schema, plan.schema.initial_values(), list(e.input.items()))
+        p.status = "running"
+        p.meta = dict(e.meta)
+        p.updated_ms = e.at_ms
+    elif t is ev.Paused:
+        p.status = "paused"
+        p.pause_reason = e.reason
+        p.pause_steps = list(e.steps)
+        p.updated_ms = e.at_ms
+    elif t is ev.Resumed:
+        was_failed = p.status == "failed"
+        p.status = "running"
+        if p.pause_reason != "after" or e.goto is not None:
+            # resuming from an "after" pause must not skip the next layer's
+            # interrupt_before breakpoint
+            p.bp_cleared = p.super_step + 1
+        p.pause_reason = None
+        p.pause_steps = []
+        if was_failed:
+            for step in p.failed:
+                p.attempts.pop(step, None)
+            p.failed = {}
+        p.failure = None
+        p.holds = set()
+        if e.goto is not None:
+            p.layer = plan.layer_of[e.goto]
+            _reset_layer(p)
+            p.to_route = []
+            p.branches = {b: c for b, c in p.branches.items() if plan.layer_of[b] < p.layer}
+            p.skipped = skipped_steps(plan, p.branches)
+        else:
+            p.answers.update(e.answers)
+        p.updated_ms = e.at_ms
+    elif t is ev.StateUpdated:
+        p.values = apply_writes(plan.schema, p.values, e.edits)
+        p.updated_ms = e.at_ms
+    elif t is ev.RunCompleted:
+        p.status = "done"
+        p.updated_ms = e.at_ms
+    elif t is ev.RunFailed:
+        p.status = "failed"
+        p.failure = (e.step, e.error_type, e.message)
+        p.updated_ms = e.at_ms
+    elif t is ev.Forked:
+        p.values = dict(e.values)
+        p.super_step = e.from_super_step
+        p.layer = e.layer
+        p.branches = {k: list(v) for k, v in e.branches.items()}
+        p.skipped = skipped_steps(plan, p.branches)
+        p.to_route = []
+        p.status = "running"
+        p.meta = dict(e.meta)
+        p.updated_ms = e.at_ms
+        _reset_layer(p)
+    elif t is ev.BranchTaken:
+        _apply_branch(plan, p, e)
+    elif t is ev.StepCancelled:
+        p.pending[e.step] = []
+    # HumanApproved is informational: its writes arrive as StepCompleted.
+    p.seq = seq
+
+
+def _apply_branch(plan: Plan, p: RunProgress, e: ev.BranchTaken) -> None:
+    p.branches[e.step] = list(e.chosen)
+    if e.step in p.to_route:
+        p.to_route.remove(e.step)
+    p.skipped = skipped_steps(plan, p.branches)
+
+
+def skipped_steps(plan: Plan, decisions: Mapping[str, Sequence[str]]) -> set[str]:
+    """Steps that will not run given the branch decisions so far.
+
+    A step is skipped when every edge into it is dead: it comes from a skipped
+    step, or from a decided branch that did not pick it. A step with one live
+    edge still runs (a join waits only for its non-skipped predecessors).
+    """
+    if not decisions:
+        return set()
+    branches = plan.dag.branches
+    chosen = {b: {branches[b].targets[label] for label in labels if label in branches[b].targets}
+              for b, labels in decisions.items() if b in branches}
+    skipped: set[str] = set()
+    preds = plan.dag.preds
+    for s in plan.order:
+        ps = preds[s]
+        if not ps:
+            continue
+        for q in ps:
+            if q in skipped:
+                continue
+            c = chosen.get(q)
+            if c is not None and s in branches[q].targets.values() and s not in c:
+                continue
+            break  # a live edge
+        else:
+            skipped.add(s)
+    return skipped
+
+
+def replay(plan: Plan, workflow_id: str, run_id: str, events: Iterable[tuple[int, Any]],
+           start: RunProgress | None = None) -> RunProgress:
+    """Fold ``(seq, event)`` pairs onto ``start`` (or an empty run)."""
+    p = start if start is not None else RunProgress(workflow_id, run_id)
+    for seq, e in events:
+        apply_event(plan, p, e, seq)
+    return p
+
+# --- snapshots --------------------------------------------------------------
+
+
+def to_snapshot(p: RunProgress) -> dict[str, Any]:
+    """A plain dict of ``p`` (what a snapshot stores)."""
+    return {
+        "v": p.values,
+        "ss": p.super_step,
+        "l": p.layer,
+        "st": p.status,
+        "seq": p.seq,
+        "pw": {k: [[c, v] for c, v in w] for k, w in p.pending.items()},
+        "ask": [[i.id, i.step_id, i.payload, i.index] for i in p.asked.values()],
+        "ans": p.answers,
+        "att": p.attempts,
+        "pr": p.pause_reason,
+        "ps": p.pause_steps,
+        "f": list(p.failure) if p.failure else None,
+        "bp": p.bp_cleared,
+        "sk": sorted(p.skipped),
+        "m": p.meta,
+        "it": {k: [[i, r] for i, r in d.items()] for k, d in p.items.items()},
+        "li": p.iterations,
+        "fl": {k: list(v) for k, v in p.failed.items()},
+        "bt": p.branches,
+        "tr": p.to_route,
+        "ho": sorted(p.holds),
+        "u": p.updated_ms,
+    }
+
+
+def from_snapshot(workflow_id: str, run_id: str, d: Mapping[str, Any]) -> RunProgress:
+    p = RunProgress(workflow_id, run_id)
+    p.values = dict(d["v"])
+    p.super_step = d["ss"]
+    p.layer = d["l"]
+    p.status = d["st"]
+    p.seq = d["seq"]
+    p.pending = {k: [(c, v) for c, v in w] for k, w in d["pw"].items()}
+    p.asked = {a[0]: PendingInterrupt(*a) for a in d["ask"]}
+    p.answers = dict(d["ans"])
+    p.attempts = dict(d["att"])
+    p.pause_reason = d["pr"]
+    p.pause_steps = list(d["ps"])
+    p.failure = tuple(d["f"]) if d["f"] else None  # type: ignore[assignment]
+    p.bp_cleared = d["bp"]
+    p.skipped = set(d["sk"])
+    p.meta = dict(d["m"])
+    p.items = {k: {i: r for i, r in rows} for k, rows in d["it"].items()}
+    p.iterations = dict(d["li"])
+    p.failed = {k: (v[0], v[1]) for k, v in d["fl"].items()}
+    p.branches = {k: list(v) for k, v in d["bt"].items()}
+    p.to_route = list(d["tr"])
+    p.holds = set(d["ho"])
+    p.updated_ms = d["u"]
+    return p
