@@ -305,21 +305,53 @@ def test_workflow_factory_and_module_override(modules):
     assert "defines workflow 'orders', not 'factory'" in line
 
 
-def test_bench_delegates_to_the_benchmarks_package(tmp_path):
-    fake = tmp_path / "fake"
-    (fake / "benchmarks").mkdir(parents=True)
-    (fake / "benchmarks" / "__init__.py").write_text(
-        "def main(argv):\n    print('bench', argv)\n    return 4\n", encoding="utf-8")
-    proc = atomr(tmp_path, "bench", "--quick", "--runs", "3", pythonpath=(str(fake),))
-    assert proc.returncode == 4 and "bench ['--quick', '--runs', '3']" in proc.stdout
+def _copy_package(where: Path) -> None:
+    shutil.copytree(ROOT / "atomr", where / "atomr", ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def _checkout(where: Path, harness: str) -> Path:
+    """A source checkout at ``where``: the atomr package, setup.cfg and a benchmarks/ harness."""
+    _copy_package(where)
+    (where / "setup.cfg").write_text("[metadata]\nname = atomr\n", encoding="utf-8")
+    (where / "benchmarks").mkdir()
+    (where / "benchmarks" / "__init__.py").write_text(harness, encoding="utf-8")
+    (where / "benchmarks" / "__main__.py").write_text("", encoding="utf-8")
+    return where
+
+
+FAKE_HARNESS = "def main(argv):\n    print('bench', argv)\n    return 4\n"
+
+
+def test_bench_runs_the_harness_of_the_checkout_in_the_current_directory(tmp_path):
+    checkout = _checkout(tmp_path / "checkout", FAKE_HARNESS)
+    proc = atomr(checkout, "bench", "--quick", "--runs", "3")
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "bench ['--quick', '--runs', '3']" in proc.stdout
+
+
+def test_bench_finds_the_checkout_atomr_was_imported_from(tmp_path):
+    checkout = _checkout(tmp_path / "checkout", FAKE_HARNESS)
+    (tmp_path / "elsewhere").mkdir()
+    proc = atomr(tmp_path / "elsewhere", "--store", "s", "bench", "--list", pythonpath=(str(checkout),))
+    assert proc.returncode == 4 and "bench ['--list']" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_bench_of_the_repository(tmp_path):
+    out = ok(atomr(ROOT, "bench", "--list"))
+    assert out.startswith("chain: ")
 
 
 def test_bench_without_the_harness_is_a_clear_error(tmp_path):
-    empty = tmp_path / "empty"
-    (empty / "benchmarks").mkdir(parents=True)
-    (empty / "benchmarks" / "__init__.py").write_text("", encoding="utf-8")  # no main(argv)
-    line = error_line(atomr(tmp_path, "bench", "--quick", pythonpath=(str(empty),)))
-    assert "benchmark harness is not available" in line
+    site = tmp_path / "site"  # as installed from a wheel: the package alone
+    _copy_package(site)
+    project = tmp_path / "project"  # another project's benchmarks/ is not atomr's harness
+    (project / "benchmarks").mkdir(parents=True)
+    (project / "benchmarks" / "__init__.py").write_text(FAKE_HARNESS, encoding="utf-8")
+    (project / "benchmarks" / "__main__.py").write_text("", encoding="utf-8")
+    proc = atomr(project, "bench", "--quick", pythonpath=(str(site),))
+    line = error_line(proc, 2)
+    assert "benchmark harness is not available" in line and "python -m benchmarks" in line
+    assert "bench [" not in proc.stdout
 
 
 COMMANDS = ["demo", "run", "runs", "show", "history", "resume", "fork", "prune", "purge", "graph",

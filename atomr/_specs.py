@@ -1,0 +1,66 @@
+"""``MODULE:WORKFLOW`` specs: the one loader the CLI and the shard processes share.
+
+A spec names a module and an attribute in it (dotted for nested attributes):
+either a :class:`~atomr.workflow.Workflow` or a zero-argument callable that
+returns one, e.g. ``examples.order_pipeline:workflow`` or ``factory:make``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from atomr.errors import AtomrError
+from atomr.workflow import Workflow
+
+__all__ = ["WorkflowSpecError", "load_workflow", "split_spec"]
+
+_EXAMPLE = "examples.order_pipeline:workflow"
+
+
+class WorkflowSpecError(AtomrError):
+    """A ``MODULE:WORKFLOW`` spec is malformed, or does not name a Workflow."""
+
+
+def split_spec(spec: object) -> tuple[str, str]:
+    """``(module, attr)`` of ``spec``; raises WorkflowSpecError when it is not ``MODULE:ATTR``."""
+    module, sep, attr = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+    if not sep or not module or not attr:
+        raise WorkflowSpecError(f"expected MODULE:WORKFLOW (e.g. {_EXAMPLE}), got {spec!r}")
+    return module, attr
+
+
+def load_workflow(spec: str, *, hint: str = "add the directory that holds it to PYTHONPATH") -> Workflow:
+    """Import the Workflow ``spec`` names (calling it when it is a factory).
+
+    ``hint`` ends the message when the spec's module cannot be found (where the
+    caller looks for modules). An error raised while the module itself runs
+    (including an import of something else that fails) propagates unchanged.
+    """
+    mod_name, attr = split_spec(spec)
+    try:
+        module = importlib.import_module(mod_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing and (mod_name == missing or mod_name.startswith(missing + ".")):
+            raise WorkflowSpecError(
+                f"cannot import module {mod_name!r} of {spec!r}: no module named {missing!r}; {hint}"
+            ) from exc
+        raise
+    obj: object = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            found = sorted(k for k, v in vars(module).items() if isinstance(v, Workflow))
+            listed = f"; workflows defined there: {', '.join(found)}" if found else ""
+            raise WorkflowSpecError(f"module {mod_name!r} has no attribute {attr!r}{listed}") from None
+    if isinstance(obj, Workflow):
+        return obj
+    if not callable(obj):
+        raise WorkflowSpecError(
+            f"{spec} is a {type(obj).__name__}, not a Workflow (nor a function returning one)"
+        )
+    made = obj()
+    if not isinstance(made, Workflow):
+        raise WorkflowSpecError(f"{spec}() returned a {type(made).__name__}, not a Workflow")
+    return made
