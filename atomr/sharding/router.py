@@ -1,279 +1,25 @@
-"""Sharding: many runtimes, each owning a shard of run ids in its own store, on Ray actors.
-
-Needs the ``ray`` extra. See ``docs/sharding.md`` for the design; in short::
-
-    from atomr.sharding import ShardedRuntime
-
-    with ShardedRuntime(shards=3, root="data/", workflows=["myapp.flows:orders"]) as srt:
-        h = srt.start("orders", {"n": 1}, run_id="r1")
-        out = h.result(timeout=30)            # Done | Paused | Failed, as with Runtime
-        srt.resume("orders", "r1", Command(resume="ok")).result(timeout=30)
-
-* Shard ``i`` is a Ray actor (its own process) hosting a :class:`~atomr.Runtime`
-  on ``LmdbStore(root/shard-i)``. It imports the workflows from their
-  ``"module:attr"`` specs (``attr``: a Workflow, or a function returning one).
-* A run lives on shard ``shard_of(run_id)``: a stable hash (blake2b) of the
-  run id modulo the shard count. Routing is a pure function, so this object is
-  stateless and any number of them (in any process) route the same way.
-* The shard count of a root is fixed: it is written to ``root/shards.json`` and
-  opening the root with another count is refused (rebalancing is not done).
-* A shard whose process dies is restarted by Ray (``max_restarts``); its store
-  is reopened and the runs it was executing are carried on (``recover()``).
-  A waiting ``result()`` keeps waiting across the restart.
-
-Threads: the methods run in the caller's thread and are thread-safe; every wait
-has a timeout.
-"""
+"""The router: :class:`ShardedRuntime` sends each request to the shard that owns the run."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures as cf
-import hashlib
-import importlib
-import itertools
-import json
 import os
-import pickle
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from atomr.errors import AtomrError, ResultTimeout, RunError
-from atomr.types import Checkpoint, Command, Done, Failed, Outcome, Paused, StateView
+from atomr._specs import split_spec
+from atomr.errors import AtomrError, ResultTimeout, RuntimeClosed
+from atomr.ray import _import_ray, connect
+from atomr.sharding.host import ShardHost
+from atomr.sharding.placement import ShardUnavailable, check_manifest, shard_of
+from atomr.sharding.wire import first_line, import_exc
+from atomr.types import Checkpoint, Command, Outcome, StateView
 
-__all__ = ["ShardedRuntime", "ShardedRunHandle", "ShardUnavailable", "shard_of", "load_workflow"]
+__all__ = ["ShardedRunHandle", "ShardedRuntime"]
 
-MANIFEST = "shards.json"
-HASH_SCHEME = "blake2b-64/utf8"
 _DEFAULT_TIMEOUT = 30.0
 _SLACK = 30.0  # extra seconds for a Ray round trip beyond a server-side wait
-
-
-class ShardUnavailable(RunError):
-    """A shard's process is down (or never came up); Ray restarts it when it can."""
-
-
-def shard_of(run_id: str, shards: int) -> int:
-    """The shard of ``run_id``: blake2b-64 of its UTF-8 bytes, modulo ``shards``.
-
-    Stable across processes, machines and Python versions (unlike ``hash()``).
-    """
-    digest = hashlib.blake2b(run_id.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % shards
-
-
-def load_workflow(spec: str) -> Any:
-    """Import the Workflow named by ``"package.module:attr"`` (``attr`` may be
-    dotted, and may be a function returning the Workflow)."""
-    from atomr.workflow import Workflow
-
-    module, sep, attr = spec.partition(":") if isinstance(spec, str) else ("", "", "")
-    if not sep or not module or not attr:
-        raise AtomrError(f"workflow spec must be 'package.module:attr', got {spec!r}")
-    try:
-        obj: Any = importlib.import_module(module)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise AtomrError(
-            f"cannot load workflow {spec!r}: {exc}; the module must be importable in every "
-            "shard process (install it, or put it on PYTHONPATH / a Ray runtime_env)"
-        ) from exc
-    if not isinstance(obj, Workflow) and callable(obj):
-        obj = obj()
-    if not isinstance(obj, Workflow):
-        raise AtomrError(f"workflow spec {spec!r} names a {type(obj).__name__}, not a Workflow")
-    return obj
-
-
-# --- exceptions across processes ----------------------------------------------
-
-
-@dataclass(frozen=True)
-class _ExcInfo:
-    """An exception that does not survive pickling (its __init__ takes other args)."""
-
-    module: str
-    qualname: str
-    message: str
-    state: dict[str, Any] = field(default_factory=dict)
-
-
-def _export_exc(exc: BaseException) -> Any:
-    try:
-        pickle.loads(pickle.dumps(exc))
-        return exc
-    except Exception:  # noqa: BLE001 - send it piecewise
-        pass
-    state = {}
-    for k, v in getattr(exc, "__dict__", {}).items():
-        try:
-            pickle.dumps(v)
-        except Exception:  # noqa: BLE001
-            continue
-        state[k] = v
-    cls = type(exc)
-    return _ExcInfo(cls.__module__, cls.__qualname__, str(exc), state)
-
-
-def _import_exc(info: Any) -> BaseException:
-    if isinstance(info, BaseException):
-        return info
-    cls: Any = None
-    try:
-        cls = importlib.import_module(info.module)
-        for part in info.qualname.split("."):
-            cls = getattr(cls, part)
-    except Exception:  # noqa: BLE001
-        cls = None
-    if isinstance(cls, type) and issubclass(cls, BaseException):
-        exc = cls.__new__(cls)
-        exc.args = (info.message,)
-        try:
-            exc.__dict__.update(info.state)
-        except AttributeError:
-            pass
-        return exc  # type: ignore[no-any-return]
-    return AtomrError(f"{info.qualname}: {info.message}")
-
-
-def _outcome_from_view(v: StateView) -> Outcome | None:
-    if v.status == "done":
-        return Done(v.workflow_id, v.run_id, dict(v.values))
-    if v.status == "paused":
-        return Paused(v.workflow_id, v.run_id, v.super_step, v.pause_reason or "",
-                      list(v.interrupts), list(v.next))
-    if v.status == "failed":
-        step, etype, message = v.error if v.error else (None, "RunError", "")
-        return Failed(v.workflow_id, v.run_id, step, v.super_step, etype, message)
-    return None
-
-
-# --- the shard actor --------------------------------------------------------------
-
-
-class _ShardHost:
-    """Hosts one Runtime on its own LmdbStore (runs as an async Ray actor).
-
-    Blocking Runtime calls run on a small thread pool; waits for outcomes poll
-    handles from the event loop, so any number of waiters cost no thread.
-    Every method returns ``(True, value)`` or ``(False, exported exception)``.
-    """
-
-    def __init__(self, index: int, path: str, specs: list[str], durability: str,
-                 step_workers: int, step_executor: str, store_options: dict[str, Any],
-                 timeout: float) -> None:
-        from atomr.runtime import Runtime
-        from atomr.store.lmdb import LmdbStore
-
-        executor = None
-        if step_executor == "ray":
-            from atomr.ray import RayExecutor
-
-            executor = RayExecutor()
-        self.index = index
-        self.rt = Runtime(store=LmdbStore(path, **store_options), durability=durability,
-                          step_workers=step_workers, executor=executor, timeout=timeout)
-        for spec in specs:
-            self.rt.register(load_workflow(spec))
-        self._pool = cf.ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"atomr-shard{index}")
-        self._tickets = itertools.count(1)
-        self._handles: dict[int, Any] = {}
-        self._latest: dict[tuple[str, str], int] = {}
-        # a restarted shard carries on what its previous process was executing
-        self.recovered = [self._keep(h) for h in self.rt.recover()]
-
-    def _keep(self, handle: Any) -> int:
-        t = next(self._tickets)
-        self._handles[t] = handle
-        self._latest[(handle.workflow_id, handle.run_id)] = t
-        return t
-
-    async def _call(self, fn: Any, *args: Any) -> tuple[bool, Any]:
-        try:
-            return True, await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        except BaseException as exc:  # noqa: BLE001 - sent back to the caller
-            return False, _export_exc(exc)
-
-    async def ping(self) -> tuple[bool, Any]:
-        return True, {"index": self.index, "pid": os.getpid(), "workflows": sorted(self.rt.workflows),
-                      "recovered": len(self.recovered)}
-
-    async def start_many(self, workflow_id: str, inputs: list[Any], run_ids: list[str],
-                         meta: Any, timeout: float | None) -> tuple[bool, Any]:
-        def go() -> list[int]:
-            hs = self.rt.start_many(workflow_id, inputs, run_ids, meta=meta, timeout=timeout)
-            return [self._keep(h) for h in hs]
-
-        return await self._call(go)
-
-    async def resume(self, workflow_id: str, run_id: str, command: Command,
-                     timeout: float | None) -> tuple[bool, Any]:
-        return await self._call(lambda: self._keep(self.rt.resume(workflow_id, run_id, command, timeout=timeout)))
-
-    async def recover(self, workflow_ids: list[str] | None) -> tuple[bool, Any]:
-        def go() -> list[tuple[str, str, int]]:
-            return [(h.workflow_id, h.run_id, self._keep(h)) for h in self.rt.recover(workflow_ids)]
-
-        return await self._call(go)
-
-    async def wait(self, ticket: int | None, workflow_id: str, run_id: str, timeout: float) -> tuple[bool, Any]:
-        """The outcome of the run (None when it has none within ``timeout``)."""
-        deadline = time.monotonic() + max(timeout, 0.0)
-        key = (workflow_id, run_id)
-        h = self._handles.get(ticket) if ticket is not None else None
-        if h is None or (h.workflow_id, h.run_id) != key:
-            # e.g. asked again after this shard restarted: its tickets start over
-            ticket = self._latest.get(key)
-            h = self._handles.get(ticket) if ticket is not None else None
-        delay = 0.002
-        if h is not None:
-            while not h.done():
-                if time.monotonic() >= deadline:
-                    return True, None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.05)
-            self._handles.pop(ticket, None)
-            if self._latest.get(key) == ticket:
-                del self._latest[key]
-            try:
-                return True, h.result(timeout=0)
-            except BaseException as exc:  # noqa: BLE001 - a rejection
-                return False, _export_exc(exc)
-        while True:  # no handle here: the run's outcome is in the store
-            ok, view = await self._call(self.rt.get_state, workflow_id, run_id)
-            if not ok:
-                return ok, view
-            out = _outcome_from_view(view)
-            if out is not None or time.monotonic() >= deadline:
-                return True, out
-            await asyncio.sleep(0.05)
-
-    async def get_state(self, workflow_id: str, run_id: str) -> tuple[bool, Any]:
-        return await self._call(self.rt.get_state, workflow_id, run_id)
-
-    async def history(self, workflow_id: str, run_id: str) -> tuple[bool, Any]:
-        return await self._call(self.rt.history, workflow_id, run_id)
-
-    async def runs(self, status: str | None, workflow_id: str | None) -> tuple[bool, Any]:
-        return await self._call(self.rt.runs, status, workflow_id)
-
-    async def flush(self) -> tuple[bool, Any]:
-        return await self._call(self.rt.flush)
-
-    async def live_runs(self) -> tuple[bool, Any]:
-        return True, self.rt.live_runs()
-
-    async def close(self) -> tuple[bool, Any]:
-        out = await self._call(self.rt.close)
-        self._pool.shutdown(wait=False)
-        return out
-
-
-# --- the router -------------------------------------------------------------------
 
 
 class ShardedRunHandle:
@@ -344,8 +90,7 @@ class ShardedRuntime:
             raise AtomrError(f"shards must be an int >= 1, got {shards!r}")
         specs = [workflows] if isinstance(workflows, str) else list(workflows)
         for s in specs:
-            if not isinstance(s, str) or ":" not in s:
-                raise AtomrError(f"workflows are 'package.module:attr' specs, got {s!r}")
+            split_spec(s)  # a WorkflowSpecError here rather than in every shard
         if step_executor not in ("local", "ray"):
             raise AtomrError(f"step_executor must be 'local' or 'ray', got {step_executor!r}")
         self.shards = shards
@@ -353,16 +98,14 @@ class ShardedRuntime:
         self.timeout = timeout
         self._owned = True
         self._closed = False
-        _check_manifest(self.root, shards)
-
-        from atomr.ray import _import_ray, connect
+        check_manifest(self.root, shards)
 
         ray = _import_ray()
         self._owns_ray = connect(address, num_cpus, ray_init_kwargs)
         options: dict[str, Any] = {"max_restarts": max_restarts, "max_task_retries": 0,
                                    "num_cpus": 0, "max_concurrency": 1000}
         options.update(actor_options or {})
-        cls = ray.remote(_ShardHost)
+        cls = ray.remote(ShardHost)
         self.actors: list[Any] = []
         try:
             for i in range(shards):
@@ -385,8 +128,6 @@ class ShardedRuntime:
         """A router over the shard actors a ShardedRuntime started with ``name``
         (this Ray must be initialised, in the same namespace). ``close()`` of an
         attached router leaves the shards running."""
-        from atomr.ray import _import_ray
-
         ray = _import_ray()
         self = cls.__new__(cls)
         self.shards = shards
@@ -403,7 +144,7 @@ class ShardedRuntime:
         return self
 
     def _ping(self, timeout: float) -> list[dict[str, Any]]:
-        import ray
+        import ray  # optional extra (atomr[ray]): imported on use
 
         try:
             got = ray.get([a.ping.remote() for a in self.actors], timeout=timeout)
@@ -437,11 +178,9 @@ class ShardedRuntime:
         """Call ``method`` on a shard; unwrap its answer. ``retry``: the call is
         idempotent, so a shard that died under it is asked again (after Ray
         restarts it) until ``timeout``."""
-        import ray
+        import ray  # optional extra (atomr[ray]): imported on use
 
         if self._closed:
-            from atomr.errors import RuntimeClosed
-
             raise RuntimeClosed("this ShardedRuntime is closed; create a new one")
         t = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + t
@@ -460,12 +199,12 @@ class ShardedRuntime:
                     time.sleep(0.25)
                     continue
                 raise ShardUnavailable(
-                    f"shard {shard} is unavailable ({_first_line(exc)}); "
+                    f"shard {shard} is unavailable ({first_line(exc)}); "
                     + ("" if retry else "the request may or may not have been applied: check get_state(); ")
                     + "Ray restarts a crashed shard up to max_restarts times"
                 ) from exc
             if not ok:
-                raise _import_exc(value)
+                raise import_exc(value)
             return value
 
     # -- runs ------------------------------------------------------------------------
@@ -480,7 +219,7 @@ class ShardedRuntime:
                    run_ids: Iterable[str] | None = None, *, meta: Mapping[str, Any] | None = None,
                    timeout: float | None = None) -> list[ShardedRunHandle]:
         """Start several runs; each shard gets its runs in one call (in parallel)."""
-        import ray
+        import ray  # optional extra (atomr[ray]): imported on use
 
         datas = [dict(i) if i is not None else None for i in inputs]
         ids = list(run_ids) if run_ids is not None else [uuid.uuid4().hex[:16] for _ in datas]
@@ -504,11 +243,11 @@ class ShardedRuntime:
                 continue
             except ray.exceptions.RayActorError as exc:
                 error = error or ShardUnavailable(
-                    f"shard {s} is unavailable ({_first_line(exc)}); its runs may or may not have "
+                    f"shard {s} is unavailable ({first_line(exc)}); its runs may or may not have "
                     "started: check get_state()")
                 continue
             if not ok:
-                error = error or _import_exc(value)
+                error = error or import_exc(value)
                 continue
             for k, ticket in zip(by_shard[s], value):
                 handles[k] = ShardedRunHandle(self, workflow_id, ids[k], ticket)
@@ -573,7 +312,7 @@ class ShardedRuntime:
         self._closed = True
         if not self._owned:
             return
-        import ray
+        import ray  # optional extra (atomr[ray]): imported on use
 
         refs = []
         for a in self.actors:
@@ -590,38 +329,10 @@ class ShardedRuntime:
             ray.shutdown()
 
     def _kill_all(self) -> None:
-        import ray
+        import ray  # optional extra (atomr[ray]): imported on use
 
         for a in getattr(self, "actors", []):
             try:
                 ray.kill(a, no_restart=True)
             except Exception:  # noqa: BLE001
                 pass
-
-
-def _check_manifest(root: str, shards: int) -> None:
-    """Record the shard count of ``root``; refuse another count later."""
-    os.makedirs(root, exist_ok=True)
-    path = os.path.join(root, MANIFEST)
-    want = {"format": 1, "shards": shards, "hash": HASH_SCHEME}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            have = json.load(f)
-        if have.get("shards") != shards or have.get("hash") != HASH_SCHEME:
-            raise AtomrError(
-                f"{root} holds {have.get('shards')} shards placed by {have.get('hash')}; opening it "
-                f"with shards={shards} would look for runs on the wrong shards. Open it with "
-                f"shards={have.get('shards')} (atomr does not rebalance shards)"
-            )
-        return
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(want, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
