@@ -6,13 +6,16 @@
   snapshot + journal tail, and from every snapshot) to exactly the fold of its
   whole journal.
 * :func:`full_replay`, :func:`fold`, :func:`demo_plan`, :func:`demo_events`,
-  :func:`encode_batch`: the helpers the suite is built from.
+  :func:`encode_batch`: the helpers the suite is built from
+  (:mod:`atomr.testing.journals`).
+* :func:`replay`: re-run a recorded run's steps against its journal
+  (:mod:`atomr.testing.replay`).
 
 Importing this package needs pytest (a development dependency).
 """
 
-from atomr.testing.conformance import (
-    StoreConformance,
+from atomr.testing.conformance import StoreConformance
+from atomr.testing.journals import (
     check_rehydration,
     demo_events,
     demo_plan,
@@ -21,6 +24,7 @@ from atomr.testing.conformance import (
     fold,
     full_replay,
 )
+from atomr.testing.replay import Mismatch, ReplayResult, replay
 
 __all__ = [
     "StoreConformance",
@@ -31,8 +35,7 @@ __all__ = [
     "filler_events",
     "fold",
     "full_replay",
+    "Mismatch",
+    "ReplayResult",
+    "replay",
 ]
-
-from atomr.testing.replay import Mismatch, ReplayResult, replay  # noqa: E402
-
-__all__ += ["Mismatch", "ReplayResult", "replay"]
