@@ -5,6 +5,8 @@ through reducers. Each run lives in its own actor; an event journal in LMDB
 makes every committed super-step survive a crash.
 """
 
+from importlib import metadata as _metadata
+
 from atomr import errors
 from atomr.actors.step import StepContext
 from atomr.codec import CODEC_VERSION
@@ -15,16 +17,20 @@ from atomr.graph.schema import StateSchema
 from atomr.graph.state import RunState
 from atomr.kinds import Branch, Human, Loop, Map, Subgraph, dispatch_fan_out
 from atomr.messages import Accepted, Rejected, Resume, Run
+from atomr.ray import RayExecutor  # imports ray only when used
 from atomr.runtime import Runtime, RunHandle
+from atomr.sharding import ShardedRunHandle, ShardedRuntime, ShardUnavailable  # ray only when used
 from atomr.store.base import RunSummary, Store
 from atomr.store.lmdb import LmdbStore
 from atomr.store.memory import MemoryStore
 from atomr.types import Checkpoint, Command, Done, Failed, Interrupt, Paused, StateView, StepEvent
 from atomr.workflow import RetryPolicy, Workflow
-from atomr.ray import RayExecutor  # noqa: E402  (imports ray only when used)
-from atomr.sharding import ShardedRunHandle, ShardedRuntime, ShardUnavailable  # noqa: E402
 
-__version__ = "0.1.0"
+try:  # the version is written once, in setup.cfg; the installed metadata carries it
+    __version__: str = _metadata.version("atomr")
+except _metadata.PackageNotFoundError:  # a source tree that is not installed
+    __version__ = "0+unknown"
+del _metadata
 
 __all__ = [
     "AppendList",

@@ -12,17 +12,24 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import importlib
+import inspect
+import json
 import os
 import platform
 import re
 import shutil
 import socket
+import sqlite3
 import sys
 import tempfile
 import time
 import traceback
 from importlib import metadata
 from typing import Any
+
+from atomr import LmdbStore, Runtime
+from benchmarks import report
+from benchmarks._common import Ctx, Progress, fs_type, langgraph_available
 
 __all__ = ["WORKLOADS", "main"]
 
@@ -68,14 +75,10 @@ def _loadavg() -> list[float] | None:
 
 
 def _machine(scratch: str) -> dict[str, Any]:
-    from benchmarks._common import fs_type
-
     try:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:
         affinity = None
-    import sqlite3
-
     return {
         "platform": platform.platform(),
         "machine": platform.machine(),
@@ -95,8 +98,6 @@ def _machine(scratch: str) -> dict[str, Any]:
 
 def _sqlite_synchronous(scratch: str) -> str | None:
     """SQLite's synchronous level on a fresh WAL database here (what SqliteSaver gets)."""
-    import sqlite3
-
     path = os.path.join(scratch, "probe.sqlite")
     try:
         conn = sqlite3.connect(path)
@@ -123,10 +124,6 @@ def _versions() -> dict[str, str | None]:
 
 
 def _settings() -> dict[str, Any]:
-    import inspect
-
-    from atomr import LmdbStore, Runtime
-
     def defaults(fn: Any) -> dict[str, Any]:
         return {k: p.default for k, p in inspect.signature(fn).parameters.items()
                 if p.default is not inspect.Parameter.empty and isinstance(p.default, (int, float, str, bool))}
@@ -169,9 +166,6 @@ def main(argv: list[str] | None = None) -> int:
     if reps < 1:
         print("--reps must be >= 1", file=sys.stderr)
         return 2
-
-    from benchmarks import report
-    from benchmarks._common import Ctx, Progress, langgraph_available
 
     if args.no_langgraph:
         lg_ok, lg_why = False, "disabled with --no-langgraph"
@@ -220,8 +214,6 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     results["machine"]["loadavg_end"] = _loadavg()
     results["duration_s"] = round(time.perf_counter() - t_start, 3)
-
-    import json
 
     with open(out_path, "w", encoding="utf-8") as f:
         json.dump(results, f, indent=1, sort_keys=False)

@@ -1,3 +1,5 @@
+"""``python -m benchmarks``, run from the top directory of a source checkout."""
+
 import sys
 
 from benchmarks import main
