@@ -96,7 +96,7 @@ class StepDone:
     attempt: int
     kind: int  # OK | ERROR | INTERRUPT
     writes: list[tuple[str, Any]] | None = None
-    record: bytes | None = None  # the encoded StepCompleted event
+    record: bytes | None = None  # the encoded event (StepCompleted, ItemCompleted, LoopIterated)
     error_type: str = ""
     message: str = ""
     retryable: bool = False
@@ -104,6 +104,7 @@ class StepDone:
     payload: Any = None  # interrupt payload
     part: str | None = None  # Map element / Loop iteration id, None for a plain step
     result: Any = None  # a Map element's result
+    event: Any = None  # the event ``record`` encodes: the run actor folds this very object
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from atomr import events as ev
 from atomr._load import iter_checkpoints, load_progress, load_progress_at
 from atomr.actors.checkpointer import Checkpointer
 from atomr.actors.core import Core
+from atomr.actors.dispatcher import Dispatcher
 from atomr.actors.scheduler import Scheduler
 from atomr.actors.step import LocalExecutor
 from atomr.actors.supervisor import Supervisor
@@ -183,12 +184,15 @@ class Runtime:
 
     ``store``: an :class:`~atomr.LmdbStore` (default: ``LmdbStore(".atomr")``) or
     :class:`~atomr.MemoryStore`; the runtime closes it on :meth:`close`.
-    ``durability``: "sync" | "async" | "exit" (see :mod:`atomr.actors.workflow`).
+    ``durability``: "sync" | "async" | "exit" (see :mod:`atomr._run.journal`).
     ``step_workers``: how many sync steps of one layer run at once (one thread each).
     ``inline_steps``: run a layer made of one sync step (without a timeout) in
     the run's own actor thread, saving two thread hops per super-step (default:
     True with the local executor; a remote ``executor`` turns it off).
     ``executor``: where steps run (default: local step actors).
+    ``dispatcher_threads``: the threads that run every run actor's turns
+    (however many runs execute); ``throughput``: messages a run actor handles
+    per turn before its thread moves on to the next ready run.
     """
 
     def __init__(
@@ -200,6 +204,8 @@ class Runtime:
         executor: Any = None,
         inline_steps: bool | None = None,
         timeout: float = _DEFAULT_TIMEOUT,
+        dispatcher_threads: int = 4,
+        throughput: int = 16,
     ) -> None:
         if durability not in DURABILITY_MODES:
             raise AtomrError(
@@ -219,13 +225,14 @@ class Runtime:
         self._ids = itertools.count(1)
         if inline_steps is None:
             inline_steps = executor is None
+        dispatcher = Dispatcher(dispatcher_threads, throughput)
         executor = executor if executor is not None else LocalExecutor(step_workers)
         self.executor = executor
         executor.start()
         supervisor = Supervisor()
         checkpointer = Checkpointer.start(store) if store.single_writer else None
         self._core = Core(store, checkpointer, executor, Scheduler(), supervisor, durability,
-                          inline=bool(inline_steps))
+                          dispatcher, inline=bool(inline_steps))
         supervisor.core = self._core
         _RUNTIMES.add(self)
 
@@ -256,6 +263,7 @@ class Runtime:
                 log.exception("checkpointer did not stop cleanly")
         core.executor.close()
         core.scheduler.close()
+        core.dispatcher.close()
         self.store.close()
         _RUNTIMES.discard(self)
 

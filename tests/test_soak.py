@@ -42,7 +42,7 @@ from atomr import (
 )
 from atomr.actors.checkpointer import Checkpointer
 from atomr.actors.step import StepActor
-from atomr.actors.workflow import WorkflowActor
+from atomr._run.actor import WorkflowActor
 
 pytestmark = pytest.mark.slow
 

@@ -5,8 +5,8 @@ import threading
 import pykka
 import pytest
 
-from atomr import Dag, Done, Failed, LastWriteWins, LmdbStore, MemoryStore, Runtime, StateSchema, Workflow
-from atomr.actors import workflow as wmod
+from atomr import Command, Dag, Done, Failed, LastWriteWins, LmdbStore, MemoryStore, Runtime, StateSchema, Workflow
+from atomr._run import actor as wmod
 
 T = 30
 
@@ -58,12 +58,14 @@ def test_a_run_actor_crashing_again_and_again_is_failed_not_looping(rt, monkeypa
     out = rt.start("chain", {"n": 0}, run_id="r").result(timeout=T)
     assert isinstance(out, Failed)
     assert out.error_type == "InternalError"
-    assert "recover" in out.message
+    assert "resume it with Command()" in out.message
+    # the store says so too: never a run stuck in "running" that nothing can move
+    view = rt.get_state("chain", "r")
+    assert view.status == "failed" and view.error[1] == "InternalError"
+    assert rt.recover() == []
     monkeypatch.undo()
-    # the stored run is left as last committed: recover() finishes it once fixed
-    handles = rt.recover()
-    assert [h.run_id for h in handles] == ["r"]
-    assert isinstance(handles[0].result(timeout=T), Done)
+    # failed as last committed: a resume finishes it once the cause is fixed
+    assert isinstance(rt.resume("chain", "r", Command()).result(timeout=T), Done)
 
 
 def test_base_exception_in_our_code_does_not_stop_other_actors(rt, monkeypatch):

@@ -1,8 +1,10 @@
-"""The effectful loop: run actors, step actors, the checkpointer, the supervisor."""
+"""The actors of a runtime and what they run on.
 
-from atomr.actors.checkpointer import Checkpointer
-from atomr.actors.step import LocalExecutor, StepActor, StepContext
-from atomr.actors.supervisor import Supervisor
-from atomr.actors.workflow import WorkflowActor
+* :mod:`atomr.actors.dispatcher` — the pykka actor type on shared threads;
+* :mod:`atomr.actors.supervisor` — the registry of live run actors, routing, restarts;
+* :mod:`atomr.actors.checkpointer` — the single LMDB writer, with group commit;
+* :mod:`atomr.actors.step` — step execution: context, step pool, asyncio loop;
+* :mod:`atomr.actors.scheduler` — one timer thread.
 
-__all__ = ["Checkpointer", "LocalExecutor", "StepActor", "StepContext", "Supervisor", "WorkflowActor"]
+The run actor itself lives in :mod:`atomr._run`.
+"""

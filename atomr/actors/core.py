@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from atomr.actors.dispatcher import Dispatcher
     from atomr.actors.scheduler import Scheduler
     from atomr.actors.supervisor import Supervisor
     from atomr.store.base import Store
@@ -24,6 +25,8 @@ class Core:
     scheduler: Scheduler
     supervisor: Supervisor
     durability: str
+    #: the threads that run the turns of the run actors
+    dispatcher: Dispatcher
     #: run a layer of one sync step (no timeout) in the run actor's own thread
     inline: bool = True
     workflows: dict[str, Workflow] = field(default_factory=dict)

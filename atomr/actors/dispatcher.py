@@ -33,12 +33,15 @@ import logging
 import queue
 import sys
 import threading
+import time
 from collections import deque
 from typing import Any, ClassVar
 
 import pykka
 from pykka import ActorDeadError, ActorRegistry, ThreadingFuture
 from pykka.messages import _ActorStop
+
+from atomr.errors import AtomrError
 
 __all__ = ["Dispatcher", "DispatchedActor", "Mailbox", "default_dispatcher"]
 
@@ -117,12 +120,8 @@ class Dispatcher:
 
     def __init__(self, threads: int = 4, throughput: int = 16, name: str = "atomr-dispatch") -> None:
         if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 256:
-            from atomr.errors import AtomrError  # noqa: PLC0415 - errors imports nothing of ours
-
             raise AtomrError(f"dispatcher threads must be an int in 1..256, got {threads!r}")
         if isinstance(throughput, bool) or not isinstance(throughput, int) or throughput < 1:
-            from atomr.errors import AtomrError  # noqa: PLC0415
-
             raise AtomrError(f"dispatcher throughput must be an int >= 1, got {throughput!r}")
         self.threads = threads
         self.throughput = throughput
@@ -171,16 +170,19 @@ class Dispatcher:
         return self._ready.qsize()
 
     def close(self, timeout: float = 2.0) -> None:
-        """Stop the threads once the actors queued before the call have had their turn."""
+        """Stop the threads once the actors queued before the call have had
+        their turn, waiting ``timeout`` seconds in all (a thread lent to a
+        step that does not return is a daemon: it ends with the step)."""
         if self._closed:
             return
         self._closed = True
         for _ in self._workers:
             self._ready.put(_STOP)
         current = threading.current_thread()
+        deadline = time.monotonic() + timeout
         for t in self._workers:
             if t is not current:
-                t.join(timeout)
+                t.join(max(0.0, deadline - time.monotonic()))
 
 
 _default: Dispatcher | None = None

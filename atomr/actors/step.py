@@ -28,7 +28,7 @@ from atomr.graph.state import normalize_writes
 from atomr.messages import ERROR, INTERRUPT, ITEM, LOOP_BODY, OK, Execute, StepDone
 from atomr.store import format as fmt
 
-__all__ = ["StepContext", "StepActor", "LocalExecutor", "execute_sync", "finish"]
+__all__ = ["StepContext", "StepActor", "LocalExecutor", "execute_sync", "finish", "safe_text"]
 
 log = logging.getLogger("atomr.step")
 
@@ -97,21 +97,37 @@ def _error(msg: Execute, etype: str, message: str, retryable: bool) -> StepDone:
 
 
 def _record(msg: Execute, result: Any) -> StepDone:
+    """The StepDone of a step that returned: its event, built and encoded once
+    here (the run actor folds this same object)."""
     step = msg.step
+    e: Any
     if msg.mode == ITEM:
-        record = fmt.encode_event(ev.ItemCompleted(step, msg.super_step, msg.index, result))
-        return StepDone(msg.token, step, msg.attempt, OK, record=record, part=msg.part, result=result)
+        e = ev.ItemCompleted(step, msg.super_step, msg.index, result)
+        return StepDone(msg.token, step, msg.attempt, OK, record=fmt.encode_event(e), part=msg.part,
+                        result=result, event=e)
     writes = normalize_writes(step, result)
     channels = msg.channels
     for k, _ in writes:
         if k not in channels:
             raise UnknownChannelError(k, channels, step)
     if msg.mode == LOOP_BODY:
-        record = fmt.encode_event(ev.LoopIterated(step, msg.super_step, msg.index + 1, writes,
-                                                  int(time.time() * 1000)))
+        e = ev.LoopIterated(step, msg.super_step, msg.index + 1, writes, int(time.time() * 1000))
     else:
-        record = fmt.encode_event(ev.StepCompleted(step, msg.super_step, writes))
-    return StepDone(msg.token, step, msg.attempt, OK, writes=writes, record=record, part=msg.part)
+        e = ev.StepCompleted(step, msg.super_step, writes)
+    return StepDone(msg.token, step, msg.attempt, OK, writes=writes, record=fmt.encode_event(e),
+                    part=msg.part, event=e)
+
+
+def safe_text(exc: BaseException) -> str:
+    """``str(exc)`` that never raises and always encodes: a ``__str__`` that
+    raises gives the type's name; lone surrogates become escapes."""
+    try:
+        text = str(exc)
+    except BaseException:  # noqa: BLE001 - whatever a user's __str__ does
+        text = f"<{type(exc).__name__}: str() failed>"
+    if not isinstance(text, str):
+        text = repr(text)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def finish(msg: Execute, result: Any = None, exc: BaseException | None = None) -> StepDone:
@@ -121,7 +137,7 @@ def finish(msg: Execute, result: Any = None, exc: BaseException | None = None) -
         try:
             return _record(msg, result)
         except AtomrError as e:
-            return _error(msg, type(e).__name__, str(e), False)
+            return _error(msg, type(e).__name__, safe_text(e), False)
     if isinstance(exc, _InterruptSignal):
         try:
             check_encodable(exc.payload, f"the interrupt payload of step {step!r}")
@@ -130,14 +146,20 @@ def finish(msg: Execute, result: Any = None, exc: BaseException | None = None) -
         return StepDone(msg.token, step, msg.attempt, INTERRUPT, index=exc.index,
                         payload=exc.payload, part=msg.part)
     if isinstance(exc, AtomrError):
-        return _error(msg, type(exc).__name__, str(exc), False)
+        return _error(msg, type(exc).__name__, safe_text(exc), False)
     if not isinstance(exc, Exception):
         return _error(
             msg, StepCrashed.__name__,
-            f"step {step!r} raised {type(exc).__name__}({exc}); the run was failed "
+            f"step {step!r} raised {type(exc).__name__}({safe_text(exc)}); the run was failed "
             "and every other run goes on; resume it with Command() to retry", False,
         )
-    return _error(msg, type(exc).__name__, str(exc) or repr(exc), isinstance(exc, msg.retry_on))
+    text = safe_text(exc)
+    if not text:
+        try:
+            text = repr(exc)
+        except BaseException:  # noqa: BLE001
+            text = type(exc).__name__
+    return _error(msg, type(exc).__name__, text, isinstance(exc, msg.retry_on))
 
 
 def _tell(ref: Any, done: StepDone) -> None:

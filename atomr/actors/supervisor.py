@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
-from atomr.messages import Flush, Recover
+from atomr import events as ev
+from atomr._load import load_progress
+from atomr._run.actor import WorkflowActor
+from atomr._run.journal import batch_of
+from atomr._run.subscribers import tell
+from atomr.actors.step import safe_text
+from atomr.graph.progress import apply_event
+from atomr.messages import Flush, Maintain, Recover
+from atomr.store import format as fmt
 from atomr.types import Failed
 
 if TYPE_CHECKING:
@@ -52,8 +60,6 @@ class Supervisor:
         The store read and the thread start happen outside the registry lock;
         concurrent callers for the same run get the same actor.
         """
-        from atomr.actors.workflow import WorkflowActor
-
         key = (wf.id, run_id)
         while True:
             with self._lock:
@@ -138,14 +144,9 @@ class Supervisor:
         if n > self.max_restarts:
             with self._lock:
                 self._restarts.pop(key, None)
-            failed = Failed(wf.id, run_id, None, -1, "InternalError",
-                            f"run actor crashed {n} times ({type(exc).__name__}: {exc}); the run "
-                            "is kept as it was last committed: fix the cause and call rt.recover()")
-            for t in reply_to + listeners:
-                try:
-                    t.tell(failed)
-                except Exception:  # noqa: BLE001
-                    pass
+                barrier = self._starting.setdefault(key, threading.Event())
+            threading.Thread(target=self._give_up, args=(wf, run_id, n, exc, reply_to + listeners, barrier),
+                             name=f"atomr-fail-{run_id}", daemon=True).start()
             return
 
         # until the dead actor's queued events are committed, nobody may
@@ -172,6 +173,45 @@ class Supervisor:
                 log.exception("could not restart run %s/%s", wf.id, run_id)
 
         threading.Thread(target=restart, name=f"atomr-restart-{run_id}", daemon=True).start()
+
+    def _give_up(self, wf: Workflow, run_id: str, n: int, exc: BaseException, targets: list[Any],
+                 barrier: threading.Event) -> None:
+        """A run whose actor crashed ``n`` times ends durably as Failed with the
+        cause (resumable with ``Command()`` once the cause is fixed)."""
+        key = (wf.id, run_id)
+        text = safe_text(exc)
+        message = (f"run actor crashed {n} times ({type(exc).__name__}: {text}); the run is failed "
+                   "as it was last committed: fix the cause and resume it with Command()")
+        super_step = -1
+        try:
+            assert self.core is not None
+            core = self.core
+            if core.checkpointer is not None:
+                core.checkpointer.ask(Flush(), timeout=30)
+            p = load_progress(core.store, wf.plan, wf.id, run_id)
+            if p is not None and p.status == "running":
+                super_step = p.super_step
+                e = ev.RunFailed(None, "InternalError", message, p.super_step, int(time.time() * 1000))
+                first = p.seq + 1
+                records = [fmt.encode_event(e)]
+                apply_event(wf.plan, p, e, first)
+                batch = batch_of(p, first, records, snapshot=True)
+                if core.checkpointer is not None:
+                    errs = core.checkpointer.ask(Maintain(lambda store: store.write([batch])), timeout=30)
+                else:
+                    errs = core.store.write([batch])
+                if errs[0] is not None:
+                    raise errs[0]
+        except Exception:  # noqa: BLE001
+            log.exception("run %s/%s: could not record its failure", wf.id, run_id)
+        finally:
+            with self._lock:
+                if self._starting.get(key) is barrier:
+                    del self._starting[key]
+            barrier.set()
+        failed = Failed(wf.id, run_id, None, super_step, "InternalError", message)
+        for t in targets:
+            tell(t, failed)
 
     def live(self) -> list[pykka.ActorRef[Any]]:
         with self._lock:

@@ -86,7 +86,7 @@ def next_action(plan: Plan, p: RunProgress, running: Collection[str] = ()) -> An
     todo = [s for s in layer if s not in p.pending and s not in p.skipped]
     if not todo:
         return _COMMIT
-    if plan.before and p.bp_cleared != p.super_step + 1 and not p.pending and not p.asked:
+    if plan.before and p.bp_cleared != p.next_super_step and not p.pending and not p.asked:
         hit = [s for s in todo if s in plan.before]
         if hit and not running:
             return PauseBefore(hit)

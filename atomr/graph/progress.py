@@ -84,15 +84,26 @@ class RunProgress:
     to_route: list[str] = field(default_factory=list)
     #: steps held (e.g. a Subgraph whose child paused at a breakpoint) until a resume
     holds: set[str] = field(default_factory=set)
+    #: the values as they were before the in-flight layer, once a Loop
+    #: iteration merged into ``values`` (None: ``values`` is that state). Every
+    #: other step of the layer sees this, however far the Loop got.
+    layer_base: dict[str, Any] | None = None
     updated_ms: int = 0
+
+    @property
+    def layer_values(self) -> dict[str, Any]:
+        """What the steps of the in-flight layer see: the state before the layer."""
+        return self.values if self.layer_base is None else self.layer_base
+
+    @property
+    def next_super_step(self) -> int:
+        """The number the in-flight super-step will have once committed."""
+        return self.super_step + 1
 
     @property
     def interrupts(self) -> list[PendingInterrupt]:
         """Interrupts still waiting for an answer, in the order they were raised."""
         return [i for i in self.asked.values() if i.id not in self.answers]
-
-    def in_flight_super_step(self) -> int:
-        return self.super_step + 1
 
     def next_steps(self, plan: Plan) -> list[str]:
         """Steps still to run in the current layer (completed siblings excluded)."""
@@ -124,7 +135,7 @@ def idempotency_key(workflow_id: str, run_id: str, super_step: int, step: str) -
 
 def resume_values(progress: RunProgress, step: str) -> list[Any]:
     """Answers to ``step``'s interrupts in this super-step, in call order."""
-    ss = progress.super_step + 1
+    ss = progress.next_super_step
     out: list[Any] = []
     answers = progress.answers
     if not answers:
@@ -150,6 +161,7 @@ def _reset_layer(p: RunProgress) -> None:
     p.iterations = {}
     p.failed = {}
     p.holds = set()
+    p.layer_base = None
 
 
 def commit_values(plan: Plan, p: RunProgress) -> dict[str, Any]:
@@ -197,6 +209,8 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
     elif t is ev.ItemCompleted:
         p.items.setdefault(e.step, {})[e.index] = e.result
     elif t is ev.LoopIterated:
+        if p.layer_base is None:
+            p.layer_base = p.values  # values dicts are replaced, never mutated
         p.values = apply_writes(plan.schema, p.values, e.writes, step=e.step)
         p.iterations[e.step] = e.iteration
     elif t is ev.RunStarted:
@@ -215,7 +229,7 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
         if p.pause_reason != "after" or e.goto is not None:
             # resuming from an "after" pause must not skip the next layer's
             # interrupt_before breakpoint
-            p.bp_cleared = p.super_step + 1
+            p.bp_cleared = p.next_super_step
         p.pause_reason = None
         p.pause_steps = []
         if was_failed:
@@ -235,6 +249,8 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
         p.updated_ms = e.at_ms
     elif t is ev.StateUpdated:
         p.values = apply_writes(plan.schema, p.values, e.edits)
+        if p.layer_base is not None:
+            p.layer_base = apply_writes(plan.schema, p.layer_base, e.edits)
         p.updated_ms = e.at_ms
     elif t is ev.RunCompleted:
         p.status = "done"
@@ -335,6 +351,7 @@ def to_snapshot(p: RunProgress) -> dict[str, Any]:
         "tr": p.to_route,
         "ho": sorted(p.holds),
         "u": p.updated_ms,
+        "lb": p.layer_base,
     }
 
 
@@ -362,4 +379,6 @@ def from_snapshot(workflow_id: str, run_id: str, d: Mapping[str, Any]) -> RunPro
     p.to_route = list(d["tr"])
     p.holds = set(d["ho"])
     p.updated_ms = d["u"]
+    lb = d.get("lb")
+    p.layer_base = dict(lb) if lb is not None else None
     return p

@@ -1,0 +1,77 @@
+"""Step attempts in flight: what a run actor is waiting for.
+
+Runs in the run actor's turn (one dispatcher thread at a time).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Attempt", "InFlight", "next_token"]
+
+#: step tokens, unique across the runs of the process (executors key steps by token)
+next_token = itertools.count(1).__next__
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One unit of work in flight: a step, a Map element (``step[i]``) or a
+    Loop iteration (``step#n``)."""
+
+    #: the executor's token; None while a retry waits for its backoff timer
+    token: int | None
+    attempt: int
+    #: the scheduler handle of its timeout or retry timer, if any
+    timer: int | None
+    #: the DAG step it belongs to
+    step: str
+    #: the Map element index / Loop iteration number (0 for a plain step)
+    index: int
+
+
+class InFlight:
+    """Attempts by unit, with a count per DAG step so that "which steps are
+    busy" costs O(1) however many Map elements run."""
+
+    __slots__ = ("_units", "_per_step")
+
+    def __init__(self) -> None:
+        self._units: dict[str, Attempt] = {}
+        self._per_step: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._units)
+
+    def __bool__(self) -> bool:
+        return bool(self._units)
+
+    def __iter__(self) -> Iterator[Attempt]:
+        return iter(list(self._units.values()))
+
+    def get(self, unit: str) -> Attempt | None:
+        return self._units.get(unit)
+
+    def add(self, unit: str, a: Attempt) -> None:
+        if unit not in self._units:
+            self._per_step[a.step] = self._per_step.get(a.step, 0) + 1
+        self._units[unit] = a
+
+    def pop(self, unit: str) -> Attempt | None:
+        a = self._units.pop(unit, None)
+        if a is not None:
+            n = self._per_step[a.step] - 1
+            if n:
+                self._per_step[a.step] = n
+            else:
+                del self._per_step[a.step]
+        return a
+
+    def units_of(self, step: str) -> list[str]:
+        return [u for u, a in self._units.items() if a.step == step]
+
+    def steps(self) -> Any:
+        """The DAG steps with work in flight (a live view)."""
+        return self._per_step.keys()
