@@ -27,17 +27,29 @@ decoding never executes code: an unknown extension or a newer version raises.
 :func:`encode` / :func:`decode` frame a value with the codec version byte;
 :func:`packb` / :func:`unpackb` are the bare forms used inside larger records.
 All functions are thread-safe and run in the caller's thread.
+
+Depth: a value may nest containers (list, dict, tuple, set, frozenset) at most
+:data:`MAX_DEPTH` levels deep; a deeper one is refused on write with a
+:class:`~atomr.errors.CodecError` naming it and the limit (:func:`check_depth`
+is an iterative walk over containers only, so a flat value costs a type test).
+Decoding cannot overflow the C stack whatever the bytes hold: msgpack's
+extension decoder recurses once per nested tuple/set, so only the first
+:data:`_C_LEVELS` nested extensions use the C decoder, deeper ones the
+pure-Python one (whose recursion does not use the C stack), and more than
+:data:`MAX_DECODE_DEPTH` nested extensions are refused with a ``CodecError``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import decimal
+import itertools
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgpack
+from msgpack import fallback as _fallback
 
 from atomr.errors import CodecError
 
@@ -49,26 +61,135 @@ __all__ = [
     "unpackb",
     "encode_writes",
     "check_encodable",
+    "check_depth",
+    "depth_exceeds",
+    "encode_error",
+    "MAX_DEPTH",
+    "MAX_DECODE_DEPTH",
 ]
 
 #: Version byte written in front of every framed value.
 CODEC_VERSION = 1
+
+#: How many containers deep a stored value may nest (checked on every write).
+MAX_DEPTH = 100
+#: Nested extension values (tuples, sets) a record may hold before decoding refuses it:
+#: above MAX_DEPTH, for the lists and dicts that frame a value inside a record.
+MAX_DECODE_DEPTH = MAX_DEPTH + 28
+#: Nested extension values decoded by msgpack's C decoder (about 40 KiB of C stack
+#: each); deeper ones are decoded by its pure-Python decoder.
+_C_LEVELS = 4
 
 _TUPLE, _SET, _FROZENSET, _DATETIME, _DATE, _TIME, _TIMEDELTA, _DECIMAL, _UUID, _BYTEARRAY = range(
     1, 11
 )
 
 
+_FLAT = frozenset({str, int, float, bool, type(None), bytes})
+_CONTAINERS = (dict, list, tuple, set, frozenset)
+_CONTAINER_TYPES = frozenset(_CONTAINERS)
+_FLAT_OR_CONTAINER = _FLAT | _CONTAINER_TYPES
+_chain = itertools.chain
+_chain_all = itertools.chain.from_iterable
+_compress = itertools.compress
+
+
+class _TooDeep(ValueError):
+    """A value nests containers deeper than allowed (a ValueError, as msgpack's own)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"nested more than {limit} levels deep")
+
+
+def depth_exceeds(value: Any, limit: int) -> bool:
+    """True when ``value`` nests containers more than ``limit`` levels deep.
+
+    A scalar has depth 0, ``[]`` depth 1, ``[{"a": (1,)}]`` depth 3. The walk is
+    iterative, one level at a time: Python code looks at containers only, the
+    scalars of a level are scanned at C speed (one ``type()`` each); it ends
+    on a value that contains itself (whose depth is unbounded).
+    """
+    t = type(value)
+    if t in _FLAT:
+        return False
+    flat = _FLAT
+    # fast path: a dict or list of scalars (most writes)
+    if t is dict:
+        if flat.issuperset(map(type, value.values())) and flat.issuperset(map(type, value)):
+            return limit < 1
+    elif t is list or t is tuple:
+        if flat.issuperset(map(type, value)):
+            return limit < 1
+    elif not isinstance(value, _CONTAINERS):
+        return False
+    level: list[Any] = [value]
+    depth = 1
+    kinds = _CONTAINERS
+    while True:
+        if depth > limit:
+            return True
+        nxt: list[Any]
+        if len(level) <= 16:  # a few containers: look at each
+            nxt = []
+            for c in level:
+                if isinstance(c, dict):
+                    vals = c.values()
+                    if not flat.issuperset(map(type, vals)):
+                        nxt += [x for x in vals if isinstance(x, kinds)]
+                    if not flat.issuperset(map(type, c)):
+                        nxt += [x for x in c if isinstance(x, kinds)]
+                elif not flat.issuperset(map(type, c)):
+                    nxt += [x for x in c if isinstance(x, kinds)]
+        else:  # many: scan all their items in one pass
+            dicts = [c for c in level if isinstance(c, dict)]
+            if not dicts:
+                children = list(_chain_all(level))
+            else:
+                seqs = [c for c in level if not isinstance(c, dict)] if len(dicts) < len(level) else ()
+                children = list(_chain(_chain_all(seqs), _chain_all(map(dict.values, dicts)), _chain_all(dicts)))
+            types = set(map(type, children))
+            if types <= flat:
+                return False
+            if types <= _FLAT_OR_CONTAINER:
+                nxt = list(_compress(children, map(_CONTAINER_TYPES.__contains__, map(type, children))))
+            else:  # subclasses (OrderedDict, namedtuple) or leaf extension types
+                nxt = [x for x in children if isinstance(x, kinds)]
+        if not nxt:
+            return False
+        if len(nxt) > 1024 and len(nxt) > 2 * len(level):
+            # shared sub-values (or a value containing itself) would multiply
+            # the walk: look at each object once per level
+            nxt = list({id(x): x for x in nxt}.values())
+        level = nxt
+        depth += 1
+
+
+def _too_deep_message(where: str, limit: int) -> str:
+    return (
+        f"cannot encode {where}: it nests containers (list, dict, tuple, set) more than "
+        f"{limit} levels deep, the limit of a stored value (codec.MAX_DEPTH = {MAX_DEPTH}), "
+        "or it contains itself; make it flatter (e.g. store a linked list or a tree "
+        "as a list of nodes)"
+    )
+
+
+def check_depth(value: Any, where: str, limit: int = MAX_DEPTH) -> None:
+    """Raise :class:`CodecError` naming ``where`` if ``value`` nests deeper than ``limit``."""
+    if depth_exceeds(value, limit):
+        raise CodecError(_too_deep_message(where, limit))
+
+
 def _default(obj: Any) -> Any:
     t = type(obj)
     if t is tuple:
-        return msgpack.ExtType(_TUPLE, packb(list(obj)))
+        return msgpack.ExtType(_TUPLE, _pack(list(obj)))
     if t is set or t is frozenset:
         try:
             items = sorted(obj)
         except TypeError:
             items = list(obj)
-        return msgpack.ExtType(_SET if t is set else _FROZENSET, packb(items))
+        return msgpack.ExtType(_SET if t is set else _FROZENSET, _pack(items))
     if t is _dt.datetime:
         return msgpack.ExtType(_DATETIME, obj.isoformat().encode())
     if t is _dt.date:
@@ -76,7 +197,7 @@ def _default(obj: Any) -> Any:
     if t is _dt.time:
         return msgpack.ExtType(_TIME, obj.isoformat().encode())
     if t is _dt.timedelta:
-        return msgpack.ExtType(_TIMEDELTA, packb([obj.days, obj.seconds, obj.microseconds]))
+        return msgpack.ExtType(_TIMEDELTA, _pack([obj.days, obj.seconds, obj.microseconds]))
     if t is decimal.Decimal:
         return msgpack.ExtType(_DECIMAL, str(obj).encode())
     if t is uuid.UUID:
@@ -87,7 +208,7 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, list):
         return list(obj)
     if isinstance(obj, tuple):  # namedtuple
-        return msgpack.ExtType(_TUPLE, packb(list(obj)))
+        return msgpack.ExtType(_TUPLE, _pack(list(obj)))
     # The base type's own conversion: str() of a (str, Enum) member is "Cls.NAME",
     # and a subclass may override __int__/__float__; the stored value is the data.
     if isinstance(obj, bool):
@@ -103,13 +224,18 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"unsupported type {t.__module__}.{t.__qualname__}")
 
 
-def _ext_hook(code: int, data: bytes) -> Any:
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, default=_default, strict_types=True, use_bin_type=True)
+
+
+def _ext_value(code: int, data: bytes, level: int) -> Any:
+    """The value of an extension found ``level`` extensions deep."""
     if code == _TUPLE:
-        return tuple(unpackb(data))
+        return tuple(_unpack_at(data, level))
     if code == _SET:
-        return set(unpackb(data))
+        return set(_unpack_at(data, level))
     if code == _FROZENSET:
-        return frozenset(unpackb(data))
+        return frozenset(_unpack_at(data, level))
     if code == _DATETIME:
         return _dt.datetime.fromisoformat(data.decode())
     if code == _DATE:
@@ -117,7 +243,7 @@ def _ext_hook(code: int, data: bytes) -> Any:
     if code == _TIME:
         return _dt.time.fromisoformat(data.decode())
     if code == _TIMEDELTA:
-        d, s, us = unpackb(data)
+        d, s, us = _unpack_at(data, level)
         return _dt.timedelta(days=d, seconds=s, microseconds=us)
     if code == _DECIMAL:
         return decimal.Decimal(data.decode())
@@ -131,9 +257,47 @@ def _ext_hook(code: int, data: bytes) -> Any:
     )
 
 
-def packb(obj: Any) -> bytes:
-    """Encode ``obj`` without a version header. Raises TypeError/OverflowError."""
-    return msgpack.packb(obj, default=_default, strict_types=True, use_bin_type=True)
+def _hook_for(level: int) -> Callable[[int, bytes], Any]:
+    def hook(code: int, data: bytes) -> Any:
+        return _ext_value(code, data, level)
+
+    return hook
+
+
+#: _HOOKS[n] decodes an extension nested n extensions deep.
+_HOOKS = [_hook_for(n) for n in range(MAX_DECODE_DEPTH + 2)]
+
+
+def _unpack_at(data: bytes, level: int) -> Any:
+    """Decode the payload of an extension nested ``level`` deep.
+
+    msgpack's C decoder keeps ~40 KiB of state on the C stack per call and calls
+    the extension hook from inside itself, so nested extensions recurse on the
+    C stack: past ``_C_LEVELS`` the pure-Python decoder is used, whose calls
+    into the hook are plain Python calls (bounded by the recursion limit).
+    """
+    if level > MAX_DECODE_DEPTH:
+        raise CodecError(
+            f"stored value nests more than {MAX_DECODE_DEPTH} tuples/sets deep, more than "
+            f"atomr writes (codec.MAX_DEPTH = {MAX_DEPTH}): the record is corrupt or was "
+            "written by an atomr without a depth limit; restore it from a backup or delete the run"
+        )
+    if level <= _C_LEVELS:
+        return msgpack.unpackb(data, ext_hook=_HOOKS[level + 1], raw=False,
+                               strict_map_key=False, timestamp=3)
+    return _fallback.unpackb(data, ext_hook=_HOOKS[level + 1], raw=False,
+                             strict_map_key=False, timestamp=3)
+
+
+def packb(obj: Any, *, max_depth: int | None = MAX_DEPTH) -> bytes:
+    """Encode ``obj`` without a version header. Raises TypeError/ValueError/OverflowError.
+
+    A value nesting deeper than ``max_depth`` raises ValueError (None: the
+    caller has checked the depth already).
+    """
+    if max_depth is not None and depth_exceeds(obj, max_depth):
+        raise _TooDeep(max_depth)
+    return _pack(obj)
 
 
 def unpackb(data: bytes) -> Any:
@@ -141,9 +305,10 @@ def unpackb(data: bytes) -> Any:
 
     atomr never writes msgpack's built-in timestamp extension (-1); should one
     appear it is read as a UTC ``datetime``, so decoding only ever yields the
-    types listed above.
+    types listed above. Nesting never overflows the C stack (see the module
+    docstring); too deep a value raises CodecError.
     """
-    return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False, timestamp=3)
+    return msgpack.unpackb(data, ext_hook=_HOOKS[1], raw=False, strict_map_key=False, timestamp=3)
 
 
 def _describe(exc: BaseException) -> str:
@@ -155,16 +320,24 @@ def _describe(exc: BaseException) -> str:
     return msg
 
 
+def encode_error(where: str, exc: BaseException) -> CodecError:
+    """The CodecError for a value that ``packb`` refused with ``exc``."""
+    if isinstance(exc, _TooDeep) or (isinstance(exc, ValueError) and "recursion limit" in str(exc)):
+        return CodecError(_too_deep_message(where, getattr(exc, "limit", MAX_DEPTH)))
+    return CodecError(
+        f"cannot encode {where}: {_describe(exc)} is not storable; use JSON-like "
+        "values (dict, list, str, int, float, bool, None, bytes) or a supported "
+        "extension type (tuple, set, datetime, Decimal, UUID)"
+    )
+
+
 def encode(value: Any, *, where: str = "value") -> bytes:
-    """Frame ``value`` as ``[CODEC_VERSION] + msgpack``; refuse unsupported types."""
+    """Frame ``value`` as ``[CODEC_VERSION] + msgpack``; refuse unsupported types
+    and values nesting deeper than :data:`MAX_DEPTH`."""
     try:
         return bytes((CODEC_VERSION,)) + packb(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise CodecError(
-            f"cannot encode {where}: {_describe(exc)} is not storable; use JSON-like "
-            "values (dict, list, str, int, float, bool, None, bytes) or a supported "
-            "extension type (tuple, set, datetime, Decimal, UUID)"
-        ) from None
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise encode_error(where, exc) from None
 
 
 def decode(data: bytes) -> Any:
@@ -188,21 +361,22 @@ def decode(data: bytes) -> Any:
 
 
 def check_encodable(value: Any, where: str) -> None:
-    """Raise CodecError naming ``where`` if ``value`` cannot be stored."""
+    """Raise CodecError naming ``where`` if ``value`` cannot be stored (unsupported
+    type, integer out of range, or nested deeper than :data:`MAX_DEPTH`)."""
     try:
         packb(value)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise CodecError(
-            f"cannot encode {where}: {_describe(exc)} is not storable; use JSON-like "
-            "values or a supported extension type (tuple, set, datetime, Decimal, UUID)"
-        ) from None
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        raise encode_error(where, exc) from None
 
 
 def encode_writes(step: str, writes: Iterable[tuple[str, Any]]) -> bytes:
     """Pack a step's writes; a refusal names the step and the channel."""
     pairs = [[k, v] for k, v in writes]
+    for k, v in pairs:
+        if depth_exceeds(v, MAX_DEPTH):
+            raise CodecError(_too_deep_message(f"the value written to channel {k!r} by step {step!r}", MAX_DEPTH))
     try:
-        return packb(pairs)
+        return packb(pairs, max_depth=None)
     except (TypeError, ValueError, OverflowError):
         for k, v in pairs:
             check_encodable(v, f"the value written to channel {k!r} by step {step!r}")

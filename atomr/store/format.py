@@ -84,6 +84,12 @@ _CLASSES = {code: cls for cls, code in EVENT_CODES.items()}
 _FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in EVENT_CODES}
 #: Fields holding (channel, value) pairs: stored as 2-lists, read back as tuples.
 _PAIR_FIELDS = {ev.StepCompleted: "writes", ev.StateUpdated: "edits", ev.LoopIterated: "writes"}
+#: Fields holding {key: value} of user values (each value may nest codec.MAX_DEPTH deep).
+_MAP_FIELDS = {
+    ev.RunStarted: ("input", "channel {!r} of the run input"),
+    ev.Resumed: ("answers", "the resume value of interrupt {!r}"),
+    ev.Forked: ("values", "channel {!r} of the forked state"),
+}
 
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
@@ -166,27 +172,42 @@ def unframe(data: bytes) -> bytes:
 
 
 def encode_event(event: Any) -> bytes:
-    """One journal record. Raises CodecError naming what could not be stored."""
+    """One journal record. Raises CodecError naming what could not be stored
+    (an unsupported type, or a value nested deeper than ``codec.MAX_DEPTH``)."""
     cls = type(event)
     fields = _FIELDS[cls]
     row: list[Any] = [EVENT_CODES[cls]]
     pair_field = _PAIR_FIELDS.get(cls)
+    map_field, map_what = _MAP_FIELDS.get(cls, ("", ""))
     for name in fields:
         value = getattr(event, name)
         if name == pair_field:
             value = [[k, v] for k, v in value]
+            for k, v in value:
+                if codec.depth_exceeds(v, codec.MAX_DEPTH):
+                    codec.check_depth(v, _written(event, k))
+        elif name == map_field and isinstance(value, dict):
+            for k, v in value.items():
+                if codec.depth_exceeds(v, codec.MAX_DEPTH):
+                    codec.check_depth(v, map_what.format(k))
+        elif codec.depth_exceeds(value, codec.MAX_DEPTH):
+            codec.check_depth(value, f"{cls.__name__}.{name}")
         row.append(value)
     try:
-        return frame(codec.packb(row))
+        return frame(codec.packb(row, max_depth=None))
     except (TypeError, ValueError, OverflowError):
-        step = getattr(event, "step", None)
         if pair_field is not None:
-            who = f" by step {step!r}" if step else f" ({cls.__name__})"
             for k, v in getattr(event, pair_field):
-                codec.check_encodable(v, f"the value written to channel {k!r}{who}")
+                codec.check_encodable(v, _written(event, k))
         for name in fields:
             codec.check_encodable(getattr(event, name), f"{cls.__name__}.{name}")
         raise
+
+
+def _written(event: Any, channel: str) -> str:
+    step = getattr(event, "step", None)
+    who = f" by step {step!r}" if step else f" ({type(event).__name__})"
+    return f"the value written to channel {channel!r}{who}"
 
 
 def _unpack(payload: bytes) -> Any:
@@ -221,8 +242,29 @@ def decode_event(data: bytes) -> Any:
     return cls(*values)
 
 
-def encode_obj(obj: Any) -> bytes:
-    return frame(codec.packb(obj))
+#: Levels a snapshot or summary record adds around a stored value.
+RECORD_WRAP = 4
+
+
+def encode_obj(obj: Any, where: str = "a snapshot or run index record") -> bytes:
+    """A framed snapshot / run-index record. Raises CodecError naming ``where``.
+
+    Values inside it are checked against ``codec.MAX_DEPTH`` plus the
+    :data:`RECORD_WRAP` levels of the record around them. A snapshot's
+    channels (``obj["v"]``) are named when one of them is too deep.
+    """
+    try:
+        return frame(codec.packb(obj, max_depth=codec.MAX_DEPTH + RECORD_WRAP))
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        values = obj.get("v") if isinstance(obj, dict) else None
+        if isinstance(values, dict):
+            for k, v in values.items():
+                codec.check_encodable(v, f"channel {k!r} of the state ({where})")
+        try:
+            codec.packb(obj, max_depth=codec.MAX_DEPTH + RECORD_WRAP)
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise codec.encode_error(where, exc) from None
+        raise
 
 
 def decode_obj(data: bytes) -> Any:
