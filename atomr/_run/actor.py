@@ -19,8 +19,6 @@ StepTimedOut, Committed, a child run's outcome).
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -28,8 +26,10 @@ from typing import TYPE_CHECKING, Any
 from atomr import events as ev
 from atomr._load import load_progress
 from atomr._run.attempts import Attempt, InFlight, next_token
-from atomr._run.journal import FLUSH_TICK, FlushTick, Journal, durability_of
+from atomr._run.journal import FlushTick, Journal, durability_of, now_ms
+from atomr._run.endings import GO, LAUNCH, Endings
 from atomr._run.kinds import DRIVEN, KindDriving
+from atomr._run.results import StepResults
 from atomr._run.subscribers import Subscribers, targets_of, tell
 from atomr.actors.dispatcher import DispatchedActor
 from atomr.actors.step import execute_sync, safe_text
@@ -37,10 +37,7 @@ from atomr.errors import AtomrError, BranchError, ReducerError, RunExists, RunNo
 from atomr.graph import superstep as algo
 from atomr.graph.drive import Driven, outcome_of
 from atomr.graph.state import apply_writes, check_channels
-from atomr.kinds import Human
 from atomr.messages import (
-    INTERRUPT,
-    OK,
     STEP,
     Accepted,
     Committed,
@@ -54,7 +51,7 @@ from atomr.messages import (
     StepTimedOut,
 )
 from atomr.store import format as fmt
-from atomr.types import Done, Failed, Interrupt, Paused
+from atomr.types import Done, Failed, Paused
 
 if TYPE_CHECKING:
     from atomr.actors.core import Core
@@ -62,15 +59,8 @@ if TYPE_CHECKING:
 
 __all__ = ["WorkflowActor"]
 
-log = logging.getLogger("atomr.run")
 
 _EMPTY: frozenset[str] = frozenset()
-#: what the run does once the commit it waits for is durable
-_GO, _LAUNCH, _REPORT = "go", "launch", "report"
-
-
-def _now() -> int:
-    return int(time.time() * 1000)
 
 
 def _bad_request(exc: Exception) -> AtomrError:
@@ -79,7 +69,7 @@ def _bad_request(exc: Exception) -> AtomrError:
     return AtomrError(f"invalid request: {type(exc).__name__}: {safe_text(exc)}; nothing was written")
 
 
-class WorkflowActor(KindDriving, DispatchedActor):
+class WorkflowActor(StepResults, Endings, KindDriving, DispatchedActor):
     def __init__(self, core: Core, wf: Workflow, run_id: str,
                  progress: algo.RunProgress | None = None, load: bool = True) -> None:
         """``load``: rehydrate the run from the store in the actor's first turn
@@ -152,7 +142,7 @@ class WorkflowActor(KindDriving, DispatchedActor):
             check_channels(self.plan.schema, data.items())
             apply_writes(self.plan.schema, self.plan.schema.initial_values(), list(data.items()))
             meta = dict(msg.meta or {})
-            record = fmt.encode_event(ev.RunStarted(data, meta, _now()))
+            record = fmt.encode_event(ev.RunStarted(data, meta, now_ms()))
             # fold what the journal holds, not the caller's objects
             started = fmt.decode_event(record)
         except Exception as exc:  # noqa: BLE001 - a refusal, nothing written
@@ -175,7 +165,7 @@ class WorkflowActor(KindDriving, DispatchedActor):
             self._reject(msg, RunNotPaused(*self.key, "running"))
             return
         try:
-            records = [fmt.encode_event(e) for e in algo.command_events(self.plan, p, msg.command, _now())]
+            records = [fmt.encode_event(e) for e in algo.command_events(self.plan, p, msg.command, now_ms())]
             events = [fmt.decode_event(r) for r in records]  # copies: not the caller's objects
         except Exception as exc:  # noqa: BLE001 - a refusal, nothing written
             self._reject(msg, _bad_request(exc))
@@ -225,7 +215,7 @@ class WorkflowActor(KindDriving, DispatchedActor):
         if self.durability.on_accept(self.journal, self.p):
             self._accepted_go()
         else:
-            self._after_commit = (_GO,)
+            self._after_commit = (GO,)
 
     def _accepted_go(self) -> None:
         self.accepted = True
@@ -268,7 +258,7 @@ class WorkflowActor(KindDriving, DispatchedActor):
                     return
                 continue
             if t is algo.Complete:
-                self.journal.emit(plan, p, ev.RunCompleted(p.super_step, _now()))
+                self.journal.emit(plan, p, ev.RunCompleted(p.super_step, now_ms()))
                 self._finish(Done(self.key[0], self.key[1], p.values))
             elif t is algo.PauseBefore:
                 self._pause("before", act.steps)
@@ -289,7 +279,7 @@ class WorkflowActor(KindDriving, DispatchedActor):
             self._fail(exc.step, type(exc).__name__, str(exc))
             return False
         layer = p.layer
-        self.journal.emit(self.plan, p, ev.SuperStepCommitted(p.next_super_step, layer, _now()), values=values)
+        self.journal.emit(self.plan, p, ev.SuperStepCommitted(p.next_super_step, layer, now_ms()), values=values)
         self._event("committed", None, 0)
         after = algo.after_breakpoint(self.plan, layer, p.skipped)
         if after:
@@ -352,7 +342,7 @@ class WorkflowActor(KindDriving, DispatchedActor):
             else:
                 msgs.append(self._unit_msg(s, s, fn, is_async=self.wf.is_async[s]))
         if not self.durability.before_dispatch(self.journal, self.p):
-            self._after_commit = (_LAUNCH, msgs, kinds)
+            self._after_commit = (LAUNCH, msgs, kinds)
             return None
         return self._launch(msgs, kinds)
 
@@ -388,193 +378,6 @@ class WorkflowActor(KindDriving, DispatchedActor):
                                                              StepTimedOut(unit, m.token, timeout))
             self._event("started", unit, m.attempt)
             submit(m)
-
-    # -- step results ----------------------------------------------------------
-
-    def _on_step_done(self, d: StepDone) -> None:
-        if not self._record(d):
-            return
-        if d.kind == OK and d.part is None and self.inflight and not self.driven \
-                and self.p.status == "running" and self.journal.ack_token is None:
-            # a sibling finished while others still run: nothing new can start
-            self.durability.while_waiting(self.journal, self.p, self._schedule_tick)
-            return
-        self._advance()
-
-    def _record(self, d: StepDone) -> bool:
-        """Journal a step's result; False when it is stale."""
-        unit = d.part or d.step
-        a = self.inflight.get(unit)
-        if a is None or a.token != d.token:
-            return False  # a late answer from an attempt that timed out or was cancelled
-        self.inflight.pop(unit)
-        if a.timer is not None:
-            self.core.scheduler.cancel(a.timer)
-        if d.part is not None:
-            self._record_part(d, a)
-            return True
-        step, p, ss = d.step, self.p, self.p.next_super_step
-        if d.kind == OK:
-            if isinstance(self.wf.dag.steps[step], Human):
-                answer = algo.resume_values(p, step)
-                if answer and isinstance(answer[0], Mapping) and answer[0].get("approved"):
-                    self.journal.emit(self.plan, p, ev.HumanApproved(step, answer[0].get("by")))
-            self.journal.emit(self.plan, p, d.event, d.record)
-            self._event("completed", step, d.attempt, d.writes)
-            if step in self.plan.cancel_on_done:
-                self._cancel_losers(step)
-        elif d.kind == INTERRUPT:
-            iid = algo.interrupt_id(step, ss, d.index)
-            self.journal.emit(self.plan, p, ev.Interrupted(step, ss, iid, d.payload, d.index))
-            self._event("interrupted", step, d.attempt, Interrupt(iid, step, d.payload))
-        else:
-            self._step_error(a, step, d.error_type, d.message, d.retryable)
-        return True
-
-    def _step_error(self, a: Attempt, unit: str, etype: str, message: str, retryable: bool,
-                    part: bool = False) -> bool:
-        """Journal a failed attempt; schedule a retry if the policy allows.
-        Returns True when a retry was scheduled (the unit stays in flight)."""
-        policy = self.wf.retry
-        final = not (retryable and a.attempt < policy.max_attempts)
-        # a part's failure is final for its step only through the driver
-        self.journal.emit(self.plan, self.p, ev.StepFailed(unit, self.p.next_super_step, etype, message,
-                                                           a.attempt, final and not part))
-        if not final:
-            timer = self.core.scheduler.tell_later(
-                policy.delay(a.attempt), self.actor_ref, RetryStep(unit, a.attempt + 1))
-            self.inflight.add(unit, Attempt(None, a.attempt, timer, a.step, a.index))
-        self._event("failed" if final else "retrying", unit, a.attempt, (etype, message))
-        return not final
-
-    def _on_retry(self, msg: RetryStep) -> None:
-        a = self.inflight.get(msg.step)
-        if a is None or a.token is not None:
-            return
-        self.inflight.pop(msg.step)
-        if msg.step != a.step:
-            self._part_again(a)
-        self._advance()
-
-    def _on_timeout(self, msg: StepTimedOut) -> None:
-        a = self.inflight.get(msg.step)
-        if a is None or a.token != msg.token:
-            return
-        self.inflight.pop(msg.step)
-        self.core.executor.abandon(msg.token)
-        text = (f"step {msg.step!r} did not finish within {msg.timeout_s:g}s (attempt {a.attempt}); "
-                "raise step_timeout_s or make the step faster")
-        if msg.step != a.step:
-            if not self._step_error(a, msg.step, "StepTimeout", text, True, part=True):
-                self._part_failed(a, ("StepTimeout", text))
-        else:
-            self._step_error(a, a.step, "StepTimeout", text, True)
-        self._advance()
-
-    # -- commits ---------------------------------------------------------------
-
-    def _schedule_tick(self, delay: float) -> None:
-        self.core.scheduler.tell_later(delay, self.actor_ref, FLUSH_TICK)
-
-    def _on_tick(self, msg: FlushTick) -> None:
-        self.durability.tick = False
-        j = self.journal
-        if j.outbox and j.ack_token is None and not self.released and self.p.status == "running":
-            j.send(self.p, wait=False)
-
-    def _on_committed(self, msg: Committed) -> None:
-        if msg.error is not None:
-            self._store_failed(msg.error)
-            return
-        if not self.journal.committed(msg.token):
-            return
-        then, self._after_commit = self._after_commit, None
-        if then is None:
-            return
-        if then[0] == _GO:
-            self._accepted_go()
-        elif then[0] == _LAUNCH:
-            done = self._launch(then[1], then[2])
-            if done is not None:
-                self._record(done)
-            self._advance()
-        else:
-            self._report(then[1])
-
-    def _store_failed(self, err: BaseException) -> None:
-        """The store refused our events: the stored run stays at its last durable point."""
-        log.error("run %s/%s: store write failed: %s", *self.key, err)
-        self.journal.ack_token = None
-        self._after_commit = None
-        if not self.accepted and not self.journal.ever_committed:
-            # nothing of this run reached the store: the request is refused, the run does not exist
-            reply_to, listeners = self.subs.take()
-            r = Rejected(self.key[0], self.key[1], err)
-            for target in {id(t): t for t in reply_to + listeners}.values():
-                tell(target, r)
-            self._release_and_stop()
-            return
-        self._report(Failed(self.key[0], self.key[1], None, self.p.super_step, type(err).__name__,
-                            f"{safe_text(err)} (the run is kept as last committed: fix the store, "
-                            "then call rt.recover())"))
-
-    # -- endings -----------------------------------------------------------------
-
-    def _pause(self, reason: str, steps: list[str]) -> None:
-        p = self.p
-        self.journal.emit(self.plan, p, ev.Paused(reason, list(steps), p.super_step, _now()))
-        interrupts = [Interrupt(i.id, i.step_id, i.payload) for i in p.interrupts]
-        self._finish(Paused(self.key[0], self.key[1], p.super_step, reason, interrupts, list(steps)))
-
-    def _fail(self, step: str | None, etype: str, message: str) -> None:
-        p = self.p
-        self.journal.emit(self.plan, p, ev.RunFailed(step, etype, message, p.super_step, _now()))
-        self._finish(Failed(self.key[0], self.key[1], step, p.super_step, etype, message))
-
-    def _finish(self, outcome: Any) -> None:
-        """Make everything durable (with a snapshot), then report ``outcome``."""
-        if self.durability.finish(self.journal, self.p):
-            self._report(outcome)
-        else:
-            self._after_commit = (_REPORT, outcome)
-
-    def _report(self, outcome: Any) -> None:
-        self.subs.report(outcome, self.p.super_step)
-        self._release_and_stop()
-
-    def _release_and_stop(self) -> None:
-        if self.released:
-            return
-        self.released = True
-        for a in self.inflight:
-            if a.timer is not None:
-                self.core.scheduler.cancel(a.timer)
-        self.core.supervisor.release(self.key, self.actor_ref)
-        self.stop()
-
-    def _crash(self, exc: BaseException) -> None:
-        sup = self.core.supervisor
-        if sup.closed:  # e.g. the checkpointer is gone: stop quietly
-            log.debug("run %s/%s stopped by close: %r", *self.key, exc)
-        else:
-            log.error("run %s/%s: internal error", *self.key, exc_info=exc)
-        if self.released:
-            return
-        j = self.journal
-        if j.outbox and j.ack_token is None and not sup.closed:
-            try:  # the queued events are consistent: keep them for the restart
-                j.send(self.p, wait=False)
-            except Exception:  # noqa: BLE001
-                log.exception("run %s/%s: could not save queued events", *self.key)
-        self.released = True
-        sup.crashed(self.wf, self.key[1], self.actor_ref, exc, self.subs.take())
-        self.stop()
-
-    def _event(self, kind: str, step: str | None, attempt: int, data: Any = None) -> None:
-        if self.subs.listeners:
-            ss = self.p.super_step + (0 if kind in ("committed", "outcome") else 1)
-            self.subs.event(kind, ss, step, attempt, data)
-
 
 _HANDLERS: dict[type, Any] = {
     StepDone: WorkflowActor._on_step_done,

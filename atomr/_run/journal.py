@@ -23,6 +23,7 @@ any thread (MemoryStore); either way a refusal comes back as ``Committed(error)`
 from __future__ import annotations
 
 import itertools
+import time
 from typing import TYPE_CHECKING, Any
 
 from atomr.graph import superstep as algo
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from atomr.actors.core import Core
 
 __all__ = ["Journal", "Durability", "SyncDurability", "AsyncDurability", "ExitDurability",
-           "durability_of", "batch_of", "PENDING_FLUSH_S", "FlushTick"]
+           "durability_of", "batch_of", "now_ms", "PENDING_FLUSH_S", "FlushTick"]
 
 #: commit tokens, unique in the process
 _TOKENS = itertools.count(1)
@@ -42,6 +43,11 @@ _TOKENS = itertools.count(1)
 #: with durability "sync", the longest a completed step's writes wait in the run
 #: actor while its siblings still run
 PENDING_FLUSH_S = 0.02
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds, as journaled in events."""
+    return int(time.time() * 1000)
 
 
 class FlushTick:

@@ -1,0 +1,132 @@
+"""A run actor's commits and endings: Committed, store refusals, pause / done /
+failed, release, and what happens when the actor itself breaks.
+
+Mixin of :class:`~atomr._run.actor.WorkflowActor`; runs in its turn.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from atomr import events as ev
+from atomr._run.journal import FLUSH_TICK, FlushTick, now_ms
+from atomr._run.subscribers import tell
+from atomr.actors.step import safe_text
+from atomr.messages import Committed, Rejected
+from atomr.types import Failed, Interrupt, Paused
+
+if TYPE_CHECKING:
+    from atomr._run.actor import WorkflowActor
+
+__all__ = ["Endings"]
+
+log = logging.getLogger("atomr.run")
+#: what the run does once the commit it waits for is durable
+GO, LAUNCH, REPORT = "go", "launch", "report"
+
+
+class Endings:
+    # -- commits ---------------------------------------------------------------
+
+    def _schedule_tick(self: WorkflowActor, delay: float) -> None:
+        self.core.scheduler.tell_later(delay, self.actor_ref, FLUSH_TICK)
+
+    def _on_tick(self: WorkflowActor, msg: FlushTick) -> None:
+        self.durability.tick = False
+        j = self.journal
+        if j.outbox and j.ack_token is None and not self.released and self.p.status == "running":
+            j.send(self.p, wait=False)
+
+    def _on_committed(self: WorkflowActor, msg: Committed) -> None:
+        if msg.error is not None:
+            self._store_failed(msg.error)
+            return
+        if not self.journal.committed(msg.token):
+            return
+        then, self._after_commit = self._after_commit, None
+        if then is None:
+            return
+        if then[0] == GO:
+            self._accepted_go()
+        elif then[0] == LAUNCH:
+            done = self._launch(then[1], then[2])
+            if done is not None:
+                self._record(done)
+            self._advance()
+        else:
+            self._report(then[1])
+
+    def _store_failed(self: WorkflowActor, err: BaseException) -> None:
+        """The store refused our events: the stored run stays at its last durable point."""
+        log.error("run %s/%s: store write failed: %s", *self.key, err)
+        self.journal.ack_token = None
+        self._after_commit = None
+        if not self.accepted and not self.journal.ever_committed:
+            # nothing of this run reached the store: the request is refused, the run does not exist
+            reply_to, listeners = self.subs.take()
+            r = Rejected(self.key[0], self.key[1], err)
+            for target in {id(t): t for t in reply_to + listeners}.values():
+                tell(target, r)
+            self._release_and_stop()
+            return
+        self._report(Failed(self.key[0], self.key[1], None, self.p.super_step, type(err).__name__,
+                            f"{safe_text(err)} (the run is kept as last committed: fix the store, "
+                            "then call rt.recover())"))
+
+    # -- endings -----------------------------------------------------------------
+
+    def _pause(self: WorkflowActor, reason: str, steps: list[str]) -> None:
+        p = self.p
+        self.journal.emit(self.plan, p, ev.Paused(reason, list(steps), p.super_step, now_ms()))
+        interrupts = [Interrupt(i.id, i.step_id, i.payload) for i in p.interrupts]
+        self._finish(Paused(self.key[0], self.key[1], p.super_step, reason, interrupts, list(steps)))
+
+    def _fail(self: WorkflowActor, step: str | None, etype: str, message: str) -> None:
+        p = self.p
+        self.journal.emit(self.plan, p, ev.RunFailed(step, etype, message, p.super_step, now_ms()))
+        self._finish(Failed(self.key[0], self.key[1], step, p.super_step, etype, message))
+
+    def _finish(self: WorkflowActor, outcome: Any) -> None:
+        """Make everything durable (with a snapshot), then report ``outcome``."""
+        if self.durability.finish(self.journal, self.p):
+            self._report(outcome)
+        else:
+            self._after_commit = (REPORT, outcome)
+
+    def _report(self: WorkflowActor, outcome: Any) -> None:
+        self.subs.report(outcome, self.p.super_step)
+        self._release_and_stop()
+
+    def _release_and_stop(self: WorkflowActor) -> None:
+        if self.released:
+            return
+        self.released = True
+        for a in self.inflight:
+            if a.timer is not None:
+                self.core.scheduler.cancel(a.timer)
+        self.core.supervisor.release(self.key, self.actor_ref)
+        self.stop()
+
+    def _crash(self: WorkflowActor, exc: BaseException) -> None:
+        sup = self.core.supervisor
+        if sup.closed:  # e.g. the checkpointer is gone: stop quietly
+            log.debug("run %s/%s stopped by close: %r", *self.key, exc)
+        else:
+            log.error("run %s/%s: internal error", *self.key, exc_info=exc)
+        if self.released:
+            return
+        j = self.journal
+        if j.outbox and j.ack_token is None and not sup.closed:
+            try:  # the queued events are consistent: keep them for the restart
+                j.send(self.p, wait=False)
+            except Exception:  # noqa: BLE001
+                log.exception("run %s/%s: could not save queued events", *self.key)
+        self.released = True
+        sup.crashed(self.wf, self.key[1], self.actor_ref, exc, self.subs.take())
+        self.stop()
+
+    def _event(self: WorkflowActor, kind: str, step: str | None, attempt: int, data: Any = None) -> None:
+        if self.subs.listeners:
+            ss = self.p.super_step + (0 if kind in ("committed", "outcome") else 1)
+            self.subs.event(kind, ss, step, attempt, data)
