@@ -28,7 +28,7 @@ PUBLIC_ALL = {
     ],
     "atomr.codec": [
         "CODEC_VERSION", "MAX_DECODE_DEPTH", "MAX_DEPTH", "check_depth", "check_encodable",
-        "decode", "depth_exceeds", "encode", "encode_writes", "packb", "unpackb",
+        "decode", "depth_exceeds", "encode", "encode_error", "encode_writes", "packb", "unpackb",
     ],
     "atomr.demo": [
         "APPROVAL", "APPROVAL_LIMIT_CENTS", "SAMPLE_ORDER", "SPEC", "TAX_PERCENT", "workflow",
