@@ -21,6 +21,7 @@ happened and what to do about it::
     │   ├── StoreLocked
     │   ├── StoreFull
     │   ├── CorruptRecord
+    │   ├── CorruptStore
     │   ├── FormatVersionError
     │   └── StoreClosed
     └── RunError              a run-level request was refused or a run failed
@@ -43,46 +44,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 __all__ = [
-    "AtomrError",
-    "GraphError",
-    "CycleError",
-    "UnknownStepError",
-    "DuplicateStepError",
-    "EntryError",
-    "UnreachableStepError",
-    "NotCallableError",
-    "BranchError",
-    "StateError",
-    "UnknownChannelError",
-    "ReducerError",
-    "StepResultError",
-    "CodecError",
-    "StoreError",
-    "StoreLocked",
-    "StoreFull",
-    "CorruptRecord",
-    "FormatVersionError",
-    "StoreClosed",
-    "RunError",
-    "WorkflowNotFound",
-    "WorkflowExists",
-    "RunNotFound",
-    "RunExists",
-    "RunNotPaused",
-    "InterruptError",
-    "UnknownInterruptError",
-    "AmbiguousResumeError",
-    "InvalidResumeValue",
-    "CheckpointNotFound",
-    "StepTimeout",
-    "LoopLimitError",
-    "Rejected",
-    "StepCrashed",
-    "ResultTimeout",
-    "RuntimeClosed",
-    "error_class",
-    "JoinError",
-    "SchemaError",
+    "AtomrError", "GraphError", "CycleError", "UnknownStepError", "DuplicateStepError",
+    "EntryError", "UnreachableStepError", "NotCallableError", "BranchError", "StateError",
+    "UnknownChannelError", "ReducerError", "StepResultError", "CodecError", "StoreError",
+    "StoreLocked", "StoreFull", "CorruptRecord", "CorruptStore", "FormatVersionError",
+    "StoreClosed", "RunError", "WorkflowNotFound", "WorkflowExists", "RunNotFound",
+    "RunExists", "RunNotPaused", "InterruptError", "UnknownInterruptError",
+    "AmbiguousResumeError", "InvalidResumeValue", "CheckpointNotFound", "StepTimeout",
+    "LoopLimitError", "Rejected", "StepCrashed", "ResultTimeout", "RuntimeClosed",
+    "error_class", "JoinError", "SchemaError",
 ]
 
 
@@ -220,24 +190,31 @@ class StoreError(AtomrError):
 
 
 class StoreLocked(StoreError):
-    def __init__(self, path: str, pid: int | None) -> None:
+    def __init__(self, path: str, pid: int | None, same_process: bool = False) -> None:
         self.path = path
         self.pid = pid
-        holder = f"process {pid}" if pid else "another process"
-        super().__init__(
-            f"store {path!r} is locked by {holder}; only one process may open an LMDB "
-            "store: stop that process, or open a different path"
-        )
+        if same_process:
+            msg = (f"store {path!r} is already open in this process (process {pid}, by another "
+                   "LmdbStore object); use that object, or close() it before opening the path again")
+        else:
+            holder = f"process {pid}" if pid else "another process"
+            msg = (f"store {path!r} is locked by {holder}; only one process may open an LMDB store "
+                   "for writing: stop that process or wait for it to close the store, open it "
+                   "with readonly=True to read it, or open a different path")
+        super().__init__(msg)
 
 
 class StoreFull(StoreError):
-    def __init__(self, map_size: int, path: str = "") -> None:
+    def __init__(self, map_size: int, path: str = "", new_run: str | None = None) -> None:
         self.map_size = map_size
-        super().__init__(
-            f"map size {_human(map_size)} reached{f' in {path!r}' if path else ''}; "
-            f"open the store with map_size={map_size * 2} (or a larger max_map_size) "
-            "and call rt.recover() to carry the run on: nothing committed was lost"
-        )
+        self.new_run = new_run
+        where = f" in {path!r}" if path else ""
+        grow = f"open the store with map_size={map_size * 2} (or a larger max_map_size)"
+        if new_run is None:
+            tail = f"{grow} and call rt.recover() to carry the run on: nothing committed was lost"
+        else:
+            tail = f"run {new_run} was not started (nothing of it was written): {grow} and start it again"
+        super().__init__(f"map size {_human(map_size)} reached{where}; {tail}")
 
 
 class CorruptRecord(StoreError):
@@ -245,10 +222,23 @@ class CorruptRecord(StoreError):
         self.workflow_id = workflow_id
         self.run_id = run_id
         self.seq = seq
+        what = f"record {seq}" if seq else "index entry"
         super().__init__(
-            f"corrupt record {seq} of run {workflow_id}/{run_id}: {detail}; "
-            "other runs are unaffected; restore this run from a backup or delete it "
-            f"(atomr prune {workflow_id} {run_id} --delete)"
+            f"corrupt {what} of run {workflow_id}/{run_id}: {detail}; other runs are unaffected; "
+            f"restore this run from a backup or delete it (atomr prune {workflow_id} {run_id} --delete)"
+        )
+
+
+class CorruptStore(StoreError):
+    """The files of a store are damaged (its B-tree, not one run's records)."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        super().__init__(
+            f"store {path!r} is damaged: {detail}; it was not opened, to keep reading it from "
+            "crashing the process. Restore it from a backup (made with `atomr backup`, or "
+            "LMDB's compacting copy env.copy(path, compact=True)); `atomr verify` reports "
+            "what is damaged"
         )
 
 

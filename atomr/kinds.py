@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from types import MappingProxyType
+from typing import Any, TypeVar
 
+from atomr._check import check_int
 from atomr.errors import GraphError, InvalidResumeValue, Rejected
-from atomr.graph.dag import BranchSpec, Dag, StepKind
+from atomr.graph.dag import BranchSpec, Dag, StepKind, is_async_step
 from atomr.graph.schema import StateSchema
-
-if TYPE_CHECKING:
-    from atomr.workflow import Workflow
+from atomr.graph.state import fold_superstep, normalize_writes
+from atomr.workflow import Workflow
 
 __all__ = ["Branch", "Loop", "Map", "Human", "Subgraph", "dispatch_fan_out"]
 
@@ -30,6 +31,27 @@ Branch = BranchSpec
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def _channel_arg(kind: str, name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise GraphError(f"{kind} {name} must be a channel name (a non-empty str), got {value!r}; "
+                         "pass the key of a channel of the workflow's StateSchema")
+    return value
+
+
+def _channel_list(kind: str, name: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise GraphError(f"{kind} {name} must be a list of channel names, got {value!r}; "
+                         f"pass e.g. [{value!r}]")
+    return tuple(_channel_arg(kind, name, v) for v in value)
+
+
+def _need_channel(kind: str, step: str, name: str, channel: str, schema: StateSchema) -> None:
+    if channel not in schema:
+        known = ", ".join(repr(k) for k in sorted(schema.keys())) or "(none)"
+        raise GraphError(f"{kind} step {step!r}: {name}={channel!r} is not a channel of the workflow "
+                         f"(channels: {known}); declare it in the StateSchema or fix the name")
 
 
 class Loop(StepKind):
@@ -52,11 +74,15 @@ class Loop(StepKind):
             raise GraphError(f"Loop body must be callable fn(state, ctx) or a Dag, got {type(body).__name__}")
         if not callable(while_):
             raise GraphError(f"Loop while_ must be callable fn(state) -> bool, got {type(while_).__name__}")
-        if max_iterations < 1:
-            raise GraphError(f"Loop max_iterations must be >= 1, got {max_iterations}; pass the most iterations the loop may take")
         self.body = body
         self.while_ = while_
-        self.max_iterations = max_iterations
+        self.max_iterations = check_int(
+            max_iterations, "Loop max_iterations", lo=1, hi=1_000_000_000, error=GraphError,
+            hint="pass the most iterations the loop may take")
+
+    def check(self, step: str, schema: StateSchema) -> None:
+        if isinstance(self.body, DagBody):
+            self.body.bind(schema)
 
     def __repr__(self) -> str:
         return f"Loop({getattr(self.body, '__name__', self.body)!r}, max_iterations={self.max_iterations})"
@@ -66,8 +92,6 @@ class DagBody:
     """A Loop body made of a sub-DAG. The workflow binds its state schema."""
 
     def __init__(self, dag: Dag) -> None:
-        from atomr.workflow import is_async_step
-
         for s, fn in dag.steps.items():
             if isinstance(fn, StepKind) or is_async_step(fn):
                 raise GraphError(
@@ -85,10 +109,6 @@ class DagBody:
         self.schema = schema
 
     def __call__(self, state: Mapping[str, Any], ctx: Any) -> list[tuple[str, Any]]:
-        from types import MappingProxyType
-
-        from atomr.graph.state import fold_superstep, normalize_writes
-
         assert self.schema is not None, "a Loop's sub-DAG runs inside a Workflow"
         values = dict(state)
         out: list[tuple[str, Any]] = []
@@ -110,14 +130,18 @@ class Map(StepKind):
     to channel ``into`` through its reducer."""
 
     def __init__(self, fn: Callable[..., Any], items: str, into: str, max_concurrency: int = 4) -> None:
-        if not callable(fn):
-            raise GraphError(f"Map fn must be callable fn(item, ctx), got {type(fn).__name__}")
-        if max_concurrency < 1:
-            raise GraphError(f"Map max_concurrency must be >= 1, got {max_concurrency}; pass how many elements may run at once")
+        if not callable(fn) or isinstance(fn, StepKind):
+            raise GraphError(f"Map fn must be callable fn(item, ctx), got {type(fn).__name__}; pass a function")
         self.fn = fn
-        self.items = items
-        self.into = into
-        self.max_concurrency = max_concurrency
+        self.items = _channel_arg("Map", "items", items)
+        self.into = _channel_arg("Map", "into", into)
+        self.max_concurrency = check_int(
+            max_concurrency, "Map max_concurrency", lo=1, hi=100_000, error=GraphError,
+            hint="pass how many elements may run at once")
+
+    def check(self, step: str, schema: StateSchema) -> None:
+        _need_channel("Map", step, "items", self.items, schema)
+        _need_channel("Map", step, "into", self.into, schema)
 
     def __repr__(self) -> str:
         return f"Map(items={self.items!r}, into={self.into!r}, max_concurrency={self.max_concurrency})"
@@ -131,11 +155,16 @@ class Human(StepKind):
     an approval (``on_reject="continue"``, so a Branch can route on it)."""
 
     def __init__(self, prompt: str, into: str, on_reject: str = "fail") -> None:
-        if on_reject not in ("fail", "continue"):
-            raise GraphError(f"Human on_reject must be 'fail' or 'continue', got {on_reject!r}")
+        if not isinstance(on_reject, str) or on_reject not in ("fail", "continue"):
+            raise GraphError(f"Human on_reject must be 'fail' or 'continue', got {on_reject!r}; pass one of those")
+        if not isinstance(prompt, str):
+            raise GraphError(f"Human prompt must be a str, got {type(prompt).__name__}; pass the question to ask")
         self.prompt = prompt
-        self.into = into
+        self.into = _channel_arg("Human", "into", into)
         self.on_reject = on_reject
+
+    def check(self, step: str, schema: StateSchema) -> None:
+        _need_channel("Human", step, "into", self.into, schema)
 
     @staticmethod
     def check_answer(step: str, value: Any) -> None:
@@ -167,13 +196,12 @@ class Subgraph(StepKind):
     workflow id with run id ``"<parent workflow>/<parent run>/<step>"``."""
 
     def __init__(self, workflow: Workflow | str, inputs: Sequence[str] = (), outputs: Sequence[str] = ()) -> None:
-        from atomr.workflow import Workflow
-
-        if not isinstance(workflow, (Workflow, str)):
-            raise GraphError(f"Subgraph takes a Workflow or a registered workflow id, got {type(workflow).__name__}")
+        if not isinstance(workflow, (Workflow, str)) or workflow == "":
+            raise GraphError(f"Subgraph takes a Workflow or a registered workflow id, got {workflow!r}; "
+                             "pass one of those")
         self.workflow = workflow
-        self.inputs = tuple(inputs)
-        self.outputs = tuple(outputs)
+        self.inputs = _channel_list("Subgraph", "inputs", inputs)
+        self.outputs = _channel_list("Subgraph", "outputs", outputs)
         if isinstance(workflow, Workflow):
             for k in self.inputs:
                 if k not in workflow.channels:
@@ -181,6 +209,11 @@ class Subgraph(StepKind):
             for k in self.outputs:
                 if k not in workflow.channels:
                     raise GraphError(f"Subgraph output {k!r} is not a channel of child workflow {workflow.id!r}")
+
+    def check(self, step: str, schema: StateSchema) -> None:
+        for name, group in (("inputs", self.inputs), ("outputs", self.outputs)):
+            for k in group:
+                _need_channel("Subgraph", step, name, k, schema)
 
     @property
     def workflow_id(self) -> str:
@@ -194,8 +227,10 @@ def dispatch_fan_out(items: Iterable[T], fn: Callable[[T], R], max_concurrency: 
     """Run ``fn`` on each item on worker threads, at most ``max_concurrency`` at
     once; return the results in input order. The first exception is raised once
     the calls already running finish; no new call starts after it."""
-    if max_concurrency < 1:
-        raise GraphError(f"max_concurrency must be >= 1, got {max_concurrency}")
+    if not callable(fn):
+        raise GraphError(f"dispatch_fan_out fn must be callable, got {type(fn).__name__}; pass a function fn(item)")
+    max_concurrency = check_int(max_concurrency, "dispatch_fan_out max_concurrency", lo=1, hi=100_000,
+                                error=GraphError, hint="pass how many calls may run at once")
     todo = list(items)
     results: list[Any] = [None] * len(todo)
     error: BaseException | None = None

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
+from atomr._check import check_int, check_number, check_optional_number
 from atomr.errors import GraphError
-from atomr.graph.dag import Dag, StepKind
+from atomr.graph.dag import Dag, StepKind, is_async_step
 from atomr.graph.schema import StateSchema
 from atomr.graph.superstep import Plan
 
@@ -31,14 +30,37 @@ class RetryPolicy:
     retry_on: tuple[type[BaseException], ...] = (Exception,)
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise GraphError(f"RetryPolicy.max_attempts must be >= 1, got {self.max_attempts}; use 1 for no retry")
-        if self.backoff_s < 0 or self.multiplier < 1:
-            raise GraphError(f"RetryPolicy needs backoff_s >= 0 and multiplier >= 1, got {self.backoff_s} and {self.multiplier}; fix them")
+        def num(name: str, lo: float) -> None:
+            object.__setattr__(self, name, check_number(
+                getattr(self, name), f"RetryPolicy.{name}", lo=lo, error=GraphError,
+                hint=f"pass a finite number of {'seconds' if name != 'multiplier' else 'times'} >= {lo:g}"))
+
+        object.__setattr__(self, "max_attempts", check_int(
+            self.max_attempts, "RetryPolicy.max_attempts", lo=1, hi=1_000_000, error=GraphError,
+            hint="use 1 for no retry"))
+        num("backoff_s", 0)
+        num("multiplier", 1)
+        num("max_backoff_s", 0)
+        retry_on = self.retry_on
+        if isinstance(retry_on, type):
+            retry_on = (retry_on,)
+        if not isinstance(retry_on, tuple) or not retry_on or not all(
+            isinstance(c, type) and issubclass(c, BaseException) for c in retry_on
+        ):
+            raise GraphError(
+                f"RetryPolicy.retry_on must be an exception class or a non-empty tuple of them, "
+                f"got {retry_on!r}; pass the classes themselves, e.g. retry_on=(ValueError, "
+                "TimeoutError), not their names"
+            )
+        object.__setattr__(self, "retry_on", retry_on)
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return min(self.backoff_s * self.multiplier ** (attempt - 1), self.max_backoff_s)
+        try:
+            wait = self.backoff_s * self.multiplier ** (attempt - 1)
+        except OverflowError:
+            return self.max_backoff_s
+        return min(wait, self.max_backoff_s)
 
 
 class Workflow:
@@ -61,13 +83,19 @@ class Workflow:
         step_timeout_s: float | None = None,
     ) -> None:
         if not isinstance(id, str) or not id:
-            raise GraphError(f"workflow id must be a non-empty string, got {id!r}")
+            raise GraphError(f"workflow id must be a non-empty string, got {id!r}; pass a name")
         if not isinstance(dag, Dag):
             raise GraphError(f"workflow {id!r}: dag must be a built Dag (Dag.builder(...).build()), got {type(dag).__name__}")
         if not isinstance(schema, StateSchema):
-            raise GraphError(f"workflow {id!r}: schema must be a StateSchema, got {type(schema).__name__}")
-        if step_timeout_s is not None and step_timeout_s <= 0:
-            raise GraphError(f"workflow {id!r}: step_timeout_s must be > 0 or None, got {step_timeout_s}")
+            raise GraphError(f"workflow {id!r}: schema must be a StateSchema, got {type(schema).__name__}; pass StateSchema({{...}})")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise GraphError(f"workflow {id!r}: retry must be a RetryPolicy or None, got {type(retry).__name__}; pass RetryPolicy(max_attempts=...)")
+        step_timeout_s = check_optional_number(
+            step_timeout_s, f"workflow {id!r}: step_timeout_s", lo=0, lo_open=True, error=GraphError,
+            hint="pass a finite number of seconds, or None for no limit")
+        for name, group in (("interrupt_before", interrupt_before), ("interrupt_after", interrupt_after)):
+            if isinstance(group, (str, bytes)) or not isinstance(group, Iterable):
+                raise GraphError(f"workflow {id!r}: {name} must be a list of step ids, got {group!r}; pass e.g. [{group!r}]")
         self.id = id
         self.dag = dag
         self.schema = schema
@@ -80,11 +108,9 @@ class Workflow:
             s: (not isinstance(fn, StepKind)) and is_async_step(fn) for s, fn in dag.steps.items()
         }
         self.channels = schema.keys()
-        from atomr.kinds import DagBody, Loop
-
-        for fn in dag.steps.values():
-            if isinstance(fn, Loop) and isinstance(fn.body, DagBody):
-                fn.body.bind(schema)
+        for step, fn in dag.steps.items():
+            if isinstance(fn, StepKind):
+                fn.check(step, schema)
 
     def __repr__(self) -> str:
         return f"Workflow({self.id!r}, steps={len(self.dag)})"
@@ -94,11 +120,3 @@ class Workflow:
         from atomr._mermaid import to_mermaid
 
         return to_mermaid(self)
-
-
-def is_async_step(fn: Any) -> bool:
-    """True for an ``async def`` function or an object whose ``__call__`` is one."""
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(fn, "__call__", None)  # noqa: B004
-    return call is not None and inspect.iscoroutinefunction(call)

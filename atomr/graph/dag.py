@@ -8,9 +8,10 @@ layers) are computed once, so the runtime can query them for free.
 from __future__ import annotations
 
 import heapq
+import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from atomr.errors import (
     BranchError,
@@ -24,6 +25,9 @@ from atomr.errors import (
     UnreachableStepError,
 )
 
+if TYPE_CHECKING:
+    from atomr.graph.schema import StateSchema
+
 __all__ = [
     "JOIN_POLICIES",
     "BranchSpec",
@@ -32,6 +36,7 @@ __all__ = [
     "Router",
     "StepKind",
     "find_cycle",
+    "is_async_step",
     "unreachable_steps",
 ]
 
@@ -43,9 +48,21 @@ Router = Callable[[Mapping[str, Any]], "str | list[str]"]
 
 
 class StepKind:
-    """Marker base class of special step objects (Loop, Map, Human, Subgraph...)."""
+    """Base class of special step objects (Loop, Map, Human, Subgraph...)."""
 
     __slots__ = ()
+
+    def check(self, step: str, schema: StateSchema) -> None:
+        """Refuse (with a GraphError naming ``step``) a kind that cannot run over
+        ``schema``; called once by the Workflow it is part of."""
+
+
+def is_async_step(fn: Any) -> bool:
+    """True for an ``async def`` function or an object whose ``__call__`` is one."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004
+    return call is not None and inspect.iscoroutinefunction(call)
 
 
 def _is_step_fn(fn: object) -> bool:
