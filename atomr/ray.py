@@ -132,7 +132,7 @@ def _tell(ref: Any, done: StepDone) -> None:
 class _Pending:
     __slots__ = ("key", "ref", "msg", "reply_to", "cancelled")
 
-    def __init__(self, key: tuple[int, int], ref: Any, msg: Execute, reply_to: Any) -> None:
+    def __init__(self, key: int, ref: Any, msg: Execute, reply_to: Any) -> None:
         self.key = key
         self.ref = ref
         self.msg = msg
@@ -168,10 +168,9 @@ class RayExecutor:
         self.task_options = {**options, **_FIXED_OPTIONS}
         self.ray_init_kwargs = ray_init_kwargs
         self._lock = threading.Lock()
-        # (submitting thread, token) -> attempts. Step tokens are numbered per
-        # run actor, and a run actor submits and abandons from its own thread,
-        # so the pair names one run's step attempt.
-        self._pending: dict[tuple[int, int], list[_Pending]] = {}
+        # token -> attempts. Step tokens are unique in the process (a run
+        # actor's turns may run on any dispatcher thread).
+        self._pending: dict[int, list[_Pending]] = {}
         self._remote: Any = None
         self._owns_ray = False
         self._started = False
@@ -240,7 +239,7 @@ class RayExecutor:
                          "step function, its closure and the state must be picklable"),
                 retryable=False))
             return
-        key = (threading.get_ident(), msg.token)
+        key = msg.token
         entry = _Pending(key, ref, msg, reply_to)
         with self._lock:
             self._pending.setdefault(key, []).append(entry)
@@ -253,7 +252,7 @@ class RayExecutor:
 
     def abandon(self, token: int) -> None:
         """The step overran ``step_timeout_s``: cancel its task (killing its worker)."""
-        key = (threading.get_ident(), token)
+        key = token
         with self._lock:
             entries = self._pending.get(key)
             if not entries:

@@ -237,30 +237,72 @@ class StepActor(pykka.ThreadingActor):
 
 
 class _AsyncLoop:
-    """One event-loop thread shared by all ``async def`` steps."""
+    """One event-loop thread shared by all ``async def`` steps.
+
+    Steps are handed over in batches: :meth:`submit` appends to a queue and
+    wakes the loop only when no drain is pending, so a burst of steps costs
+    one wake-up, not one each. Each step is a task on the loop (no thread).
+    """
 
     def __init__(self) -> None:
-        #: tokens the executor cancelled (timeout, any-join): their end is silent
-        self.abandoned: set[int] = set()
         self.loop = asyncio.new_event_loop()
+        self._queue: collections.deque[Execute] = collections.deque()
+        self._lock = threading.Lock()
+        self._drain_pending = False
+        self._closing = False
+        #: token -> task of the steps running now
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        #: tokens the executor cancelled (timeout, any-join): their end is silent
+        self._abandoned: set[int] = set()
         self._thread = threading.Thread(target=self.loop.run_forever, name="atomr-async", daemon=True)
         self._thread.start()
 
-    def submit(self, msg: Execute) -> Any:
-        fut = asyncio.run_coroutine_threadsafe(self._run(msg), self.loop)
-        return fut
+    def submit(self, msg: Execute) -> None:
+        """Any thread: run ``msg`` as a task on the loop."""
+        with self._lock:
+            self._queue.append(msg)
+            if self._drain_pending:
+                return
+            self._drain_pending = True
+        self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            batch = list(self._queue)
+            self._queue.clear()
+            self._drain_pending = False
+        create = self.loop.create_task
+        for msg in batch:
+            if msg.token in self._abandoned:
+                self._abandoned.discard(msg.token)
+                continue
+            self._tasks[msg.token] = create(self._run(msg))
+
+    def abandon(self, token: int) -> None:
+        """Any thread: cancel the step's task; its end is not reported."""
+        self.loop.call_soon_threadsafe(self._abandon, token)
+
+    def _abandon(self, token: int) -> None:
+        task = self._tasks.pop(token, None)
+        if task is not None:
+            self._abandoned.add(token)
+            task.cancel()
+        elif any(m.token == token for m in self._queue):
+            self._abandoned.add(token)
 
     async def _run(self, msg: Execute) -> None:
         try:
             result = await _call(msg)
             done = finish(msg, result)
         except asyncio.CancelledError as exc:
-            if msg.token in self.abandoned:
-                self.abandoned.discard(msg.token)
-                return  # we cancelled it: the run already counted the attempt
+            if msg.token in self._abandoned or self._closing:
+                self._abandoned.discard(msg.token)
+                return  # we cancelled it: the run already counted the attempt (or we close)
             done = finish(msg, exc=exc)  # the step cancelled itself: a failed attempt
         except BaseException as exc:  # noqa: BLE001
             done = finish(msg, exc=exc)
+        finally:
+            self._tasks.pop(msg.token, None)
         _tell(msg.reply_to, done)
 
     def run(self, aw: Any) -> Any:
@@ -270,7 +312,22 @@ class _AsyncLoop:
         return value
 
     def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        def stop() -> None:
+            self._closing = True
+            tasks = list(self._tasks.values())
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                # let the cancelled tasks finish before the loop stops
+                fut = asyncio.gather(*tasks, return_exceptions=True)
+                fut.add_done_callback(lambda _f: self.loop.stop())
+            else:
+                self.loop.stop()
+
+        try:
+            self.loop.call_soon_threadsafe(stop)
+        except RuntimeError:
+            return  # already closed
         self._thread.join(timeout=2)
 
 
@@ -295,7 +352,6 @@ class LocalExecutor:
         self._cancelled: set[int] = set()
         self._running: dict[int, int] = {}  # token -> worker slot
         self._loop: _AsyncLoop | None = None
-        self._async_futs: dict[int, Any] = {}
         self._closed = False
 
     def start(self) -> None:
@@ -310,9 +366,7 @@ class LocalExecutor:
                 if self._loop is None:
                     self._loop = _AsyncLoop()
                 loop = self._loop
-            fut = loop.submit(msg)
-            self._async_futs[msg.token] = fut
-            fut.add_done_callback(lambda _f, t=msg.token: self._async_futs.pop(t, None))
+            loop.submit(msg)
             return
         with self._lock:
             self._queue.append(msg)
@@ -345,12 +399,6 @@ class LocalExecutor:
         """A step overran its timeout (or lost an any-join): cancel it if it is
         queued or async; if it is running, a fresh worker takes its slot and the
         stuck one stops once the step returns."""
-        fut = self._async_futs.pop(token, None)
-        if fut is not None:
-            if self._loop is not None:
-                self._loop.abandoned.add(token)
-            fut.cancel()
-            return
         with self._lock:
             if self._closed:
                 return
@@ -358,6 +406,14 @@ class LocalExecutor:
             if i is None:
                 if any(m.token == token for m in self._queue):
                     self._cancelled.add(token)
+                    return
+                loop = self._loop
+        if i is None:
+            if loop is not None:  # an async step (or one that just ended: harmless)
+                loop.abandon(token)
+            return
+        with self._lock:
+            if self._closed:
                 return
             old = self._refs[i]
             new = self._refs[i] = StepActor.start(self, i)
