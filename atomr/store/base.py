@@ -53,7 +53,11 @@ class RunSummary:
 
     @classmethod
     def from_record(cls, workflow_id: str, run_id: str, data: bytes) -> RunSummary:
+        """Decode a run index record; CodecError when it is damaged or malformed."""
         row = fmt.decode_obj(data)
+        if (not isinstance(row, list) or len(row) != 8 or row[0] not in STATUSES
+                or not all(type(x) is int for x in row[1:7]) or not isinstance(row[7], dict)):
+            raise CodecError("run index record does not hold a run summary (wrong shape)")
         return cls(workflow_id, run_id, *row)
 
 
@@ -218,6 +222,12 @@ class Store(abc.ABC):
             return best[0], fmt.decode_obj(best[1])
         except CodecError as exc:
             raise fmt.corrupt(workflow_id, run_id, best[0], exc) from None
+
+    def damaged_entries(self) -> list[tuple[str | None, str | None, str]]:
+        """Entries :meth:`summaries` skipped because they are damaged, as
+        ``(workflow_id, run_id, what)`` (ids None when the key itself is
+        damaged). Reading such a run raises CorruptRecord."""
+        return []
 
     def close(self) -> None:  # noqa: B027
         """Release the store's resources."""

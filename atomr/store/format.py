@@ -119,11 +119,21 @@ def run_key(workflow_id: str, run_id: str) -> bytes:
 
 
 def parse_run_key(key: bytes) -> tuple[str, str]:
+    """(workflow id, run id) of a run key. CodecError when the key is damaged:
+    its length fields must add up exactly and the ids must be UTF-8."""
+    n = len(key)
+    if n < 4:
+        raise CodecError(f"run key of {n} bytes is shorter than its two length fields")
     (lw,) = _U16.unpack_from(key, 0)
-    w = key[2 : 2 + lw].decode()
+    if 4 + lw > n:
+        raise CodecError(f"run key's workflow id length ({lw}) runs past its {n} bytes")
     (lr,) = _U16.unpack_from(key, 2 + lw)
-    r = key[4 + lw : 4 + lw + lr].decode()
-    return w, r
+    if 4 + lw + lr != n:
+        raise CodecError(f"run key's id lengths ({lw} + {lr}) do not add up to its {n} bytes")
+    try:
+        return key[2 : 2 + lw].decode(), key[4 + lw :].decode()
+    except UnicodeDecodeError:
+        raise CodecError("run key's ids are not valid UTF-8") from None
 
 
 def seq_key(rkey: bytes, seq: int) -> bytes:
