@@ -9,6 +9,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,14 +19,25 @@ SYSTEMS = ("atomr", "langgraph")
 RESULT_TIMEOUT = 600.0  # seconds any single wait may take (the box may be loaded)
 
 # Targets: "advantage" is always oriented so that > 1 means atomr is better.
+# From issue 13 section 3 (both engines in one run, medians): the like-for-like
+# durable chain (LMDB fsync="full" vs SQLite FULL) is the headline.
 TARGETS = {
-    "chain_memory": 6.0,
+    "chain_durable_full": 2.5,
+    "chain_memory": 10.0,
     "chain_durable": 2.5,
     "concurrent_durable": 15.0,
     "fanout_node_runs": 10.0,
     "store_size": 30.0,
     "recovery": 10.0,
+    "agents": 20.0,
 }
+# Limits on an absolute atomr figure (the row meets it when atomr's value <= limit).
+LIMITS = {
+    "agents_threads": 32,
+}
+#: raw samples kept per side of a row in the JSON; beyond this only the statistics
+#: (and a few percentiles) are written, so result files stay small
+MAX_SAMPLES_KEPT = 50
 
 
 def langgraph_available() -> tuple[bool, str]:
@@ -33,6 +45,7 @@ def langgraph_available() -> tuple[bool, str]:
     try:
         import langgraph.checkpoint.memory  # noqa: F401
         import langgraph.checkpoint.sqlite  # noqa: F401
+        import langgraph.checkpoint.sqlite.aio  # noqa: F401 - AsyncSqliteSaver (aiosqlite), agents
         import langgraph.graph  # noqa: F401
     except Exception as e:  # noqa: BLE001 - any import failure means "not available"
         return False, f"{type(e).__name__}: {e}"
@@ -143,7 +156,8 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def summarize(samples: Sequence[float], stat: str = "median") -> dict[str, Any]:
-    """The figures of one side of a row: headline ``value`` plus median/min/max and raw samples."""
+    """The figures of one side of a row: headline ``value`` plus median/min/max and raw samples
+    (at most :data:`MAX_SAMPLES_KEPT` of them; more are summed up as percentiles)."""
     vals = [float(x) for x in samples]
     if not vals:
         return {"value": None, "samples": []}
@@ -155,16 +169,24 @@ def summarize(samples: Sequence[float], stat: str = "median") -> dict[str, Any]:
         value = percentile(vals, 99)
     elif stat == "value":
         value = vals[0]
+    elif stat == "max":
+        value = max(vals)
     else:  # pragma: no cover - programming error
         raise ValueError(stat)
-    return {
+    out = {
         "value": value,
         "median": statistics.median(vals),
         "min": min(vals),
         "max": max(vals),
         "n": len(vals),
-        "samples": vals,
     }
+    if len(vals) <= MAX_SAMPLES_KEPT:
+        out["samples"] = vals
+    else:
+        out["samples"] = []
+        out["samples_dropped"] = len(vals)
+        out["percentiles"] = {str(q): percentile(vals, q) for q in (1, 5, 25, 50, 75, 90, 95, 99)}
+    return out
 
 
 def make_row(
@@ -176,15 +198,27 @@ def make_row(
     *,
     stat: str = "median",
     target: float | None = None,
+    limit: float | None = None,
+    headline: bool = False,
     note: str = "",
 ) -> dict[str, Any]:
     """One comparison row. ``advantage`` > 1 means atomr is better (throughput:
-    atomr/LangGraph; latency and size: LangGraph/atomr)."""
+    atomr/LangGraph; latency and size: LangGraph/atomr).
+
+    ``target`` is a bar for the advantage; ``limit`` instead bounds atomr's own
+    figure (``better == "lower"``: met when atomr's value <= limit) and such a
+    row has no advantage (e.g. a thread count). ``headline`` marks the row the
+    summary leads with."""
     a = summarize(samples["atomr"], stat)
     lg = summarize(samples["langgraph"], stat) if samples.get("langgraph") else None
     adv = None
-    if lg is not None and a["value"] and lg["value"]:
+    if limit is None and lg is not None and a["value"] and lg["value"]:
         adv = a["value"] / lg["value"] if better == "higher" else lg["value"] / a["value"]
+    if limit is not None:
+        met = None if a["value"] is None else (
+            a["value"] <= limit if better == "lower" else a["value"] >= limit)
+    else:
+        met = None if (adv is None or target is None) else adv >= target
     return {
         "id": row_id,
         "label": label,
@@ -196,9 +230,52 @@ def make_row(
         "langgraph": lg,
         "advantage": adv,
         "target": target,
-        "meets_target": None if (adv is None or target is None) else adv >= target,
+        "limit": limit,
+        "meets_target": met,
+        "headline": headline,
         "note": note,
     }
+
+
+class ThreadPeak:
+    """A monitor thread sampling ``threading.active_count()`` every ``interval`` s;
+    ``peak`` is the largest count seen (the monitor itself included), ``peak_os``
+    the largest number of the process's OS threads (``/proc/self/task``; None
+    where there is no /proc)."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self.peak = threading.active_count()
+        self.peak_os = _os_threads()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="bench-thread-peak", daemon=True)
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, threading.active_count())
+        n = _os_threads()
+        if n is not None:
+            self.peak_os = max(self.peak_os or 0, n)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> ThreadPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._sample()
+        self._stop.set()
+        self._thread.join()
+
+
+def _os_threads() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return None
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:

@@ -8,6 +8,7 @@ ids), the same edges, the same state channels and equivalent reducers:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,10 @@ def chain_step_ids(steps: int) -> list[str]:
 
 def fanout_step_ids(width: int, depth: int) -> list[list[str]]:
     return [[f"l{k}_{j}" for j in range(width)] for k in range(depth)]
+
+
+def agent_step_ids(steps: int) -> list[str]:
+    return [f"call{i}" for i in range(steps)]
 
 
 def chain_fn(hook: Hook = None) -> Callable[..., dict[str, Any]]:
@@ -97,3 +102,20 @@ def atomr_fanout(wf_id: str, width: int, depth: int) -> Workflow:
                 for prev in layers[k - 1]:
                     b.edge(prev, sid)
     return Workflow(wf_id, b.build(), StateSchema({"log": (AppendList(), [])}))
+
+
+def atomr_agent_chain(wf_id: str, steps: int, io_seconds: float) -> Workflow:
+    """An "agent": a chain of ``steps`` ``async def`` steps, each awaiting
+    ``asyncio.sleep(io_seconds)`` (a stand-in for a model or tool call), then ``n += 1``."""
+    ids = agent_step_ids(steps)
+
+    async def call(state: Any, ctx: Any) -> dict[str, Any]:
+        await asyncio.sleep(io_seconds)
+        return {"n": state["n"] + 1}
+
+    b = Dag.builder(ids[0])
+    for i, sid in enumerate(ids):
+        b.step(sid, call)
+        if i:
+            b.edge(ids[i - 1], sid)
+    return Workflow(wf_id, b.build(), StateSchema({"n": (LastWriteWins(), 0)}))

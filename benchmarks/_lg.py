@@ -3,17 +3,19 @@
 The state classes live at module level so LangGraph can resolve their annotations.
 """
 
+import asyncio
 import operator
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, TypedDict
 
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 
-from benchmarks._graphs import chain_step_ids, fanout_step_ids, message
+from benchmarks._graphs import agent_step_ids, chain_step_ids, fanout_step_ids, message
 
 RECURSION_LIMIT = 100_000
 
@@ -91,6 +93,23 @@ def fanout(width: int, depth: int) -> StateGraph:
     return g
 
 
+def agent_chain(steps: int, io_seconds: float) -> StateGraph:
+    """The twin of :func:`benchmarks._graphs.atomr_agent_chain`: ``async`` nodes
+    that await ``asyncio.sleep(io_seconds)`` (I/O), then ``n += 1``."""
+    ids = agent_step_ids(steps)
+
+    async def call(state: ChainState) -> dict[str, Any]:
+        await asyncio.sleep(io_seconds)
+        return {"n": state["n"] + 1}
+
+    g = StateGraph(ChainState)
+    for i, sid in enumerate(ids):
+        g.add_node(sid, call)
+        g.add_edge(START if i == 0 else ids[i - 1], sid)
+    g.add_edge(ids[-1], END)
+    return g
+
+
 def memory_saver() -> InMemorySaver:
     return InMemorySaver()
 
@@ -99,12 +118,39 @@ def sqlite_path(directory: str) -> str:
     return os.path.join(directory, "lg.sqlite")
 
 
-def sqlite_saver(directory: str) -> SqliteSaver:
-    """A SqliteSaver on a file in ``directory`` (shareable across threads; it locks)."""
+SYNCHRONOUS = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+
+
+def sqlite_saver(directory: str, synchronous: str | None = None) -> SqliteSaver:
+    """A SqliteSaver on a file in ``directory`` (shareable across threads; it locks).
+
+    ``synchronous``: set SQLite's level explicitly (e.g. "FULL"); default: SQLite's own."""
     conn = sqlite3.connect(sqlite_path(directory), check_same_thread=False)
     saver = SqliteSaver(conn)
     saver.setup()
+    if synchronous is not None:
+        conn.execute(f"PRAGMA synchronous={synchronous}")
     return saver
+
+
+def sqlite_synchronous(saver: SqliteSaver) -> str:
+    """The synchronous level of the saver's connection ("FULL", ...)."""
+    level = saver.conn.execute("PRAGMA synchronous").fetchone()[0]
+    return SYNCHRONOUS.get(level, str(level))
+
+
+@asynccontextmanager
+async def async_sqlite_saver(directory: str) -> AsyncIterator[Any]:
+    """An AsyncSqliteSaver (aiosqlite) on a file in ``directory``, set up, WAL mode
+    and synchronous=FULL as SqliteSaver gets; yields ``(saver, synchronous level)``."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    async with AsyncSqliteSaver.from_conn_string(sqlite_path(directory)) as saver:
+        await saver.setup()
+        await saver.conn.execute("PRAGMA synchronous=FULL")
+        async with saver.conn.execute("PRAGMA synchronous") as cur:
+            row = await cur.fetchone()
+        yield saver, SYNCHRONOUS.get(row[0], str(row[0]))
 
 
 def sqlite_sizes(directory: str) -> dict[str, int]:

@@ -19,6 +19,8 @@ def _fmt_num(v: float | None, unit: str) -> str:
             if v >= div:
                 return f"{v / div:.1f}{suffix}"
         return f"{int(v)} B"
+    if unit == "threads":
+        return f"{v:.0f}"
     if unit == "ms":
         return f"{v:.3f} ms" if v < 10 else f"{v:.1f} ms"
     if v >= 100:
@@ -41,6 +43,9 @@ def _adv(row: dict[str, Any]) -> str:
 
 
 def _target(row: dict[str, Any]) -> str:
+    lim = row.get("limit")
+    if lim is not None:
+        return f"atomr {'<=' if row['better'] == 'lower' else '>='} {lim:g}"
     t = row.get("target")
     return "-" if t is None else f">= {t:g}x"
 
@@ -50,22 +55,54 @@ def _met(row: dict[str, Any]) -> str:
     return "-" if m is None else ("yes" if m else "NO")
 
 
+def all_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every row of every workload, the headline row(s) first, then in workload order."""
+    rows = [r for wl in results["workloads"].values() for r in wl.get("rows", [])]
+    return [r for r in rows if r.get("headline")] + [r for r in rows if not r.get("headline")]
+
+
 def table_rows(results: dict[str, Any]) -> list[list[str]]:
-    out = []
+    """The table's cells: the headline row(s) first, then each workload's rows in order."""
+    out = [_row_cells(r) for r in all_rows(results) if r.get("headline")]
     for name, wl in results["workloads"].items():
         if "error" in wl:
             out.append([name, "ERROR", wl["error"].strip().splitlines()[-1][:60], "", "", "", ""])
             continue
-        for row in wl["rows"]:
-            spread = row["stat"] == "median"
-            label = row["id"] + ("" if not row.get("note") else " *")
-            stat = {"median": "median", "value": "", "p50": "p50", "p99": "p99"}[row["stat"]]
-            unit = row["unit"] + (f" ({stat})" if stat else "")
-            out.append([
-                label, unit, _side(row["atomr"], row["unit"], spread),
-                _side(row["langgraph"], row["unit"], spread), _adv(row), _target(row), _met(row),
-            ])
+        out.extend(_row_cells(r) for r in wl["rows"] if not r.get("headline"))
     return out
+
+
+def _row_cells(row: dict[str, Any]) -> list[str]:
+    spread = row["stat"] == "median"
+    label = row["id"] + ("" if not row.get("note") else " *")
+    stat = {"median": "median", "value": "", "p50": "p50", "p99": "p99", "max": "peak"}[row["stat"]]
+    unit = row["unit"] + (f" ({stat})" if stat else "")
+    return [
+        label, unit, _side(row["atomr"], row["unit"], spread),
+        _side(row["langgraph"], row["unit"], spread), _adv(row), _target(row), _met(row),
+    ]
+
+
+def summary(results: dict[str, Any]) -> list[str]:
+    """The lines printed above the table: the headline comparison, then targets met."""
+    lines = []
+    for r in all_rows(results):
+        if not r.get("headline"):
+            continue
+        def num(side: dict[str, Any] | None) -> str:
+            return _side(side, r["unit"], False).removesuffix("/s")
+
+        figures = f"atomr {num(r['atomr'])}"
+        if r["langgraph"]:
+            figures += f" vs LangGraph {num(r['langgraph'])}"
+        lines.append(f"Headline: {r['label']}: {_adv(r)} ({figures} {r['unit']}, {r['stat']}; "
+                     f"target {_target(r)}: {_met(r)})")
+    judged = [r for r in all_rows(results) if r.get("meets_target") is not None]
+    if judged:
+        missed = [r["id"] for r in judged if not r["meets_target"]]
+        lines.append(f"Targets met: {len(judged) - len(missed)} of {len(judged)}"
+                     + (f" (missed: {', '.join(missed)})" if missed else ""))
+    return lines
 
 
 HEADER = ["workload", "metric", "atomr", "LangGraph", "advantage", "target", "met"]
@@ -83,7 +120,8 @@ def notes(results: dict[str, Any]) -> list[str]:
 def text_table(results: dict[str, Any]) -> str:
     rows = table_rows(results)
     widths = [max(len(str(r[i])) for r in [HEADER, *rows]) for i in range(len(HEADER))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(HEADER, widths, strict=True))]
+    lines = [*summary(results), ""] if summary(results) else []
+    lines.append("  ".join(h.ljust(w) for h, w in zip(HEADER, widths, strict=True)))
     lines.append("  ".join("-" * w for w in widths))
     for r in rows:
         lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))
@@ -95,7 +133,10 @@ def text_table(results: dict[str, Any]) -> str:
 
 def markdown_table(results: dict[str, Any]) -> str:
     rows = table_rows(results)
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join("---" for _ in HEADER) + "|"]
+    lines = []
+    for x in summary(results):
+        lines += [f"**{x}**" if x.startswith("Headline") else x, ""]
+    lines += ["| " + " | ".join(HEADER) + " |", "|" + "|".join("---" for _ in HEADER) + "|"]
     for r in rows:
         lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |")
     m = results["machine"]
@@ -118,8 +159,7 @@ def chart(results: dict[str, Any], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for wl in results["workloads"].values() for r in wl.get("rows", [])]
-    plotted = [r for r in rows if r.get("advantage")]
+    plotted = [r for r in all_rows(results) if r.get("advantage")]
     height = max(3.0, 0.42 * len(plotted) + 1.6)
     fig, ax = plt.subplots(figsize=(10, height))
     if not plotted:
