@@ -8,30 +8,27 @@ actors by message; waiting happens only here, always with a timeout.
 from __future__ import annotations
 
 import atexit
-import collections
 import itertools
 import logging
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pykka
 
-from atomr import events as ev
-from atomr._load import iter_checkpoints, load_progress, load_progress_at
+from atomr._load import iter_checkpoints, load_progress
 from atomr.actors.checkpointer import Checkpointer
 from atomr.actors.core import Core
 from atomr.actors.dispatcher import Dispatcher
 from atomr.actors.scheduler import Scheduler
-from atomr.actors.step import LocalExecutor
+from atomr.actors.pool import LocalExecutor
 from atomr.actors.supervisor import Supervisor
 from atomr.codec import check_encodable
 from atomr.errors import (
     AtomrError,
-    CheckpointNotFound,
     ResultTimeout,
     RunExists,
     RunNotFound,
@@ -41,11 +38,15 @@ from atomr.errors import (
     WorkflowNotFound,
 )
 from atomr.graph import superstep as algo
-from atomr.graph.state import apply_writes, check_channels
-from atomr.messages import Accepted, Maintain, Recover, Rejected, Resume, Run
+from atomr import _maintain
+from atomr._check import check_int, check_number
+from atomr._maintain import check_run_id
+from atomr.handle import DEFAULT_TIMEOUT, RunHandle, _Inbox
+from atomr.graph.state import check_channels
+from atomr.messages import Recover, Rejected, Resume, Run
 from atomr.store import format as fmt
-from atomr.store.base import AppendBatch, RunSummary, Store
-from atomr.types import Checkpoint, Command, Outcome, StateView, StepEvent
+from atomr.store.base import RunSummary, Store
+from atomr.types import Checkpoint, Command, StateView
 from atomr.workflow import Workflow
 
 __all__ = ["Runtime", "RunHandle", "DURABILITY_MODES"]
@@ -53,118 +54,6 @@ __all__ = ["Runtime", "RunHandle", "DURABILITY_MODES"]
 log = logging.getLogger("atomr.runtime")
 
 DURABILITY_MODES = ("sync", "async", "exit")
-_DEFAULT_TIMEOUT = 30.0
-
-
-class _Inbox:
-    """A thread-safe mailbox with a pykka-like ``tell`` for one RunHandle.
-
-    Step events are appended without a lock (a deque append is atomic); the
-    condition is touched only when a reader is waiting, or for the rare
-    Accepted/outcome messages.
-    """
-
-    __slots__ = ("_cond", "accepted", "outcome", "events", "_waiting", "on_outcome")
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self.accepted: Any = None  # Accepted | Rejected
-        self.outcome: Any = None
-        self.events: collections.deque[StepEvent] = collections.deque(maxlen=100_000)
-        self._waiting = 0
-        self.on_outcome: Any = None  # called once when the outcome arrives
-
-    def tell(self, message: Any) -> None:
-        if type(message) is StepEvent:
-            self.events.append(message)
-            if self._waiting:
-                with self._cond:
-                    self._cond.notify_all()
-            return
-        with self._cond:
-            t = type(message)
-            if t is Accepted:
-                if self.accepted is None:
-                    self.accepted = message
-            elif t is Rejected:
-                if self.accepted is None:
-                    self.accepted = message
-                self.outcome = self.outcome or message
-            else:
-                if self.accepted is None:
-                    self.accepted = message
-                self.outcome = message
-            self._cond.notify_all()
-            if self.outcome is not None and self.on_outcome is not None:
-                callback, self.on_outcome = self.on_outcome, None
-                callback()
-
-    def wait(self, attr: str, timeout: float | None) -> Any:
-        with self._cond:
-            if not self._cond.wait_for(lambda: getattr(self, attr) is not None, timeout):
-                return None
-            return getattr(self, attr)
-
-    def next_event(self, timeout: float | None) -> StepEvent | None:
-        with self._cond:
-            self._waiting += 1
-            try:
-                self._cond.wait_for(lambda: self.events or self.outcome is not None, timeout)
-            finally:
-                self._waiting -= 1
-            if self.events:
-                return self.events.popleft()
-            return None
-
-
-class RunHandle:
-    """A started or resumed run: wait for its outcome, or stream its events."""
-
-    def __init__(self, runtime: Runtime, workflow_id: str, run_id: str, inbox: _Inbox) -> None:
-        self.runtime = runtime
-        self.workflow_id = workflow_id
-        self.run_id = run_id
-        self._inbox = inbox
-
-    def __repr__(self) -> str:
-        return f"RunHandle({self.workflow_id!r}, {self.run_id!r}, done={self.done()})"
-
-    def done(self) -> bool:
-        return self._inbox.outcome is not None
-
-    def result(self, timeout: float | None = _DEFAULT_TIMEOUT) -> Outcome:
-        """Wait for the outcome: Done, Paused or Failed. Raises ResultTimeout."""
-        out = self._inbox.wait("outcome", timeout)
-        if out is None:
-            raise ResultTimeout(
-                f"run {self.workflow_id}/{self.run_id} has no outcome after {timeout}s; it is "
-                "still running: wait longer (handle.result(timeout=...)) or inspect it with "
-                "rt.get_state()"
-            )
-        if isinstance(out, Rejected):
-            raise out.error
-        return out  # type: ignore[no-any-return]
-
-    def events(self, timeout: float | None = _DEFAULT_TIMEOUT) -> Iterator[StepEvent]:
-        """Step events as they happen (started, completed, failed, retrying,
-        interrupted, committed), ending with one "outcome" event.
-
-        ``timeout`` bounds the wait for each next event (ResultTimeout).
-        """
-        while True:
-            e = self._inbox.next_event(timeout)
-            if e is None:
-                out = self._inbox.outcome
-                if out is None:
-                    raise ResultTimeout(f"no event from run {self.workflow_id}/{self.run_id} in {timeout}s")
-                if isinstance(out, Rejected):
-                    raise out.error
-                yield StepEvent("outcome", self.workflow_id, self.run_id,
-                                getattr(out, "super_step", -1), None, 0, out)
-                return
-            yield e
-            if e.kind == "outcome":
-                return
 
 
 _RUNTIMES: weakref.WeakSet[Runtime] = weakref.WeakSet()
@@ -203,7 +92,7 @@ class Runtime:
         *,
         executor: Any = None,
         inline_steps: bool | None = None,
-        timeout: float = _DEFAULT_TIMEOUT,
+        timeout: float = DEFAULT_TIMEOUT,
         dispatcher_threads: int = 4,
         throughput: int = 16,
     ) -> None:
@@ -217,7 +106,14 @@ class Runtime:
             store = LmdbStore(".atomr")
         if not isinstance(store, Store):
             raise AtomrError(f"store must be an LmdbStore or MemoryStore, got {type(store).__name__}")
+        owner = getattr(store, "_atomr_runtime", None)
+        if owner is not None and not owner._closed:
+            raise AtomrError("this store object is already used by an open Runtime; share that Runtime, "
+                             "or close it before creating another on the same store")
         self.store = store
+        store._atomr_runtime = self  # type: ignore[attr-defined]
+        #: every handle's inbox, told RuntimeClosed on close()
+        self._inboxes: weakref.WeakSet[_Inbox] = weakref.WeakSet()
         self.durability = durability
         self.timeout = timeout
         self._closed = False
@@ -255,16 +151,25 @@ class Runtime:
                 return
             self._closed = True
         core = self._core
+        deadline = time.monotonic() + timeout
+        # run actors send what they hold (finished steps' writes) as they stop
         core.supervisor.stop_all(timeout)
         if core.checkpointer is not None:
             try:
-                core.checkpointer.stop(block=True, timeout=timeout)
+                core.checkpointer.stop(block=True, timeout=max(0.1, deadline - time.monotonic()))
             except Exception:  # noqa: BLE001
                 log.exception("checkpointer did not stop cleanly")
         core.executor.close()
         core.scheduler.close()
-        core.dispatcher.close()
+        core.dispatcher.close(timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+        # whoever still waits on a run of this runtime hears it now, not at its timeout
+        closed = RuntimeClosed("the Runtime was closed; the run is kept as last committed: open the "
+                               "store again and call rt.recover()")
+        for inbox in list(self._inboxes):
+            if inbox.outcome is None:
+                inbox.tell(Rejected(inbox.key[0], inbox.key[1], closed))
         self.store.close()
+        self.store._atomr_runtime = None  # type: ignore[attr-defined]
         _RUNTIMES.discard(self)
 
     def _check_open(self) -> None:
@@ -339,6 +244,9 @@ class Runtime:
         validated before any run starts; returns the handles in input order."""
         self._check_open()
         wf = self.workflow(workflow_id)
+        meta = _check_meta(meta)
+        if isinstance(inputs, Mapping) or not isinstance(inputs, Iterable):
+            raise AtomrError(f"inputs must be a list of input mappings, got {type(inputs).__name__}")
         datas = []
         for input in inputs:
             if input is not None and not isinstance(input, Mapping):
@@ -353,25 +261,31 @@ class Runtime:
         if len(set(ids)) != len(ids):
             raise AtomrError("duplicate run ids in one start_many() call; make them unique")
         for rid in ids:
-            if not isinstance(rid, str) or not rid:
-                raise AtomrError(f"run_id must be a non-empty string, got {rid!r}")
+            check_run_id(rid)
             fmt.check_ids(wf.id, rid)
             if self.store.summary(wf.id, rid) is not None or self._core.supervisor.is_live(wf.id, rid):
                 raise RunExists(wf.id, rid)
         pending = []
         for data, rid in zip(datas, ids):
-            inbox = _Inbox()
+            inbox = self._inbox(wf.id, rid)
             self._core.supervisor.ref(wf, rid).tell(Run(data, inbox, inbox, meta))
             pending.append((rid, inbox))
         return [self._accepted(wf.id, rid, inbox, timeout) for rid, inbox in pending]
 
+    def _inbox(self, workflow_id: str, run_id: str) -> _Inbox:
+        inbox = _Inbox((workflow_id, run_id))
+        self._inboxes.add(inbox)
+        return inbox
+
     def _accepted(self, workflow_id: str, run_id: str, inbox: _Inbox, timeout: float | None) -> RunHandle:
-        t = self.timeout if timeout is None else timeout
+        t = self.timeout if timeout is None else check_number(
+            timeout, "timeout", lo=0, error=AtomrError, hint="pass seconds to wait, e.g. timeout=30")
         got = inbox.wait("accepted", t)
         if got is None:
             raise ResultTimeout(
-                f"run {workflow_id}/{run_id} was not accepted within {t}s (the store may be "
-                "slow or stuck); check the store and retry"
+                f"run {workflow_id}/{run_id} was not confirmed within {t}s; the request was sent and "
+                f"may still take effect: look at rt.get_state({workflow_id!r}, {run_id!r}) before "
+                "sending it again"
             )
         if isinstance(got, Rejected):
             raise got.error
@@ -389,6 +303,7 @@ class Runtime:
         RunNotFound, RunNotPaused, UnknownStepError (goto), InterruptError, ..."""
         self._check_open()
         wf = self.workflow(workflow_id)
+        check_run_id(run_id)
         command = command if command is not None else Command()
         if not isinstance(command, Command):
             raise AtomrError(f"resume() takes a Command, got {type(command).__name__}")
@@ -400,7 +315,7 @@ class Runtime:
                      or self._core.supervisor.is_driving(wf.id, run_id)):
             # its actor may be busy running a step inline: refuse here, at once
             raise RunNotPaused(wf.id, run_id, "running")
-        inbox = _Inbox()
+        inbox = self._inbox(wf.id, run_id)
         self._core.supervisor.route(wf, run_id, Resume(command, inbox, inbox))
         return self._accepted(wf.id, run_id, inbox, timeout)
 
@@ -416,8 +331,8 @@ class Runtime:
         recovered raises its error from ``handle.result()``.
         """
         self._check_open()
-        if max_active is not None and max_active < 1:
-            raise AtomrError(f"max_active must be >= 1 or None, got {max_active}")
+        if max_active is not None:
+            check_int(max_active, "max_active", lo=1, error=AtomrError, hint="or pass None for all at once")
         wanted = set(workflow_ids) if workflow_ids is not None else None
         todo: list[tuple[Workflow, str, _Inbox]] = []
         for s in self.store.runs(status="running"):
@@ -430,7 +345,7 @@ class Runtime:
                 continue
             if "parent" in s.meta:
                 continue  # a Subgraph child: its parent run drives it
-            todo.append((wf, s.run_id, _Inbox()))
+            todo.append((wf, s.run_id, self._inbox(wf.id, s.run_id)))
         handles = [RunHandle(self, wf.id, rid, inbox) for wf, rid, inbox in todo]
         if max_active is None or len(todo) <= max_active:
             for wf, rid, inbox in todo:
@@ -440,7 +355,9 @@ class Runtime:
 
         def feed() -> None:
             for wf, rid, inbox in todo:
-                slots.acquire()
+                while not slots.acquire(timeout=0.2):
+                    if self._closed:
+                        return
                 if self._closed:
                     return
                 inbox.on_outcome = slots.release
@@ -482,22 +399,8 @@ class Runtime:
 
     def state_at(self, workflow_id: str, run_id: str, super_step: int) -> Checkpoint:
         """The last checkpoint of ``super_step``."""
-        wf = self.workflow(workflow_id)
-        found = self._checkpoint_at(wf, run_id, super_step)
-        return found[0]
-
-    def _checkpoint_at(self, wf: Workflow, run_id: str, super_step: int) -> tuple[Checkpoint, algo.RunProgress]:
-        if self.store.summary(wf.id, run_id) is None:
-            raise RunNotFound(wf.id, run_id)
-        found = None
-        seen: set[int] = set()
-        for c, p in iter_checkpoints(self.store, wf.plan, wf.id, run_id):
-            seen.add(c.super_step)
-            if c.super_step == super_step:
-                found = (c, p)
-        if found is None:
-            raise CheckpointNotFound(wf.id, run_id, super_step, sorted(seen))
-        return found
+        self._check_open()
+        return _maintain.checkpoint_at(self, self.workflow(workflow_id), check_run_id(run_id), super_step)[0]
 
     def runs(self, status: str | None = None, workflow_id: str | None = None) -> list[RunSummary]:
         """Run summaries from the run index (no journal is read)."""
@@ -517,89 +420,47 @@ class Runtime:
         """A new paused run starting from the state after ``super_step`` (edits go
         through the reducers). Resume it with ``Command()``. Returns its run id."""
         self._check_open()
-        wf = self.workflow(workflow_id)
-        cp, p = self._checkpoint_at(wf, run_id, super_step)
-        new_id = new_run_id or f"{run_id}-fork-{uuid.uuid4().hex[:8]}"
-        if self.store.summary(wf.id, new_id) is not None:
-            raise RunExists(wf.id, new_id)
-        now = int(time.time() * 1000)
-        source_meta = dict(p.meta)
-        meta = {**source_meta, "forked_from": f"{run_id}@{super_step}"}
-        events: list[Any] = [ev.Forked(wf.id, run_id, super_step, dict(cp.values), p.layer,
-                                       {k: list(v) for k, v in p.branches.items()}, meta, now)]
-        if edits:
-            pairs = list(edits.items())
-            apply_writes(wf.schema, dict(cp.values), pairs)  # validate first
-            events.append(ev.StateUpdated(pairs, "fork", now))
-        events.append(ev.Paused("fork", [], super_step, now))
-        fork = algo.RunProgress(wf.id, new_id)
-        records = []
-        for i, e in enumerate(events, 1):
-            records.append(fmt.encode_event(e))
-            algo.apply_event(wf.plan, fork, e, i)
-        batch = AppendBatch(wf.id, new_id, 1, records, status="paused", super_step=super_step,
-                            snapshot=fmt.encode_obj(algo.to_snapshot(fork)), meta=meta)
-        self._write([batch])
-        return new_id
-
-    def _write(self, batches: list[AppendBatch]) -> None:
-        err = self._maintain(lambda store: store.write(batches))
-        for e in err:
-            if e is not None:
-                raise e
-
-    def _maintain(self, fn: Any) -> Any:
-        """Run ``fn(store)`` in the writer thread (or here for a MemoryStore)."""
-        cp = self._core.checkpointer
-        if cp is None:
-            return fn(self.store)
-        return cp.ask(Maintain(fn), timeout=self.timeout)
+        return _maintain.fork(self, self.workflow(workflow_id), check_run_id(run_id), super_step, edits, new_run_id)
 
     def prune(self, workflow_id: str, run_id: str, keep_last: int = 1) -> int:
         """Drop the history of a run before its last ``keep_last`` checkpoints
         (a snapshot is kept at the cut). Returns the number of records removed."""
         self._check_open()
-        if keep_last < 1:
-            raise AtomrError(f"keep_last must be >= 1, got {keep_last}; use rt.delete() to remove a run entirely")
-        wf = self.workflow(workflow_id)
-        if self._core.supervisor.is_live(wf.id, run_id):
-            raise AtomrError(f"run {wf.id}/{run_id} is executing; prune it once it pauses or ends")
-        points = [p for _, p in iter_checkpoints(self.store, wf.plan, wf.id, run_id)]
-        if not points:
-            raise RunNotFound(workflow_id, run_id)
-        if len(points) <= keep_last:
-            return 0
-        cut = points[-keep_last]
-        base = load_progress_at(self.store, wf.plan, wf.id, run_id, cut.seq)
-        snap = fmt.encode_obj(algo.to_snapshot(base))
-        return int(self._maintain(lambda store: store.truncate(wf.id, run_id, cut.seq, snap)))
+        return _maintain.prune(self, self.workflow(workflow_id), check_run_id(run_id), keep_last)
 
     def delete(self, workflow_id: str, run_id: str) -> bool:
-        """Remove a run from the store entirely."""
+        """Remove a run from the store entirely (refused while it executes)."""
         self._check_open()
-        if self._core.supervisor.is_live(workflow_id, run_id):
-            raise AtomrError(f"run {workflow_id}/{run_id} is executing; delete it once it pauses or ends")
-        return bool(self._maintain(lambda store: store.delete_run(workflow_id, run_id)))
+        return _maintain.delete(self, workflow_id, run_id)
 
     def purge(self, older_than_s: float, statuses: Iterable[str] = ("done", "failed")) -> int:
-        """Delete finished runs not updated for ``older_than_s`` seconds. Returns how many."""
+        """Delete runs with one of ``statuses`` not updated for ``older_than_s``
+        seconds (never a live run). Returns how many."""
         self._check_open()
-        limit = int((time.time() - older_than_s) * 1000)
-        wanted = set(statuses)
-        victims = [s for s in self.store.runs() if s.status in wanted and s.updated_ms < limit]
+        return _maintain.purge(self, older_than_s, statuses)
 
-        def work(store: Store) -> int:
-            return sum(1 for s in victims if store.delete_run(s.workflow_id, s.run_id))
-
-        return int(self._maintain(work))
+    def _maintain(self, fn: Any) -> Any:
+        """Run ``fn(store)`` in the store's writer thread."""
+        return _maintain.maintain(self, fn)
 
     def flush(self) -> None:
         """Wait until everything queued for the store is committed."""
-        self._maintain(lambda store: None)
+        self._check_open()
+        _maintain.maintain(self, lambda store: None)
 
     def live_runs(self) -> int:
         """How many runs hold an actor (and a thread) right now."""
         return len(self._core.supervisor.live())
+
+
+def _check_meta(meta: Any) -> dict[str, Any] | None:
+    if meta is None:
+        return None
+    if not isinstance(meta, Mapping) or not all(isinstance(k, str) for k in meta):
+        raise AtomrError(f"meta must be a mapping with str keys, got {type(meta).__name__} {meta!r}")
+    out = dict(meta)
+    check_encodable(out, "the run meta")
+    return out
 
 
 def _view(wf: Workflow, p: algo.RunProgress) -> StateView:

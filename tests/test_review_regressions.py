@@ -99,7 +99,7 @@ def test_recover_carries_on_a_run_whose_actor_was_fetched_first(tmp_path):
         rt.register(wf)
         batch = AppendBatch("w", "r", 1, [fmt.encode_event(ev.RunStarted({}, {}, 1))], status="running",
                             super_step=0, meta={})
-        rt._write([batch])
+        rt._maintain(lambda store: store.write([batch]))
     with Runtime(store=LmdbStore(path)) as rt:
         rt.register(wf)
         rt.ref("w", "r")  # an idle actor now holds the run

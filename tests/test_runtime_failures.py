@@ -13,7 +13,7 @@ import pytest
 from atomr import Command, Done, Failed, RetryPolicy
 from atomr import events as ev
 from atomr.actors.checkpointer import Checkpointer
-from atomr.actors.step import StepActor
+from atomr.actors.pool import StepActor
 from atomr.errors import RunError, StepResultError
 from workflows import (  # noqa: F401 - fixtures
     T,

@@ -41,7 +41,7 @@ from atomr import (
     Workflow,
 )
 from atomr.actors.checkpointer import Checkpointer
-from atomr.actors.step import StepActor
+from atomr.actors.pool import StepActor
 from atomr._run.actor import WorkflowActor
 
 pytestmark = pytest.mark.slow

@@ -122,6 +122,9 @@ class WorkflowActor(StepResults, Endings, KindDriving, DispatchedActor):
             self.journal = Journal(self.core, self.actor_ref, p.seq + 1)
 
     def on_stop(self) -> None:
+        j = self.journal
+        if j.outbox and not self.released and j.ack_token is None:
+            j.send(self.p, wait=False)  # stopped by close(): finished steps' writes are kept
         # requests that slipped in after we released ourselves go to a fresh actor
         while not self.actor_inbox.empty():
             env = self.actor_inbox.get_nowait()  # type: ignore[attr-defined]

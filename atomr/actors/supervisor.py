@@ -28,6 +28,7 @@ from atomr._run.journal import batch_of
 from atomr._run.subscribers import tell
 from atomr.actors.step import safe_text
 from atomr.graph.progress import apply_event
+from atomr.errors import RuntimeClosed
 from atomr.messages import Flush, Maintain, Recover
 from atomr.store import format as fmt
 from atomr.types import Failed
@@ -63,6 +64,8 @@ class Supervisor:
         key = (wf.id, run_id)
         while True:
             with self._lock:
+                if self.closed:
+                    raise RuntimeClosed("this Runtime is closed; create a new one (the run is kept as committed)")
                 ref = self._live.get(key)
                 if ref is None:
                     starting = self._starting.get(key)
@@ -84,6 +87,26 @@ class Supervisor:
             with self._lock:
                 self._starting.pop(key, None)
             starting.set()
+
+    def hold(self, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Keep runs from getting an actor (maintenance is changing them): the
+        held keys, i.e. those with no live or starting actor. A request for a
+        held run waits in :meth:`ref` until :meth:`let_go`."""
+        held = []
+        with self._lock:
+            for key in keys:
+                if key in self._live or key in self._starting:
+                    continue
+                self._starting[key] = threading.Event()
+                held.append(key)
+        return held
+
+    def let_go(self, keys: list[tuple[str, str]]) -> None:
+        with self._lock:
+            events = [self._starting.pop(key, None) for key in keys]
+        for e in events:
+            if e is not None:
+                e.set()
 
     def is_live(self, workflow_id: str, run_id: str) -> bool:
         with self._lock:
