@@ -12,7 +12,6 @@ import itertools
 import logging
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -26,11 +25,9 @@ from atomr.actors.dispatcher import Dispatcher
 from atomr.actors.scheduler import Scheduler
 from atomr.actors.pool import LocalExecutor
 from atomr.actors.supervisor import Supervisor
-from atomr.codec import check_encodable
 from atomr.errors import (
     AtomrError,
     ResultTimeout,
-    RunExists,
     RunNotFound,
     RunNotPaused,
     RuntimeClosed,
@@ -39,12 +36,11 @@ from atomr.errors import (
 )
 from atomr.graph import superstep as algo
 from atomr import _maintain
-from atomr._check import check_int, check_number
+from atomr._check import check_number
 from atomr._maintain import check_run_id
+from atomr._edge import check_meta, prepare_starts, recover_runs, view_of
 from atomr.handle import DEFAULT_TIMEOUT, RunHandle, _Inbox
-from atomr.graph.state import check_channels
-from atomr.messages import Recover, Rejected, Resume, Run
-from atomr.store import format as fmt
+from atomr.messages import Rejected, Resume, Run
 from atomr.store.base import RunSummary, Store
 from atomr.types import Checkpoint, Command, StateView
 from atomr.workflow import Workflow
@@ -244,27 +240,8 @@ class Runtime:
         validated before any run starts; returns the handles in input order."""
         self._check_open()
         wf = self.workflow(workflow_id)
-        meta = _check_meta(meta)
-        if isinstance(inputs, Mapping) or not isinstance(inputs, Iterable):
-            raise AtomrError(f"inputs must be a list of input mappings, got {type(inputs).__name__}")
-        datas = []
-        for input in inputs:
-            if input is not None and not isinstance(input, Mapping):
-                raise AtomrError(f"input must be a mapping of channel -> value, got {type(input).__name__}")
-            data = dict(input or {})
-            check_channels(wf.schema, data.items())
-            check_encodable(data, "the run input")
-            datas.append(data)
-        ids = list(run_ids) if run_ids is not None else [uuid.uuid4().hex[:16] for _ in datas]
-        if len(ids) != len(datas):
-            raise AtomrError(f"{len(datas)} inputs but {len(ids)} run ids; pass one run id per input")
-        if len(set(ids)) != len(ids):
-            raise AtomrError("duplicate run ids in one start_many() call; make them unique")
-        for rid in ids:
-            check_run_id(rid)
-            fmt.check_ids(wf.id, rid)
-            if self.store.summary(wf.id, rid) is not None or self._core.supervisor.is_live(wf.id, rid):
-                raise RunExists(wf.id, rid)
+        meta = check_meta(meta)
+        datas, ids = prepare_starts(self, wf, inputs, run_ids)
         pending = []
         for data, rid in zip(datas, ids):
             inbox = self._inbox(wf.id, rid)
@@ -331,43 +308,7 @@ class Runtime:
         recovered raises its error from ``handle.result()``.
         """
         self._check_open()
-        if max_active is not None:
-            check_int(max_active, "max_active", lo=1, error=AtomrError, hint="or pass None for all at once")
-        wanted = set(workflow_ids) if workflow_ids is not None else None
-        todo: list[tuple[Workflow, str, _Inbox]] = []
-        for s in self.store.runs(status="running"):
-            if wanted is not None and s.workflow_id not in wanted:
-                continue
-            wf = self._core.workflows.get(s.workflow_id)
-            if wf is None:
-                log.warning("recover: workflow %r is not registered; run %s left as is",
-                            s.workflow_id, s.run_id)
-                continue
-            if "parent" in s.meta:
-                continue  # a Subgraph child: its parent run drives it
-            todo.append((wf, s.run_id, self._inbox(wf.id, s.run_id)))
-        handles = [RunHandle(self, wf.id, rid, inbox) for wf, rid, inbox in todo]
-        if max_active is None or len(todo) <= max_active:
-            for wf, rid, inbox in todo:
-                self._core.supervisor.route(wf, rid, Recover(inbox, inbox))
-            return handles
-        slots = threading.Semaphore(max_active)
-
-        def feed() -> None:
-            for wf, rid, inbox in todo:
-                while not slots.acquire(timeout=0.2):
-                    if self._closed:
-                        return
-                if self._closed:
-                    return
-                inbox.on_outcome = slots.release
-                try:
-                    self._core.supervisor.route(wf, rid, Recover(inbox, inbox))
-                except Exception as exc:  # noqa: BLE001 - reported on the handle
-                    inbox.tell(Rejected(wf.id, rid, exc))
-
-        threading.Thread(target=feed, name="atomr-recover", daemon=True).start()
-        return handles
+        return recover_runs(self, workflow_ids, max_active)
 
     def ref(self, workflow_id: str, run_id: str) -> pykka.ActorRef[Any]:
         """The run's ActorRef (spawning or rehydrating it): tell it Run/Resume."""
@@ -387,7 +328,7 @@ class Runtime:
         """The run as of its last committed event."""
         self._check_open()
         wf, p = self._progress(workflow_id, run_id)
-        return _view(wf, p)
+        return view_of(wf, p)
 
     def history(self, workflow_id: str, run_id: str) -> list[Checkpoint]:
         """Every checkpoint, oldest first (starting with "input" at super-step 0)."""
@@ -451,24 +392,3 @@ class Runtime:
     def live_runs(self) -> int:
         """How many runs hold an actor (and a thread) right now."""
         return len(self._core.supervisor.live())
-
-
-def _check_meta(meta: Any) -> dict[str, Any] | None:
-    if meta is None:
-        return None
-    if not isinstance(meta, Mapping) or not all(isinstance(k, str) for k in meta):
-        raise AtomrError(f"meta must be a mapping with str keys, got {type(meta).__name__} {meta!r}")
-    out = dict(meta)
-    check_encodable(out, "the run meta")
-    return out
-
-
-def _view(wf: Workflow, p: algo.RunProgress) -> StateView:
-    from atomr.types import Interrupt
-
-    return StateView(
-        p.workflow_id, p.run_id, p.values, p.super_step, p.status, p.next_steps(wf.plan),
-        [Interrupt(i.id, i.step_id, i.payload) for i in p.interrupts], p.pause_reason,
-        p.failure, dict(p.meta),
-    )
-

@@ -1,0 +1,118 @@
+"""The checks and the plumbing behind :class:`~atomr.Runtime`'s public methods.
+
+Threads: the caller's, except the feeder thread of :func:`recover_runs`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from atomr._check import check_int
+from atomr._maintain import check_run_id
+from atomr.codec import check_encodable
+from atomr.errors import AtomrError, RunExists
+from atomr.graph import superstep as algo
+from atomr.graph.state import check_channels
+from atomr.handle import RunHandle, _Inbox
+from atomr.messages import Recover, Rejected
+from atomr.store import format as fmt
+from atomr.types import Interrupt, StateView
+
+if TYPE_CHECKING:
+    from atomr.runtime import Runtime
+    from atomr.workflow import Workflow
+
+__all__ = ["check_meta", "view_of", "prepare_starts", "recover_runs"]
+
+log = logging.getLogger("atomr.runtime")
+
+
+def check_meta(meta: Any) -> dict[str, Any] | None:
+    if meta is None:
+        return None
+    if not isinstance(meta, Mapping) or not all(isinstance(k, str) for k in meta):
+        raise AtomrError(f"meta must be a mapping with str keys, got {type(meta).__name__} {meta!r}")
+    out = dict(meta)
+    check_encodable(out, "the run meta")
+    return out
+
+
+def view_of(wf: Workflow, p: algo.RunProgress) -> StateView:
+    return StateView(
+        p.workflow_id, p.run_id, p.values, p.super_step, p.status, p.next_steps(wf.plan),
+        [Interrupt(i.id, i.step_id, i.payload) for i in p.interrupts], p.pause_reason,
+        p.failure, dict(p.meta),
+    )
+
+
+def prepare_starts(rt: Runtime, wf: Workflow, inputs: Any, run_ids: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """Check every input and run id of a start before any run starts."""
+    if isinstance(inputs, Mapping) or not isinstance(inputs, Iterable):
+        raise AtomrError(f"inputs must be a list of input mappings, got {type(inputs).__name__}")
+    datas = []
+    for input in inputs:
+        if input is not None and not isinstance(input, Mapping):
+            raise AtomrError(f"input must be a mapping of channel -> value, got {type(input).__name__}")
+        data = dict(input or {})
+        check_channels(wf.schema, data.items())
+        check_encodable(data, "the run input")
+        datas.append(data)
+    if run_ids is not None and (isinstance(run_ids, (str, Mapping)) or not isinstance(run_ids, Iterable)):
+        raise AtomrError(f"run_ids must be a list of str, got {type(run_ids).__name__}")
+    ids = list(run_ids) if run_ids is not None else [uuid.uuid4().hex[:16] for _ in datas]
+    if len(ids) != len(datas):
+        raise AtomrError(f"{len(datas)} inputs but {len(ids)} run ids; pass one run id per input")
+    for rid in ids:
+        check_run_id(rid)
+    if len(set(ids)) != len(ids):
+        raise AtomrError("duplicate run ids in one start_many() call; make them unique")
+    for rid in ids:
+        fmt.check_ids(wf.id, rid)
+        if rt.store.summary(wf.id, rid) is not None or rt._core.supervisor.is_live(wf.id, rid):
+            raise RunExists(wf.id, rid)
+    return datas, ids
+
+
+def recover_runs(rt: Runtime, workflow_ids: Iterable[str] | None, max_active: int | None) -> list[RunHandle]:
+    """See :meth:`Runtime.recover`."""
+    if max_active is not None:
+        check_int(max_active, "max_active", lo=1, error=AtomrError, hint="or pass None for all at once")
+    wanted = set(workflow_ids) if workflow_ids is not None else None
+    todo: list[tuple[Workflow, str, _Inbox]] = []
+    for s in rt.store.runs(status="running"):
+        if wanted is not None and s.workflow_id not in wanted:
+            continue
+        wf = rt._core.workflows.get(s.workflow_id)
+        if wf is None:
+            log.warning("recover: workflow %r is not registered; run %s left as is",
+                        s.workflow_id, s.run_id)
+            continue
+        if "parent" in s.meta:
+            continue  # a Subgraph child: its parent run drives it
+        todo.append((wf, s.run_id, rt._inbox(wf.id, s.run_id)))
+    handles = [RunHandle(rt, wf.id, rid, inbox) for wf, rid, inbox in todo]
+    if max_active is None or len(todo) <= max_active:
+        for wf, rid, inbox in todo:
+            rt._core.supervisor.route(wf, rid, Recover(inbox, inbox))
+        return handles
+    slots = threading.Semaphore(max_active)
+
+    def feed() -> None:
+        for wf, rid, inbox in todo:
+            while not slots.acquire(timeout=0.2):
+                if rt._closed:
+                    return
+            if rt._closed:
+                return
+            inbox.on_outcome = slots.release
+            try:
+                rt._core.supervisor.route(wf, rid, Recover(inbox, inbox))
+            except Exception as exc:  # noqa: BLE001 - reported on the handle
+                inbox.tell(Rejected(wf.id, rid, exc))
+
+    threading.Thread(target=feed, name="atomr-recover", daemon=True).start()
+    return handles
