@@ -95,8 +95,10 @@ class Endings:
             self._after_commit = (REPORT, outcome)
 
     def _report(self: WorkflowActor, outcome: Any) -> None:
-        self.subs.report(outcome, self.p.super_step)
+        """Release the run, then tell the outcome: whoever sees it finds the
+        run settled (a request sent now gets a fresh actor)."""
         self._release_and_stop()
+        self.subs.report(outcome, self.p.super_step)
 
     def _release_and_stop(self: WorkflowActor) -> None:
         if self.released:

@@ -56,37 +56,26 @@ class Supervisor:
         self.closed = False
 
     def ref(self, wf: Workflow, run_id: str) -> pykka.ActorRef[Any]:
-        """The run's actor, spawned (and rehydrated from the store) if needed.
-
-        The store read and the thread start happen outside the registry lock;
-        concurrent callers for the same run get the same actor.
+        """The run's actor, spawned if needed; concurrent callers for one run
+        get the same actor. Spawning is cheap (no thread, no I/O: the actor
+        rehydrates itself from the store in its first turn), so it happens
+        under the registry lock. A run held by a restart or by maintenance
+        is waited for.
         """
         key = (wf.id, run_id)
+        assert self.core is not None
         while True:
             with self._lock:
                 if self.closed:
                     raise RuntimeClosed("this Runtime is closed; create a new one (the run is kept as committed)")
                 ref = self._live.get(key)
-                if ref is None:
-                    starting = self._starting.get(key)
-                    if starting is None:
-                        starting = self._starting[key] = threading.Event()
-                        break
-            if ref is not None:
-                return ref
-            assert starting is not None
-            starting.wait(30)
-        try:
-            assert self.core is not None
-            # the actor rehydrates itself from the store in its own thread
-            ref = WorkflowActor.start(self.core, wf, run_id)
-            with self._lock:
-                self._live[key] = ref
-            return ref
-        finally:
-            with self._lock:
-                self._starting.pop(key, None)
-            starting.set()
+                if ref is not None:
+                    return ref
+                held = self._starting.get(key)
+                if held is None:
+                    ref = self._live[key] = WorkflowActor.start(self.core, wf, run_id)
+                    return ref
+            held.wait(30)
 
     def hold(self, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """Keep runs from getting an actor (maintenance is changing them): the
