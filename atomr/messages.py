@@ -30,6 +30,12 @@ __all__ = [
     "Committed",
     "Flush",
     "Maintain",
+    "Subscribe",
+    "Subscribed",
+    "Tap",
+    "Custom",
+    "StreamEnd",
+    "StreamLost",
 ]
 
 
@@ -129,6 +135,7 @@ class Execute:
     mode: int = 0  # STEP | ITEM | LOOP_BODY
     index: int = 0  # element index / iteration number
     item: Any = None  # the Map element
+    emit: Any = None  # ctx.emit(payload) calls it: the run's live stream taps (None: dropped)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,3 +177,54 @@ class Maintain:
     """Run ``fn(store)`` in the writer thread after a flush (asked)."""
 
     fn: Any
+
+
+# --- streams ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Stream a run's events to ``sink`` (anything with ``tell``): answered with
+    :class:`Subscribed`, then a :class:`Tap` per event the run journals,
+    :class:`Custom` payloads, and :class:`StreamEnd` or :class:`StreamLost`."""
+
+    sink: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    """Taps follow for events after ``seq``. Events ``pending_first..seq`` are
+    not in the store yet: their ``pending`` records come along; the rest up to
+    ``pending_first - 1`` are in the store once the writer is flushed."""
+
+    seq: int
+    status: str
+    pending_first: int
+    pending: list[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Tap:
+    seq: int
+    event: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Custom:
+    """What a step sent with ``ctx.emit(payload)``; ``seq``: the run's last event then."""
+
+    step: str
+    payload: Any
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnd:
+    """The run settled durably: ``outcome`` (Done, Paused, Failed)."""
+
+    outcome: Any
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLost:
+    """The run's actor stopped without an outcome (crash, close): subscribe again."""

@@ -27,16 +27,16 @@ from atomr import events as ev
 from atomr._load import load_progress
 from atomr._run.attempts import Attempt, InFlight, next_token
 from atomr._run.journal import FlushTick, Journal, durability_of, now_ms
-from atomr._run.endings import GO, LAUNCH, Endings
+from atomr._run.endings import LAUNCH, Endings
 from atomr._run.kinds import DRIVEN, KindDriving
+from atomr._run.requests import Requests
 from atomr._run.results import StepResults
-from atomr._run.subscribers import Subscribers, targets_of, tell
+from atomr._run.subscribers import Subscribers
 from atomr.actors.dispatcher import DispatchedActor
 from atomr.actors.step import execute_sync, safe_text
-from atomr.errors import AtomrError, BranchError, ReducerError, RunExists, RunNotFound, RunNotPaused, StepCrashed
+from atomr.errors import BranchError, ReducerError, StepCrashed
 from atomr.graph import superstep as algo
-from atomr.graph.drive import Driven, outcome_of
-from atomr.graph.state import apply_writes, check_channels
+from atomr.graph.drive import Driven
 from atomr.messages import (
     STEP,
     Accepted,
@@ -49,8 +49,9 @@ from atomr.messages import (
     Run,
     StepDone,
     StepTimedOut,
+    StreamLost,
+    Subscribe,
 )
-from atomr.store import format as fmt
 from atomr.types import Done, Failed, Paused
 
 if TYPE_CHECKING:
@@ -63,13 +64,7 @@ __all__ = ["WorkflowActor"]
 _EMPTY: frozenset[str] = frozenset()
 
 
-def _bad_request(exc: Exception) -> AtomrError:
-    if isinstance(exc, AtomrError):
-        return exc
-    return AtomrError(f"invalid request: {type(exc).__name__}: {safe_text(exc)}; nothing was written")
-
-
-class WorkflowActor(StepResults, Endings, KindDriving, DispatchedActor):
+class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor):
     def __init__(self, core: Core, wf: Workflow, run_id: str,
                  progress: algo.RunProgress | None = None, load: bool = True) -> None:
         """``load``: rehydrate the run from the store in the actor's first turn
@@ -93,6 +88,7 @@ class WorkflowActor(StepResults, Endings, KindDriving, DispatchedActor):
         self.released = False
         self.accepted = False
         self._after_commit: tuple[Any, ...] | None = None
+        self._emit_fn = self._emit_custom  # ctx.emit of this run's steps (any thread)
 
     # -- message loop ------------------------------------------------------
 
@@ -123,6 +119,9 @@ class WorkflowActor(StepResults, Endings, KindDriving, DispatchedActor):
 
     def on_stop(self) -> None:
         j = self.journal
+        if j.taps:
+            j.tap(StreamLost())  # stopped without an outcome (close): streams subscribe again
+            j.taps.clear()
         if j.outbox and not self.released and j.ack_token is None:
             j.send(self.p, wait=False)  # stopped by close(): finished steps' writes are kept
         # requests that slipped in after we released ourselves go to a fresh actor
@@ -130,106 +129,6 @@ class WorkflowActor(StepResults, Endings, KindDriving, DispatchedActor):
             env = self.actor_inbox.get_nowait()  # type: ignore[attr-defined]
             if type(env.message) in (Run, Resume, Recover):
                 self.core.supervisor.route(self.wf, self.key[1], env.message)
-
-    # -- requests ------------------------------------------------------------
-
-    def _on_run(self, msg: Run) -> None:
-        if self.released:
-            self.core.supervisor.route(self.wf, self.key[1], msg)
-            return
-        if self.p.status != "new":
-            self._reject(msg, RunExists(*self.key))
-            return
-        try:
-            data = dict(msg.input or {})
-            check_channels(self.plan.schema, data.items())
-            apply_writes(self.plan.schema, self.plan.schema.initial_values(), list(data.items()))
-            meta = dict(msg.meta or {})
-            record = fmt.encode_event(ev.RunStarted(data, meta, now_ms()))
-            # fold what the journal holds, not the caller's objects
-            started = fmt.decode_event(record)
-        except Exception as exc:  # noqa: BLE001 - a refusal, nothing written
-            self._reject(msg, _bad_request(exc))
-            return
-        self.subs.add(msg)
-        self.journal.meta_new = meta
-        self.journal.emit(self.plan, self.p, started, record)
-        self._accept()
-
-    def _on_resume(self, msg: Resume) -> None:
-        if self.released:
-            self.core.supervisor.route(self.wf, self.key[1], msg)
-            return
-        p = self.p
-        if p.status == "new":
-            self._reject(msg, RunNotFound(*self.key))
-            return
-        if self.inflight or self.driven or p.status == "running":
-            self._reject(msg, RunNotPaused(*self.key, "running"))
-            return
-        try:
-            records = [fmt.encode_event(e) for e in algo.command_events(self.plan, p, msg.command, now_ms())]
-            events = [fmt.decode_event(r) for r in records]  # copies: not the caller's objects
-        except Exception as exc:  # noqa: BLE001 - a refusal, nothing written
-            self._reject(msg, _bad_request(exc))
-            return
-        self.subs.add(msg)
-        for e, r in zip(events, records):
-            self.journal.emit(self.plan, p, e, r)
-        self._accept()
-
-    def _on_recover(self, msg: Recover) -> None:
-        if self.released:
-            self.core.supervisor.route(self.wf, self.key[1], msg)
-            return
-        p = self.p
-        if p.status == "new":
-            self._reject(msg, RunNotFound(*self.key))
-            return
-        if p.status != "running":
-            # it settled meanwhile (e.g. another recover() got there first)
-            for target in targets_of(msg):
-                tell(target, Accepted(*self.key))
-                tell(target, outcome_of(p))
-            if self._idle():
-                self._release_and_stop()
-            return
-        self.subs.add(msg)
-        self.accepted = True
-        if not self.driving:
-            self._mark_driving()
-            self.subs.to_listeners(Accepted(*self.key))
-            self._advance()
-        else:
-            self.subs.to_listeners(Accepted(*self.key))
-
-    def _reject(self, msg: Any, exc: BaseException) -> None:
-        r = Rejected(self.key[0], self.key[1], exc)
-        for target in targets_of(msg):
-            tell(target, r)
-        # an actor not driving its run must not stay live: rt.recover() skips live ones
-        if self._idle() and (self.p.status != "running" or not self.driving):
-            self._release_and_stop()
-
-    def _idle(self) -> bool:
-        return not self.inflight and not self.driven and self.journal.ack_token is None
-
-    def _accept(self) -> None:
-        if self.durability.on_accept(self.journal, self.p):
-            self._accepted_go()
-        else:
-            self._after_commit = (GO,)
-
-    def _accepted_go(self) -> None:
-        self.accepted = True
-        self._mark_driving()  # before Accepted: a racing resume must see it
-        self.subs.to_listeners(Accepted(*self.key))
-        self._advance()
-
-    def _mark_driving(self) -> None:
-        if not self.driving:
-            self.driving = True
-            self.core.supervisor.mark_driving(self.key)
 
     # -- the loop: one super-step, top-down --------------------------------------
 
@@ -327,7 +226,7 @@ class WorkflowActor(StepResults, Endings, KindDriving, DispatchedActor):
         return Execute(
             token, step, fn, MappingProxyType(p.layer_values if state is None else state), wid, rid, ss, attempt, key,
             algo.resume_values(p, unit), self.wf.channels, self.actor_ref, self.wf.retry.retry_on,
-            is_async, None if unit == step else unit, mode, index, item,
+            is_async, None if unit == step else unit, mode, index, item, self._emit_fn,
         )
 
     def _dispatch(self, steps: list[str]) -> StepDone | None:
@@ -396,4 +295,5 @@ _HANDLERS: dict[type, Any] = {
     Failed: WorkflowActor._on_child,
     Rejected: WorkflowActor._on_child,
     Accepted: WorkflowActor._on_child,
+    Subscribe: WorkflowActor._on_subscribe,
 }

@@ -13,7 +13,7 @@ from atomr import events as ev
 from atomr._run.journal import FLUSH_TICK, FlushTick, now_ms
 from atomr._run.subscribers import tell
 from atomr.actors.step import safe_text
-from atomr.messages import Committed, Rejected
+from atomr.messages import Committed, Rejected, StreamEnd, StreamLost
 from atomr.types import Failed, Interrupt, Paused
 
 if TYPE_CHECKING:
@@ -99,6 +99,9 @@ class Endings:
         run settled (a request sent now gets a fresh actor)."""
         self._release_and_stop()
         self.subs.report(outcome, self.p.super_step)
+        if self.journal.taps:
+            self.journal.tap(StreamEnd(outcome))
+            self.journal.taps.clear()
 
     def _release_and_stop(self: WorkflowActor) -> None:
         if self.released:
@@ -125,6 +128,9 @@ class Endings:
             except Exception:  # noqa: BLE001
                 log.exception("run %s/%s: could not save queued events", *self.key)
         self.released = True
+        if j.taps:
+            j.tap(StreamLost())
+            j.taps.clear()
         sup.crashed(self.wf, self.key[1], self.actor_ref, exc, self.subs.take())
         self.stop()
 

@@ -27,7 +27,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from atomr.graph import superstep as algo
-from atomr.messages import Append, Committed
+from atomr.messages import Append, Committed, Tap
 from atomr.store import format as fmt
 from atomr.store.base import AppendBatch
 
@@ -72,7 +72,7 @@ def batch_of(p: algo.RunProgress, first_seq: int, records: list[bytes], snapshot
 class Journal:
     """The outbox of one run and the transport to the store."""
 
-    __slots__ = ("core", "ref", "outbox", "first_seq", "meta_new", "ack_token", "ever_committed")
+    __slots__ = ("core", "ref", "outbox", "first_seq", "meta_new", "ack_token", "ever_committed", "taps")
 
     def __init__(self, core: Core, ref: Any, first_seq: int) -> None:
         self.core = core
@@ -85,6 +85,8 @@ class Journal:
         self.ack_token: int | None = None
         #: some event of this run is in the store already
         self.ever_committed = first_seq > 1
+        #: live stream sinks: each gets a Tap per event (see atomr._stream)
+        self.taps: list[Any] = []
 
     def emit(self, plan: algo.Plan, p: algo.RunProgress, e: Any, record: bytes | None = None,
              values: dict[str, Any] | None = None) -> None:
@@ -93,6 +95,16 @@ class Journal:
             record = fmt.encode_event(e)
         algo.apply_event(plan, p, e, p.seq + 1, values)
         self.outbox.append(record)
+        if self.taps:
+            self.tap(Tap(p.seq, e))
+
+    def tap(self, message: Any) -> None:
+        """Tell every live stream sink (a closed one is dropped)."""
+        for sink in list(self.taps):
+            if getattr(sink, "closed", False):
+                self.taps.remove(sink)
+            else:
+                sink.tell(message)
 
     def send(self, p: algo.RunProgress, wait: bool, snapshot: bool = False) -> bool:
         """Send the outbox. True: go on now. False: wait for ``Committed`` (the

@@ -49,10 +49,11 @@ class StepContext:
     """
 
     __slots__ = ("workflow_id", "run_id", "step_id", "super_step", "attempt",
-                 "idempotency_key", "_resume", "_calls", "item")
+                 "idempotency_key", "_resume", "_calls", "item", "_emit")
 
     def __init__(self, workflow_id: str, run_id: str, step_id: str, super_step: int,
-                 attempt: int, idempotency_key: str, resume: list[Any], item: int | None = None) -> None:
+                 attempt: int, idempotency_key: str, resume: list[Any], item: int | None = None,
+                 emit: Any = None) -> None:
         self.workflow_id = workflow_id
         self.run_id = run_id
         self.step_id = step_id
@@ -62,6 +63,7 @@ class StepContext:
         self._resume = resume
         self._calls = 0
         self.item = item
+        self._emit = emit
 
     def interrupt(self, payload: Any = None) -> Any:
         """Pause the run; on resume the step runs again and this call returns
@@ -72,6 +74,13 @@ class StepContext:
             return self._resume[i]
         raise _InterruptSignal(i, payload)
 
+    def emit(self, payload: Any) -> None:
+        """Send ``payload`` live to the run's ``"custom"`` streams (e.g. an LLM's
+        tokens). Not journaled: a stream reopened later does not see it.
+        Any thread; never blocks; a no-op when nobody streams the run."""
+        if self._emit is not None:
+            self._emit(self.step_id, payload)
+
     def __repr__(self) -> str:
         return (f"StepContext({self.workflow_id}/{self.run_id} step={self.step_id!r} "
                 f"super_step={self.super_step} attempt={self.attempt})")
@@ -79,7 +88,7 @@ class StepContext:
 
 def _ctx(msg: Execute) -> StepContext:
     return StepContext(msg.workflow_id, msg.run_id, msg.step, msg.super_step, msg.attempt,
-                       msg.idempotency_key, msg.resume, msg.index if msg.mode == ITEM else None)
+                       msg.idempotency_key, msg.resume, msg.index if msg.mode == ITEM else None, msg.emit)
 
 
 def call(msg: Execute) -> Any:

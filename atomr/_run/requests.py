@@ -1,0 +1,153 @@
+"""A run actor's requests: Run, Resume, Recover, Subscribe — accepted or refused.
+
+Mixin of :class:`~atomr._run.actor.WorkflowActor`; runs in its turn. A
+refused request writes nothing; an accepted one is durable (per the
+durability strategy) before ``Accepted`` is told and the run advances.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from atomr import events as ev
+from atomr._run.endings import GO
+from atomr._run.journal import now_ms
+from atomr._run.subscribers import targets_of, tell
+from atomr.actors.step import safe_text
+from atomr.errors import AtomrError, RunExists, RunNotFound, RunNotPaused
+from atomr.graph import superstep as algo
+from atomr.graph.drive import outcome_of
+from atomr.graph.state import apply_writes, check_channels
+from atomr.messages import Accepted, Custom, Recover, Rejected, Resume, Run, Subscribe, Subscribed
+from atomr.store import format as fmt
+
+if TYPE_CHECKING:
+    from atomr._run.actor import WorkflowActor
+
+__all__ = ["Requests"]
+
+
+
+def _bad_request(exc: Exception) -> AtomrError:
+    if isinstance(exc, AtomrError):
+        return exc
+    return AtomrError(f"invalid request: {type(exc).__name__}: {safe_text(exc)}; nothing was written")
+
+
+class Requests:
+    def _on_run(self: WorkflowActor, msg: Run) -> None:
+        if self.released:
+            self.core.supervisor.route(self.wf, self.key[1], msg)
+            return
+        if self.p.status != "new":
+            self._reject(msg, RunExists(*self.key))
+            return
+        try:
+            data = dict(msg.input or {})
+            check_channels(self.plan.schema, data.items())
+            apply_writes(self.plan.schema, self.plan.schema.initial_values(), list(data.items()))
+            meta = dict(msg.meta or {})
+            record = fmt.encode_event(ev.RunStarted(data, meta, now_ms()))
+            # fold what the journal holds, not the caller's objects
+            started = fmt.decode_event(record)
+        except Exception as exc:  # noqa: BLE001 - a refusal, nothing written
+            self._reject(msg, _bad_request(exc))
+            return
+        self.subs.add(msg)
+        self.journal.meta_new = meta
+        self.journal.emit(self.plan, self.p, started, record)
+        self._accept()
+
+    def _on_resume(self: WorkflowActor, msg: Resume) -> None:
+        if self.released:
+            self.core.supervisor.route(self.wf, self.key[1], msg)
+            return
+        p = self.p
+        if p.status == "new":
+            self._reject(msg, RunNotFound(*self.key))
+            return
+        if self.inflight or self.driven or p.status == "running":
+            self._reject(msg, RunNotPaused(*self.key, "running"))
+            return
+        try:
+            records = [fmt.encode_event(e) for e in algo.command_events(self.plan, p, msg.command, now_ms())]
+            events = [fmt.decode_event(r) for r in records]  # copies: not the caller's objects
+        except Exception as exc:  # noqa: BLE001 - a refusal, nothing written
+            self._reject(msg, _bad_request(exc))
+            return
+        self.subs.add(msg)
+        for e, r in zip(events, records):
+            self.journal.emit(self.plan, p, e, r)
+        self._accept()
+
+    def _on_recover(self: WorkflowActor, msg: Recover) -> None:
+        if self.released:
+            self.core.supervisor.route(self.wf, self.key[1], msg)
+            return
+        p = self.p
+        if p.status == "new":
+            self._reject(msg, RunNotFound(*self.key))
+            return
+        if p.status != "running":
+            # it settled meanwhile (e.g. another recover() got there first)
+            for target in targets_of(msg):
+                tell(target, Accepted(*self.key))
+                tell(target, outcome_of(p))
+            if self._idle():
+                self._release_and_stop()
+            return
+        self.subs.add(msg)
+        self.accepted = True
+        if not self.driving:
+            self._mark_driving()
+            self.subs.to_listeners(Accepted(*self.key))
+            self._advance()
+        else:
+            self.subs.to_listeners(Accepted(*self.key))
+
+    def _on_subscribe(self: WorkflowActor, msg: Subscribe) -> None:
+        if self.released:
+            self.core.supervisor.route(self.wf, self.key[1], msg)
+            return
+        p, j = self.p, self.journal
+        msg.sink.tell(Subscribed(p.seq, p.status, j.first_seq, list(j.outbox)))
+        if p.status == "running" or not self._idle():
+            j.taps.append(msg.sink)
+        elif not self.driving:
+            self._release_and_stop()  # settled (or unknown): nothing will follow
+
+    def _emit_custom(self: WorkflowActor, step: str, payload: Any) -> None:
+        """``ctx.emit(payload)`` (the step's thread): straight to the live streams."""
+        taps = self.journal.taps
+        if taps:
+            c = Custom(step, payload, self.p.seq)
+            for sink in list(taps):
+                tell(sink, c)
+
+    def _reject(self: WorkflowActor, msg: Any, exc: BaseException) -> None:
+        r = Rejected(self.key[0], self.key[1], exc)
+        for target in targets_of(msg):
+            tell(target, r)
+        # an actor not driving its run must not stay live: rt.recover() skips live ones
+        if self._idle() and (self.p.status != "running" or not self.driving):
+            self._release_and_stop()
+
+    def _idle(self: WorkflowActor) -> bool:
+        return not self.inflight and not self.driven and self.journal.ack_token is None
+
+    def _accept(self: WorkflowActor) -> None:
+        if self.durability.on_accept(self.journal, self.p):
+            self._accepted_go()
+        else:
+            self._after_commit = (GO,)
+
+    def _accepted_go(self: WorkflowActor) -> None:
+        self.accepted = True
+        self._mark_driving()  # before Accepted: a racing resume must see it
+        self.subs.to_listeners(Accepted(*self.key))
+        self._advance()
+
+    def _mark_driving(self: WorkflowActor) -> None:
+        if not self.driving:
+            self.driving = True
+            self.core.supervisor.mark_driving(self.key)
