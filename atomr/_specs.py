@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import importlib
 
-from atomr.errors import AtomrError
+from atomr.errors import WorkflowSpecError
 from atomr.workflow import Workflow
 
 __all__ = ["WorkflowSpecError", "load_workflow", "split_spec"]
 
 _EXAMPLE = "examples.order_pipeline:workflow"
-
-
-class WorkflowSpecError(AtomrError):
-    """A ``MODULE:WORKFLOW`` spec is malformed, or does not name a Workflow."""
 
 
 def split_spec(spec: object) -> tuple[str, str]:

@@ -5,32 +5,22 @@ happened and what to do about it::
 
     AtomrError
     ├── GraphError            the DAG or a workflow definition is invalid
-    │   ├── CycleError
-    │   ├── UnknownStepError
-    │   ├── DuplicateStepError
-    │   ├── EntryError
-    │   ├── UnreachableStepError
-    │   ├── NotCallableError
-    │   └── BranchError
+    │   └── CycleError, UnknownStepError, DuplicateStepError, EntryError,
+    │       UnreachableStepError, NotCallableError, BranchError, JoinError
     ├── StateError            a write or a reducer went wrong
-    │   ├── UnknownChannelError
-    │   ├── ReducerError
-    │   └── StepResultError
+    │   └── UnknownChannelError, ReducerError, StepResultError, SchemaError
     ├── CodecError            a value cannot be encoded / a record cannot be decoded
     ├── StoreError            the store cannot be opened, read or written
-    │   ├── StoreLocked
-    │   ├── StoreFull
-    │   ├── CorruptRecord
-    │   ├── CorruptStore
-    │   ├── FormatVersionError
-    │   └── StoreClosed
+    │   └── StoreLocked, StoreFull, CorruptRecord, CorruptStore,
+    │       FormatVersionError, StoreClosed
+    ├── WorkflowSpecError     a MODULE:WORKFLOW spec cannot be loaded
     └── RunError              a run-level request was refused or a run failed
         ├── WorkflowNotFound, WorkflowExists
         ├── RunNotFound, RunExists, RunNotPaused
         ├── InterruptError (UnknownInterruptError, AmbiguousResumeError, InvalidResumeValue)
         ├── CheckpointNotFound
         ├── StepTimeout, LoopLimitError, Rejected, StepCrashed
-        ├── ResultTimeout
+        ├── ResultTimeout, StreamOverflow
         └── RuntimeClosed
 
 Errors raised *inside* a run (by a step, a reducer, a timeout) do not reach the
@@ -52,7 +42,7 @@ __all__ = [
     "RunExists", "RunNotPaused", "InterruptError", "UnknownInterruptError",
     "AmbiguousResumeError", "InvalidResumeValue", "CheckpointNotFound", "StepTimeout",
     "LoopLimitError", "Rejected", "StepCrashed", "ResultTimeout", "RuntimeClosed",
-    "error_class", "JoinError", "SchemaError",
+    "error_class", "JoinError", "SchemaError", "StreamOverflow", "WorkflowSpecError",
 ]
 
 
@@ -364,6 +354,14 @@ class ResultTimeout(RunError, TimeoutError):
 
 class RuntimeClosed(RunError):
     pass
+
+
+class StreamOverflow(RunError):
+    """A stream's consumer fell too far behind and was cut off; reopen it from its last cursor."""
+
+
+class WorkflowSpecError(AtomrError):
+    """A ``MODULE:WORKFLOW`` spec cannot be loaded (bad form, missing module or name)."""
 
 
 def _human(n: int) -> str:

@@ -6,12 +6,16 @@ caller thread waits on it, always with a timeout.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from atomr.errors import ResultTimeout
+from atomr import _stream
+from atomr._check import check_int
+from atomr._stream import StreamItem
+from atomr.errors import AtomrError, ResultTimeout
 from atomr.messages import Accepted, Rejected
 from atomr.types import Outcome, StepEvent
 
@@ -24,6 +28,11 @@ __all__ = ["RunHandle", "DEFAULT_TIMEOUT"]
 DEFAULT_TIMEOUT = 30.0
 
 
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class _Inbox:
     """A thread-safe mailbox with a pykka-like ``tell`` for one RunHandle.
 
@@ -32,7 +41,8 @@ class _Inbox:
     Accepted/outcome messages.
     """
 
-    __slots__ = ("_cond", "accepted", "outcome", "events", "_waiting", "on_outcome", "key", "__weakref__")
+    __slots__ = ("_cond", "accepted", "outcome", "events", "_waiting", "on_outcome", "key", "_afuts",
+                 "__weakref__")
 
     def __init__(self, key: tuple[str, str] = ("", "")) -> None:
         self.key = key
@@ -42,6 +52,8 @@ class _Inbox:
         self.events: collections.deque[StepEvent] = collections.deque(maxlen=100_000)
         self._waiting = 0
         self.on_outcome: Any = None  # called once when the outcome arrives
+        #: asyncio waiters: (loop, future, attribute awaited)
+        self._afuts: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None], str]] = []
 
     def tell(self, message: Any) -> None:
         if type(message) is StepEvent:
@@ -64,9 +76,39 @@ class _Inbox:
                     self.accepted = message
                 self.outcome = message
             self._cond.notify_all()
+            woken: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None], str]] = []
+            if self._afuts:
+                woken = [w for w in self._afuts if getattr(self, w[2]) is not None]
+                self._afuts = [w for w in self._afuts if getattr(self, w[2]) is None]
             if self.outcome is not None and self.on_outcome is not None:
                 callback, self.on_outcome = self.on_outcome, None
                 callback()
+        for loop, fut, _ in woken:
+            try:
+                loop.call_soon_threadsafe(_wake, fut)
+            except RuntimeError:  # that loop is closed: nobody awaits any more
+                pass
+
+    async def await_attr(self, attr: str, timeout: float | None) -> Any:
+        """Await ``accepted`` / ``outcome`` on the running loop (never blocks it).
+        Cancelling the awaiting task only stops the watching."""
+        loop = asyncio.get_running_loop()
+        with self._cond:
+            got = getattr(self, attr)
+            if got is not None:
+                return got
+            fut: asyncio.Future[None] = loop.create_future()
+            entry = (loop, fut, attr)
+            self._afuts.append(entry)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            with self._cond:
+                if entry in self._afuts:
+                    self._afuts.remove(entry)
+        return getattr(self, attr)
 
     def wait(self, attr: str, timeout: float | None) -> Any:
         with self._cond:
@@ -103,7 +145,17 @@ class RunHandle:
 
     def result(self, timeout: float | None = DEFAULT_TIMEOUT) -> Outcome:
         """Wait for the outcome: Done, Paused or Failed. Raises ResultTimeout."""
-        out = self._inbox.wait("outcome", timeout)
+        return self._outcome(self._inbox.wait("outcome", timeout), timeout)
+
+    async def aresult(self, timeout: float | None = DEFAULT_TIMEOUT) -> Outcome:
+        """Await the outcome on the running loop (``await handle`` does the same).
+        Cancelling the awaiting task does not cancel the run: awaiting is watching."""
+        return self._outcome(await self._inbox.await_attr("outcome", timeout), timeout)
+
+    def __await__(self) -> Generator[Any, None, Outcome]:
+        return self.aresult().__await__()
+
+    def _outcome(self, out: Any, timeout: float | None) -> Outcome:
         if out is None:
             raise ResultTimeout(
                 f"run {self.workflow_id}/{self.run_id} has no outcome after {timeout}s; it is "
@@ -114,12 +166,39 @@ class RunHandle:
             raise out.error
         return out  # type: ignore[no-any-return]
 
-    def events(self, timeout: float | None = DEFAULT_TIMEOUT) -> Iterator[StepEvent]:
+    def stream(self, mode: str | Iterable[str] = "updates", *, after: int | None = None,
+               timeout: float | None = DEFAULT_TIMEOUT) -> Iterator[StreamItem]:
+        """The run's :class:`~atomr.StreamItem` s (blocking): the journal after
+        ``after`` (default: from the start), then live; the last item is the
+        outcome. ``mode``: "values", "updates", "events", "custom" or a list."""
+        return _stream.iterate(self._open_stream(mode, after), timeout)
+
+    def astream(self, mode: str | Iterable[str] = "updates", *, after: int | None = None,
+                timeout: float | None = DEFAULT_TIMEOUT) -> AsyncIterator[StreamItem]:
+        """:meth:`stream` for asyncio: ``async for item in h.astream("values")``."""
+        return _stream.aiterate(self._open_stream(mode, after), timeout)
+
+    def _open_stream(self, mode: str | Iterable[str], after: int | None) -> _stream.Stream:
+        if after is not None:
+            check_int(after, "after", lo=0, error=AtomrError, hint="pass a cursor from a StreamItem")
+        return _stream.Stream(self.runtime, self.workflow_id, self.run_id, _stream.check_modes(mode), after)
+
+    def events(self, timeout: float | None = DEFAULT_TIMEOUT, *, after: int | None = None) -> Iterator[StepEvent]:
         """Step events as they happen (started, completed, failed, retrying,
         interrupted, committed), ending with one "outcome" event.
 
         ``timeout`` bounds the wait for each next event (ResultTimeout).
+        ``after``: replay the journal after that cursor first (a reopened
+        stream; see :meth:`stream`).
         """
+        if after is not None:
+            for item in self.stream("events", after=after, timeout=timeout):
+                if item.mode == "outcome":
+                    yield StepEvent("outcome", self.workflow_id, self.run_id,
+                                    getattr(item.data, "super_step", -1), None, 0, item.data)
+                else:
+                    yield item.data
+            return
         while True:
             e = self._inbox.next_event(timeout)
             if e is None:

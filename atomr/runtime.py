@@ -27,7 +27,6 @@ from atomr.actors.pool import LocalExecutor
 from atomr.actors.supervisor import Supervisor
 from atomr.errors import (
     AtomrError,
-    ResultTimeout,
     RunNotFound,
     RunNotPaused,
     RuntimeClosed,
@@ -38,6 +37,7 @@ from atomr.graph import superstep as algo
 from atomr import _maintain
 from atomr._check import check_number
 from atomr._maintain import check_run_id
+from atomr._aio import AsyncAPI
 from atomr._edge import check_meta, prepare_starts, recover_runs, view_of
 from atomr.handle import DEFAULT_TIMEOUT, RunHandle, _Inbox
 from atomr.messages import Rejected, Resume, Run
@@ -64,7 +64,7 @@ def _close_all() -> None:  # pragma: no cover - interpreter exit
             pass
 
 
-class Runtime:
+class Runtime(AsyncAPI):
     """Runs registered workflows on a store.
 
     ``store``: an :class:`~atomr.LmdbStore` (default: ``LmdbStore(".atomr")``) or
@@ -254,19 +254,14 @@ class Runtime:
         self._inboxes.add(inbox)
         return inbox
 
+    def _wait_s(self, timeout: float | None) -> float:
+        if timeout is None:
+            return self.timeout
+        return check_number(timeout, "timeout", lo=0, error=AtomrError, hint="pass seconds to wait, e.g. timeout=30")
+
     def _accepted(self, workflow_id: str, run_id: str, inbox: _Inbox, timeout: float | None) -> RunHandle:
-        t = self.timeout if timeout is None else check_number(
-            timeout, "timeout", lo=0, error=AtomrError, hint="pass seconds to wait, e.g. timeout=30")
-        got = inbox.wait("accepted", t)
-        if got is None:
-            raise ResultTimeout(
-                f"run {workflow_id}/{run_id} was not confirmed within {t}s; the request was sent and "
-                f"may still take effect: look at rt.get_state({workflow_id!r}, {run_id!r}) before "
-                "sending it again"
-            )
-        if isinstance(got, Rejected):
-            raise got.error
-        return RunHandle(self, workflow_id, run_id, inbox)
+        t = self._wait_s(timeout)
+        return self._handle(workflow_id, run_id, inbox, inbox.wait("accepted", t), t)
 
     def resume(
         self,
@@ -278,6 +273,10 @@ class Runtime:
     ) -> RunHandle:
         """Resume a paused or failed run. Raises (and leaves the run untouched) on
         RunNotFound, RunNotPaused, UnknownStepError (goto), InterruptError, ..."""
+        wf, inbox = self._send_resume(workflow_id, run_id, command)
+        return self._accepted(wf.id, run_id, inbox, timeout)
+
+    def _send_resume(self, workflow_id: str, run_id: str, command: Command | None) -> tuple[Workflow, _Inbox]:
         self._check_open()
         wf = self.workflow(workflow_id)
         check_run_id(run_id)
@@ -294,7 +293,7 @@ class Runtime:
             raise RunNotPaused(wf.id, run_id, "running")
         inbox = self._inbox(wf.id, run_id)
         self._core.supervisor.route(wf, run_id, Resume(command, inbox, inbox))
-        return self._accepted(wf.id, run_id, inbox, timeout)
+        return wf, inbox
 
     def recover(self, workflow_ids: Iterable[str] | None = None,
                 max_active: int | None = 64) -> list[RunHandle]:
