@@ -18,8 +18,10 @@ from atomr.graph.state import RunState
 from atomr.kinds import Branch, Human, Loop, Map, Subgraph, dispatch_fan_out
 from atomr.messages import Accepted, Rejected, Resume, Run
 from atomr.ray import RayExecutor  # imports ray only when used
-from atomr.runtime import Runtime, RunHandle
+from atomr.runtime import Runtime
 from atomr.sharding import ShardedRunHandle, ShardedRuntime, ShardUnavailable  # ray only when used
+from atomr._stream import StreamItem
+from atomr.handle import RunHandle
 from atomr.store.base import RunSummary, Store
 from atomr.store.lmdb import LmdbStore
 from atomr.store.memory import MemoryStore
@@ -71,6 +73,7 @@ __all__ = [
     "StepContext",
     "StepEvent",
     "StepKind",
+    "StreamItem",
     "Store",
     "Subgraph",
     "Workflow",

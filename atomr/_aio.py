@@ -12,13 +12,13 @@ tasks share commits exactly as ``start_many`` does (group commit).
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from atomr._edge import check_meta, prepare_starts
 from atomr.errors import ResultTimeout
 from atomr.handle import RunHandle
-from atomr.messages import Rejected, Run
+from atomr.messages import Rejected
 from atomr.store.base import RunSummary
 from atomr.types import Checkpoint, Command, StateView
 
@@ -41,25 +41,21 @@ class AsyncAPI:
     async def astart_many(self: Runtime, workflow_id: str, inputs: Iterable[Mapping[str, Any] | None],
                           run_ids: Iterable[str] | None = None, *, meta: Mapping[str, Any] | None = None,
                           timeout: float | None = None) -> list[RunHandle]:
-        """:meth:`Runtime.start_many`, awaited."""
+        """:meth:`Runtime.start_many`, awaited. The checks and sends run in a
+        worker thread, so a thousand concurrent starts never hold the loop."""
         self._check_open()
-        wf = self.workflow(workflow_id)
-        meta = check_meta(meta)
-        datas, ids = prepare_starts(self, wf, inputs, run_ids)
-        pending = []
-        for data, rid in zip(datas, ids):
-            inbox = self._inbox(wf.id, rid)
-            self._core.supervisor.ref(wf, rid).tell(Run(data, inbox, inbox, meta))
-            pending.append((rid, inbox))
         t = self._wait_s(timeout)
+        wf, pending = await asyncio.get_running_loop().run_in_executor(
+            self._starter(), self._send_starts, workflow_id, inputs, run_ids, meta)
         got = await asyncio.gather(*(inbox.await_attr("accepted", t) for _, inbox in pending))
         return [self._handle(wf.id, rid, inbox, g, t) for (rid, inbox), g in zip(pending, got)]
 
     async def aresume(self: Runtime, workflow_id: str, run_id: str, command: Command | None = None, *,
                       timeout: float | None = None) -> RunHandle:
         """:meth:`Runtime.resume`, awaited."""
-        wf, inbox = self._send_resume(workflow_id, run_id, command)
         t = self._wait_s(timeout)
+        wf, inbox = await asyncio.get_running_loop().run_in_executor(
+            self._starter(), self._send_resume, workflow_id, run_id, command)
         return self._handle(wf.id, run_id, inbox, await inbox.await_attr("accepted", t), t)
 
     async def aget_state(self: Runtime, workflow_id: str, run_id: str) -> StateView:
@@ -74,6 +70,13 @@ class AsyncAPI:
 
     async def aruns(self: Runtime, status: str | None = None, workflow_id: str | None = None) -> list[RunSummary]:
         return await asyncio.to_thread(self.runs, status, workflow_id)
+
+    def _starter(self: Runtime) -> ThreadPoolExecutor:
+        """One thread that checks and sends the starts of asyncio callers (lazy)."""
+        with self._lock:
+            if self._starts is None:
+                self._starts = ThreadPoolExecutor(1, thread_name_prefix="atomr-starts")
+            return self._starts
 
     def _handle(self: Runtime, workflow_id: str, run_id: str, inbox: Any, got: Any, t: float) -> RunHandle:
         if got is None:

@@ -1,8 +1,7 @@
-"""Runtime and RunHandle: the public edge of atomr.
+"""Runtime: the public edge of atomr (the asyncio methods come from :mod:`atomr._aio`).
 
-Threads: the methods of :class:`Runtime` run in the caller's thread and are
-thread-safe. They read the store directly (read transactions) and talk to run
-actors by message; waiting happens only here, always with a timeout.
+Threads: the caller's; every method is thread-safe. Store reads are read
+transactions; run actors are told messages; waits always have a timeout.
 """
 
 from __future__ import annotations
@@ -110,6 +109,7 @@ class Runtime(AsyncAPI):
         store._atomr_runtime = self  # type: ignore[attr-defined]
         #: every handle's inbox, told RuntimeClosed on close()
         self._inboxes: weakref.WeakSet[_Inbox] = weakref.WeakSet()
+        self._starts: Any = None  # the asyncio API's starter thread (lazy)
         self.durability = durability
         self.timeout = timeout
         self._closed = False
@@ -158,6 +158,8 @@ class Runtime(AsyncAPI):
         core.executor.close()
         core.scheduler.close()
         core.dispatcher.close(timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+        if self._starts is not None:
+            self._starts.shutdown(wait=False)
         # whoever still waits on a run of this runtime hears it now, not at its timeout
         closed = RuntimeClosed("the Runtime was closed; the run is kept as last committed: open the "
                                "store again and call rt.recover()")
@@ -239,6 +241,12 @@ class Runtime(AsyncAPI):
         """Start several runs at once: their starts share commits. Every input is
         validated before any run starts; returns the handles in input order."""
         self._check_open()
+        wf, pending = self._send_starts(workflow_id, inputs, run_ids, meta)
+        return [self._accepted(wf.id, rid, inbox, timeout) for rid, inbox in pending]
+
+    def _send_starts(self, workflow_id: str, inputs: Any, run_ids: Any,
+                     meta: Any) -> tuple[Workflow, list[tuple[str, _Inbox]]]:
+        self._check_open()
         wf = self.workflow(workflow_id)
         meta = check_meta(meta)
         datas, ids = prepare_starts(self, wf, inputs, run_ids)
@@ -247,7 +255,7 @@ class Runtime(AsyncAPI):
             inbox = self._inbox(wf.id, rid)
             self._core.supervisor.ref(wf, rid).tell(Run(data, inbox, inbox, meta))
             pending.append((rid, inbox))
-        return [self._accepted(wf.id, rid, inbox, timeout) for rid, inbox in pending]
+        return wf, pending
 
     def _inbox(self, workflow_id: str, run_id: str) -> _Inbox:
         inbox = _Inbox((workflow_id, run_id))
@@ -389,5 +397,5 @@ class Runtime(AsyncAPI):
         _maintain.maintain(self, lambda store: None)
 
     def live_runs(self) -> int:
-        """How many runs hold an actor (and a thread) right now."""
+        """How many runs hold an actor right now (none holds a thread)."""
         return len(self._core.supervisor.live())
