@@ -263,9 +263,8 @@ class Runtime(AsyncAPI):
         return inbox
 
     def _wait_s(self, timeout: float | None) -> float:
-        if timeout is None:
-            return self.timeout
-        return check_number(timeout, "timeout", lo=0, error=AtomrError, hint="pass seconds to wait, e.g. timeout=30")
+        return self.timeout if timeout is None else check_number(
+            timeout, "timeout", lo=0, error=AtomrError, hint="pass seconds to wait, e.g. timeout=30")
 
     def _accepted(self, workflow_id: str, run_id: str, inbox: _Inbox, timeout: float | None) -> RunHandle:
         t = self._wait_s(timeout)
