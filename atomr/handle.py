@@ -131,7 +131,7 @@ class _Inbox:
 class RunHandle:
     """A started or resumed run: wait for its outcome, or stream its events."""
 
-    def __init__(self, runtime: Runtime, workflow_id: str, run_id: str, inbox: _Inbox) -> None:
+    def __init__(self, runtime: Runtime, workflow_id: str, run_id: str, inbox: _Inbox | None) -> None:
         self.runtime = runtime
         self.workflow_id = workflow_id
         self.run_id = run_id
@@ -141,16 +141,33 @@ class RunHandle:
         return f"RunHandle({self.workflow_id!r}, {self.run_id!r}, done={self.done()})"
 
     def done(self) -> bool:
+        if self._inbox is None:  # a handle from rt.handle(): ask the store
+            s = self.runtime.store.summary(self.workflow_id, self.run_id)
+            return s is not None and s.status != "running"
         return self._inbox.outcome is not None
 
     def result(self, timeout: float | None = DEFAULT_TIMEOUT) -> Outcome:
         """Wait for the outcome: Done, Paused or Failed. Raises ResultTimeout."""
+        if self._inbox is None:
+            out = None
+            for item in self.stream("events", after=self._position(), timeout=timeout):
+                out = item.data
+            return self._outcome(out, timeout)
         return self._outcome(self._inbox.wait("outcome", timeout), timeout)
 
     async def aresult(self, timeout: float | None = DEFAULT_TIMEOUT) -> Outcome:
         """Await the outcome on the running loop (``await handle`` does the same).
         Cancelling the awaiting task does not cancel the run: awaiting is watching."""
+        if self._inbox is None:
+            out = None
+            async for item in self.astream("events", after=self._position(), timeout=timeout):
+                out = item.data
+            return self._outcome(out, timeout)
         return self._outcome(await self._inbox.await_attr("outcome", timeout), timeout)
+
+    def _position(self) -> int:
+        s = self.runtime.store.summary(self.workflow_id, self.run_id)
+        return s.last_seq if s is not None else 0
 
     def __await__(self) -> Generator[Any, None, Outcome]:
         return self.aresult().__await__()
@@ -191,8 +208,8 @@ class RunHandle:
         ``after``: replay the journal after that cursor first (a reopened
         stream; see :meth:`stream`).
         """
-        if after is not None:
-            for item in self.stream("events", after=after, timeout=timeout):
+        if after is not None or self._inbox is None:
+            for item in self.stream("events", after=after or 0, timeout=timeout):
                 if item.mode == "outcome":
                     yield StepEvent("outcome", self.workflow_id, self.run_id,
                                     getattr(item.data, "super_step", -1), None, 0, item.data)

@@ -17,7 +17,6 @@ from typing import Any
 
 import pykka
 
-from atomr._load import iter_checkpoints, load_progress
 from atomr.actors.checkpointer import Checkpointer
 from atomr.actors.core import Core
 from atomr.actors.dispatcher import Dispatcher
@@ -32,16 +31,16 @@ from atomr.errors import (
     WorkflowExists,
     WorkflowNotFound,
 )
-from atomr.graph import superstep as algo
 from atomr import _maintain
 from atomr._check import check_number
 from atomr._maintain import check_run_id
 from atomr._aio import AsyncAPI
-from atomr._edge import check_meta, prepare_starts, recover_runs, view_of
+from atomr._inspect import Inspection
+from atomr._edge import check_meta, prepare_starts, recover_runs
 from atomr.handle import DEFAULT_TIMEOUT, RunHandle, _Inbox
 from atomr.messages import Rejected, Resume, Run
-from atomr.store.base import RunSummary, Store
-from atomr.types import Checkpoint, Command, StateView
+from atomr.store.base import Store
+from atomr.types import Command
 from atomr.workflow import Workflow
 
 __all__ = ["Runtime", "RunHandle", "DURABILITY_MODES"]
@@ -63,7 +62,7 @@ def _close_all() -> None:  # pragma: no cover - interpreter exit
             pass
 
 
-class Runtime(AsyncAPI):
+class Runtime(Inspection, AsyncAPI):
     """Runs registered workflows on a store.
 
     ``store``: an :class:`~atomr.LmdbStore` (default: ``LmdbStore(".atomr")``) or
@@ -320,39 +319,6 @@ class Runtime(AsyncAPI):
         """The run's ActorRef (spawning or rehydrating it): tell it Run/Resume."""
         self._check_open()
         return self._core.supervisor.ref(self.workflow(workflow_id), run_id)
-
-    # -- inspection (reads, any thread) ------------------------------------
-
-    def _progress(self, workflow_id: str, run_id: str) -> tuple[Workflow, algo.RunProgress]:
-        wf = self.workflow(workflow_id)
-        p = load_progress(self.store, wf.plan, wf.id, run_id)
-        if p is None:
-            raise RunNotFound(workflow_id, run_id)
-        return wf, p
-
-    def get_state(self, workflow_id: str, run_id: str) -> StateView:
-        """The run as of its last committed event."""
-        self._check_open()
-        wf, p = self._progress(workflow_id, run_id)
-        return view_of(wf, p)
-
-    def history(self, workflow_id: str, run_id: str) -> list[Checkpoint]:
-        """Every checkpoint, oldest first (starting with "input" at super-step 0)."""
-        self._check_open()
-        wf = self.workflow(workflow_id)
-        if self.store.summary(wf.id, run_id) is None:
-            raise RunNotFound(workflow_id, run_id)
-        return [c for c, _ in iter_checkpoints(self.store, wf.plan, wf.id, run_id)]
-
-    def state_at(self, workflow_id: str, run_id: str, super_step: int) -> Checkpoint:
-        """The last checkpoint of ``super_step``."""
-        self._check_open()
-        return _maintain.checkpoint_at(self, self.workflow(workflow_id), check_run_id(run_id), super_step)[0]
-
-    def runs(self, status: str | None = None, workflow_id: str | None = None) -> list[RunSummary]:
-        """Run summaries from the run index (no journal is read)."""
-        self._check_open()
-        return self.store.runs(status=status, workflow_id=workflow_id)
 
     # -- fork / maintenance ------------------------------------------------
 
