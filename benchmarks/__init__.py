@@ -20,6 +20,7 @@ import re
 import shutil
 import socket
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -117,6 +118,19 @@ def _sqlite_synchronous(scratch: str) -> str | None:
     return {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}.get(level, str(level))
 
 
+def _git() -> dict[str, Any] | None:
+    """The checkout's commit and whether atomr/ has uncommitted changes (None outside git)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "atomr"], cwd=root, capture_output=True,
+                               text=True, timeout=10, check=True).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "atomr_uncommitted_paths": len(dirty)}
+
+
 def _versions() -> dict[str, str | None]:
     names = ("atomr", "langgraph", "langgraph-checkpoint", "langgraph-checkpoint-sqlite", "aiosqlite",
              "lmdb", "pykka", "msgpack", "matplotlib", "rich")
@@ -191,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "argv": list(sys.argv[1:] if argv is None else argv),
         "machine": _machine(scratch),
         "versions": _versions(),
+        "git": _git(),
         "langgraph": {"available": lg_ok, "reason": lg_why or None},
         "settings": _settings(),
         "workloads": {},

@@ -131,6 +131,14 @@ def text_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _git_note(results: dict[str, Any]) -> str:
+    g = results.get("git")
+    if not g:
+        return ""
+    dirty = g.get("atomr_uncommitted_paths") or 0
+    return f"; commit {g['commit'][:10]}" + (f" (+{dirty} uncommitted paths under atomr/)" if dirty else "")
+
+
 def markdown_table(results: dict[str, Any]) -> str:
     rows = table_rows(results)
     lines = []
@@ -143,7 +151,8 @@ def markdown_table(results: dict[str, Any]) -> str:
     lines.append("")
     lines.append(
         f"{results['mode']} mode, {results['reps']} rep(s); {m['platform']}, {m['cpu_count']} CPUs, "
-        f"Python {m['python']}, load average at start {m['loadavg_start']}; {results['date']}."
+        f"Python {m['python']}, load average at start {m['loadavg_start']}; {results['date']}"
+        + _git_note(results) + "."
     )
     lines.append("")
     lines.append(LEGEND)
