@@ -157,7 +157,7 @@ def depth_exceeds(value: Any, limit: int) -> bool:
                 nxt = [x for x in children if isinstance(x, kinds)]
         if not nxt:
             return False
-        if len(nxt) > 1024 and len(nxt) > 2 * len(level):
+        if len(nxt) > 1024 and len(nxt) > len(level):
             # shared sub-values (or a value containing itself) would multiply
             # the walk: look at each object once per level
             nxt = list({id(x): x for x in nxt}.values())
