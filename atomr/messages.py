@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from atomr.types import Command
 
@@ -70,10 +70,12 @@ class Recover:
 
 @dataclass(frozen=True)
 class Accepted:
-    """The Run/Resume/Recover was accepted (and, with durability="sync", is durable)."""
+    """The Run/Resume/Recover was accepted (and, with durability="sync", is durable).
+    ``after``: the journal cursor the request's events follow (stream from it)."""
 
     workflow_id: str
     run_id: str
+    after: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,9 +95,12 @@ OK, ERROR, INTERRUPT = 0, 1, 2
 STEP, ITEM, LOOP_BODY = 0, 1, 2
 
 
-@dataclass(frozen=True, slots=True)
-class StepDone:
-    """A step execution finished (step actor -> run actor)."""
+class StepDone(NamedTuple):
+    """A step execution finished (step executor -> run actor).
+
+    Immutable like every message; a named tuple rather than a frozen
+    dataclass because it is made once per step on the hot path (a frozen
+    dataclass's ``__init__`` costs ten times as much)."""
 
     token: int
     step: str
@@ -113,9 +118,9 @@ class StepDone:
     event: Any = None  # the event ``record`` encodes: the run actor folds this very object
 
 
-@dataclass(frozen=True, slots=True)
-class Execute:
-    """Run one step (run actor -> step executor)."""
+class Execute(NamedTuple):
+    """Run one step (run actor -> step executor). A named tuple for the same
+    reason as :class:`StepDone`."""
 
     token: int
     step: str

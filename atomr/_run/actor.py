@@ -87,6 +87,8 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         self.driving = False
         self.released = False
         self.accepted = False
+        #: the journal seq the accepted request's events follow
+        self.request_seq = 0
         self._after_commit: tuple[Any, ...] | None = None
         self._emit_fn = self._emit_custom  # ctx.emit of this run's steps (any thread)
 

@@ -135,6 +135,6 @@ class Endings:
         self.stop()
 
     def _event(self: WorkflowActor, kind: str, step: str | None, attempt: int, data: Any = None) -> None:
-        if self.subs.listeners:
+        if self.subs.watchers:
             ss = self.p.super_step + (0 if kind in ("committed", "outcome") else 1)
             self.subs.event(kind, ss, step, attempt, data)

@@ -54,6 +54,7 @@ class Requests:
             self._reject(msg, _bad_request(exc))
             return
         self.subs.add(msg)
+        self.request_seq = 0
         self.journal.meta_new = meta
         self.journal.emit(self.plan, self.p, started, record)
         self._accept()
@@ -76,6 +77,7 @@ class Requests:
             self._reject(msg, _bad_request(exc))
             return
         self.subs.add(msg)
+        self.request_seq = p.seq
         for e, r in zip(events, records):
             self.journal.emit(self.plan, p, e, r)
         self._accept()
@@ -91,19 +93,20 @@ class Requests:
         if p.status != "running":
             # it settled meanwhile (e.g. another recover() got there first)
             for target in targets_of(msg):
-                tell(target, Accepted(*self.key))
+                tell(target, Accepted(*self.key, p.seq))
                 tell(target, outcome_of(p))
             if self._idle():
                 self._release_and_stop()
             return
         self.subs.add(msg)
         self.accepted = True
+        self.request_seq = p.seq
         if not self.driving:
             self._mark_driving()
-            self.subs.to_listeners(Accepted(*self.key))
+            self.subs.to_listeners(Accepted(*self.key, p.seq))
             self._advance()
         else:
-            self.subs.to_listeners(Accepted(*self.key))
+            self.subs.to_listeners(Accepted(*self.key, p.seq))
 
     def _on_subscribe(self: WorkflowActor, msg: Subscribe) -> None:
         if self.released:
@@ -144,7 +147,7 @@ class Requests:
     def _accepted_go(self: WorkflowActor) -> None:
         self.accepted = True
         self._mark_driving()  # before Accepted: a racing resume must see it
-        self.subs.to_listeners(Accepted(*self.key))
+        self.subs.to_listeners(Accepted(*self.key, self.request_seq))
         self._advance()
 
     def _mark_driving(self: WorkflowActor) -> None:

@@ -34,26 +34,35 @@ def targets_of(msg: Any) -> list[Any]:
 
 
 class Subscribers:
-    __slots__ = ("reply_to", "listeners", "key")
+    """``reply_to`` targets, listeners, and the listeners that want StepEvents
+    (a listener with ``wants_events = False``, like a RunHandle's inbox, gets
+    Accepted and the outcome only: its handle streams events from the journal)."""
+
+    __slots__ = ("reply_to", "listeners", "key", "watchers")
 
     def __init__(self, key: tuple[str, str]) -> None:
         self.key = key
         self.reply_to: list[Any] = []
         self.listeners: list[Any] = []
+        self.watchers: list[Any] = []
 
     def add(self, msg: Any) -> None:
         if msg.reply_to is not None:
             self.reply_to.append(msg.reply_to)
         if msg.listener is not None:
             self.listeners.append(msg.listener)
+            if getattr(msg.listener, "wants_events", True):
+                self.watchers.append(msg.listener)
 
     def to_listeners(self, message: Any) -> None:
         for target in self.listeners:
             tell(target, message)
 
     def event(self, kind: str, super_step: int, step: str | None, attempt: int, data: Any = None) -> None:
-        if self.listeners:
-            self.to_listeners(StepEvent(kind, self.key[0], self.key[1], super_step, step, attempt, data))
+        if self.watchers:
+            e = StepEvent(kind, self.key[0], self.key[1], super_step, step, attempt, data)
+            for target in self.watchers:
+                tell(target, e)
 
     def report(self, outcome: Any, super_step: int) -> None:
         """Tell the outcome to every subscriber, then forget them."""
@@ -62,8 +71,9 @@ class Subscribers:
         self.event("outcome", super_step, None, 0, outcome)
         self.reply_to = []
         self.listeners = []
+        self.watchers = []
 
     def take(self) -> tuple[list[Any], list[Any]]:
         out = (self.reply_to, self.listeners)
-        self.reply_to, self.listeners = [], []
+        self.reply_to, self.listeners, self.watchers = [], [], []
         return out
