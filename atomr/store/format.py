@@ -185,23 +185,25 @@ def encode_event(event: Any) -> bytes:
     """One journal record. Raises CodecError naming what could not be stored
     (an unsupported type, or a value nested deeper than ``codec.MAX_DEPTH``)."""
     cls = type(event)
-    fields = _FIELDS[cls]
     row: list[Any] = [EVENT_CODES[cls]]
     pair_field = _PAIR_FIELDS.get(cls)
-    map_field, map_what = _MAP_FIELDS.get(cls, ("", ""))
-    for name in fields:
+    map_field = _MAP_FIELDS.get(cls, _NO_MAP)[0]
+    flat = _FLAT
+    exceeds = codec.depth_exceeds
+    for name in _FIELDS[cls]:
         value = getattr(event, name)
-        if name == pair_field:
-            value = [[k, v] for k, v in value]
-            for k, v in value:
-                if codec.depth_exceeds(v, codec.MAX_DEPTH):
-                    codec.check_depth(v, _written(event, k))
-        elif name == map_field and isinstance(value, dict):
-            for k, v in value.items():
-                if codec.depth_exceeds(v, codec.MAX_DEPTH):
-                    codec.check_depth(v, map_what.format(k))
-        elif codec.depth_exceeds(value, codec.MAX_DEPTH):
-            codec.check_depth(value, f"{cls.__name__}.{name}")
+        if type(value) not in flat:  # scalars (most fields) need no depth check
+            if name == pair_field:
+                value = [[k, v] for k, v in value]
+                for k, v in value:
+                    if exceeds(v, codec.MAX_DEPTH):
+                        codec.check_depth(v, _written(event, k))
+            elif name == map_field and isinstance(value, dict):
+                for k, v in value.items():
+                    if exceeds(v, codec.MAX_DEPTH):
+                        codec.check_depth(v, _MAP_FIELDS[cls][1].format(k))
+            elif exceeds(value, codec.MAX_DEPTH):
+                codec.check_depth(value, f"{cls.__name__}.{name}")
         row.append(value)
     try:
         return frame(codec.packb(row, max_depth=None))
@@ -209,9 +211,13 @@ def encode_event(event: Any) -> bytes:
         if pair_field is not None:
             for k, v in getattr(event, pair_field):
                 codec.check_encodable(v, _written(event, k))
-        for name in fields:
+        for name in _FIELDS[cls]:
             codec.check_encodable(getattr(event, name), f"{cls.__name__}.{name}")
         raise
+
+
+_FLAT = frozenset({str, int, float, bool, type(None), bytes})
+_NO_MAP = ("", "")
 
 
 def _written(event: Any, channel: str) -> str:
