@@ -283,10 +283,10 @@ def backup_store(src: Any, dst: Any, *, compact: bool = True, verify: bool = Tru
     d = check_path(dst, "backup destination")
     if not os.path.isfile(_data_file(s)):
         raise StoreError(f"no LMDB store at {s!r} to back up (no data.mdb); check the path")
-    if os.path.exists(d) and (not os.path.isdir(d) or os.listdir(d)):
-        raise StoreError(f"backup destination {d!r} exists and is not an empty directory; pass a new path")
     if os.path.realpath(d) == os.path.realpath(s):
         raise StoreError("backup destination is the source; pass another directory")
+    if os.path.exists(d) and (not os.path.isdir(d) or os.listdir(d)):
+        raise StoreError(f"backup destination {d!r} exists and is not an empty directory; pass a new path")
     try:
         os.makedirs(d, mode=0o700, exist_ok=True)
     except OSError as exc:
