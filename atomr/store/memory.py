@@ -10,6 +10,8 @@ import bisect
 import threading
 from collections.abc import Iterator, Sequence
 
+from atomr._check import check_int
+from atomr.errors import StoreError
 from atomr.store.base import AppendBatch, RunSummary, Store, now_ms
 
 __all__ = ["MemoryStore"]
@@ -30,11 +32,8 @@ class MemoryStore(Store):
     """An in-process store with the LMDB store's interface and behaviour."""
 
     def __init__(self, snapshot_every: int = 50) -> None:
-        if snapshot_every < 1:
-            from atomr.errors import StoreError
-
-            raise StoreError(f"snapshot_every must be >= 1, got {snapshot_every}; pass e.g. 50 (super-steps between snapshots)")
-        self.snapshot_every = snapshot_every
+        self.snapshot_every = check_int(snapshot_every, "snapshot_every", lo=1, hi=1 << 31, error=StoreError,
+                                        hint="pass e.g. 50 (super-steps between snapshots)")
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, str], _Run] = {}
 
