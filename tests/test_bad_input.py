@@ -385,6 +385,61 @@ def _store_option(b: Bench) -> None:
     LmdbStore(b.path.parent / "opts", fsync="sometimes")
 
 
+def _cons(n: int) -> Any:
+    v: Any = None
+    for i in range(n):
+        v = (i, v)
+    return v
+
+
+def _step_writes_too_deep(b: Bench) -> Failed:
+    return _run_new(b, _wf("deep", {"grow": lambda s, c: {"x": _cons(250)}}))
+
+
+def _input_too_deep(b: Bench) -> None:
+    b.rt.start("chain", {"x": _cons(250)}, run_id="new1")
+
+
+def _map_into_no_channel(b: Bench) -> None:
+    from atomr import Map
+
+    _wf("mp", {"m": Map(lambda item, ctx: item, items="log", into="nope")})
+
+
+def _retry_on_names(b: Bench) -> None:
+    from atomr import RetryPolicy
+
+    RetryPolicy(max_attempts=3, retry_on=("ValueError",))  # type: ignore[arg-type]
+
+
+def _infinite_timeout(b: Bench) -> None:
+    _wf("inf", {"a": _log("a")}, step_timeout_s=float("inf"))
+
+
+def _infinite_backoff(b: Bench) -> None:
+    from atomr import RetryPolicy
+
+    RetryPolicy(max_attempts=3, backoff_s=float("inf"))
+
+
+def _store_path_is_a_file(b: Bench) -> None:
+    f = b.path.parent / "a-file"
+    f.write_text("not a store")
+    LmdbStore(f)
+
+
+def _store_path_nul(b: Bench) -> None:
+    LmdbStore(str(b.path.parent / "bad\x00name"))
+
+
+def _map_size_out_of_range(b: Bench) -> None:
+    LmdbStore(b.path.parent / "opts", map_size=1 << 60)
+
+
+def _store_opened_twice(b: Bench) -> None:
+    LmdbStore(b.path, map_size=32 << 20)
+
+
 CASES = [
     Case("cycle", E.CycleError, _cycle, words=("a -> b -> a",)),
     Case("unknown edge target", E.UnknownStepError, _unknown_edge, words=("nowhere",)),
@@ -432,6 +487,18 @@ CASES = [
     Case("delete an executing run", E.AtomrError, _delete_live_run, words=("running1",)),
     Case("unknown status filter", E.StoreError, _bad_status_filter, words=("finished",)),
     Case("unknown fsync option", E.StoreError, _store_option, words=("sometimes",)),
+    Case("step writes a value nested too deep", E.CodecError, _step_writes_too_deep, failed=True,
+         words=("'x'", "'grow'", "100 levels")),
+    Case("input nested too deep", E.CodecError, _input_too_deep, words=("run input", "100 levels")),
+    Case("Map into no channel", E.GraphError, _map_into_no_channel, words=("into='nope'",)),
+    Case("retry_on as names", E.GraphError, _retry_on_names, words=("retry_on", "ValueError")),
+    Case("infinite step timeout", E.GraphError, _infinite_timeout, words=("step_timeout_s", "inf")),
+    Case("infinite backoff", E.GraphError, _infinite_backoff, words=("backoff_s", "finite")),
+    Case("store path is a file", E.StoreError, _store_path_is_a_file, words=("is a file",)),
+    Case("store path holds NUL", E.StoreError, _store_path_nul, words=("NUL",)),
+    Case("map_size out of range", E.StoreError, _map_size_out_of_range, words=("map_size",)),
+    Case("store opened twice in this process", E.StoreLocked, _store_opened_twice,
+         words=("already open in this process",)),
 ]
 
 
