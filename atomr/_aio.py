@@ -12,10 +12,12 @@ tasks share commits exactly as ``start_many`` does (group commit).
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from atomr._wake import resolve
 from atomr.errors import ResultTimeout
 from atomr.handle import RunHandle
 from atomr.messages import Rejected
@@ -28,6 +30,40 @@ if TYPE_CHECKING:
 __all__ = ["AsyncAPI"]
 
 
+class _Starter:
+    """One thread that runs the checks and sends of asyncio callers' requests."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: list[tuple[asyncio.Future[Any], Any, tuple[Any, ...]]] = []
+        self._draining = False
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="atomr-starts")
+
+    def submit(self, fut: asyncio.Future[Any], fn: Any, args: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._queue.append((fut, fn, args))
+            if self._draining:
+                return
+            self._draining = True
+        self._pool.submit(self._drain)
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                batch, self._queue = self._queue, []
+                if not batch:
+                    self._draining = False
+                    return
+            for fut, fn, args in batch:
+                try:
+                    resolve(fut, fn(*args))
+                except BaseException as exc:  # noqa: BLE001 - the caller gets it
+                    resolve(fut, exc=exc)
+
+    def shutdown(self, wait: bool = False) -> None:
+        self._pool.shutdown(wait=wait)
+
+
 class AsyncAPI:
     """Mixin of :class:`~atomr.Runtime`: its blocking calls, awaitable."""
 
@@ -35,8 +71,12 @@ class AsyncAPI:
                      run_id: str | None = None, *, meta: Mapping[str, Any] | None = None,
                      timeout: float | None = None) -> RunHandle:
         """:meth:`Runtime.start`, awaited: durable before it returns, as start()."""
-        return (await self.astart_many(workflow_id, [input], [run_id] if run_id is not None else None,
-                                       meta=meta, timeout=timeout))[0]
+        self._check_open()
+        t = self._wait_s(timeout)
+        wf, pending = await self._on_starter(self._send_starts, workflow_id, [input],
+                                             [run_id] if run_id is not None else None, meta)
+        rid, inbox = pending[0]
+        return self._handle(wf.id, rid, inbox, await inbox.await_attr("accepted", t), t)
 
     async def astart_many(self: Runtime, workflow_id: str, inputs: Iterable[Mapping[str, Any] | None],
                           run_ids: Iterable[str] | None = None, *, meta: Mapping[str, Any] | None = None,
@@ -45,8 +85,7 @@ class AsyncAPI:
         worker thread, so a thousand concurrent starts never hold the loop."""
         self._check_open()
         t = self._wait_s(timeout)
-        wf, pending = await asyncio.get_running_loop().run_in_executor(
-            self._starter(), self._send_starts, workflow_id, inputs, run_ids, meta)
+        wf, pending = await self._on_starter(self._send_starts, workflow_id, inputs, run_ids, meta)
         got = await asyncio.gather(*(inbox.await_attr("accepted", t) for _, inbox in pending))
         return [self._handle(wf.id, rid, inbox, g, t) for (rid, inbox), g in zip(pending, got)]
 
@@ -54,8 +93,7 @@ class AsyncAPI:
                       timeout: float | None = None) -> RunHandle:
         """:meth:`Runtime.resume`, awaited."""
         t = self._wait_s(timeout)
-        wf, inbox = await asyncio.get_running_loop().run_in_executor(
-            self._starter(), self._send_resume, workflow_id, run_id, command)
+        wf, inbox = await self._on_starter(self._send_resume, workflow_id, run_id, command)
         return self._handle(wf.id, run_id, inbox, await inbox.await_attr("accepted", t), t)
 
     async def aget_state(self: Runtime, workflow_id: str, run_id: str) -> StateView:
@@ -71,12 +109,19 @@ class AsyncAPI:
     async def aruns(self: Runtime, status: str | None = None, workflow_id: str | None = None) -> list[RunSummary]:
         return await asyncio.to_thread(self.runs, status, workflow_id)
 
-    def _starter(self: Runtime) -> ThreadPoolExecutor:
-        """One thread that checks and sends the starts of asyncio callers (lazy)."""
+    def _on_starter(self: Runtime, fn: Any, *args: Any) -> asyncio.Future[Any]:
+        """``fn(*args)`` on the runtime's starter thread; a future on this loop.
+
+        Calls queue up; the starter drains the queue in bursts and the
+        results wake each loop once per burst, so ten thousand concurrent
+        ``astart`` s cost ten thousand checks but not ten thousand hand-offs."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         with self._lock:
             if self._starts is None:
-                self._starts = ThreadPoolExecutor(1, thread_name_prefix="atomr-starts")
-            return self._starts
+                self._starts = _Starter()
+            starter = self._starts
+        starter.submit(fut, fn, args)
+        return fut
 
     def _handle(self: Runtime, workflow_id: str, run_id: str, inbox: Any, got: Any, t: float) -> RunHandle:
         if got is None:

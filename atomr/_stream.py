@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from atomr import events as ev
 from atomr._load import load_progress_at
+from atomr._wake import resolve
 from atomr.errors import AtomrError, ResultTimeout, RunNotFound, RuntimeClosed, StreamOverflow
 from atomr.graph import superstep as algo
 from atomr.graph.drive import outcome_of
@@ -100,11 +101,7 @@ class Sink:
             self._cond.notify()
             waiter, self._waiter = self._waiter, None
         if waiter is not None:
-            loop, fut = waiter
-            try:
-                loop.call_soon_threadsafe(_wake, fut)
-            except RuntimeError:  # the consumer's loop is closed
-                pass
+            resolve(waiter[1])
 
     def _take(self) -> Any:
         if self._q:
@@ -131,11 +128,6 @@ class Sink:
                 await asyncio.wait_for(fut, timeout)
             except asyncio.TimeoutError:
                 return None
-
-
-def _wake(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 _OVERFLOW = object()

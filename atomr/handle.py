@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from atomr import _stream
 from atomr._check import check_int
 from atomr._stream import StreamItem
+from atomr._wake import resolve
 from atomr.errors import AtomrError, ResultTimeout
 from atomr.messages import Accepted, Rejected
 from atomr.types import Outcome, StepEvent
@@ -27,7 +28,7 @@ __all__ = ["RunHandle", "DEFAULT_TIMEOUT"]
 DEFAULT_TIMEOUT = 30.0
 
 
-def _wake(fut: asyncio.Future[None]) -> None:
+def _expire(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
 
@@ -77,11 +78,8 @@ class _Inbox:
             if self.outcome is not None and self.on_outcome is not None:
                 callback, self.on_outcome = self.on_outcome, None
                 callback()
-        for loop, fut, _ in woken:
-            try:
-                loop.call_soon_threadsafe(_wake, fut)
-            except RuntimeError:  # that loop is closed: nobody awaits any more
-                pass
+        for _loop, fut, _ in woken:
+            resolve(fut)
 
     async def await_attr(self, attr: str, timeout: float | None) -> Any:
         """Await ``accepted`` / ``outcome`` on the running loop (never blocks it).
@@ -94,14 +92,16 @@ class _Inbox:
             fut: asyncio.Future[None] = loop.create_future()
             entry = (loop, fut, attr)
             self._afuts.append(entry)
+        timer = loop.call_later(timeout, _expire, fut) if timeout is not None else None
         try:
-            await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
-            pass
+            await fut
         finally:
-            with self._cond:
-                if entry in self._afuts:
-                    self._afuts.remove(entry)
+            if timer is not None:
+                timer.cancel()
+            if not fut.done() or getattr(self, attr) is None:
+                with self._cond:
+                    if entry in self._afuts:
+                        self._afuts.remove(entry)
         return getattr(self, attr)
 
     def wait(self, attr: str, timeout: float | None) -> Any:

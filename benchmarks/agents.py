@@ -62,13 +62,16 @@ def samples_count(ctx: Ctx) -> int:
 
 def atomr_start_and_wait(rt: Any, workflow_id: str, inputs: list[dict[str, Any]],
                          run_ids: list[str]) -> list[Any]:
-    """Start every run, then wait for each outcome (in input order).
+    """Start every run and await its outcome through atomr's asyncio API, as an
+    async web app would: ``asyncio.gather`` of ``await rt.astart(...)``, then
+    of ``await handle`` (the peer's side: ``asyncio.gather`` of ``ainvoke``)."""
 
-    The atomr side of this workload goes through here only, so it can move to
-    an asyncio API (``await rt.astart(...)`` under ``asyncio.gather``) when
-    atomr has one."""
-    handles = rt.start_many(workflow_id, inputs, run_ids, timeout=RESULT_TIMEOUT)
-    return [h.result(timeout=RESULT_TIMEOUT) for h in handles]
+    async def go() -> list[Any]:
+        handles = await asyncio.gather(*(rt.astart(workflow_id, data, rid, timeout=RESULT_TIMEOUT)
+                                         for data, rid in zip(inputs, run_ids)))
+        return list(await asyncio.gather(*(h.aresult(timeout=RESULT_TIMEOUT) for h in handles)))
+
+    return asyncio.run(go())
 
 
 def atomr_sample(ctx: Ctx, runs: int, details: list[dict[str, Any]]) -> float:
