@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Union
 
-from atomr.errors import AtomrError, RunError, error_class
+from atomr.errors import AtomrError, RunError, StateError, error_class
 
 __all__ = [
     "Command",
@@ -36,6 +36,26 @@ class Command:
     resume: Any = None
     update: Mapping[str, Any] | None = None
     goto: str | None = None
+
+    def __post_init__(self) -> None:
+        u = self.update
+        if u is not None and not isinstance(u, Mapping):
+            if isinstance(u, (str, bytes)) or not isinstance(u, Iterable):
+                raise StateError(f"Command.update must be a dict {{channel: value}}, got "
+                                 f"{type(u).__name__} {u!r}; pass e.g. update={{'x': 1}}")
+            u = list(u)
+            for i, pair in enumerate(u):
+                if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not isinstance(pair[0], str):
+                    raise StateError(f"Command.update item {i} is {pair!r}, not a (channel, value) pair; "
+                                     "pass a dict {channel: value} or a list of (channel, value) pairs")
+            object.__setattr__(self, "update", [tuple(p) for p in u])
+        elif u is not None and not all(isinstance(k, str) for k in u):
+            bad = next(k for k in u if not isinstance(k, str))
+            raise StateError(f"Command.update key {bad!r} is not a channel name (a str); "
+                             "pass a dict {channel: value}")
+        if self.goto is not None and (not isinstance(self.goto, str) or not self.goto):
+            raise RunError(f"Command.goto must be a step id (a non-empty str) or None, got "
+                           f"{self.goto!r}; pass the id of the step to continue from")
 
 
 @dataclass(frozen=True)

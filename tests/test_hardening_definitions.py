@@ -249,3 +249,18 @@ def test_no_import_cycle_between_kinds_and_workflow() -> None:
 def test_errors_module_is_under_400_lines() -> None:
     lines = (ROOT / "atomr" / "errors.py").read_text().count("\n")
     assert lines < 400, lines
+
+
+def test_commands_are_checked_when_built() -> None:
+    from atomr import Command
+    from atomr.errors import StateError
+
+    for update in ([("x",)], 5, "ab", {1: 2}, [("x", 1, 2)], [(3, 1)]):
+        with pytest.raises(StateError, match="Command.update") as info:
+            Command(update=update)  # type: ignore[arg-type]
+        assert "pass" in str(info.value)
+    for goto in (5, "", ["a"]):
+        with pytest.raises(RunError, match="Command.goto"):
+            Command(goto=goto)  # type: ignore[arg-type]
+    assert Command(update=[["x", 1]]).update == [("x", 1)]
+    assert Command(update={"x": 1}, goto="a").goto == "a"
