@@ -264,3 +264,15 @@ def test_commands_are_checked_when_built() -> None:
             Command(goto=goto)  # type: ignore[arg-type]
     assert Command(update=[["x", 1]]).update == [("x", 1)]
     assert Command(update={"x": 1}, goto="a").goto == "a"
+
+
+def test_a_channel_default_must_be_storable() -> None:
+    from atomr.errors import CodecError
+
+    with pytest.raises(CodecError, match="default of channel 'x'"):
+        StateSchema({"x": (LastWriteWins(), threading.Lock())})
+    deep: Any = None
+    for i in range(150):
+        deep = [i, deep]
+    with pytest.raises(CodecError, match="default of channel 'x'.*100 levels"):
+        StateSchema({"x": (LastWriteWins(), deep)})

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from atomr.codec import check_encodable
 from atomr.errors import SchemaError, UnknownChannelError
 from atomr.graph.reducers import LastWriteWins, Reducer, _Builtin
 
@@ -48,6 +49,8 @@ def _channel(key: object, spec: object) -> Channel:
             f"channel {key!r}: reducer is not callable (got {type(reducer).__name__}); "
             "pass a reducer such as LastWriteWins() or a function (current, incoming) -> merged"
         )
+    # the default is part of every snapshot: refuse one that cannot be stored now
+    check_encodable(default, f"the default of channel {key!r}")
     return Channel(reducer, default)  # type: ignore[arg-type]
 
 
