@@ -179,7 +179,7 @@ class _Walk:
             self.problem("journal", f"events {state['next']}..{seq - 1} missing (a journal key was "
                          "damaged or lost)", key, rkey, state["next"])
         elif seq < state["next"]:
-            self.problem("journal", f"event {seq} found again after event {state['next'] - 1} (a "
+            self.problem("journal", f"event {seq} comes after event {state['next'] - 1} (a "
                          "journal key was damaged: keys out of order)", key, rkey, seq)
         state["next"] = seq + 1
         self.frame_ok("journal", key, v, rkey, seq)
