@@ -375,3 +375,15 @@ def test_backup_while_the_store_is_open_and_refusals(tmp_path: Path) -> None:
         backup_store(tmp_path / "nothing", tmp_path / "b2")
     with pytest.raises(StoreError, match="no LMDB store"):
         verify_store(tmp_path / "nothing")
+
+
+def test_a_check_that_cannot_run_is_skipped_under_auto_only(tmp_path: Path, monkeypatch: Any,
+                                                              caplog: Any) -> None:
+    path = build(tmp_path)
+    monkeypatch.setattr(sys, "executable", "")
+    with caplog.at_level(logging.WARNING, logger="atomr.store"):
+        LmdbStore(path, map_size=8 << 20).close()
+    assert any("not checked before use" in r.getMessage() for r in caplog.records)
+    with pytest.raises(StoreError, match="verify=False"):
+        LmdbStore(path, map_size=8 << 20, verify=True)
+    LmdbStore(path, map_size=8 << 20, verify=False).close()

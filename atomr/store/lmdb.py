@@ -47,6 +47,7 @@ import errno
 import fcntl
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
@@ -213,7 +214,7 @@ class LmdbStore(Store):
             self._env = self._open_env(map_size, fsync, max_readers)
             self._check_size_against_env()
             if existed and (verify is True or (verify == "auto" and self._data_size() <= VERIFY_AUTO_MAX_BYTES)):
-                run_walk(self.path, deep=False, lock=self.readonly).raise_if_damaged()
+                self._verify_on_open(verify is True)
             create = not readonly
             # the format is checked before anything else is created or written
             self._meta = self._env.open_db(fmt.DB_META, create=create)
@@ -279,6 +280,24 @@ class LmdbStore(Store):
             return os.path.getsize(os.path.join(self.path, "data.mdb"))
         except OSError:
             return 0
+
+    def _verify_on_open(self, required: bool) -> None:
+        """Walk the B-tree in a child process; CorruptStore on damage. A check that
+        cannot run at all (no Python executable to start, ...) fails the open only
+        when ``verify=True``; under "auto" it is logged and skipped."""
+        try:
+            if not sys.executable:
+                raise StoreError(f"cannot check store {self.path!r}: no Python executable to run "
+                                 "the check in (sys.executable is empty); open it with verify=False")
+            report = run_walk(self.path, deep=False, lock=self.readonly)
+        except CorruptStore:
+            raise
+        except StoreError as exc:
+            if required:
+                raise
+            log.warning("store %s: not checked before use: %s", self.path, exc)
+            return
+        report.raise_if_damaged()
 
     def _open_env(self, map_size: int, fsync: str, max_readers: int) -> lmdb.Environment:
         try:
