@@ -7,6 +7,7 @@ caller thread waits on it, always with a timeout.
 from __future__ import annotations
 
 import asyncio
+import collections
 import threading
 from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -36,27 +37,33 @@ def _expire(fut: asyncio.Future[None]) -> None:
 class _Inbox:
     """A thread-safe mailbox with a pykka-like ``tell`` for one RunHandle.
 
-    It does not take StepEvents (``wants_events``): a handle streams them
-    from the journal when asked, so a run nobody watches pays nothing.
+    StepEvents are appended without a lock (a deque append is atomic); the
+    condition is touched only when a reader is waiting, or for the rare
+    Accepted/outcome messages. They arrive as the run emits them, also while
+    its turn runs a step: ``events()`` shows a step start before it ends.
     """
 
-    __slots__ = ("_cond", "accepted", "outcome", "on_outcome", "key", "_afuts",
+    __slots__ = ("_cond", "accepted", "outcome", "events", "_waiting", "on_outcome", "key", "_afuts",
                  "__weakref__")
-
-    wants_events = False
 
     def __init__(self, key: tuple[str, str] = ("", "")) -> None:
         self.key = key
         self._cond = threading.Condition()
         self.accepted: Any = None  # Accepted | Rejected
         self.outcome: Any = None
+        self.events: collections.deque[StepEvent] = collections.deque(maxlen=100_000)
+        self._waiting = 0
         self.on_outcome: Any = None  # called once when the outcome arrives
         #: asyncio waiters: (loop, future, attribute awaited)
         self._afuts: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None], str]] = []
 
     def tell(self, message: Any) -> None:
         if type(message) is StepEvent:
-            return  # not asked for (wants_events); a generic listener may still send them
+            self.events.append(message)
+            if self._waiting:
+                with self._cond:
+                    self._cond.notify_all()
+            return
         with self._cond:
             t = type(message)
             if t is Accepted:
@@ -103,6 +110,17 @@ class _Inbox:
                     if entry in self._afuts:
                         self._afuts.remove(entry)
         return getattr(self, attr)
+
+    def next_event(self, timeout: float | None) -> StepEvent | None:
+        with self._cond:
+            self._waiting += 1
+            try:
+                self._cond.wait_for(lambda: self.events or self.outcome is not None, timeout)
+            finally:
+                self._waiting -= 1
+            if self.events:
+                return self.events.popleft()
+            return None
 
     def wait(self, attr: str, timeout: float | None) -> Any:
         with self._cond:
@@ -191,12 +209,25 @@ class RunHandle:
         ``after``: replay the journal after that cursor first (a reopened
         stream; see :meth:`stream`).
         """
-        if after is None:
-            got = self._inbox.accepted if self._inbox is not None else None
-            after = got.after if isinstance(got, Accepted) else 0
-        for item in self.stream("events", after=after, timeout=timeout):
-            if item.mode == "outcome":
+        if after is not None or self._inbox is None:
+            for item in self.stream("events", after=after or 0, timeout=timeout):
+                if item.mode == "outcome":
+                    yield StepEvent("outcome", self.workflow_id, self.run_id,
+                                    getattr(item.data, "super_step", -1), None, 0, item.data)
+                else:
+                    yield item.data
+            return
+        while True:
+            e = self._inbox.next_event(timeout)
+            if e is None:
+                out = self._inbox.outcome
+                if out is None:
+                    raise ResultTimeout(f"no event from run {self.workflow_id}/{self.run_id} in {timeout}s")
+                if isinstance(out, Rejected):
+                    raise out.error
                 yield StepEvent("outcome", self.workflow_id, self.run_id,
-                                getattr(item.data, "super_step", -1), None, 0, item.data)
-            else:
-                yield item.data
+                                getattr(out, "super_step", -1), None, 0, out)
+                return
+            yield e
+            if e.kind == "outcome":
+                return
