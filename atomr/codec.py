@@ -314,6 +314,9 @@ def unpackb(data: bytes) -> Any:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, OverflowError):
         return "an integer outside the 64-bit range"
+    if isinstance(exc, UnicodeEncodeError):
+        bad = exc.object[exc.start : exc.end] if isinstance(exc.object, str) else "?"
+        return f"a str holding {bad!r} (a lone surrogate, which UTF-8 cannot hold)"
     msg = str(exc)
     if msg.startswith("unsupported type "):
         return "a value of type " + msg[len("unsupported type ") :]

@@ -230,3 +230,8 @@ def test_a_store_poisoned_by_a_deep_record_stays_readable(tmp_path: Path) -> Non
     assert res.returncode != -signal.SIGSEGV, "reading the deep record crashed the process"
     assert res.returncode == 0, (res.returncode, res.stderr[-2000:])
     assert res.stdout.split() == ["fine:4", "poisoned:CorruptRecord:3"]
+
+
+def test_a_lone_surrogate_is_named() -> None:
+    with pytest.raises(CodecError, match=r"the run meta: a str holding '\\udc80' \(a lone surrogate"):
+        check_encodable({"k": "a\udc80"}, "the run meta")
