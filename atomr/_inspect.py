@@ -30,7 +30,7 @@ class Inspection:
 
     def _progress(self: Runtime, workflow_id: str, run_id: str) -> tuple[Workflow, algo.RunProgress]:
         wf = self.workflow(workflow_id)
-        p = load_progress(self.store, wf.plan, wf.id, run_id)
+        p = load_progress(self.store, wf.plan, wf.id, check_run_id(run_id))
         if p is None:
             raise RunNotFound(workflow_id, run_id)
         return wf, p
@@ -45,7 +45,7 @@ class Inspection:
         """Every checkpoint, oldest first (starting with "input" at super-step 0)."""
         self._check_open()
         wf = self.workflow(workflow_id)
-        if self.store.summary(wf.id, run_id) is None:
+        if self.store.summary(wf.id, check_run_id(run_id)) is None:
             raise RunNotFound(workflow_id, run_id)
         return [c for c, _ in iter_checkpoints(self.store, wf.plan, wf.id, run_id)]
 

@@ -41,10 +41,13 @@ def check_run_id(run_id: Any, what: str = "run_id") -> str:
     if not isinstance(run_id, str) or not run_id:
         raise AtomrError(f"{what} must be a non-empty str, got {type(run_id).__name__} {run_id!r}")
     try:
-        run_id.encode("utf-8")
+        n = len(run_id.encode("utf-8"))
     except UnicodeEncodeError:
         raise AtomrError(f"{what} {run_id!r} cannot be encoded as UTF-8 (lone surrogate); "
                          "use a plain text id") from None
+    if n > fmt.MAX_KEY_BYTES - 12:
+        raise AtomrError(f"{what} is {n} bytes long; the store takes ids of at most "
+                         f"{fmt.MAX_KEY_BYTES - 12} bytes (with the workflow id): use a shorter id")
     return run_id
 
 

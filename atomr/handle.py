@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from atomr import _stream
-from atomr._check import check_int
+from atomr._check import check_int, check_number
 from atomr._stream import StreamItem
 from atomr._wake import resolve
 from atomr.errors import AtomrError, ResultTimeout
@@ -27,6 +27,13 @@ __all__ = ["RunHandle", "DEFAULT_TIMEOUT"]
 
 #: how long a blocking call waits unless told otherwise (seconds)
 DEFAULT_TIMEOUT = 30.0
+
+
+def _check_timeout(timeout: Any) -> float | None:
+    if timeout is None:
+        return None
+    return check_number(timeout, "timeout", lo=0, hi=1e9, error=AtomrError,
+                        hint="pass seconds to wait, e.g. timeout=30, or None to wait for ever")
 
 
 def _expire(fut: asyncio.Future[None]) -> None:
@@ -149,6 +156,7 @@ class RunHandle:
 
     def result(self, timeout: float | None = DEFAULT_TIMEOUT) -> Outcome:
         """Wait for the outcome: Done, Paused or Failed. Raises ResultTimeout."""
+        timeout = _check_timeout(timeout)
         if self._inbox is None:
             out = None
             for item in self.stream("events", after=self._position(), timeout=timeout):
@@ -159,6 +167,7 @@ class RunHandle:
     async def aresult(self, timeout: float | None = DEFAULT_TIMEOUT) -> Outcome:
         """Await the outcome on the running loop (``await handle`` does the same).
         Cancelling the awaiting task does not cancel the run: awaiting is watching."""
+        timeout = _check_timeout(timeout)
         if self._inbox is None:
             out = None
             async for item in self.astream("events", after=self._position(), timeout=timeout):
@@ -189,12 +198,12 @@ class RunHandle:
         """The run's :class:`~atomr.StreamItem` s (blocking): the journal after
         ``after`` (default: from the start), then live; the last item is the
         outcome. ``mode``: "values", "updates", "events", "custom" or a list."""
-        return _stream.iterate(self._open_stream(mode, after), timeout)
+        return _stream.iterate(self._open_stream(mode, after), _check_timeout(timeout))
 
     def astream(self, mode: str | Iterable[str] = "updates", *, after: int | None = None,
                 timeout: float | None = DEFAULT_TIMEOUT) -> AsyncIterator[StreamItem]:
         """:meth:`stream` for asyncio: ``async for item in h.astream("values")``."""
-        return _stream.aiterate(self._open_stream(mode, after), timeout)
+        return _stream.aiterate(self._open_stream(mode, after), _check_timeout(timeout))
 
     def _open_stream(self, mode: str | Iterable[str], after: int | None) -> _stream.Stream:
         if after is not None:
@@ -209,6 +218,7 @@ class RunHandle:
         ``after``: replay the journal after that cursor first (a reopened
         stream; see :meth:`stream`).
         """
+        timeout = _check_timeout(timeout)
         if after is not None or self._inbox is None:
             for item in self.stream("events", after=after or 0, timeout=timeout):
                 if item.mode == "outcome":

@@ -147,6 +147,13 @@ class Runtime(Inspection, AsyncAPI):
             self._closed = True
         core = self._core
         deadline = time.monotonic() + timeout
+        core.supervisor.refuse_new()  # from here on a start or a resume gets RuntimeClosed
+        # whoever waits on a run of this runtime hears it now, not at its timeout
+        closed = RuntimeClosed("the Runtime was closed; the run is kept as last committed: open the "
+                               "store again and call rt.recover()")
+        for inbox in list(self._inboxes):
+            if inbox.outcome is None:
+                inbox.tell(Rejected(inbox.key[0], inbox.key[1], closed))
         # run actors send what they hold (finished steps' writes) as they stop
         core.supervisor.stop_all(timeout)
         if core.checkpointer is not None:
@@ -156,15 +163,9 @@ class Runtime(Inspection, AsyncAPI):
                 log.exception("checkpointer did not stop cleanly")
         core.executor.close()
         core.scheduler.close()
-        core.dispatcher.close(timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+        core.dispatcher.close(timeout=max(0.1, min(0.5, deadline - time.monotonic())))
         if self._starts is not None:
             self._starts.shutdown(wait=False)
-        # whoever still waits on a run of this runtime hears it now, not at its timeout
-        closed = RuntimeClosed("the Runtime was closed; the run is kept as last committed: open the "
-                               "store again and call rt.recover()")
-        for inbox in list(self._inboxes):
-            if inbox.outcome is None:
-                inbox.tell(Rejected(inbox.key[0], inbox.key[1], closed))
         self.store.close()
         self.store._atomr_runtime = None  # type: ignore[attr-defined]
         _RUNTIMES.discard(self)
@@ -180,6 +181,7 @@ class Runtime(Inspection, AsyncAPI):
         self._check_open()
         if not isinstance(workflow, Workflow):
             raise AtomrError(f"register() takes a Workflow, got {type(workflow).__name__}")
+        check_run_id(workflow.id, "the workflow id")
         from atomr.kinds import Subgraph
 
         with self._lock:
@@ -240,6 +242,7 @@ class Runtime(Inspection, AsyncAPI):
         """Start several runs at once: their starts share commits. Every input is
         validated before any run starts; returns the handles in input order."""
         self._check_open()
+        self._wait_s(timeout)  # a bad timeout is refused before anything is sent
         wf, pending = self._send_starts(workflow_id, inputs, run_ids, meta)
         return [self._accepted(wf.id, rid, inbox, timeout) for rid, inbox in pending]
 
@@ -263,7 +266,7 @@ class Runtime(Inspection, AsyncAPI):
 
     def _wait_s(self, timeout: float | None) -> float:
         return self.timeout if timeout is None else check_number(
-            timeout, "timeout", lo=0, error=AtomrError, hint="pass seconds to wait, e.g. timeout=30")
+            timeout, "timeout", lo=0, hi=1e9, error=AtomrError, hint="pass seconds to wait, e.g. timeout=30")
 
     def _accepted(self, workflow_id: str, run_id: str, inbox: _Inbox, timeout: float | None) -> RunHandle:
         t = self._wait_s(timeout)
@@ -279,6 +282,7 @@ class Runtime(Inspection, AsyncAPI):
     ) -> RunHandle:
         """Resume a paused or failed run. Raises (and leaves the run untouched) on
         RunNotFound, RunNotPaused, UnknownStepError (goto), InterruptError, ..."""
+        self._wait_s(timeout)  # a bad timeout is refused before anything is sent
         wf, inbox = self._send_resume(workflow_id, run_id, command)
         return self._accepted(wf.id, run_id, inbox, timeout)
 
@@ -318,7 +322,7 @@ class Runtime(Inspection, AsyncAPI):
     def ref(self, workflow_id: str, run_id: str) -> pykka.ActorRef[Any]:
         """The run's ActorRef (spawning or rehydrating it): tell it Run/Resume."""
         self._check_open()
-        return self._core.supervisor.ref(self.workflow(workflow_id), run_id)
+        return self._core.supervisor.ref(self.workflow(workflow_id), check_run_id(run_id))
 
     # -- fork / maintenance ------------------------------------------------
 

@@ -261,11 +261,14 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
             dispatcher = self.core.dispatcher
             if dispatcher.try_block():
                 m = msgs[0]
+                stepping = self.core.stepping
                 try:
                     self.durability.before_inline(self.journal, self.p)
                     self._event("started", m.step, m.attempt)
+                    stepping.add(self.key)  # close() does not wait for a user's step
                     return execute_sync(m)
                 finally:
+                    stepping.discard(self.key)
                     dispatcher.unblock()
         self._submit(msgs)
         return None

@@ -39,8 +39,10 @@ class Endings:
             j.send(self.p, wait=False)
 
     def _on_committed(self: WorkflowActor, msg: Committed) -> None:
+        if self.released:
+            return  # a late answer to a batch sent before the run stopped
         if msg.error is not None:
-            self._store_failed(msg.error)
+            self._store_failed(msg.error, msg.token == self.journal.first_token)
             return
         if not self.journal.committed(msg.token):
             return
@@ -57,12 +59,12 @@ class Endings:
         else:
             self._report(then[1])
 
-    def _store_failed(self: WorkflowActor, err: BaseException) -> None:
+    def _store_failed(self: WorkflowActor, err: BaseException, first: bool = False) -> None:
         """The store refused our events: the stored run stays at its last durable point."""
         log.error("run %s/%s: store write failed: %s", *self.key, err)
         self.journal.ack_token = None
         self._after_commit = None
-        if not self.accepted and not self.journal.ever_committed:
+        if first and not self.accepted:
             # nothing of this run reached the store: the request is refused, the run does not exist
             reply_to, listeners = self.subs.take()
             r = Rejected(self.key[0], self.key[1], err)
@@ -70,9 +72,11 @@ class Endings:
                 tell(target, r)
             self._release_and_stop()
             return
-        self._report(Failed(self.key[0], self.key[1], None, self.p.super_step, type(err).__name__,
-                            f"{safe_text(err)} (the run is kept as last committed: fix the store, "
-                            "then call rt.recover())"))
+        if first:  # accepted without waiting for it (durability async / exit)
+            text = f"{safe_text(err)} (nothing of this run was stored: it does not exist; start it again)"
+        else:
+            text = f"{safe_text(err)} (the run is kept as last committed: fix the store, then call rt.recover())"
+        self._report(Failed(self.key[0], self.key[1], None, self.p.super_step, type(err).__name__, text))
 
     # -- endings -----------------------------------------------------------------
 

@@ -72,7 +72,8 @@ def batch_of(p: algo.RunProgress, first_seq: int, records: list[bytes], snapshot
 class Journal:
     """The outbox of one run and the transport to the store."""
 
-    __slots__ = ("core", "ref", "outbox", "first_seq", "meta_new", "ack_token", "ever_committed", "taps")
+    __slots__ = ("core", "ref", "outbox", "first_seq", "meta_new", "ack_token", "ever_committed", "taps",
+                 "first_token")
 
     def __init__(self, core: Core, ref: Any, first_seq: int) -> None:
         self.core = core
@@ -85,6 +86,8 @@ class Journal:
         self.ack_token: int | None = None
         #: some event of this run is in the store already
         self.ever_committed = first_seq > 1
+        #: the token of the batch that creates the run (its first event), if we sent it
+        self.first_token: int | None = None
         #: live stream sinks: each gets a Tap per event (see atomr._stream)
         self.taps: list[Any] = []
 
@@ -114,6 +117,8 @@ class Journal:
         self.outbox = []
         self.first_seq = p.seq + 1
         token = next(_TOKENS)
+        if batch.first_seq == 1:
+            self.first_token = token
         cp = self.core.checkpointer
         if cp is None:
             err = self.core.store.write([batch])[0]

@@ -104,7 +104,7 @@ class KindDriving:
         if drive.loop_held(step, p):
             del self.driven[step]
             return
-        seen = p.values  # the loop sees its own iterations; the layer's other steps do not
+        seen = p.loop_view(step)  # its own iterations; nobody else's, and nobody else sees them
         try:
             go = bool(kind.while_(MappingProxyType(seen)))
         except BaseException as exc:  # noqa: BLE001 - a predicate bug fails this run only
@@ -173,6 +173,12 @@ class KindDriving:
         self.children[(child.id, child_run)] = step
         store = self.core.store
         summary = store.summary(child.id, child_run)
+        parent = [self.key[0], self.key[1], step]
+        if summary is not None and list(summary.meta.get("parent") or ()) != parent:
+            self._kind_failed(step, "RunExists", (
+                f"Subgraph step {step!r}: run {child.id}/{child_run} exists and was not started by this "
+                "step; delete or rename that run, then resume this one"))
+            return
         status = summary.status if summary is not None else "new"
         me = self.actor_ref
         msg: Any
@@ -183,7 +189,7 @@ class KindDriving:
             return
         if status == "new":
             data = {k: self.p.layer_values.get(k) for k in kind.inputs}
-            msg = Run(data, me, None, {"parent": [self.key[0], self.key[1], step]})
+            msg = Run(data, me, None, {"parent": parent})
         elif status == "running":
             msg = Recover(me)
         elif status == "paused":

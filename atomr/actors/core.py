@@ -30,3 +30,5 @@ class Core:
     #: run a layer of one sync step (no timeout) in the run actor's own thread
     inline: bool = True
     workflows: dict[str, Workflow] = field(default_factory=dict)
+    #: runs whose turn is in a step right now (set/discard are atomic)
+    stepping: set[tuple[str, str]] = field(default_factory=set)

@@ -131,13 +131,27 @@ def safe_text(exc: BaseException) -> str:
         text = str(exc)
     except BaseException:  # noqa: BLE001 - whatever a user's __str__ does
         text = f"<{type(exc).__name__}: str() failed>"
-    if not isinstance(text, str):
-        text = repr(text)
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    try:
+        if not isinstance(text, str):
+            text = f"<{type(exc).__name__}: str() gave {type(text).__name__}>"
+        plain = str.join("", (text,)) if type(text) is not str else text  # a str subclass's own methods stay out
+        return str.encode(plain, "utf-8", "backslashreplace").decode("utf-8")
+    except BaseException:  # noqa: BLE001
+        return f"<{type(exc).__name__}: unprintable>"
 
 
 def finish(msg: Execute, result: Any = None, exc: BaseException | None = None) -> StepDone:
-    """Turn a step's return value or exception into the StepDone to send."""
+    """Turn a step's return value or exception into the StepDone to send.
+    Never raises: whatever a result or an exception does when looked at
+    fails the attempt (not retried: the step's own code ran)."""
+    try:
+        return _finish(msg, result, exc)
+    except BaseException as e:  # noqa: BLE001
+        return _error(msg, type(e).__name__ if isinstance(e, Exception) else StepCrashed.__name__,
+                      f"the result of step {msg.step!r} could not be read: {safe_text(e)}", False)
+
+
+def _finish(msg: Execute, result: Any, exc: BaseException | None) -> StepDone:
     step = msg.step
     if exc is None:
         try:

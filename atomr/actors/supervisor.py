@@ -229,18 +229,27 @@ class Supervisor:
         with self._lock:
             return list(self._live.values())
 
-    def stop_all(self, timeout: float = 5.0) -> None:
-        """Stop every run actor, waiting at most ``timeout`` seconds in all (an
-        actor busy in a step stops once the step returns)."""
+    def refuse_new(self) -> None:
+        """The runtime is closing: no run gets an actor or a message any more."""
         with self._lock:
             self.closed = True
-            refs = list(self._live.values())
+
+    def stop_all(self, timeout: float = 5.0) -> None:
+        """Stop every run actor, waiting at most ``timeout`` seconds in all. An
+        actor whose turn is in a step is not waited for: it stops once the
+        step returns, and its run stays as last committed."""
+        with self._lock:
+            self.closed = True
+            live = list(self._live.items())
             self._live.clear()
             self._driving.clear()
+        stepping = self.core.stepping if self.core is not None else set()
         futures = []
-        for r in refs:
+        for key, r in live:
             try:
-                futures.append(r.stop(block=False))
+                f = r.stop(block=False)
+                if key not in stepping:
+                    futures.append(f)
             except Exception:  # noqa: BLE001
                 pass
         deadline = time.monotonic() + timeout

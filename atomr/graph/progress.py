@@ -88,12 +88,19 @@ class RunProgress:
     #: iteration merged into ``values`` (None: ``values`` is that state). Every
     #: other step of the layer sees this, however far the Loop got.
     layer_base: dict[str, Any] | None = None
+    #: per Loop step of the in-flight layer: the state it sees (the layer's
+    #: base plus its own iterations, never another Loop's)
+    loop_values: dict[str, dict[str, Any]] = field(default_factory=dict)
     updated_ms: int = 0
 
     @property
     def layer_values(self) -> dict[str, Any]:
         """What the steps of the in-flight layer see: the state before the layer."""
         return self.values if self.layer_base is None else self.layer_base
+
+    def loop_view(self, step: str) -> dict[str, Any]:
+        """What Loop ``step`` sees: the layer's base plus its own iterations."""
+        return self.loop_values.get(step, self.layer_values)
 
     @property
     def next_super_step(self) -> int:
@@ -162,6 +169,7 @@ def _reset_layer(p: RunProgress) -> None:
     p.failed = {}
     p.holds = set()
     p.layer_base = None
+    p.loop_values = {}
 
 
 def commit_values(plan: Plan, p: RunProgress) -> dict[str, Any]:
@@ -211,6 +219,8 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
     elif t is ev.LoopIterated:
         if p.layer_base is None:
             p.layer_base = p.values  # values dicts are replaced, never mutated
+        seen = p.loop_values.get(e.step, p.layer_base)
+        p.loop_values[e.step] = apply_writes(plan.schema, seen, e.writes, step=e.step)
         p.values = apply_writes(plan.schema, p.values, e.writes, step=e.step)
         p.iterations[e.step] = e.iteration
     elif t is ev.RunStarted:
@@ -251,6 +261,7 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
         p.values = apply_writes(plan.schema, p.values, e.edits)
         if p.layer_base is not None:
             p.layer_base = apply_writes(plan.schema, p.layer_base, e.edits)
+            p.loop_values = {k: apply_writes(plan.schema, v, e.edits) for k, v in p.loop_values.items()}
         p.updated_ms = e.at_ms
     elif t is ev.RunCompleted:
         p.status = "done"
@@ -352,6 +363,7 @@ def to_snapshot(p: RunProgress) -> dict[str, Any]:
         "ho": sorted(p.holds),
         "u": p.updated_ms,
         "lb": p.layer_base,
+        "lv": p.loop_values,
     }
 
 
@@ -381,4 +393,5 @@ def from_snapshot(workflow_id: str, run_id: str, d: Mapping[str, Any]) -> RunPro
     p.updated_ms = d["u"]
     lb = d.get("lb")
     p.layer_base = dict(lb) if lb is not None else None
+    p.loop_values = {k: dict(v) for k, v in d.get("lv", {}).items()}
     return p

@@ -103,7 +103,7 @@ MAX_KEY_BYTES = 511
 
 def check_ids(workflow_id: str, run_id: str) -> None:
     """Refuse ids whose journal keys would not fit (every backend, for one behaviour)."""
-    n = len(run_key(workflow_id, run_id)) + 8
+    n = len(workflow_id.encode()) + len(run_id.encode()) + 12
     if n > MAX_KEY_BYTES:
         raise StoreError(
             f"ids of run {workflow_id[:40]}/{run_id[:40]}... are too long: their journal key "
