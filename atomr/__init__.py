@@ -25,7 +25,7 @@ from atomr.handle import RunHandle
 from atomr.store.base import RunSummary, Store
 from atomr.store.lmdb import LmdbStore
 from atomr.store.memory import MemoryStore
-from atomr.types import Checkpoint, Command, Done, Failed, Interrupt, Paused, StateView, StepEvent
+from atomr.types import Cancelled, Checkpoint, Command, Done, Failed, Interrupt, Paused, StateView, StepEvent
 from atomr.workflow import RetryPolicy, Workflow
 
 try:  # the version is written once, in setup.cfg; the installed metadata carries it
@@ -40,6 +40,7 @@ __all__ = [
     "Accepted",
     "AtomrError",
     "Branch",
+    "Cancelled",
     "CODEC_VERSION",
     "Checkpoint",
     "Command",

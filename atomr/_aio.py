@@ -124,6 +124,11 @@ class AsyncAPI:
         return fut
 
     def _handle(self: Runtime, workflow_id: str, run_id: str, inbox: Any, got: Any, t: float) -> RunHandle:
+        self._check_reply(workflow_id, run_id, got, t)
+        return RunHandle(self, workflow_id, run_id, inbox)
+
+    def _check_reply(self: Runtime, workflow_id: str, run_id: str, got: Any, t: float) -> None:
+        """Raise the refusal in ``got``, or ResultTimeout when nothing came."""
         if got is None:
             raise ResultTimeout(
                 f"run {workflow_id}/{run_id} was not confirmed within {t}s; the request was sent and "
@@ -131,4 +136,3 @@ class AsyncAPI:
                 "sending it again")
         if isinstance(got, Rejected):
             raise got.error
-        return RunHandle(self, workflow_id, run_id, inbox)

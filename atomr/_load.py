@@ -57,6 +57,8 @@ def _label(e: Any) -> str | None:
         return f"loop:{e.step}:{e.iteration}"
     if t is ev.RunCompleted:
         return "done"
+    if t is ev.RunCancelled:
+        return "cancelled"
     if t is ev.RunFailed:
         return f"failed:{e.step}" if e.step else "failed"
     if t is ev.Forked:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["fork", "prune", "delete", "purge", "checkpoint_at", "maintain", "check_run_id"]
 
-RUN_STATUSES = ("running", "paused", "done", "failed")
+RUN_STATUSES = ("running", "paused", "done", "failed", "cancelled", "sleeping", "queued")
 
 
 def check_run_id(run_id: Any, what: str = "run_id") -> str:
@@ -172,7 +172,7 @@ def purge(rt: Runtime, older_than_s: Any, statuses: Iterable[str]) -> int:
     wanted = set(statuses)
     bad = wanted - set(RUN_STATUSES) or wanted & {"running"}
     if bad:
-        raise AtomrError(f"cannot purge runs with status {sorted(bad)}; choose from 'paused', 'done', 'failed' "
+        raise AtomrError(f"cannot purge runs with status {sorted(bad)}; choose from 'paused', 'done', 'failed', 'cancelled' "
                          "(a running run is never purged)")
     limit = int((time.time() - older) * 1000)
     victims = [(s.workflow_id, s.run_id) for s in rt.store.runs()

@@ -20,7 +20,7 @@ happened and what to do about it::
         ├── InterruptError (UnknownInterruptError, AmbiguousResumeError, InvalidResumeValue)
         ├── CheckpointNotFound
         ├── StepTimeout, LoopLimitError, Rejected, StepCrashed
-        ├── ResultTimeout, StreamOverflow
+        ├── ResultTimeout, StreamOverflow, RunOver
         └── RuntimeClosed
 
 Errors raised *inside* a run (by a step, a reducer, a timeout) do not reach the
@@ -42,7 +42,7 @@ __all__ = [
     "RunExists", "RunNotPaused", "InterruptError", "UnknownInterruptError",
     "AmbiguousResumeError", "InvalidResumeValue", "CheckpointNotFound", "StepTimeout",
     "LoopLimitError", "Rejected", "StepCrashed", "ResultTimeout", "RuntimeClosed",
-    "error_class", "JoinError", "SchemaError", "StreamOverflow", "WorkflowSpecError",
+    "error_class", "JoinError", "SchemaError", "StreamOverflow", "WorkflowSpecError", "RunOver",
 ]
 
 
@@ -288,6 +288,7 @@ class RunNotPaused(RunError):
         self.status = status
         hint = {
             "done": "it has finished: fork it (rt.fork) to run again from a checkpoint",
+            "cancelled": "it was cancelled: fork it (rt.fork) to run again from a checkpoint",
             "running": "it is still running: wait for its outcome (handle.result()); if the "
                        "process that ran it died, carry it on with rt.recover()",
         }.get(status, "only paused or failed runs can be resumed")
@@ -354,6 +355,10 @@ class ResultTimeout(RunError, TimeoutError):
 
 class RuntimeClosed(RunError):
     pass
+
+
+class RunOver(RunError):
+    """The run has ended (done or cancelled): nothing to cancel or wake; fork it."""
 
 
 class StreamOverflow(RunError):

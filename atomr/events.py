@@ -31,6 +31,7 @@ __all__ = [
     "StepCancelled",
     "ItemCompleted",
     "LoopIterated",
+    "RunCancelled",
 ]
 
 Writes = list  # list[tuple[str, Any]]
@@ -203,3 +204,12 @@ Event = Union[
     ItemCompleted,
     LoopIterated,
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class RunCancelled:
+    """The run was cancelled: its in-flight super-step is not committed; it is over."""
+
+    reason: str
+    super_step: int
+    at_ms: int = 0

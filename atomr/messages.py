@@ -20,6 +20,7 @@ __all__ = [
     "Run",
     "Resume",
     "Recover",
+    "Cancel",
     "Accepted",
     "Rejected",
     "StepDone",
@@ -64,6 +65,17 @@ class Recover:
     already executing gets a new subscriber; one that has settled meanwhile
     (paused, done, failed) answers with its outcome at once."""
 
+    reply_to: Any = None
+    listener: Any = None
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Cancel the run (running, paused, failed or sleeping): it ends with
+    :class:`~atomr.types.Cancelled`, told to ``reply_to``. Writes of steps that
+    finish later are discarded; the super-step in flight is not committed."""
+
+    reason: str = ""
     reply_to: Any = None
     listener: Any = None
 
@@ -141,6 +153,7 @@ class Execute(NamedTuple):
     index: int = 0  # element index / iteration number
     item: Any = None  # the Map element
     emit: Any = None  # ctx.emit(payload) calls it: the run's live stream taps (None: dropped)
+    cancelled: Any = None  # the run's cancel flag (is_set()): ctx.cancelled reads it
 
 
 @dataclass(frozen=True, slots=True)

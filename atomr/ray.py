@@ -229,7 +229,7 @@ class RayExecutor:
                 message="the RayExecutor is not running (closed or never started)"))
             return
         try:
-            remote_msg = msg._replace(reply_to=None, state=dict(msg.state), emit=None)
+            remote_msg = msg._replace(reply_to=None, state=dict(msg.state), emit=None, cancelled=None)
             ref = self._remote.options(name=f"atomr:{msg.workflow_id}/{msg.step}").remote(remote_msg)
         except Exception as exc:  # noqa: BLE001 - e.g. the step or its input cannot be pickled
             _tell(reply_to, StepDone(

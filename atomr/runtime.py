@@ -35,6 +35,7 @@ from atomr import _maintain
 from atomr._check import check_number
 from atomr._maintain import check_run_id
 from atomr._aio import AsyncAPI
+from atomr._control import RunControl
 from atomr._inspect import Inspection
 from atomr._edge import check_meta, prepare_starts, recover_runs
 from atomr.handle import DEFAULT_TIMEOUT, RunHandle, _Inbox
@@ -62,7 +63,7 @@ def _close_all() -> None:  # pragma: no cover - interpreter exit
             pass
 
 
-class Runtime(Inspection, AsyncAPI):
+class Runtime(Inspection, RunControl, AsyncAPI):
     """Runs registered workflows on a store.
 
     ``store``: an :class:`~atomr.LmdbStore` (default: ``LmdbStore(".atomr")``) or

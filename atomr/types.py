@@ -9,6 +9,7 @@ from typing import Any, NamedTuple, Union
 from atomr.errors import AtomrError, RunError, StateError, error_class
 
 __all__ = [
+    "Cancelled",
     "Command",
     "Interrupt",
     "Done",
@@ -113,7 +114,19 @@ class Failed:
         raise exc
 
 
-Outcome = Union[Done, Paused, Failed]
+@dataclass(frozen=True)
+class Cancelled:
+    """The run was cancelled (``rt.cancel``): it is over; fork it to run again."""
+
+    workflow_id: str
+    run_id: str
+    super_step: int
+    reason: str = ""
+
+    status = "cancelled"
+
+
+Outcome = Union[Done, Paused, Failed, Cancelled]
 
 
 @dataclass(frozen=True)

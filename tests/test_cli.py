@@ -143,7 +143,7 @@ def paused_store(tmp_path_factory):
         (["run", "examples.order_pipeline"], "expected MODULE:WORKFLOW"),
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["run"], "required"),
-        (["runs", "--status", "sleeping"], "invalid choice"),
+        (["runs", "--status", "snoozing"], "invalid choice"),
         (["fork", "orders", "o1"], "--at"),
         (["resume", "orders", "o1", "--goto", "nowhere"], "nowhere"),
         (["fork", "orders", "o1", "--at", "99"], "99"),

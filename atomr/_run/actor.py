@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from atomr import events as ev
 from atomr._load import load_progress
-from atomr._run.attempts import Attempt, InFlight, next_token
+from atomr._run.attempts import Attempt, CancelFlag, InFlight, next_token
 from atomr._run.journal import FlushTick, Journal, durability_of, now_ms
 from atomr._run.endings import LAUNCH, Endings
 from atomr._run.kinds import DRIVEN, KindDriving
@@ -38,6 +38,7 @@ from atomr.errors import BranchError, ReducerError, StepCrashed
 from atomr.graph import superstep as algo
 from atomr.graph.drive import Driven
 from atomr.messages import (
+    Cancel,
     STEP,
     Accepted,
     Committed,
@@ -91,6 +92,7 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         self.request_seq = 0
         self._after_commit: tuple[Any, ...] | None = None
         self._emit_fn = self._emit_custom  # ctx.emit of this run's steps (any thread)
+        self.cancel_flag = core.cancel_flags.setdefault(self.key, CancelFlag())
 
     # -- message loop ------------------------------------------------------
 
@@ -100,6 +102,8 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
                 self._reject(message, self._load_error)
             return None
         try:
+            if self.cancel_flag.is_set() and type(message) is not Cancel and self._cancellable():
+                self._cancel_run(self.cancel_flag.reason)  # rt.cancel was here first
             handler = _HANDLERS.get(type(message))
             if handler is not None:
                 handler(self, message)
@@ -139,6 +143,9 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         self._mark_driving()
         while p.status == "running" and self.journal.ack_token is None and not self.released \
                 and not self.core.supervisor.closed:
+            if self.cancel_flag.is_set():
+                self._cancel_run(self.cancel_flag.reason)
+                return
             act = algo.next_action(plan, p, self.inflight.steps() | self.driven.keys()
                                    if self.inflight or self.driven else _EMPTY)
             t = type(act)
@@ -228,7 +235,7 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         return Execute(
             token, step, fn, MappingProxyType(p.layer_values if state is None else state), wid, rid, ss, attempt, key,
             algo.resume_values(p, unit), self.wf.channels, self.actor_ref, self.wf.retry.retry_on,
-            is_async, None if unit == step else unit, mode, index, item, self._emit_fn,
+            is_async, None if unit == step else unit, mode, index, item, self._emit_fn, self.cancel_flag,
         )
 
     def _dispatch(self, steps: list[str]) -> StepDone | None:
@@ -301,4 +308,5 @@ _HANDLERS: dict[type, Any] = {
     Rejected: WorkflowActor._on_child,
     Accepted: WorkflowActor._on_child,
     Subscribe: WorkflowActor._on_subscribe,
+    Cancel: WorkflowActor._on_cancel,
 }

@@ -10,7 +10,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Attempt", "InFlight", "next_token"]
+from atomr.actors.dispatcher import StopFlag
+
+__all__ = ["Attempt", "InFlight", "CancelFlag", "next_token"]
 
 #: step tokens, unique across the runs of the process (executors key steps by token)
 next_token = itertools.count(1).__next__
@@ -69,9 +71,23 @@ class InFlight:
                 del self._per_step[a.step]
         return a
 
+    def units(self) -> list[str]:
+        return list(self._units)
+
     def units_of(self, step: str) -> list[str]:
         return [u for u, a in self._units.items() if a.step == step]
 
     def steps(self) -> Any:
         """The DAG steps with work in flight (a live view)."""
         return self._per_step.keys()
+
+
+class CancelFlag(StopFlag):
+    """A run's cancel flag: set (with its reason) by ``rt.cancel`` from any
+    thread; steps read it as ``ctx.cancelled``, the run's turn checks it."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason = ""

@@ -13,8 +13,8 @@ from atomr import events as ev
 from atomr._run.journal import FLUSH_TICK, FlushTick, now_ms
 from atomr._run.subscribers import tell
 from atomr.actors.step import safe_text
-from atomr.messages import Committed, Rejected, StreamEnd, StreamLost
-from atomr.types import Failed, Interrupt, Paused
+from atomr.messages import Cancel, Committed, Rejected, StreamEnd, StreamLost
+from atomr.types import Cancelled, Failed, Interrupt, Paused
 
 if TYPE_CHECKING:
     from atomr._run.actor import WorkflowActor
@@ -86,6 +86,33 @@ class Endings:
         interrupts = [Interrupt(i.id, i.step_id, i.payload) for i in p.interrupts]
         self._finish(Paused(self.key[0], self.key[1], p.super_step, reason, interrupts, list(steps)))
 
+    def _cancel_run(self: WorkflowActor, reason: str, fail: tuple[str, str] | None = None) -> None:
+        """End the run now: in-flight steps abandoned (an ``async def`` step gets
+        CancelledError; a plain one sees ``ctx.cancelled``), child runs cancelled,
+        the super-step in flight not committed. ``fail``: end Failed with
+        (error_type, message) instead of Cancelled (a run deadline)."""
+        self.cancel_flag.set()
+        for unit in self.inflight.units():
+            a = self.inflight.pop(unit)
+            if a is None:
+                continue
+            if a.timer is not None:
+                self.core.scheduler.cancel(a.timer)
+            if a.token is not None:
+                self.core.executor.abandon(a.token)
+        for (child_wf, child_run), step in self.children.items():
+            wf = self.core.workflows.get(child_wf)
+            if step in self.driven and wf is not None:
+                self.core.supervisor.route(wf, child_run, Cancel(f"parent {self.key[0]}/{self.key[1]}: {reason}"))
+        self.driven.clear()
+        self._after_commit = None
+        p = self.p
+        if fail is not None:
+            self._fail(None, *fail)
+            return
+        self.journal.emit(self.plan, p, ev.RunCancelled(reason, p.super_step, now_ms()))
+        self._finish(Cancelled(self.key[0], self.key[1], p.super_step, reason))
+
     def _fail(self: WorkflowActor, step: str | None, etype: str, message: str) -> None:
         p = self.p
         self.journal.emit(self.plan, p, ev.RunFailed(step, etype, message, p.super_step, now_ms()))
@@ -114,6 +141,8 @@ class Endings:
         for a in self.inflight:
             if a.timer is not None:
                 self.core.scheduler.cancel(a.timer)
+        if self.core.cancel_flags.get(self.key) is self.cancel_flag:
+            del self.core.cancel_flags[self.key]
         self.core.supervisor.release(self.key, self.actor_ref)
         self.stop()
 

@@ -14,11 +14,11 @@ from atomr._run.endings import GO
 from atomr._run.journal import now_ms
 from atomr._run.subscribers import targets_of, tell
 from atomr.actors.step import safe_text
-from atomr.errors import AtomrError, RunExists, RunNotFound, RunNotPaused
+from atomr.errors import AtomrError, RunExists, RunNotFound, RunNotPaused, RunOver
 from atomr.graph import superstep as algo
 from atomr.graph.drive import outcome_of
 from atomr.graph.state import apply_writes, check_channels
-from atomr.messages import Accepted, Custom, Recover, Rejected, Resume, Run, Subscribe, Subscribed
+from atomr.messages import Accepted, Cancel, Custom, Recover, Rejected, Resume, Run, Subscribe, Subscribed
 from atomr.store import format as fmt
 
 if TYPE_CHECKING:
@@ -107,6 +107,30 @@ class Requests:
             self._advance()
         else:
             self.subs.to_listeners(Accepted(*self.key, p.seq))
+
+    def _on_cancel(self: WorkflowActor, msg: Cancel) -> None:
+        if self.released:
+            self.core.supervisor.route(self.wf, self.key[1], msg)
+            return
+        status = self.p.status
+        if status == "new":
+            self._reject(msg, RunNotFound(*self.key))
+            return
+        if status == "done":
+            self._reject(msg, RunOver(f"run {self.key[0]}/{self.key[1]} is done: there is nothing to "
+                                      "cancel; fork it (rt.fork) to run it again"))
+            return
+        if status == "cancelled":  # cancelling twice is cancelling once
+            for target in targets_of(msg):
+                tell(target, outcome_of(self.p))
+            if self._idle():
+                self._release_and_stop()
+            return
+        self.subs.add(msg)
+        self._cancel_run(msg.reason or self.cancel_flag.reason)
+
+    def _cancellable(self: WorkflowActor) -> bool:
+        return not self.released and self.p.status in ("running", "paused", "failed", "sleeping")
 
     def _on_subscribe(self: WorkflowActor, msg: Subscribe) -> None:
         if self.released:

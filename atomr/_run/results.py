@@ -38,8 +38,8 @@ class StepResults:
         """Journal a step's result; False when it is stale."""
         unit = d.part or d.step
         a = self.inflight.get(unit)
-        if a is None or a.token != d.token:
-            return False  # a late answer from an attempt that timed out or was cancelled
+        if a is None or a.token != d.token or self.cancel_flag.is_set():
+            return False  # a late answer (timed out, cancelled), or the run is being cancelled
         self.inflight.pop(unit)
         if a.timer is not None:
             self.core.scheduler.cancel(a.timer)

@@ -49,11 +49,11 @@ class StepContext:
     """
 
     __slots__ = ("workflow_id", "run_id", "step_id", "super_step", "attempt",
-                 "idempotency_key", "_resume", "_calls", "item", "_emit")
+                 "idempotency_key", "_resume", "_calls", "item", "_emit", "_cancel")
 
     def __init__(self, workflow_id: str, run_id: str, step_id: str, super_step: int,
                  attempt: int, idempotency_key: str, resume: list[Any], item: int | None = None,
-                 emit: Any = None) -> None:
+                 emit: Any = None, cancel: Any = None) -> None:
         self.workflow_id = workflow_id
         self.run_id = run_id
         self.step_id = step_id
@@ -64,6 +64,7 @@ class StepContext:
         self._calls = 0
         self.item = item
         self._emit = emit
+        self._cancel = cancel
 
     def interrupt(self, payload: Any = None) -> Any:
         """Pause the run; on resume the step runs again and this call returns
@@ -73,6 +74,12 @@ class StepContext:
         if i < len(self._resume):
             return self._resume[i]
         raise _InterruptSignal(i, payload)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the run is cancelled (or timed out): a long plain step
+        should poll it and return early (its writes are discarded anyway)."""
+        return self._cancel is not None and self._cancel.is_set()
 
     def emit(self, payload: Any) -> None:
         """Send ``payload`` live to the run's ``"custom"`` streams (e.g. an LLM's
@@ -88,7 +95,8 @@ class StepContext:
 
 def _ctx(msg: Execute) -> StepContext:
     return StepContext(msg.workflow_id, msg.run_id, msg.step, msg.super_step, msg.attempt,
-                       msg.idempotency_key, msg.resume, msg.index if msg.mode == ITEM else None, msg.emit)
+                       msg.idempotency_key, msg.resume, msg.index if msg.mode == ITEM else None, msg.emit,
+                       msg.cancelled)
 
 
 def call(msg: Execute) -> Any:

@@ -18,7 +18,7 @@ __all__ = [
 
 DEFAULT_STORE = ".atomr"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PAUSED = 0, 1, 2, 3
-STATUSES = ("running", "paused", "done", "failed")
+STATUSES = ("running", "paused", "done", "failed", "cancelled", "sleeping", "queued")
 
 
 class CliError(AtomrError):

@@ -30,6 +30,8 @@ def command_events(plan: Plan, p: RunProgress, command: Any, now_ms: int = 0) ->
     UnknownInterruptError, AmbiguousResumeError, InterruptError,
     UnknownChannelError / ReducerError for a bad update.
     """
+    if p.status == "cancelled":
+        raise RunNotPaused(p.workflow_id, p.run_id, "cancelled")
     if p.status not in ("paused", "failed"):
         status = "unknown" if p.status == "new" else p.status
         raise RunNotPaused(p.workflow_id, p.run_id, status)

@@ -19,7 +19,7 @@ from typing import Any
 from atomr.errors import LoopLimitError
 from atomr.graph.plan import Plan
 from atomr.graph.progress import RunProgress
-from atomr.types import Done, Failed, Interrupt, Paused
+from atomr.types import Cancelled, Done, Failed, Interrupt, Paused
 
 __all__ = [
     "Driven",
@@ -167,7 +167,7 @@ def any_join_losers(plan: Plan, p: RunProgress, winner: str) -> list[str]:
 # --- outcomes -------------------------------------------------------------------
 
 
-def outcome_of(p: RunProgress) -> Done | Paused | Failed | None:
+def outcome_of(p: RunProgress) -> Done | Paused | Failed | Cancelled | None:
     """The outcome of a settled run (paused, done, failed), from its fold; None
     while it runs."""
     wid, rid = p.workflow_id, p.run_id
@@ -176,6 +176,8 @@ def outcome_of(p: RunProgress) -> Done | Paused | Failed | None:
     if p.status == "paused":
         return Paused(wid, rid, p.super_step, p.pause_reason or "",
                       [Interrupt(i.id, i.step_id, i.payload) for i in p.interrupts], list(p.pause_steps))
+    if p.status == "cancelled":
+        return Cancelled(wid, rid, p.super_step, p.cancel_reason or "")
     if p.status == "failed":
         step, etype, message = p.failure if p.failure else (None, "RunError", "")
         return Failed(wid, rid, step, p.super_step, etype, message)

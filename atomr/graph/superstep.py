@@ -33,15 +33,14 @@ from atomr.graph.progress import (
     RunProgress,
     apply_event,
     commit_values,
-    from_snapshot,
     idempotency_key,
     interrupt_id,
     looks_like_interrupt_id,
     replay,
     resume_values,
     skipped_steps,
-    to_snapshot,
 )
+from atomr.graph.snapshot import from_snapshot, to_snapshot
 
 __all__ = [
     "Plan",

@@ -30,7 +30,7 @@ from atomr.store import format as fmt
 __all__ = ["BackupReport", "Damage", "VerifyReport", "backup_store", "verify_store"]
 
 _WALK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_walk.py")
-_STATUSES = ("running", "paused", "done", "failed")
+_STATUSES = ("running", "paused", "done", "failed", "cancelled", "sleeping", "queued")
 
 #: Measured cost of a check, quoted by LmdbStore's docstring.
 VERIFY_COST_NOTE = ("~0.1 s, then ~0.7 us per record plus ~0.3 s per GB for the structure; "

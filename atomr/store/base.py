@@ -23,7 +23,7 @@ from atomr.store import format as fmt
 __all__ = ["AppendBatch", "RunSummary", "Store", "STATUSES", "now_ms"]
 
 #: Run statuses as stored in the run index.
-STATUSES = ("running", "paused", "done", "failed")
+STATUSES = ("running", "paused", "done", "failed", "cancelled", "sleeping", "queued")
 
 
 def now_ms() -> int:

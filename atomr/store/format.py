@@ -79,6 +79,7 @@ EVENT_CODES: dict[type, int] = {
     ev.StepCancelled: 15,
     ev.ItemCompleted: 16,
     ev.LoopIterated: 17,
+    ev.RunCancelled: 18,
 }
 _CLASSES = {code: cls for cls, code in EVENT_CODES.items()}
 _FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in EVENT_CODES}

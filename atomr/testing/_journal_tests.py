@@ -59,7 +59,7 @@ class JournalTests(SuiteBase):
             ev.Forked(from_workflow=self.WF, from_run="r0", from_super_step=2, values={"n": 1}, layer=1,
                       branches={"a": ["x"]}, meta={"k": 1}, at_ms=5),
             ev.StepCancelled("b", 2, "timeout"), ev.ItemCompleted("mp", 2, 4, {"x": (1,)}),
-            ev.LoopIterated("lp", 2, 3, [("n", 1)], 7),
+            ev.LoopIterated("lp", 2, 3, [("n", 1)], 7), ev.RunCancelled("enough", 3, 11),
         ]
         missing = set(fmt.EVENT_CODES) - {type(e) for e in evs}
         assert not missing, f"add a sample of {sorted(c.__name__ for c in missing)} to this test"
@@ -192,7 +192,7 @@ class JournalTests(SuiteBase):
         assert [(s.workflow_id, s.run_id) for s in store.runs(status="done", workflow_id="b")] == [("b", "r1")]
         assert store.runs(workflow_id="zzz") == []
         with pytest.raises(StoreError, match="unknown status"):
-            store.runs(status="sleeping")
+            store.runs(status="snoozing")
         # a status change moves the run between filters
         self.write_ok(store, encode_batch("a", "r1", 2, filler_events(1, 2), status="paused"))
         assert sorted(s.run_id for s in store.runs(status="paused", workflow_id="a")) == ["r1", "r2"]

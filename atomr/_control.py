@@ -1,0 +1,73 @@
+"""Run control: cancel a run, wake a sleeping one.
+
+Mixin of :class:`~atomr.Runtime`. Threads: the caller's (the asyncio twins
+await). Every control is durable: it is a journal event of the run, replayed
+on rehydration, visible in ``get_state`` / ``runs()`` / the CLI.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from atomr._maintain import check_run_id
+from atomr.errors import AtomrError, RunNotFound, RunOver
+from atomr.messages import Cancel
+from atomr.types import Cancelled
+
+if TYPE_CHECKING:
+    from atomr.runtime import Runtime
+
+__all__ = ["RunControl"]
+
+
+class RunControl:
+    """Mixin of :class:`~atomr.Runtime`: ``cancel``, ``acancel``."""
+
+    def _send_cancel(self: Runtime, workflow_id: str, run_id: str, reason: Any) -> Any:
+        self._check_open()
+        wf = self.workflow(workflow_id)
+        check_run_id(run_id)
+        if not isinstance(reason, str):
+            raise AtomrError(f"reason must be a str, got {type(reason).__name__}")
+        summary = self.store.summary(wf.id, run_id)
+        if summary is None and not self._core.supervisor.is_live(wf.id, run_id):
+            raise RunNotFound(wf.id, run_id)
+        if summary is not None and summary.status == "done":
+            raise RunOver(f"run {wf.id}/{run_id} is done: there is nothing to cancel; "
+                          "fork it (rt.fork) to run it again")
+        flag = self._core.cancel_flags.get((wf.id, run_id))
+        if flag is not None:
+            flag.reason = reason
+            flag.set()  # a plain step sees ctx.cancelled at once, even mid-step
+        inbox = self._inbox(wf.id, run_id)
+        self._core.supervisor.route(wf, run_id, Cancel(reason, inbox, inbox))
+        return inbox
+
+    def cancel(self: Runtime, workflow_id: str, run_id: str, reason: str = "", *,
+               timeout: float | None = None) -> Cancelled:
+        """Cancel a running, paused, failed or sleeping run; returns its
+        :class:`~atomr.Cancelled` outcome once durable. An ``async def`` step in
+        flight gets ``asyncio.CancelledError``; a plain step can poll
+        ``ctx.cancelled`` (it cannot be killed: cancel waits for it to return,
+        within ``timeout``). Writes of steps that finish later are discarded, the
+        super-step in flight is not committed, a Subgraph's child runs are
+        cancelled too. A cancelled run cannot be resumed; it can be forked.
+        Cancelling a cancelled run returns its outcome again. Raises
+        RunNotFound, RunOver (the run is done)."""
+        t = self._wait_s(timeout)
+        inbox = self._send_cancel(workflow_id, run_id, reason)
+        return self._cancelled(workflow_id, run_id, inbox.wait("outcome", t), t)
+
+    async def acancel(self: Runtime, workflow_id: str, run_id: str, reason: str = "", *,
+                      timeout: float | None = None) -> Cancelled:
+        """:meth:`cancel`, awaited."""
+        t = self._wait_s(timeout)
+        inbox = await self._on_starter(self._send_cancel, workflow_id, run_id, reason)
+        return self._cancelled(workflow_id, run_id, await inbox.await_attr("outcome", t), t)
+
+    def _cancelled(self: Runtime, workflow_id: str, run_id: str, out: Any, t: float) -> Cancelled:
+        self._check_reply(workflow_id, run_id, out, t)
+        if not isinstance(out, Cancelled):
+            raise AtomrError(f"run {workflow_id}/{run_id} ended as {type(out).__name__} before the cancel "
+                             "took effect")
+        return out
