@@ -6,6 +6,7 @@ import argparse
 from typing import Any, NoReturn
 
 from atomr.cli.base import DEFAULT_STORE, STATUSES, CliError
+from atomr.cli.control import add_control_commands
 from atomr.cli.commands import (
     cmd_demo,
     cmd_fork,
@@ -136,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Register the given workflows and carry on every run of theirs left 'running' in "
             "the store (after a crash); print each outcome.")
     p.add_argument("workflows", metavar="MODULE:WORKFLOW", nargs="+")
+
+    add_control_commands(add, _run_args, _module_flag)
 
     add("bench", None, "the benchmark harness of a source checkout (arguments go to it: atomr bench --help)")
     return parser
