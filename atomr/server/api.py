@@ -1,0 +1,247 @@
+"""The JSON API's handlers: workflows, runs, state, history, wait, resume, fork, cancel.
+
+Each handler only awaits: starts and resumes are the runtime's asyncio API,
+store reads go to a worker thread (``asyncio.to_thread``). An atomr error
+raised by the runtime becomes its JSON error answer in :mod:`atomr.server.http`;
+nothing is sent to the runtime before a request's body has been checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import bisect
+import inspect
+import json
+from dataclasses import dataclass, field as dc_field
+from typing import Any
+
+from starlette.requests import Request
+
+from atomr.errors import ResultTimeout
+from atomr.server import progress
+from atomr.server.encode import checkpoint_json, outcome_json, summary_json, to_json, view_json
+from atomr.server.http import JSON, ApiError, field, query_int, read_json
+from atomr.server.metrics import Metrics
+from atomr.store.base import STATUSES
+from atomr.types import Command
+
+__all__ = ["Context", "ROUTES"]
+
+#: the longest a /wait request may hold (seconds)
+MAX_WAIT_S = 300.0
+
+
+@dataclass
+class Context:
+    """What every handler shares: the runtime and the app's settings."""
+
+    rt: Any
+    max_body: int
+    modules: dict[str, str] = dc_field(default_factory=dict)
+    metrics: Any = None
+    heartbeat_s: float = 15.0
+    _graphs: dict[str, dict[str, Any]] = dc_field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.metrics is None:
+            self.metrics = Metrics(self.rt)
+
+    def workflow_doc(self, wf: Any) -> dict[str, Any]:
+        doc = self._graphs.get(wf.id)
+        if doc is None:
+            doc = self._graphs[wf.id] = {
+                "id": wf.id, "version": to_json(getattr(wf, "version", None)), "mermaid": wf.to_mermaid(),
+                "module": self.modules.get(wf.id), "graph": progress.graph_of(wf),
+            }
+        return doc
+
+
+def _ctx(request: Request) -> Context:
+    return request.app.state.atomr  # type: ignore[no-any-return]
+
+
+def _ids(request: Request) -> tuple[str, str]:
+    return request.path_params["wf"], request.path_params["run"]
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+# -- workflows -------------------------------------------------------------------
+
+
+async def list_workflows(request: Request) -> JSON:
+    ctx = _ctx(request)
+    wfs = sorted(ctx.rt.workflows.values(), key=lambda w: w.id)
+    return JSON({"workflows": [ctx.workflow_doc(wf) for wf in wfs]})
+
+
+async def get_workflow(request: Request) -> JSON:
+    ctx = _ctx(request)
+    return JSON(ctx.workflow_doc(ctx.rt.workflow(request.path_params["wf"])))
+
+
+async def start_run(request: Request) -> JSON:
+    ctx, rt = _ctx(request), _ctx(request).rt
+    doc = await read_json(request, ctx.max_body, ("input", "run_id", "if_exists", "meta"))
+    data, run_id = field(doc, "input", "object"), field(doc, "run_id", "string")
+    if_exists, meta = field(doc, "if_exists", "string"), field(doc, "meta", "object")
+    wf = rt.workflow(request.path_params["wf"])
+    kwargs: dict[str, Any] = {}
+    if if_exists is not None:
+        if _accepts(rt.astart, "if_exists"):
+            kwargs["if_exists"] = if_exists
+        elif if_exists != "error":
+            raise ApiError(400, f"if_exists={if_exists!r} is not supported by this runtime: a start of an "
+                                "existing run is refused (409 RunExists); pass \"error\" or leave it out")
+    meta = dict(meta or {})
+    if ctx.modules.get(wf.id):
+        meta["module"] = ctx.modules[wf.id]  # `atomr show` / `history` find the workflow by it
+    h = await rt.astart(wf.id, data, run_id=run_id, meta=meta or None, **kwargs)
+    ctx.metrics.track(h, "start")
+    status = "running"
+    if h.done():
+        status = str(getattr(await h.aresult(timeout=1), "status", status))
+    return JSON({"workflow_id": h.workflow_id, "run_id": h.run_id, "status": status}, status_code=201)
+
+
+# -- runs -----------------------------------------------------------------------------
+
+
+def _cursor_key(text: str) -> tuple[int, str, str]:
+    try:
+        created, wf, run = json.loads(base64.urlsafe_b64decode(text.encode("ascii") + b"=="))
+        if type(created) is not int or not isinstance(wf, str) or not isinstance(run, str):
+            raise ValueError
+    except (ValueError, TypeError, UnicodeError, json.JSONDecodeError):
+        raise ApiError(400, f"cursor {text[:40]!r} is not a cursor this server gave (next_cursor)") from None
+    return -created, wf, run
+
+
+def _cursor_of(key: tuple[int, str, str]) -> str:
+    raw = json.dumps([-key[0], key[1], key[2]], separators=(",", ":")).encode("utf-8")
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+async def list_runs(request: Request) -> JSON:
+    """Newest first (by creation); ``next_cursor`` pages on (null on the last page)."""
+    ctx, q = _ctx(request), request.query_params
+    status = q.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise ApiError(400, f"status={status!r} is not a run status; use one of {', '.join(STATUSES)}")
+    limit = query_int(request, "limit", 100, 1, 1000)
+    start = _cursor_key(q["cursor"]) if q.get("cursor") else None
+    summaries = await ctx.rt.aruns(status, q.get("workflow_id") or None)
+    keyed = sorted(((-s.created_ms, s.workflow_id, s.run_id), s) for s in summaries)
+    keys = [k for k, _ in keyed]
+    i = bisect.bisect_right(keys, start) if start is not None else 0
+    page = keyed[i:i + limit]
+    more = i + limit < len(keyed)
+    return JSON({"runs": [summary_json(s) for _, s in page],
+                 "next_cursor": _cursor_of(page[-1][0]) if more and page else None})
+
+
+async def get_run(request: Request) -> JSON:
+    return JSON(view_json(await _ctx(request).rt.aget_state(*_ids(request))))
+
+
+async def get_history(request: Request) -> JSON:
+    points = await _ctx(request).rt.ahistory(*_ids(request))
+    return JSON({"checkpoints": [checkpoint_json(c) for c in points]})
+
+
+async def get_steps(request: Request) -> JSON:
+    """Each step's status for the run page's drawing (see :mod:`atomr.server.progress`)."""
+    return JSON(await progress.step_statuses(_ctx(request).rt, *_ids(request)))
+
+
+async def wait_run(request: Request) -> JSON:
+    """Long poll: the run's outcome once there is one (at once for a settled
+    run); after ``timeout`` seconds without one, 200 ``{"outcome": null, "status"}``."""
+    ctx = _ctx(request)
+    text = request.query_params.get("timeout") or "30"
+    try:
+        timeout = float(text)
+    except ValueError:
+        raise ApiError(400, f"timeout={text[:40]!r} is not a number of seconds") from None
+    if not 0 <= timeout <= MAX_WAIT_S:
+        raise ApiError(400, f"timeout={text[:40]} is out of range 0..{MAX_WAIT_S:g} seconds")
+    wf, run = _ids(request)
+    h = await asyncio.to_thread(ctx.rt.handle, wf, run)
+    summary = await asyncio.to_thread(ctx.rt.store.summary, h.workflow_id, run)
+    out = None
+
+    async def watch() -> None:
+        nonlocal out
+        after = summary.last_seq if summary is not None else 0
+        async for item in h.astream("events", after=after, timeout=timeout + 1):
+            if item.mode == "outcome":
+                out = item.data
+
+    try:
+        await asyncio.wait_for(watch(), timeout)
+    except (asyncio.TimeoutError, ResultTimeout):
+        pass
+    if out is not None:
+        return JSON(outcome_json(out))
+    view = await ctx.rt.aget_state(wf, run)
+    return JSON({"outcome": None, "status": view.status, "super_step": view.super_step})
+
+
+async def resume_run(request: Request) -> JSON:
+    ctx = _ctx(request)
+    doc = await read_json(request, ctx.max_body, ("resume", "update", "goto"))
+    command = Command(resume=doc.get("resume"), update=field(doc, "update", "object"),
+                      goto=field(doc, "goto", "string"))
+    h = await ctx.rt.aresume(*_ids(request), command)
+    ctx.metrics.track(h, "resume")
+    return JSON({"workflow_id": h.workflow_id, "run_id": h.run_id, "status": "running"}, status_code=202)
+
+
+async def fork_run(request: Request) -> JSON:
+    ctx = _ctx(request)
+    doc = await read_json(request, ctx.max_body, ("super_step", "edits", "run_id"))
+    super_step = field(doc, "super_step", "integer")
+    if super_step is None:
+        raise ApiError(400, "field 'super_step' is required: the super-step to fork from (see /history)")
+    edits, new_id = field(doc, "edits", "object"), field(doc, "run_id", "string")
+    wf, run = _ids(request)
+    new = await ctx.rt.afork(wf, run, super_step, edits, new_id)
+    return JSON({"workflow_id": wf, "run_id": new, "forked_from": f"{run}@{super_step}", "status": "paused"},
+                status_code=201)
+
+
+async def cancel_run(request: Request) -> JSON:
+    ctx = _ctx(request)
+    doc = await read_json(request, ctx.max_body, ("reason",))
+    reason = field(doc, "reason", "string") or ""
+    acancel = getattr(ctx.rt, "acancel", None)
+    if acancel is None:
+        raise ApiError(501, "this atomr runtime cannot cancel runs (no Runtime.acancel); upgrade atomr")
+    wf, run = _ids(request)
+    out = await acancel(wf, run, reason=reason)
+    doc = {"workflow_id": wf, "run_id": run, "status": "cancelled"}
+    if out is not None and hasattr(out, "status"):
+        doc.update(outcome_json(out))
+        doc["status"] = doc["outcome"]
+    return JSON(doc, status_code=202)
+
+
+ROUTES: list[tuple[str, Any, list[str]]] = [
+    ("/api/workflows", list_workflows, ["GET"]),
+    ("/api/workflows/{wf}", get_workflow, ["GET"]),
+    ("/api/workflows/{wf}/runs", start_run, ["POST"]),
+    ("/api/runs", list_runs, ["GET"]),
+    ("/api/runs/{wf}/{run}", get_run, ["GET"]),
+    ("/api/runs/{wf}/{run}/history", get_history, ["GET"]),
+    ("/api/runs/{wf}/{run}/steps", get_steps, ["GET"]),
+    ("/api/runs/{wf}/{run}/wait", wait_run, ["GET"]),
+    ("/api/runs/{wf}/{run}/resume", resume_run, ["POST"]),
+    ("/api/runs/{wf}/{run}/fork", fork_run, ["POST"]),
+    ("/api/runs/{wf}/{run}/cancel", cancel_run, ["POST"]),
+]
