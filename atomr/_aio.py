@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from atomr._wake import resolve
-from atomr.errors import ResultTimeout
+from atomr.errors import ResultTimeout, RunExists
 from atomr.handle import RunHandle
 from atomr.messages import Rejected
 from atomr.store.base import RunSummary
@@ -69,24 +69,27 @@ class AsyncAPI:
 
     async def astart(self: Runtime, workflow_id: str, input: Mapping[str, Any] | None = None,
                      run_id: str | None = None, *, meta: Mapping[str, Any] | None = None,
-                     timeout: float | None = None) -> RunHandle:
+                     timeout: float | None = None, if_exists: str = "error") -> RunHandle:
         """:meth:`Runtime.start`, awaited: durable before it returns, as start()."""
         self._check_open()
         t = self._wait_s(timeout)
         wf, pending = await self._on_starter(self._send_starts, workflow_id, [input],
-                                             [run_id] if run_id is not None else None, meta)
+                                             [run_id] if run_id is not None else None, meta, if_exists)
         rid, inbox = pending[0]
-        return self._handle(wf.id, rid, inbox, await inbox.await_attr("accepted", t), t)
+        got = await inbox.await_attr("accepted", t) if inbox is not None else None
+        return self._handle(wf.id, rid, inbox, got, t)
 
     async def astart_many(self: Runtime, workflow_id: str, inputs: Iterable[Mapping[str, Any] | None],
                           run_ids: Iterable[str] | None = None, *, meta: Mapping[str, Any] | None = None,
-                          timeout: float | None = None) -> list[RunHandle]:
+                          timeout: float | None = None, if_exists: str = "error") -> list[RunHandle]:
         """:meth:`Runtime.start_many`, awaited. The checks and sends run in a
         worker thread, so a thousand concurrent starts never hold the loop."""
         self._check_open()
         t = self._wait_s(timeout)
-        wf, pending = await self._on_starter(self._send_starts, workflow_id, inputs, run_ids, meta)
-        got = await asyncio.gather(*(inbox.await_attr("accepted", t) for _, inbox in pending))
+        wf, pending = await self._on_starter(self._send_starts, workflow_id, inputs, run_ids, meta, if_exists)
+        got = await asyncio.gather(*(inbox.await_attr("accepted", t) for _, inbox in pending if inbox is not None))
+        it = iter(got)
+        got = [next(it) if inbox is not None else None for _, inbox in pending]
         return [self._handle(wf.id, rid, inbox, g, t) for (rid, inbox), g in zip(pending, got)]
 
     async def aresume(self: Runtime, workflow_id: str, run_id: str, command: Command | None = None, *,
@@ -124,6 +127,10 @@ class AsyncAPI:
         return fut
 
     def _handle(self: Runtime, workflow_id: str, run_id: str, inbox: Any, got: Any, t: float) -> RunHandle:
+        if inbox is None:  # attached to an existing run
+            return RunHandle(self, workflow_id, run_id, None)
+        if isinstance(got, Rejected) and isinstance(got.error, RunExists) and inbox.attach:
+            return RunHandle(self, workflow_id, run_id, None)  # a concurrent start made it first
         self._check_reply(workflow_id, run_id, got, t)
         return RunHandle(self, workflow_id, run_id, inbox)
 

@@ -51,8 +51,15 @@ def view_of(wf: Workflow, p: algo.RunProgress) -> StateView:
     )
 
 
-def prepare_starts(rt: Runtime, wf: Workflow, inputs: Any, run_ids: Any) -> tuple[list[dict[str, Any]], list[str]]:
-    """Check every input and run id of a start before any run starts."""
+IF_EXISTS = ("error", "attach")
+
+
+def prepare_starts(rt: Runtime, wf: Workflow, inputs: Any, run_ids: Any,
+                   if_exists: str = "error") -> tuple[list[dict[str, Any]], list[str], set[str]]:
+    """Check every input and run id of a start before any run starts. Returns
+    the inputs, the run ids, and (``if_exists="attach"``) the ids that exist."""
+    if if_exists not in IF_EXISTS:
+        raise AtomrError(f"if_exists must be 'error' or 'attach', got {if_exists!r}")
     if isinstance(inputs, Mapping) or not isinstance(inputs, Iterable):
         raise AtomrError(f"inputs must be a list of input mappings, got {type(inputs).__name__}")
     datas = []
@@ -72,11 +79,14 @@ def prepare_starts(rt: Runtime, wf: Workflow, inputs: Any, run_ids: Any) -> tupl
         check_run_id(rid)
     if len(set(ids)) != len(ids):
         raise AtomrError("duplicate run ids in one start_many() call; make them unique")
+    existing: set[str] = set()
     for rid in ids:
         fmt.check_ids(wf.id, rid)
         if rt.store.summary(wf.id, rid) is not None or rt._core.supervisor.is_live(wf.id, rid):
-            raise RunExists(wf.id, rid)
-    return datas, ids
+            if if_exists == "error":
+                raise RunExists(wf.id, rid)
+            existing.add(rid)
+    return datas, ids, existing
 
 
 def recover_runs(rt: Runtime, workflow_ids: Iterable[str] | None, max_active: int | None) -> list[RunHandle]:

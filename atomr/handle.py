@@ -50,11 +50,12 @@ class _Inbox:
     its turn runs a step: ``events()`` shows a step start before it ends.
     """
 
-    __slots__ = ("_cond", "accepted", "outcome", "events", "_waiting", "on_outcome", "key", "_afuts",
+    __slots__ = ("_cond", "accepted", "outcome", "events", "_waiting", "on_outcome", "key", "_afuts", "attach",
                  "__weakref__")
 
     def __init__(self, key: tuple[str, str] = ("", "")) -> None:
         self.key = key
+        self.attach = False  # a start with if_exists="attach": RunExists means "watch that run"
         self._cond = threading.Condition()
         self.accepted: Any = None  # Accepted | Rejected
         self.outcome: Any = None

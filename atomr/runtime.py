@@ -222,14 +222,18 @@ class Runtime(Inspection, RunControl, AsyncAPI):
         *,
         meta: Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        if_exists: str = "error",
     ) -> RunHandle:
         """Start a run. With durability "sync" it returns once the start is durable.
 
-        Raises WorkflowNotFound, UnknownChannelError (input key not a channel),
+        ``if_exists``: "error" raises RunExists when ``run_id`` is taken;
+        "attach" returns a handle on that run instead, whatever its status (two
+        concurrent starts of one run id make exactly one run). Raises
+        WorkflowNotFound, UnknownChannelError (input key not a channel),
         CodecError (input not storable), RunExists.
         """
         return self.start_many(workflow_id, [input], [run_id] if run_id is not None else None,
-                               meta=meta, timeout=timeout)[0]
+                               meta=meta, timeout=timeout, if_exists=if_exists)[0]
 
     def start_many(
         self,
@@ -239,29 +243,34 @@ class Runtime(Inspection, RunControl, AsyncAPI):
         *,
         meta: Mapping[str, Any] | None = None,
         timeout: float | None = None,
+        if_exists: str = "error",
     ) -> list[RunHandle]:
         """Start several runs at once: their starts share commits. Every input is
         validated before any run starts; returns the handles in input order."""
         self._check_open()
         self._wait_s(timeout)  # a bad timeout is refused before anything is sent
-        wf, pending = self._send_starts(workflow_id, inputs, run_ids, meta)
+        wf, pending = self._send_starts(workflow_id, inputs, run_ids, meta, if_exists)
         return [self._accepted(wf.id, rid, inbox, timeout) for rid, inbox in pending]
 
-    def _send_starts(self, workflow_id: str, inputs: Any, run_ids: Any,
-                     meta: Any) -> tuple[Workflow, list[tuple[str, _Inbox]]]:
+    def _send_starts(self, workflow_id: str, inputs: Any, run_ids: Any, meta: Any,
+                     if_exists: str = "error") -> tuple[Workflow, list[tuple[str, _Inbox | None]]]:
         self._check_open()
         wf = self.workflow(workflow_id)
         meta = check_meta(meta)
-        datas, ids = prepare_starts(self, wf, inputs, run_ids)
-        pending = []
+        datas, ids, existing = prepare_starts(self, wf, inputs, run_ids, if_exists)
+        pending: list[tuple[str, _Inbox | None]] = []
         for data, rid in zip(datas, ids):
-            inbox = self._inbox(wf.id, rid)
+            if rid in existing:
+                pending.append((rid, None))  # attach: a handle that watches the run
+                continue
+            inbox = self._inbox(wf.id, rid, attach=if_exists == "attach")
             self._core.supervisor.ref(wf, rid).tell(Run(data, inbox, inbox, meta))
             pending.append((rid, inbox))
         return wf, pending
 
-    def _inbox(self, workflow_id: str, run_id: str) -> _Inbox:
+    def _inbox(self, workflow_id: str, run_id: str, attach: bool = False) -> _Inbox:
         inbox = _Inbox((workflow_id, run_id))
+        inbox.attach = attach
         self._inboxes.add(inbox)
         return inbox
 
@@ -269,7 +278,9 @@ class Runtime(Inspection, RunControl, AsyncAPI):
         return self.timeout if timeout is None else check_number(
             timeout, "timeout", lo=0, hi=1e9, error=AtomrError, hint="pass seconds to wait, e.g. timeout=30")
 
-    def _accepted(self, workflow_id: str, run_id: str, inbox: _Inbox, timeout: float | None) -> RunHandle:
+    def _accepted(self, workflow_id: str, run_id: str, inbox: _Inbox | None, timeout: float | None) -> RunHandle:
+        if inbox is None:
+            return RunHandle(self, workflow_id, run_id, None)
         t = self._wait_s(timeout)
         return self._handle(workflow_id, run_id, inbox, inbox.wait("accepted", t), t)
 
