@@ -20,6 +20,7 @@ from atomr.cli.commands import (
     cmd_runs,
     cmd_show,
 )
+from atomr.cli.serve import add_serve_args, cmd_serve
 
 __all__ = ["build_parser", "split_bench"]
 
@@ -139,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workflows", metavar="MODULE:WORKFLOW", nargs="+")
 
     add_control_commands(add, _run_args, _module_flag)
+
+    add_serve_args(add("serve", cmd_serve, "serve the HTTP API, /metrics and the web UI for MODULE:WORKFLOW...",
+                       "Run the given workflows on the store behind an HTTP server (the server extra): "
+                       "a JSON API, server-sent events, Prometheus /metrics and a web UI at /.",
+                       durable=True))
 
     add("bench", None, "the benchmark harness of a source checkout (arguments go to it: atomr bench --help)")
     return parser
