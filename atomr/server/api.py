@@ -103,11 +103,16 @@ async def start_run(request: Request) -> JSON:
     if ctx.modules.get(wf.id):
         meta["module"] = ctx.modules[wf.id]  # `atomr show` / `history` find the workflow by it
     h = await rt.astart(wf.id, data, run_id=run_id, meta=meta or None, **kwargs)
-    ctx.metrics.track(h, "start")
+    attached = getattr(h, "_inbox", True) is None  # if_exists="attach" found the run
+    if not attached:
+        ctx.metrics.track(h, "start")
     status = "running"
-    if h.done():
-        status = str(getattr(await h.aresult(timeout=1), "status", status))
-    return JSON({"workflow_id": h.workflow_id, "run_id": h.run_id, "status": status}, status_code=201)
+    if await asyncio.to_thread(h.done):
+        status = str(getattr(await h.aresult(timeout=10), "status", status))
+    doc = {"workflow_id": h.workflow_id, "run_id": h.run_id, "status": status}
+    if attached:
+        doc["attached"] = True
+    return JSON(doc, status_code=201)
 
 
 # -- runs -----------------------------------------------------------------------------
