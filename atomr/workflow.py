@@ -69,7 +69,9 @@ class Workflow:
     ``interrupt_before`` / ``interrupt_after``: step ids to pause before their
     super-step runs / after it is committed. ``retry``: the default policy of
     every step. ``step_timeout_s``: a step running longer is a failed attempt
-    with error type ``StepTimeout`` (None: no limit).
+    with error type ``StepTimeout`` (None: no limit). ``run_timeout_s``: time
+    spent executing (not paused or sleeping) beyond it fails the run with
+    error type ``RunTimeout``, abandoning what is in flight as a cancel does.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class Workflow:
         interrupt_after: Iterable[str] = (),
         retry: RetryPolicy | None = None,
         step_timeout_s: float | None = None,
+        run_timeout_s: float | None = None,
     ) -> None:
         if not isinstance(id, str) or not id:
             raise GraphError(f"workflow id must be a non-empty string, got {id!r}; pass a name")
@@ -93,6 +96,9 @@ class Workflow:
         step_timeout_s = check_optional_number(
             step_timeout_s, f"workflow {id!r}: step_timeout_s", lo=0, lo_open=True, error=GraphError,
             hint="pass a finite number of seconds, or None for no limit")
+        run_timeout_s = check_optional_number(
+            run_timeout_s, f"workflow {id!r}: run_timeout_s", lo=0, lo_open=True, error=GraphError,
+            hint="pass a finite number of seconds, or None for no limit")
         for name, group in (("interrupt_before", interrupt_before), ("interrupt_after", interrupt_after)):
             if isinstance(group, (str, bytes)) or not isinstance(group, Iterable):
                 raise GraphError(f"workflow {id!r}: {name} must be a list of step ids, got {group!r}; pass e.g. [{group!r}]")
@@ -103,6 +109,7 @@ class Workflow:
         self.interrupt_after = tuple(interrupt_after)
         self.retry = retry or RetryPolicy()
         self.step_timeout_s = step_timeout_s
+        self.run_timeout_s = run_timeout_s
         self.plan = Plan(dag, schema, self.interrupt_before, self.interrupt_after)
         self.is_async: dict[str, bool] = {
             s: (not isinstance(fn, StepKind)) and is_async_step(fn) for s, fn in dag.steps.items()

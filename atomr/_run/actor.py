@@ -27,7 +27,7 @@ from atomr import events as ev
 from atomr._load import load_progress
 from atomr._run.attempts import Attempt, CancelFlag, InFlight, next_token
 from atomr._run.journal import FlushTick, Journal, durability_of, now_ms
-from atomr._run.endings import LAUNCH, Endings
+from atomr._run.endings import LAUNCH, Endings, RunDeadline
 from atomr._run.kinds import DRIVEN, KindDriving
 from atomr._run.requests import Requests
 from atomr._run.results import StepResults
@@ -88,6 +88,8 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         self.driving = False
         self.released = False
         self.accepted = False
+        #: this actor is ending the run by a cancel or a deadline (once)
+        self.cancelling = False
         #: the journal seq the accepted request's events follow
         self.request_seq = 0
         self._after_commit: tuple[Any, ...] | None = None
@@ -103,7 +105,7 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
             return None
         try:
             if self.cancel_flag.is_set() and type(message) is not Cancel and self._cancellable():
-                self._cancel_run(self.cancel_flag.reason)  # rt.cancel was here first
+                self._cancel_run(self.cancel_flag.reason, self.cancel_flag.fail)  # rt.cancel or a deadline
             handler = _HANDLERS.get(type(message))
             if handler is not None:
                 handler(self, message)
@@ -143,8 +145,8 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         self._mark_driving()
         while p.status == "running" and self.journal.ack_token is None and not self.released \
                 and not self.core.supervisor.closed:
-            if self.cancel_flag.is_set():
-                self._cancel_run(self.cancel_flag.reason)
+            if self.cancel_flag.is_set() and not self.cancelling:
+                self._cancel_run(self.cancel_flag.reason, self.cancel_flag.fail)
                 return
             act = algo.next_action(plan, p, self.inflight.steps() | self.driven.keys()
                                    if self.inflight or self.driven else _EMPTY)
@@ -309,4 +311,5 @@ _HANDLERS: dict[type, Any] = {
     Accepted: WorkflowActor._on_child,
     Subscribe: WorkflowActor._on_subscribe,
     Cancel: WorkflowActor._on_cancel,
+    RunDeadline: WorkflowActor._on_deadline,
 }

@@ -12,7 +12,7 @@ from typing import Any
 
 from atomr.actors.dispatcher import StopFlag
 
-__all__ = ["Attempt", "InFlight", "CancelFlag", "next_token"]
+__all__ = ["Attempt", "InFlight", "CancelFlag", "Deadline", "next_token"]
 
 #: step tokens, unique across the runs of the process (executors key steps by token)
 next_token = itertools.count(1).__next__
@@ -86,8 +86,28 @@ class CancelFlag(StopFlag):
     """A run's cancel flag: set (with its reason) by ``rt.cancel`` from any
     thread; steps read it as ``ctx.cancelled``, the run's turn checks it."""
 
-    __slots__ = ("reason",)
+    __slots__ = ("reason", "fail")
 
     def __init__(self) -> None:
         super().__init__()
         self.reason = ""
+        #: (error_type, message) when the run must end Failed, not Cancelled (a deadline)
+        self.fail: tuple[str, str] | None = None
+
+
+class Deadline:
+    """The timer's target for a run's ``run_timeout_s``: it sets the run's flag
+    at once (a step polling ``ctx.cancelled`` sees it even mid-step), then
+    wakes the run actor."""
+
+    __slots__ = ("flag", "ref", "message")
+
+    def __init__(self, flag: CancelFlag, ref: Any, message: str) -> None:
+        self.flag, self.ref, self.message = flag, ref, message
+
+    def tell(self, msg: Any) -> None:
+        if not self.flag.is_set():
+            self.flag.reason = "run timeout"
+            self.flag.fail = ("RunTimeout", self.message)
+            self.flag.set()
+        self.ref.tell(msg)

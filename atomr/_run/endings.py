@@ -26,6 +26,15 @@ log = logging.getLogger("atomr.run")
 GO, LAUNCH, REPORT = "go", "launch", "report"
 
 
+class RunDeadline:
+    """Timer message: the run's ``run_timeout_s`` of executing time is up."""
+
+    __slots__ = ()
+
+
+RUN_DEADLINE = RunDeadline()
+
+
 class Endings:
     # -- commits ---------------------------------------------------------------
 
@@ -86,11 +95,17 @@ class Endings:
         interrupts = [Interrupt(i.id, i.step_id, i.payload) for i in p.interrupts]
         self._finish(Paused(self.key[0], self.key[1], p.super_step, reason, interrupts, list(steps)))
 
+    def _on_deadline(self: WorkflowActor, msg: RunDeadline) -> None:
+        """The run's deadline passed (its flag is set already): end it Failed."""
+        if not self.released and self._cancellable() and self.cancel_flag.fail is not None:
+            self._cancel_run(self.cancel_flag.reason, self.cancel_flag.fail)
+
     def _cancel_run(self: WorkflowActor, reason: str, fail: tuple[str, str] | None = None) -> None:
         """End the run now: in-flight steps abandoned (an ``async def`` step gets
         CancelledError; a plain one sees ``ctx.cancelled``), child runs cancelled,
         the super-step in flight not committed. ``fail``: end Failed with
         (error_type, message) instead of Cancelled (a run deadline)."""
+        self.cancelling = True
         self.cancel_flag.set()
         for unit in self.inflight.units():
             a = self.inflight.pop(unit)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from atomr import events as ev
-from atomr._run.endings import GO
+from atomr._run.attempts import Deadline
+from atomr._run.endings import GO, RUN_DEADLINE
 from atomr._run.journal import now_ms
 from atomr._run.subscribers import targets_of, tell
 from atomr.actors.step import safe_text
@@ -127,10 +128,11 @@ class Requests:
                 self._release_and_stop()
             return
         self.subs.add(msg)
-        self._cancel_run(msg.reason or self.cancel_flag.reason)
+        self._cancel_run(msg.reason or self.cancel_flag.reason, self.cancel_flag.fail)
 
     def _cancellable(self: WorkflowActor) -> bool:
-        return not self.released and self.p.status in ("running", "paused", "failed", "sleeping")
+        return not self.released and not self.cancelling \
+            and self.p.status in ("running", "paused", "failed", "sleeping")
 
     def _on_subscribe(self: WorkflowActor, msg: Subscribe) -> None:
         if self.released:
@@ -178,3 +180,10 @@ class Requests:
         if not self.driving:
             self.driving = True
             self.core.supervisor.mark_driving(self.key)
+            limit = self.wf.run_timeout_s
+            if limit is not None:  # the run's deadline, in executing time
+                left = limit - algo.executed_ms(self.p, now_ms()) / 1000
+                text = (f"run {self.key[0]}/{self.key[1]} executed beyond run_timeout_s={limit:g}; raise "
+                        "run_timeout_s (a resume counts from the time already spent)")
+                self.core.scheduler.tell_later(max(0.0, left), Deadline(self.cancel_flag, self.actor_ref, text),
+                                               RUN_DEADLINE)

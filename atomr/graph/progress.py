@@ -26,6 +26,7 @@ __all__ = [
     "replay",
     "skipped_steps",
     "commit_values",
+    "executed_ms",
     "interrupt_id",
     "looks_like_interrupt_id",
     "idempotency_key",
@@ -88,6 +89,10 @@ class RunProgress:
     layer_base: dict[str, Any] | None = None
     #: why the run was cancelled (status "cancelled")
     cancel_reason: str | None = None
+    #: milliseconds spent executing in earlier executions (not paused or sleeping)
+    exec_ms: int = 0
+    #: when the current execution began (None: the run is not executing)
+    exec_from_ms: int | None = None
     #: per Loop step of the in-flight layer: the state it sees (the layer's
     #: base plus its own iterations, never another Loop's)
     loop_values: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -225,15 +230,18 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
         p.iterations[e.step] = e.iteration
     elif t is ev.RunStarted:
         p.values = apply_writes(plan.schema, plan.schema.initial_values(), list(e.input.items()))
+        p.exec_from_ms = e.at_ms
         p.status = "running"
         p.meta = dict(e.meta)
         p.updated_ms = e.at_ms
     elif t is ev.Paused:
+        _stop_clock(p, e.at_ms)
         p.status = "paused"
         p.pause_reason = e.reason
         p.pause_steps = list(e.steps)
         p.updated_ms = e.at_ms
     elif t is ev.Resumed:
+        p.exec_from_ms = e.at_ms
         was_failed = p.status == "failed"
         p.status = "running"
         if p.pause_reason != "after" or e.goto is not None:
@@ -264,13 +272,16 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
             p.loop_values = {k: apply_writes(plan.schema, v, e.edits) for k, v in p.loop_values.items()}
         p.updated_ms = e.at_ms
     elif t is ev.RunCompleted:
+        _stop_clock(p, e.at_ms)
         p.status = "done"
         p.updated_ms = e.at_ms
     elif t is ev.RunCancelled:
+        _stop_clock(p, e.at_ms)
         p.status = "cancelled"
         p.cancel_reason = e.reason
         p.updated_ms = e.at_ms
     elif t is ev.RunFailed:
+        _stop_clock(p, e.at_ms)
         p.status = "failed"
         p.failure = (e.step, e.error_type, e.message)
         p.updated_ms = e.at_ms
@@ -291,6 +302,17 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
         p.pending[e.step] = []
     # HumanApproved is informational: its writes arrive as StepCompleted.
     p.seq = seq
+
+
+def _stop_clock(p: RunProgress, at_ms: int) -> None:
+    if p.exec_from_ms is not None:
+        p.exec_ms += max(0, at_ms - p.exec_from_ms)
+        p.exec_from_ms = None
+
+
+def executed_ms(p: RunProgress, now_ms: int) -> int:
+    """Milliseconds the run has spent executing (paused and sleeping time excluded)."""
+    return p.exec_ms + (max(0, now_ms - p.exec_from_ms) if p.exec_from_ms is not None else 0)
 
 
 def _apply_branch(plan: Plan, p: RunProgress, e: ev.BranchTaken) -> None:

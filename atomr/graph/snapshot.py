@@ -43,6 +43,8 @@ def to_snapshot(p: RunProgress) -> dict[str, Any]:
         "lb": p.layer_base,
         "lv": p.loop_values,
         "cr": p.cancel_reason,
+        "xm": p.exec_ms,
+        "xf": p.exec_from_ms,
     }
 
 
@@ -74,4 +76,6 @@ def from_snapshot(workflow_id: str, run_id: str, d: Mapping[str, Any]) -> RunPro
     p.layer_base = dict(lb) if lb is not None else None
     p.loop_values = {k: dict(v) for k, v in d.get("lv", {}).items()}
     p.cancel_reason = d.get("cr")
+    p.exec_ms = d.get("xm", 0)
+    p.exec_from_ms = d.get("xf")
     return p

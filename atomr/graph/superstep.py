@@ -33,6 +33,7 @@ from atomr.graph.progress import (
     RunProgress,
     apply_event,
     commit_values,
+    executed_ms,
     idempotency_key,
     interrupt_id,
     looks_like_interrupt_id,
@@ -67,4 +68,5 @@ __all__ = [
     "to_snapshot",
     "from_snapshot",
     "commit_values",
+    "executed_ms",
 ]

@@ -1,0 +1,117 @@
+"""Run deadlines (run_timeout_s) and idempotent starts (if_exists)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from atomr import Command, Dag, Done, Failed, LastWriteWins, LmdbStore, MemoryStore, Paused, Runtime, StateSchema, Workflow
+from atomr.errors import AtomrError, GraphError, RunExists
+
+T = 20.0
+S = StateSchema({"n": (LastWriteWins(), 0)})
+
+
+def polling(state, ctx):
+    t0 = time.monotonic()
+    while not ctx.cancelled and time.monotonic() - t0 < T:
+        time.sleep(0.005)
+    return {"n": 1}
+
+
+async def sleeping(state, ctx):
+    await asyncio.sleep(T)
+    return {"n": 2}
+
+
+def ask(state, ctx):
+    return {"n": ctx.interrupt("?")}
+
+
+@pytest.fixture(params=["memory", "lmdb"])
+def rt(request, tmp_path):
+    store = MemoryStore() if request.param == "memory" else LmdbStore(str(tmp_path / "s"))
+    with Runtime(store=store) as r:
+        yield r
+
+
+@pytest.mark.parametrize("fn", [polling, sleeping], ids=["plain", "async"])
+def test_a_run_beyond_its_deadline_fails_with_run_timeout(rt, fn):
+    rt.register(Workflow("t", Dag.builder("a").step("a", fn).build(), S, run_timeout_s=0.2))
+    out = rt.start("t", {}, run_id="r").result(timeout=T)
+    assert isinstance(out, Failed) and out.error_type == "RunTimeout", out
+    assert "run_timeout_s=0.2" in out.message
+    view = rt.get_state("t", "r")
+    assert view.status == "failed" and view.values["n"] == 0  # the step's late writes are discarded
+    assert [c.label for c in rt.history("t", "r")][-1] == "failed"
+
+
+def test_paused_time_does_not_count(rt):
+    wf = Workflow("tp", Dag.builder("a").step("a", ask).step("b", polling).edge("a", "b").build(), S,
+                  run_timeout_s=0.4)
+    rt.register(wf)
+    assert isinstance(rt.start("tp", {}, run_id="p").result(timeout=T), Paused)
+    time.sleep(0.5)  # longer than the deadline, but paused
+    t0 = time.monotonic()
+    out = rt.resume("tp", "p", Command(resume=5)).result(timeout=T)
+    assert isinstance(out, Failed) and out.error_type == "RunTimeout"
+    assert time.monotonic() - t0 >= 0.2  # the resumed execution got the time left, not zero
+
+
+def test_a_run_within_its_deadline_is_untouched(rt):
+    rt.register(Workflow("q", Dag.builder("a").step("a", lambda s, c: {"n": 7}).build(), S, run_timeout_s=30))
+    out = rt.start("q", {}).result(timeout=T)
+    assert isinstance(out, Done) and out.state["n"] == 7
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("inf"), float("nan"), "5", True])
+def test_bad_run_timeouts_are_refused(bad):
+    with pytest.raises(GraphError, match="run_timeout_s"):
+        Workflow("x", Dag.builder("a").step("a", polling).build(), S, run_timeout_s=bad)
+
+
+def test_attach_returns_the_existing_run_and_concurrent_starts_make_one(rt):
+    calls: list[int] = []
+
+    def once(state, ctx):
+        calls.append(1)
+        return {"n": state["n"] + 1}
+
+    rt.register(Workflow("w", Dag.builder("s").step("s", once).build(), S))
+    outs: list[object] = []
+    barrier = threading.Barrier(8, timeout=T)
+
+    def go() -> None:
+        barrier.wait()
+        outs.append(rt.start("w", {"n": 1}, run_id="X", if_exists="attach").result(timeout=T))
+
+    threads = [threading.Thread(target=go) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(T)
+    assert len(outs) == 8 and all(isinstance(o, Done) and o.state["n"] == 2 for o in outs)
+    assert len(calls) == 1 and [s.run_id for s in rt.runs()] == ["X"]
+    with pytest.raises(RunExists):
+        rt.start("w", {}, run_id="X")  # "error" stays the default
+    with pytest.raises(AtomrError, match="if_exists"):
+        rt.start("w", {}, run_id="Y", if_exists="replace")
+    h = rt.start("w", {"n": 100}, run_id="X", if_exists="attach")  # a done run: its outcome
+    assert h.result(timeout=T).state["n"] == 2
+
+    async def attach() -> object:
+        return await (await rt.astart("w", {}, run_id="X", if_exists="attach"))
+
+    assert asyncio.run(attach()).state["n"] == 2
+
+
+def test_attach_to_a_paused_run_watches_its_next_outcome(rt):
+    rt.register(Workflow("a", Dag.builder("a").step("a", ask).build(), S))
+    assert isinstance(rt.start("a", {}, run_id="p").result(timeout=T), Paused)
+    h = rt.start("a", {}, run_id="p", if_exists="attach")
+    assert isinstance(h.result(timeout=T), Paused)
+    rt.resume("a", "p", Command(resume=3))
+    assert rt.start("a", {}, run_id="p", if_exists="attach").result(timeout=T).state["n"] == 3
