@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import datetime as _dt
 import json
+import math
 import shlex
 import sys
 from collections.abc import Sequence
@@ -24,7 +25,11 @@ __all__ = [
 
 
 def plain(value: Any) -> Any:
-    """``value`` made JSON-friendly (tuples, sets, bytes, dataclasses, odd keys)."""
+    """``value`` made JSON-friendly (tuples, sets, bytes, dataclasses, odd keys).
+    Floats that JSON cannot hold are written as the strings "NaN", "Infinity"
+    and "-Infinity" (JavaScript's spelling), so the output is valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, dict):
@@ -51,7 +56,7 @@ def _key(k: Any) -> str:
 
 
 def json_text(value: Any, indent: int | None = None) -> str:
-    return json.dumps(plain(value), ensure_ascii=False, indent=indent)
+    return json.dumps(plain(value), ensure_ascii=False, indent=indent, allow_nan=False)
 
 
 def _short(text: str, limit: int = 160) -> str:
