@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from atomr._load import load_progress
 from atomr._maintain import check_run_id
 from atomr.errors import AtomrError, RunNotFound, RunOver
+from atomr.graph import superstep as algo
 from atomr.messages import Cancel
 from atomr.types import Cancelled
 
@@ -21,7 +23,26 @@ __all__ = ["RunControl"]
 
 
 class RunControl:
-    """Mixin of :class:`~atomr.Runtime`: ``cancel``, ``acancel``."""
+    """Mixin of :class:`~atomr.Runtime`: ``cancel``, ``acancel``, ``wake``."""
+
+    def wake(self: Runtime, workflow_id: str, run_id: str) -> None:
+        """Wake a sleeping run now (its ``ctx.sleep`` returns early). Raises
+        RunNotFound, or AtomrError when the run has no pending sleep."""
+        self._check_open()
+        wf = self.workflow(workflow_id)
+        p = load_progress(self.store, wf.plan, wf.id, check_run_id(run_id))
+        if p is None:
+            raise RunNotFound(wf.id, run_id)
+        sleeps = algo.pending_sleeps(p)
+        if not sleeps:
+            raise AtomrError(f"run {wf.id}/{run_id} is {p.status} and has no pending sleep; nothing to wake")
+        self._core.sleeper.wake_now(wf, run_id, sorted(sleeps))
+
+    def _arm_sleepers(self: Runtime, wf: Any) -> None:
+        for s in self.store.runs(status="sleeping", workflow_id=wf.id):
+            p = load_progress(self.store, wf.plan, wf.id, s.run_id)
+            if p is not None:
+                self._core.sleeper.arm(wf, s.run_id, algo.pending_sleeps(p))
 
     def _send_cancel(self: Runtime, workflow_id: str, run_id: str, reason: Any) -> Any:
         self._check_open()

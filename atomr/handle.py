@@ -18,7 +18,7 @@ from atomr._stream import StreamItem
 from atomr._wake import resolve
 from atomr.errors import AtomrError, ResultTimeout
 from atomr.messages import Accepted, Rejected
-from atomr.types import Outcome, StepEvent
+from atomr.types import Outcome, Paused, StepEvent
 
 if TYPE_CHECKING:
     from atomr.runtime import Runtime
@@ -27,6 +27,13 @@ __all__ = ["RunHandle", "DEFAULT_TIMEOUT"]
 
 #: how long a blocking call waits unless told otherwise (seconds)
 DEFAULT_TIMEOUT = 30.0
+
+
+_WATCH = object()
+
+
+def _sleeping(out: Any) -> bool:
+    return isinstance(out, Paused) and out.reason == "sleeping"
 
 
 def _check_timeout(timeout: Any) -> float | None:
@@ -158,23 +165,23 @@ class RunHandle:
     def result(self, timeout: float | None = DEFAULT_TIMEOUT) -> Outcome:
         """Wait for the outcome: Done, Paused or Failed. Raises ResultTimeout."""
         timeout = _check_timeout(timeout)
-        if self._inbox is None:
+        out = self._inbox.wait("outcome", timeout) if self._inbox is not None else _WATCH
+        while out is _WATCH or _sleeping(out):  # a sleep is not an outcome: watch for the next
             out = None
             for item in self.stream("events", after=self._position(), timeout=timeout):
                 out = item.data
-            return self._outcome(out, timeout)
-        return self._outcome(self._inbox.wait("outcome", timeout), timeout)
+        return self._outcome(out, timeout)
 
     async def aresult(self, timeout: float | None = DEFAULT_TIMEOUT) -> Outcome:
         """Await the outcome on the running loop (``await handle`` does the same).
         Cancelling the awaiting task does not cancel the run: awaiting is watching."""
         timeout = _check_timeout(timeout)
-        if self._inbox is None:
+        out = await self._inbox.await_attr("outcome", timeout) if self._inbox is not None else _WATCH
+        while out is _WATCH or _sleeping(out):
             out = None
             async for item in self.astream("events", after=self._position(), timeout=timeout):
                 out = item.data
-            return self._outcome(out, timeout)
-        return self._outcome(await self._inbox.await_attr("outcome", timeout), timeout)
+        return self._outcome(out, timeout)
 
     def _position(self) -> int:
         s = self.runtime.store.summary(self.workflow_id, self.run_id)

@@ -20,6 +20,7 @@ import pykka
 from atomr.actors.checkpointer import Checkpointer
 from atomr.actors.core import Core
 from atomr.actors.dispatcher import Dispatcher
+from atomr.actors.sleeper import Sleeper
 from atomr.actors.scheduler import Scheduler
 from atomr.actors.pool import LocalExecutor
 from atomr.actors.supervisor import Supervisor
@@ -126,6 +127,7 @@ class Runtime(Inspection, RunControl, AsyncAPI):
         self._core = Core(store, checkpointer, executor, Scheduler(), supervisor, durability,
                           dispatcher, inline=bool(inline_steps))
         supervisor.core = self._core
+        self._core.sleeper = Sleeper(self._core)
         _RUNTIMES.add(self)
 
     # -- lifecycle -----------------------------------------------------------
@@ -192,6 +194,7 @@ class Runtime(Inspection, RunControl, AsyncAPI):
             if known is not None:
                 raise WorkflowExists(workflow.id)
             self._core.workflows[workflow.id] = workflow
+        self._arm_sleepers(workflow)  # its runs that were sleeping when a process stopped
         for fn in workflow.dag.steps.values():
             # a Subgraph given a Workflow object registers its child too
             if isinstance(fn, Subgraph) and not isinstance(fn.workflow, str):

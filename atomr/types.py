@@ -143,6 +143,8 @@ class StateView:
     pause_reason: str | None = None
     error: tuple[str | None, str, str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    #: a sleeping run: when it wakes (epoch seconds)
+    wake_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -176,7 +176,11 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
             elif t is algo.PauseBefore:
                 self._pause("before", act.steps)
             elif t is algo.PauseInterrupt:
-                self._pause("interrupt", act.steps)
+                sleeps = algo.pending_sleeps(p)
+                self._pause("sleeping" if sleeps and len(sleeps) == len(p.interrupts) else "interrupt",
+                            act.steps)
+                if sleeps and self.core.sleeper is not None:
+                    self.core.sleeper.arm(self.wf, self.key[1], sleeps)
             elif t is algo.FailRun:
                 self._fail(act.step, act.error_type, act.message)
             else:

@@ -140,8 +140,8 @@ class Requests:
             return
         p, j = self.p, self.journal
         msg.sink.tell(Subscribed(p.seq, p.status, j.first_seq, list(j.outbox)))
-        if p.status == "running" or not self._idle():
-            j.taps.append(msg.sink)
+        if p.status in ("running", "sleeping") or not self._idle():
+            j.taps.append(msg.sink)  # a sleeping run's watchers wait here for its wake
         elif not self.driving:
             self._release_and_stop()  # settled (or unknown): nothing will follow
 

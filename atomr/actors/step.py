@@ -11,6 +11,7 @@ writes, an interrupt, an error, even ``KeyboardInterrupt`` / ``SystemExit``
 from __future__ import annotations
 
 import asyncio
+import math
 import inspect
 import logging
 import time
@@ -21,6 +22,7 @@ import pykka
 from atomr import events as ev
 from atomr.codec import check_encodable
 from atomr.errors import AtomrError, CodecError, StepCrashed, UnknownChannelError
+from atomr.graph.progress import SLEEP_KEY
 from atomr.graph.state import normalize_writes
 from atomr.messages import ERROR, INTERRUPT, ITEM, LOOP_BODY, OK, Execute, StepDone
 from atomr.store import format as fmt
@@ -74,6 +76,27 @@ class StepContext:
         if i < len(self._resume):
             return self._resume[i]
         raise _InterruptSignal(i, payload)
+
+    def sleep(self, seconds: float) -> None:
+        """Suspend the run durably for ``seconds`` (a timer answers it, like an
+        interrupt that the clock answers): the run's status is "sleeping", it
+        holds no thread, and it wakes on time in this process or after a
+        restart (an overdue timer fires at once); then the step runs again and
+        this call returns. Calls are matched by order, with ``interrupt``."""
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+            raise AtomrError(f"ctx.sleep takes a finite number of seconds, got {seconds!r}")
+        self.sleep_until(time.time() + max(0.0, float(seconds)))
+
+    def sleep_until(self, epoch_seconds: float) -> None:
+        """Like :meth:`sleep`, until the wall-clock time ``epoch_seconds``."""
+        if isinstance(epoch_seconds, bool) or not isinstance(epoch_seconds, (int, float)) \
+                or not math.isfinite(epoch_seconds):
+            raise AtomrError(f"ctx.sleep_until takes epoch seconds (a finite number), got {epoch_seconds!r}")
+        i = self._calls
+        self._calls += 1
+        if i < len(self._resume):
+            return  # the timer answered: the sleep is over
+        raise _InterruptSignal(i, {SLEEP_KEY: float(epoch_seconds)})
 
     @property
     def cancelled(self) -> bool:

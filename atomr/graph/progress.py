@@ -27,6 +27,9 @@ __all__ = [
     "skipped_steps",
     "commit_values",
     "executed_ms",
+    "SLEEP_KEY",
+    "sleep_until",
+    "pending_sleeps",
     "interrupt_id",
     "looks_like_interrupt_id",
     "idempotency_key",
@@ -127,6 +130,28 @@ class RunProgress:
 
 
 # --- ids ------------------------------------------------------------------
+
+#: the payload key of an interrupt that the clock answers (``ctx.sleep``)
+SLEEP_KEY = "atomr.sleep_until"
+
+
+def sleep_until(payload: Any) -> float | None:
+    """The wake time (epoch seconds) of a sleep's interrupt payload, else None."""
+    if isinstance(payload, dict) and len(payload) == 1:
+        t = payload.get(SLEEP_KEY)
+        if isinstance(t, (int, float)) and not isinstance(t, bool):
+            return float(t)
+    return None
+
+
+def pending_sleeps(p: RunProgress) -> dict[str, float]:
+    """Unanswered sleeps of a run: interrupt id -> wake time (epoch seconds)."""
+    out = {}
+    for i in p.interrupts:
+        t = sleep_until(i.payload)
+        if t is not None:
+            out[i.id] = t
+    return out
 
 _ID_RE = re.compile(r"^.+:\d+:\d+$")
 
@@ -236,7 +261,7 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
         p.updated_ms = e.at_ms
     elif t is ev.Paused:
         _stop_clock(p, e.at_ms)
-        p.status = "paused"
+        p.status = "sleeping" if e.reason == "sleeping" else "paused"
         p.pause_reason = e.reason
         p.pause_steps = list(e.steps)
         p.updated_ms = e.at_ms

@@ -34,6 +34,8 @@ from atomr.graph.progress import (
     apply_event,
     commit_values,
     executed_ms,
+    pending_sleeps,
+    sleep_until,
     idempotency_key,
     interrupt_id,
     looks_like_interrupt_id,
@@ -69,4 +71,6 @@ __all__ = [
     "from_snapshot",
     "commit_values",
     "executed_ms",
+    "pending_sleeps",
+    "sleep_until",
 ]
