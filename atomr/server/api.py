@@ -165,6 +165,28 @@ async def get_steps(request: Request) -> JSON:
     return JSON(await progress.step_statuses(_ctx(request).rt, *_ids(request)))
 
 
+#: statuses a run stays in until a request moves it
+SETTLED = ("paused", "done", "failed", "cancelled")
+
+
+def settled_outcome(v: Any) -> dict[str, Any] | None:
+    """The outcome a settled run's state describes (as ``outcome_json`` gives it); None otherwise."""
+    doc: dict[str, Any] = {"outcome": v.status, "workflow_id": v.workflow_id, "run_id": v.run_id}
+    if v.status == "done":
+        doc["state"] = to_json(v.values)
+    elif v.status == "paused":
+        doc.update(super_step=v.super_step, reason=v.pause_reason or "", interrupts=view_json(v)["interrupts"],
+                   steps=list(v.next))
+    elif v.status == "failed":
+        step, etype, message = (list(v.error or ()) + [None, "RunError", ""])[:3]
+        doc.update(step_id=step, super_step=v.super_step, error_type=etype, message=message)
+    elif v.status == "cancelled":
+        doc.update(super_step=v.super_step, reason=str(getattr(v, "cancel_reason", None) or ""))
+    else:
+        return None
+    return doc
+
+
 async def wait_run(request: Request) -> JSON:
     """Long poll: the run's outcome once there is one (at once for a settled
     run); after ``timeout`` seconds without one, 200 ``{"outcome": null, "status"}``."""
@@ -177,8 +199,15 @@ async def wait_run(request: Request) -> JSON:
     if not 0 <= timeout <= MAX_WAIT_S:
         raise ApiError(400, f"timeout={text[:40]} is out of range 0..{MAX_WAIT_S:g} seconds")
     wf, run = _ids(request)
-    h = await asyncio.to_thread(ctx.rt.handle, wf, run)
-    summary = await asyncio.to_thread(ctx.rt.store.summary, h.workflow_id, run)
+    rt = ctx.rt
+    is_live = getattr(getattr(rt, "_core", None), "supervisor", None)
+    if is_live is not None and not is_live.is_live(wf, run):
+        # no actor holds the run: the store is the whole truth, no need to wake it
+        view = await rt.aget_state(wf, run)
+        if view.status in SETTLED:
+            return JSON(settled_outcome(view))
+    h = await asyncio.to_thread(rt.handle, wf, run)
+    summary = await asyncio.to_thread(rt.store.summary, h.workflow_id, run)
     out = None
 
     async def watch() -> None:
@@ -189,12 +218,12 @@ async def wait_run(request: Request) -> JSON:
                 out = item.data
 
     try:
-        await asyncio.wait_for(watch(), timeout)
+        await asyncio.wait_for(watch(), max(timeout, 0.001))
     except (asyncio.TimeoutError, ResultTimeout):
         pass
     if out is not None:
         return JSON(outcome_json(out))
-    view = await ctx.rt.aget_state(wf, run)
+    view = await rt.aget_state(wf, run)
     return JSON({"outcome": None, "status": view.status, "super_step": view.super_step})
 
 

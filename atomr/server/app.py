@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from starlette.applications import Starlette
@@ -26,6 +27,8 @@ log = logging.getLogger("atomr.server")
 
 #: the default request body limit (bytes)
 DEFAULT_MAX_BODY = 16 * 2**20
+#: threads of the event loop's default executor (asyncio.to_thread)
+WORKER_THREADS = 64
 
 
 async def healthz(request: Request) -> JSON:
@@ -70,6 +73,10 @@ def create_app(runtime: Any, token: str | None = None, max_body: int = DEFAULT_M
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # store reads and stream openings wait in worker threads (to_thread): a
+        # few slow ones must not hold up every other request
+        pool = ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="atomr-serve")
+        asyncio.get_running_loop().set_default_executor(pool)
         try:
             yield
         finally:
