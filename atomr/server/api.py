@@ -65,6 +65,14 @@ def _ids(request: Request) -> tuple[str, str]:
     return request.path_params["wf"], request.path_params["run"]
 
 
+def _run_id(doc: dict[str, Any], name: str = "run_id") -> str | None:
+    run_id = field(doc, name, "string")
+    if run_id is not None and "/" in run_id:
+        raise ApiError(400, f"run id {run_id[:80]!r} has a '/': a run served over HTTP is addressed by "
+                            "/api/runs/{workflow}/{run}; pick an id without '/'")
+    return run_id
+
+
 def _accepts(fn: Any, name: str) -> bool:
     try:
         return name in inspect.signature(fn).parameters
@@ -89,7 +97,7 @@ async def get_workflow(request: Request) -> JSON:
 async def start_run(request: Request) -> JSON:
     ctx, rt = _ctx(request), _ctx(request).rt
     doc = await read_json(request, ctx.max_body, ("input", "run_id", "if_exists", "meta"))
-    data, run_id = field(doc, "input", "object"), field(doc, "run_id", "string")
+    data, run_id = field(doc, "input", "object"), _run_id(doc)
     if_exists, meta = field(doc, "if_exists", "string"), field(doc, "meta", "object")
     wf = rt.workflow(request.path_params["wf"])
     kwargs: dict[str, Any] = {}
@@ -243,7 +251,7 @@ async def fork_run(request: Request) -> JSON:
     super_step = field(doc, "super_step", "integer")
     if super_step is None:
         raise ApiError(400, "field 'super_step' is required: the super-step to fork from (see /history)")
-    edits, new_id = field(doc, "edits", "object"), field(doc, "run_id", "string")
+    edits, new_id = field(doc, "edits", "object"), _run_id(doc)
     wf, run = _ids(request)
     new = await ctx.rt.afork(wf, run, super_step, edits, new_id)
     return JSON({"workflow_id": wf, "run_id": new, "forked_from": f"{run}@{super_step}", "status": "paused"},

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -111,8 +112,8 @@ async def read_json(request: Request, max_body: int, fields: Iterable[str] = ())
     if not raw.strip():
         return {}
     try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise ApiError(400, "the request body nests too deep") from None
@@ -123,6 +124,17 @@ async def read_json(request: Request, max_body: int, fields: Iterable[str] = ())
         raise ApiError(400, f"unknown field(s) {', '.join(map(repr, unknown))}; "
                             f"this route takes {', '.join(map(repr, fields)) or 'no fields'}")
     return doc
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (a number must be finite)")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:40]} is out of the range of a float")
+    return value
 
 
 def field(doc: Mapping[str, Any], name: str, kind: str) -> Any:
