@@ -5,7 +5,7 @@ uvicorn (the ``server`` extra). Runs a crash left "running" are carried on
 first. SIGTERM / Ctrl-C stop it gracefully: no new connection is accepted,
 requests in flight get up to :data:`GRACE_S` seconds, then the runtime
 closes (what is queued is committed; runs still executing are carried on
-at the next start). A non-loopback ``--host`` needs a token (``--token`` or
+at the next start) and the command exits 0. A non-loopback ``--host`` needs a token (``--token`` or
 the ``ATOMR_TOKEN`` environment variable).
 """
 
@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import signal
+from typing import Any
 
 from atomr.cli.base import EXIT_FAILED, EXIT_OK, CliError, load_workflow
 from atomr.cli.stores import runtime
@@ -90,5 +92,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
         auth = "token required" if token else "no auth"
         print(f"atomr serve: {', '.join(sorted(specs))} on http://{args.host}:{args.port} "
               f"(store {args.store!r}, {auth}); Ctrl-C stops", flush=True)
+        stopped_by = _run_until_signalled(server)
+        if not server.started:
+            return EXIT_FAILED
+    print(f"atomr serve: stopped{f' ({stopped_by})' if stopped_by else ''}; the store is closed", flush=True)
+    return EXIT_OK
+
+
+def _run_until_signalled(server: Any) -> str | None:
+    """``server.run()``; the name of the signal that stopped it, if any.
+
+    uvicorn handles SIGINT / SIGTERM itself (a graceful shutdown), then sends
+    the signal again to the handler it found: ours records it, so the command
+    ends with its own message and exit code instead of dying of the signal."""
+    got: list[str] = []
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[sig] = signal.signal(sig, lambda n, _f: got.append(signal.Signals(n).name))
+        except ValueError:  # not the main thread: uvicorn does not handle signals either
+            break
+    try:
         server.run()
-        return EXIT_OK if server.started else EXIT_FAILED
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return got[0] if got else None
