@@ -36,8 +36,9 @@ def check_meta(meta: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(meta, Mapping) or not all(isinstance(k, str) for k in meta):
         raise AtomrError(f"meta must be a mapping with str keys, got {type(meta).__name__} {meta!r}")
-    if "parent" in meta:
-        raise AtomrError("meta key 'parent' is reserved (it marks a Subgraph's child run); use another key")
+    for key in ("parent", "workflow_version"):
+        if key in meta:
+            raise AtomrError(f"meta key {key!r} is reserved (atomr records it); use another key")
     out = dict(meta)
     check_encodable(out, "the run meta")
     return out

@@ -19,7 +19,7 @@ happened and what to do about it::
         ├── RunNotFound, RunExists, RunNotPaused
         ├── InterruptError (UnknownInterruptError, AmbiguousResumeError, InvalidResumeValue)
         ├── CheckpointNotFound
-        ├── StepTimeout, LoopLimitError, Rejected, StepCrashed
+        ├── StepTimeout, LoopLimitError, Rejected, StepCrashed, VersionMismatch
         ├── ResultTimeout, StreamOverflow, RunOver
         └── RuntimeClosed
 
@@ -43,6 +43,7 @@ __all__ = [
     "AmbiguousResumeError", "InvalidResumeValue", "CheckpointNotFound", "StepTimeout",
     "LoopLimitError", "Rejected", "StepCrashed", "ResultTimeout", "RuntimeClosed",
     "error_class", "JoinError", "SchemaError", "StreamOverflow", "WorkflowSpecError", "RunOver",
+    "VersionMismatch",
 ]
 
 
@@ -54,8 +55,6 @@ def _names(items: Iterable[object]) -> str:
 class AtomrError(Exception):
     """Base class of every error atomr raises on purpose."""
 
-
-# --- graph -----------------------------------------------------------------
 
 
 class GraphError(AtomrError):
@@ -125,8 +124,6 @@ class BranchError(GraphError):
     """A branch is misdeclared, or its router picked a label it does not know."""
 
 
-# --- state -----------------------------------------------------------------
-
 
 class StateError(AtomrError):
     """A write could not be applied to the state."""
@@ -165,14 +162,10 @@ class StepResultError(StateError):
         )
 
 
-# --- codec -----------------------------------------------------------------
-
 
 class CodecError(AtomrError):
     """A value cannot be encoded, or bytes cannot be decoded safely."""
 
-
-# --- store -----------------------------------------------------------------
 
 
 class StoreError(AtomrError):
@@ -239,8 +232,6 @@ class FormatVersionError(StoreError):
 class StoreClosed(StoreError):
     pass
 
-
-# --- runs ------------------------------------------------------------------
 
 
 class RunError(AtomrError):
@@ -345,6 +336,16 @@ class Rejected(RunError):
     pass
 
 
+class VersionMismatch(RunError):
+    def __init__(self, workflow_id: str, run_id: str, run_version: str | None, ours: str | None) -> None:
+        self.run_version, self.version = run_version, ours
+        super().__init__(
+            f"run {workflow_id}/{run_id} was started by version {run_version!r} of workflow {workflow_id!r}, "
+            f"this runtime has version {ours!r}: deploy the old version beside the new one (another "
+            f"Workflow object), or declare compatible_with={{{run_version!r}}} once atomr.testing.replay "
+            "shows the new code replays the run")
+
+
 class StepCrashed(RunError):
     """A step raised a BaseException (KeyboardInterrupt, SystemExit, ...)."""
 
@@ -383,9 +384,6 @@ def error_class(name: str) -> type[AtomrError] | None:
     if isinstance(obj, type) and issubclass(obj, AtomrError):
         return obj
     return None
-
-
-# --- appended: graph / state -------------------------------------------------
 
 
 class JoinError(GraphError):

@@ -261,6 +261,8 @@ class Runtime(Inspection, RunControl, AsyncAPI):
         wf = self.workflow(workflow_id)
         meta = check_meta(meta)
         datas, ids, existing = prepare_starts(self, wf, inputs, run_ids, if_exists)
+        if wf.version is not None:
+            meta = {**(meta or {}), "workflow_version": wf.version}
         pending: list[tuple[str, _Inbox | None]] = []
         for data, rid in zip(datas, ids):
             if rid in existing:

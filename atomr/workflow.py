@@ -72,6 +72,8 @@ class Workflow:
     with error type ``StepTimeout`` (None: no limit). ``run_timeout_s``: time
     spent executing (not paused or sleeping) beyond it fails the run with
     error type ``RunTimeout``, abandoning what is in flight as a cancel does.
+    ``version``: recorded by each run it starts; a run is resumed or recovered
+    only by the same version or by one whose ``compatible_with`` names it.
     """
 
     def __init__(
@@ -84,6 +86,8 @@ class Workflow:
         retry: RetryPolicy | None = None,
         step_timeout_s: float | None = None,
         run_timeout_s: float | None = None,
+        version: str | None = None,
+        compatible_with: Iterable[str] = (),
     ) -> None:
         if not isinstance(id, str) or not id:
             raise GraphError(f"workflow id must be a non-empty string, got {id!r}; pass a name")
@@ -99,6 +103,12 @@ class Workflow:
         run_timeout_s = check_optional_number(
             run_timeout_s, f"workflow {id!r}: run_timeout_s", lo=0, lo_open=True, error=GraphError,
             hint="pass a finite number of seconds, or None for no limit")
+        if version is not None and (not isinstance(version, str) or not version):
+            raise GraphError(f"workflow {id!r}: version must be a non-empty str or None, got {version!r}")
+        if isinstance(compatible_with, str) or not isinstance(compatible_with, Iterable) \
+                or not all(isinstance(v, str) for v in compatible_with):
+            raise GraphError(f"workflow {id!r}: compatible_with must be a set of version strings, "
+                             f"got {compatible_with!r}; pass e.g. {{'1'}}")
         for name, group in (("interrupt_before", interrupt_before), ("interrupt_after", interrupt_after)):
             if isinstance(group, (str, bytes)) or not isinstance(group, Iterable):
                 raise GraphError(f"workflow {id!r}: {name} must be a list of step ids, got {group!r}; pass e.g. [{group!r}]")
@@ -110,6 +120,8 @@ class Workflow:
         self.retry = retry or RetryPolicy()
         self.step_timeout_s = step_timeout_s
         self.run_timeout_s = run_timeout_s
+        self.version = version
+        self.compatible_with = frozenset(compatible_with)
         self.plan = Plan(dag, schema, self.interrupt_before, self.interrupt_after)
         self.is_async: dict[str, bool] = {
             s: (not isinstance(fn, StepKind)) and is_async_step(fn) for s, fn in dag.steps.items()
@@ -118,6 +130,10 @@ class Workflow:
         for step, fn in dag.steps.items():
             if isinstance(fn, StepKind):
                 fn.check(step, schema)
+
+    def runs_version(self, version: str | None) -> bool:
+        """May this workflow carry on a run started by ``version``?"""
+        return version == self.version or (version is not None and version in self.compatible_with)
 
     def __repr__(self) -> str:
         return f"Workflow({self.id!r}, steps={len(self.dag)})"

@@ -99,7 +99,7 @@ def test_runs_table_filters_and_json(tmp_path):
     small = json.dumps({"order_id": "S", "items": [{"sku": "pen", "qty": 1, "cents": 100}]})
     ok(atomr(tmp_path, "run", ORDER, "--run-id", "small", "--input", small, "--durability", "async"))
     table = ok(atomr(tmp_path, "runs")).splitlines()
-    assert table[0].split() == ["WORKFLOW", "RUN", "STATUS", "STEP", "UPDATED", "MODULE"]
+    assert table[0].split() == ["WORKFLOW", "RUN", "STATUS", "STEP", "UPDATED", "VERSION", "MODULE"]
     assert {ln.split()[1] for ln in table[1:]} == {"big", "small"}
     paused = json.loads(ok(atomr(tmp_path, "runs", "--status", "paused", "--json")))
     assert [r["run_id"] for r in paused] == ["big"]

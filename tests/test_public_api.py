@@ -43,8 +43,8 @@ PUBLIC_ALL = {
         "SchemaError", "StateError", "StepCrashed", "StepResultError", "StepTimeout",
         "StoreClosed", "StoreError", "StoreFull", "StoreLocked", "StreamOverflow",
         "UnknownChannelError", "UnknownInterruptError", "UnknownStepError",
-        "UnreachableStepError", "WorkflowExists", "WorkflowNotFound", "WorkflowSpecError",
-        "error_class",
+        "UnreachableStepError", "VersionMismatch", "WorkflowExists", "WorkflowNotFound",
+        "WorkflowSpecError", "error_class",
     ],
     "atomr.events": [
         "BranchTaken", "Event", "Forked", "HumanApproved", "Interrupted", "ItemCompleted",

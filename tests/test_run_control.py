@@ -115,3 +115,55 @@ def test_attach_to_a_paused_run_watches_its_next_outcome(rt):
     assert isinstance(h.result(timeout=T), Paused)
     rt.resume("a", "p", Command(resume=3))
     assert rt.start("a", {}, run_id="p", if_exists="attach").result(timeout=T).state["n"] == 3
+
+
+def _versioned(version, compatible=()):
+    return Workflow("v", Dag.builder("a").step("a", ask).build(), S, version=version, compatible_with=compatible)
+
+
+def test_a_run_carries_on_only_under_its_version_or_a_compatible_one(tmp_path):
+    from atomr.errors import VersionMismatch
+
+    path = str(tmp_path / "s")
+    with Runtime(store=LmdbStore(path)) as rt:
+        rt.register(_versioned("1"))
+        assert isinstance(rt.start("v", {}, run_id="r").result(timeout=T), Paused)
+        assert rt.runs()[0].meta["workflow_version"] == "1"
+    with Runtime(store=LmdbStore(path)) as rt:
+        rt.register(_versioned("2"))
+        with pytest.raises(VersionMismatch, match="version '1'.*version '2'.*compatible_with"):
+            rt.resume("v", "r", Command(resume=1))
+        assert rt.get_state("v", "r").status == "paused"  # refused: untouched
+    with Runtime(store=LmdbStore(path)) as rt:
+        rt.register(_versioned("2", {"1"}))
+        assert rt.resume("v", "r", Command(resume=1)).result(timeout=T).state["n"] == 1
+
+
+def test_recover_refuses_a_run_of_another_version(tmp_path):
+    from atomr.errors import VersionMismatch
+
+    path = str(tmp_path / "s")
+    gate = threading.Event()
+
+    def hold(state, ctx):
+        gate.wait(T)
+        return {"n": 1}
+
+    wf1 = Workflow("h", Dag.builder("a").step("a", hold).build(), S, version="1")
+    rt = Runtime(store=LmdbStore(path))
+    rt.register(wf1)
+    rt.start("h", {}, run_id="r")
+    rt.close(timeout=0.5)  # the run stays "running", as a crash leaves it
+    gate.set()
+    with Runtime(store=LmdbStore(path)) as rt2:
+        rt2.register(Workflow("h", Dag.builder("a").step("a", hold).build(), S, version="2"))
+        [h] = rt2.recover()
+        with pytest.raises(VersionMismatch):
+            h.result(timeout=T)
+        assert rt2.get_state("h", "r").status == "running"
+
+
+@pytest.mark.parametrize("bad", [{"version": ""}, {"version": 2}, {"compatible_with": "1"}, {"compatible_with": [1]}])
+def test_bad_versions_are_refused(bad):
+    with pytest.raises(GraphError):
+        Workflow("x", Dag.builder("a").step("a", ask).build(), S, **bad)

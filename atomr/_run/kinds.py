@@ -189,7 +189,10 @@ class KindDriving:
             return
         if status == "new":
             data = {k: self.p.layer_values.get(k) for k in kind.inputs}
-            msg = Run(data, me, None, {"parent": parent})
+            meta = {"parent": parent}
+            if child.version is not None:
+                meta["workflow_version"] = child.version
+            msg = Run(data, me, None, meta)
         elif status == "running":
             msg = Recover(me)
         elif status == "paused":

@@ -15,7 +15,7 @@ from atomr._run.endings import GO, RUN_DEADLINE
 from atomr._run.journal import now_ms
 from atomr._run.subscribers import targets_of, tell
 from atomr.actors.step import safe_text
-from atomr.errors import AtomrError, RunExists, RunNotFound, RunNotPaused, RunOver
+from atomr.errors import AtomrError, RunExists, RunNotFound, RunNotPaused, RunOver, VersionMismatch
 from atomr.graph import superstep as algo
 from atomr.graph.drive import outcome_of
 from atomr.graph.state import apply_writes, check_channels
@@ -71,6 +71,8 @@ class Requests:
         if self.inflight or self.driven or p.status == "running":
             self._reject(msg, RunNotPaused(*self.key, "running"))
             return
+        if not self._version_ok(msg):
+            return
         try:
             records = [fmt.encode_event(e) for e in algo.command_events(self.plan, p, msg.command, now_ms())]
             events = [fmt.decode_event(r) for r in records]  # copies: not the caller's objects
@@ -90,6 +92,8 @@ class Requests:
         p = self.p
         if p.status == "new":
             self._reject(msg, RunNotFound(*self.key))
+            return
+        if not self._version_ok(msg):
             return
         if p.status != "running":
             # it settled meanwhile (e.g. another recover() got there first)
@@ -129,6 +133,15 @@ class Requests:
             return
         self.subs.add(msg)
         self._cancel_run(msg.reason or self.cancel_flag.reason, self.cancel_flag.fail)
+
+    def _version_ok(self: WorkflowActor, msg: Any) -> bool:
+        """A run carries on only under the version that started it, or one
+        compatible with it; else the request is refused (VersionMismatch)."""
+        theirs = self.p.meta.get("workflow_version")
+        if self.wf.runs_version(theirs):
+            return True
+        self._reject(msg, VersionMismatch(self.key[0], self.key[1], theirs, self.wf.version))
+        return False
 
     def _cancellable(self: WorkflowActor) -> bool:
         return not self.released and not self.cancelling \

@@ -99,10 +99,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not summaries:
         print(f"no runs in {args.store!r}")
         return EXIT_OK
-    rows = [["WORKFLOW", "RUN", "STATUS", "STEP", "UPDATED", "MODULE"]]
+    rows = [["WORKFLOW", "RUN", "STATUS", "STEP", "UPDATED", "VERSION", "MODULE"]]
     for s in summaries:
+        meta = s.meta or {}
         rows.append([s.workflow_id, s.run_id, s.status, str(s.super_step), when(s.updated_ms)[:19],
-                     str((s.meta or {}).get("module", ""))])
+                     str(meta.get("workflow_version", "")), str(meta.get("module", ""))])
     table(rows)
     return EXIT_OK
 
