@@ -37,6 +37,7 @@ from atomr._check import check_number
 from atomr._maintain import check_run_id
 from atomr._aio import AsyncAPI
 from atomr._control import RunControl
+from atomr._schedule import Schedules
 from atomr._inspect import Inspection
 from atomr._edge import check_meta, prepare_starts, recover_runs
 from atomr.handle import DEFAULT_TIMEOUT, RunHandle, _Inbox
@@ -64,7 +65,7 @@ def _close_all() -> None:  # pragma: no cover - interpreter exit
             pass
 
 
-class Runtime(Inspection, RunControl, AsyncAPI):
+class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
     """Runs registered workflows on a store.
 
     ``store``: an :class:`~atomr.LmdbStore` (default: ``LmdbStore(".atomr")``) or
@@ -195,6 +196,7 @@ class Runtime(Inspection, RunControl, AsyncAPI):
                 raise WorkflowExists(workflow.id)
             self._core.workflows[workflow.id] = workflow
         self._arm_sleepers(workflow)  # its runs that were sleeping when a process stopped
+        self._arm_schedules(workflow)  # its stored schedules start runs while this runtime is open
         for fn in workflow.dag.steps.values():
             # a Subgraph given a Workflow object registers its child too
             if isinstance(fn, Subgraph) and not isinstance(fn.workflow, str):
