@@ -26,7 +26,7 @@ from atomr.store.base import RunSummary, Store
 from atomr.store.lmdb import LmdbStore
 from atomr.store.memory import MemoryStore
 from atomr.types import Cancelled, Checkpoint, Command, Done, Failed, Interrupt, Paused, StateView, StepEvent
-from atomr.workflow import RetryPolicy, Workflow
+from atomr.workflow import Limit, RetryPolicy, Workflow
 
 try:  # the version is written once, in setup.cfg; the installed metadata carries it
     __version__: str = _metadata.version("atomr")
@@ -52,6 +52,7 @@ __all__ = [
     "Loop",
     "Map",
     "LastWriteWins",
+    "Limit",
     "LmdbStore",
     "MaxByTimestamp",
     "MemoryStore",

@@ -20,6 +20,7 @@ import pykka
 from atomr.actors.checkpointer import Checkpointer
 from atomr.actors.core import Core
 from atomr.actors.dispatcher import Dispatcher
+from atomr.actors.limits import Limiter
 from atomr.actors.sleeper import Sleeper
 from atomr.actors.scheduler import Scheduler
 from atomr.actors.pool import LocalExecutor
@@ -129,6 +130,7 @@ class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
                           dispatcher, inline=bool(inline_steps))
         supervisor.core = self._core
         self._core.sleeper = Sleeper(self._core)
+        self._core.limiter = Limiter(self._core)
         _RUNTIMES.add(self)
 
     # -- lifecycle -----------------------------------------------------------

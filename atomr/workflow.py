@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from atomr._check import check_int, check_number, check_optional_number
@@ -11,7 +11,7 @@ from atomr.graph.dag import Dag, StepKind, is_async_step
 from atomr.graph.schema import StateSchema
 from atomr.graph.superstep import Plan
 
-__all__ = ["RetryPolicy", "Workflow"]
+__all__ = ["Limit", "RetryPolicy", "Workflow"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,26 @@ class RetryPolicy:
         return min(wait, self.max_backoff_s)
 
 
+@dataclass(frozen=True)
+class Limit:
+    """At most ``concurrency`` executions of a step at once, and at most
+    ``per_second`` starts per second, across every run of a runtime (None: no
+    limit). Waiting executions hold no thread."""
+
+    concurrency: int | None = None
+    per_second: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.concurrency is not None:
+            check_int(self.concurrency, "Limit.concurrency", lo=1, error=GraphError,
+                      hint="pass how many may run at once, or None")
+        if self.per_second is not None:
+            check_number(self.per_second, "Limit.per_second", lo=0, lo_open=True, error=GraphError,
+                         hint="pass starts per second, or None")
+        if self.concurrency is None and self.per_second is None:
+            raise GraphError("a Limit needs concurrency=, per_second= or both")
+
+
 class Workflow:
     """A named, runnable workflow. Immutable; register it with ``Runtime.register``.
 
@@ -72,7 +92,8 @@ class Workflow:
     with error type ``StepTimeout`` (None: no limit). ``run_timeout_s``: time
     spent executing (not paused or sleeping) beyond it fails the run with
     error type ``RunTimeout``, abandoning what is in flight as a cancel does.
-    ``version``: recorded by each run it starts; a run is resumed or recovered
+    ``step_limits``: ``{step: Limit(concurrency=, per_second=)}`` across all
+    runs of the runtime. ``version``: recorded by each run it starts; a run is resumed or recovered
     only by the same version or by one whose ``compatible_with`` names it.
     """
 
@@ -88,6 +109,7 @@ class Workflow:
         run_timeout_s: float | None = None,
         version: str | None = None,
         compatible_with: Iterable[str] = (),
+        step_limits: Mapping[str, Limit] | None = None,
     ) -> None:
         if not isinstance(id, str) or not id:
             raise GraphError(f"workflow id must be a non-empty string, got {id!r}; pass a name")
@@ -122,6 +144,14 @@ class Workflow:
         self.run_timeout_s = run_timeout_s
         self.version = version
         self.compatible_with = frozenset(compatible_with)
+        limits = dict(step_limits or {})
+        for step, lim in limits.items():
+            if step not in dag.steps:
+                raise GraphError(f"workflow {id!r}: step_limits names step {step!r}, which is not in the DAG; "
+                                 f"steps: {', '.join(sorted(dag.steps))}")
+            if not isinstance(lim, Limit):
+                raise GraphError(f"workflow {id!r}: step_limits[{step!r}] must be a Limit(...), got {lim!r}")
+        self.step_limits: dict[str, Limit] = limits
         self.plan = Plan(dag, schema, self.interrupt_before, self.interrupt_after)
         self.is_async: dict[str, bool] = {
             s: (not isinstance(fn, StepKind)) and is_async_step(fn) for s, fn in dag.steps.items()

@@ -17,7 +17,7 @@ PUBLIC_ALL = {
     "atomr": [
         "Accepted", "AppendList", "AppendMessages", "AtomrError", "Branch", "CODEC_VERSION",
         "Cancelled", "Checkpoint", "Command", "Dag", "Done", "Failed", "Human", "Interrupt",
-        "LastWriteWins", "LmdbStore", "Loop", "Map", "MaxByTimestamp", "MemoryStore",
+        "LastWriteWins", "Limit", "LmdbStore", "Loop", "Map", "MaxByTimestamp", "MemoryStore",
         "MergeMap", "Paused", "RayExecutor", "Rejected", "Resume", "RetryPolicy", "Run",
         "RunHandle", "RunState", "RunSummary", "Runtime", "ShardUnavailable",
         "ShardedRunHandle", "ShardedRuntime", "StateSchema", "StateView", "StepContext",
@@ -101,7 +101,7 @@ PUBLIC_ALL = {
         "Paused", "StateView", "StepEvent",
     ],
     "atomr.workflow": [
-        "RetryPolicy", "Workflow",
+        "Limit", "RetryPolicy", "Workflow",
     ],
 }
 

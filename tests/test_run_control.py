@@ -167,3 +167,70 @@ def test_recover_refuses_a_run_of_another_version(tmp_path):
 def test_bad_versions_are_refused(bad):
     with pytest.raises(GraphError):
         Workflow("x", Dag.builder("a").step("a", ask).build(), S, **bad)
+
+
+def test_step_limits_cap_executions_across_runs(rt):
+    from atomr import Limit
+
+    lock = threading.Lock()
+    now = {"m": 0, "a": 0}
+    peak = {"m": 0, "a": 0}
+
+    def enter(k):
+        with lock:
+            now[k] += 1
+            peak[k] = max(peak[k], now[k])
+
+    def leave(k):
+        with lock:
+            now[k] -= 1
+
+    def call_model(state, ctx):
+        enter("m")
+        time.sleep(0.02)
+        leave("m")
+        return {"n": state["n"] + 1}
+
+    async def acall(state, ctx):
+        enter("a")
+        await asyncio.sleep(0.02)
+        leave("a")
+        return {"n": state["n"] + 1}
+
+    dag = Dag.builder("m").step("m", call_model).step("a", acall).edge("m", "a").build()
+    rt.register(Workflow("lim", dag, S, step_limits={"m": Limit(concurrency=2), "a": Limit(concurrency=3)}))
+    hs = rt.start_many("lim", [{} for _ in range(20)])
+    assert all(h.result(timeout=T).state["n"] == 2 for h in hs)
+    assert peak["m"] <= 2 and peak["a"] <= 3
+    assert peak["m"] >= 1 and peak["a"] >= 1
+    assert rt._core.limiter.waiting() == 0
+
+
+def test_step_limit_per_second_spaces_starts(rt):
+    from atomr import Limit
+
+    starts: list[float] = []
+
+    def tick(state, ctx):
+        starts.append(time.monotonic())
+        return {"n": 1}
+
+    rt.register(Workflow("ps", Dag.builder("t").step("t", tick).build(), S,
+                         step_limits={"t": Limit(per_second=20)}))
+    hs = rt.start_many("ps", [{} for _ in range(6)])
+    assert all(isinstance(h.result(timeout=T), Done) for h in hs)
+    starts.sort()
+    assert starts[-1] - starts[0] >= 5 / 20 * 0.9  # six starts at most 20 per second
+
+
+def test_bad_step_limits_are_refused():
+    from atomr import Limit
+
+    with pytest.raises(GraphError, match="not in the DAG"):
+        Workflow("x", Dag.builder("a").step("a", ask).build(), S, step_limits={"zz": Limit(concurrency=1)})
+    with pytest.raises(GraphError):
+        Limit(concurrency=0)
+    with pytest.raises(GraphError):
+        Limit()
+    with pytest.raises(GraphError, match="Limit"):
+        Workflow("x", Dag.builder("a").step("a", ask).build(), S, step_limits={"a": 3})

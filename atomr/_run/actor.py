@@ -80,6 +80,7 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         self.key = (wf.id, run_id)
         self.p = progress if progress is not None else algo.RunProgress(wf.id, run_id)
         self.inflight = InFlight()
+        self.inflight.release = core.limiter.done if core.limiter is not None else None
         self.driven: dict[str, Driven] = {}
         self.children: dict[tuple[str, str], str] = {}
         self.journal = Journal(core, self.actor_ref, self.p.seq + 1)
@@ -270,7 +271,8 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         # not journal siblings finishing meanwhile) and the dispatcher can lend
         # its thread (one is always left for other actors)
         if len(msgs) == 1 and not kinds and len(self.inflight) == 1 and not self.driven \
-                and self.core.inline and not msgs[0].is_async and self.wf.step_timeout_s is None:
+                and self.core.inline and not msgs[0].is_async and self.wf.step_timeout_s is None \
+                and msgs[0].step not in self.wf.step_limits:
             dispatcher = self.core.dispatcher
             if dispatcher.try_block():
                 m = msgs[0]
@@ -289,6 +291,7 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
     def _submit(self, msgs: list[Execute]) -> None:
         timeout = self.wf.step_timeout_s
         submit = self.core.executor.submit
+        limits = self.wf.step_limits
         for m in msgs:
             unit = m.part or m.step
             if timeout is not None:
@@ -297,7 +300,12 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
                     a.timer = self.core.scheduler.tell_later(timeout, self.actor_ref,
                                                              StepTimedOut(unit, m.token, timeout))
             self._event("started", unit, m.attempt)
-            submit(m)
+            limit = limits.get(m.step) if limits else None
+            if limit is None:
+                submit(m)
+            else:  # waits for a slot, holding no thread
+                self.inflight.limited.add(m.token)
+                self.core.limiter.submit((self.wf.id, m.step), limit, m)
 
 _HANDLERS: dict[type, Any] = {
     StepDone: WorkflowActor._on_step_done,

@@ -38,11 +38,14 @@ class InFlight:
     """Attempts by unit, with a count per DAG step so that "which steps are
     busy" costs O(1) however many Map elements run."""
 
-    __slots__ = ("_units", "_per_step")
+    __slots__ = ("_units", "_per_step", "limited", "release")
 
     def __init__(self) -> None:
         self._units: dict[str, Attempt] = {}
         self._per_step: dict[str, int] = {}
+        #: tokens sent through a step limit; ``release(token)`` frees their slot
+        self.limited: set[int] = set()
+        self.release: Any = None
 
     def __len__(self) -> int:
         return len(self._units)
@@ -63,6 +66,9 @@ class InFlight:
 
     def pop(self, unit: str) -> Attempt | None:
         a = self._units.pop(unit, None)
+        if a is not None and a.token is not None and a.token in self.limited:
+            self.limited.discard(a.token)
+            self.release(a.token)  # a finished, timed-out or abandoned execution frees its slot
         if a is not None:
             n = self._per_step[a.step] - 1
             if n:

@@ -32,6 +32,8 @@ class Core:
     workflows: dict[str, Workflow] = field(default_factory=dict)
     #: wakes sleeping runs (set by the Runtime)
     sleeper: Any = None
+    #: step limits across runs (set by the Runtime)
+    limiter: Any = None
     #: the cancel flag of each live run (ctx.cancelled); set by rt.cancel at once
     cancel_flags: dict[tuple[str, str], Any] = field(default_factory=dict)
     #: runs whose turn is in a step right now (set/discard are atomic)
