@@ -23,7 +23,6 @@ PACKAGE = Path(__file__).resolve().parents[1] / "atomr"
 MAX_LINES = 400
 
 KNOWN_LONG = {
-    "atomr/store/lmdb.py",
 }
 BEING_SPLIT = pytest.mark.xfail(strict=False, reason="being split")
 

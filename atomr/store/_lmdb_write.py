@@ -1,0 +1,161 @@
+"""The writer side of :class:`~atomr.store.lmdb.LmdbStore` (a mixin).
+
+Threads: LMDB write transactions belong to the thread that opened them, so
+these methods are called only by the checkpointer actor's thread once a
+:class:`~atomr.Runtime` owns the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import lmdb
+
+from atomr.errors import StoreError, StoreFull
+from atomr.store import format as fmt
+from atomr.store.base import AppendBatch, RunSummary, now_ms
+
+__all__ = ["_Writing"]
+
+_T = TypeVar("_T")
+
+
+class _Writing:
+    """Appends, truncation, deletion; the map grows while a write does not fit."""
+
+    _env: lmdb.Environment
+    _gate: Any
+    _journal: Any
+    _snaps: Any
+    _runs: Any
+    _summaries: dict[bytes, RunSummary]
+    readonly: bool
+    max_map_size: int
+    path: str
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.readonly:
+            raise StoreError(f"store {self.path!r} was opened read-only; open it without "
+                             "readonly=True to write")
+
+    def _write_txn(self, batches: Sequence[AppendBatch]) -> None:
+        self._check_writable()
+        # a single batch starting a run: if it does not fit, the run was not created
+        new = batches[0] if len(batches) == 1 and batches[0].first_seq == 1 else None
+        self._growing(lambda: self._apply(batches),
+                      None if new is None else f"{new.workflow_id}/{new.run_id}")
+
+    def _growing(self, txn_fn: Callable[[], _T], new_run: str | None = None) -> _T:
+        """Run a write transaction, growing the map and retrying while it is full
+        (deletes need fresh pages too: LMDB copies on write). A refused
+        transaction was aborted whole: nothing of it is on disk."""
+        while True:
+            try:
+                return txn_fn()
+            except lmdb.MapFullError:
+                self._grow(new_run)
+
+    def _grow(self, new_run: str | None = None) -> None:
+        size = self.map_size
+        if size >= self.max_map_size:
+            raise StoreFull(size, self.path, new_run) from None
+        with self._gate.exclusive():
+            self._env.set_mapsize(min(size * 2, self.max_map_size))
+
+    def _summary_in(self, txn: lmdb.Transaction, rkey: bytes, wf: str, run: str) -> RunSummary | None:
+        cached = self._summaries.get(rkey)
+        if cached is not None:
+            return cached
+        raw = txn.get(rkey, db=self._runs)
+        return None if raw is None else self._decode_summary(wf, run, bytes(raw))
+
+    def _apply(self, batches: Sequence[AppendBatch]) -> None:
+        ts = now_ms()
+        staged: dict[bytes, RunSummary] = {}
+        with self._env.begin(write=True) as txn:
+            jcur = txn.cursor(db=self._journal)
+            for b in batches:
+                rkey = fmt.run_key(b.workflow_id, b.run_id)
+                old = staged.get(rkey) or self._summary_in(txn, rkey, b.workflow_id, b.run_id)
+                staged[rkey] = self._next_summary(old, b, ts)
+                seq = b.first_seq
+                for rec in b.records:
+                    if not jcur.put(fmt.seq_key(rkey, seq), rec, overwrite=False):
+                        raise StoreError(
+                            f"journal of run {b.workflow_id}/{b.run_id} already holds event "
+                            f"{seq}; the batch was refused (two writers for one run?)"
+                        )
+                    seq += 1
+                if b.snapshot is not None:
+                    txn.put(fmt.seq_key(rkey, b.last_seq), b.snapshot, db=self._snaps)
+            for rkey, s in staged.items():
+                txn.put(rkey, s.to_record(), db=self._runs)
+        # committed: the cache now reflects the disk. Only running runs stay
+        # cached (they write again soon); the others are read back if they ever
+        # write again, so the cache does not grow with every run ever written.
+        cache = self._summaries
+        for rkey, s in staged.items():
+            if s.status == "running":
+                cache[rkey] = s
+            else:
+                cache.pop(rkey, None)
+
+    def truncate(self, workflow_id: str, run_id: str, upto_seq: int, snapshot: bytes) -> int:
+        self._check_writable()
+        return self._growing(lambda: self._truncate(workflow_id, run_id, upto_seq, snapshot))
+
+    def _truncate(self, workflow_id: str, run_id: str, upto_seq: int, snapshot: bytes) -> int:
+        rkey = fmt.run_key(workflow_id, run_id)
+        removed = 0
+        with self._env.begin(write=True) as txn:
+            old = self._summary_in(txn, rkey, workflow_id, run_id)
+            if old is None:
+                return 0
+            upto = min(upto_seq, old.last_seq)
+            txn.put(fmt.seq_key(rkey, upto), snapshot, db=self._snaps)
+            for db, limit in ((self._journal, upto + 1), (self._snaps, upto)):
+                cur = txn.cursor(db=db)
+                if cur.set_range(rkey + fmt.u64(0)):
+                    while cur.key().startswith(rkey) and len(cur.key()) == len(rkey) + 8:
+                        if fmt.seq_of(cur.key()) >= limit:
+                            break
+                        cur.delete()
+                        removed += 1
+                        if not cur.key():
+                            break
+            new = replace(old, first_seq=max(old.first_seq, upto + 1),
+                          snapshot_seq=max(old.snapshot_seq, upto), updated_ms=now_ms())
+            txn.put(rkey, new.to_record(), db=self._runs)
+        self._summaries.pop(rkey, None)
+        return removed
+
+    def delete_run(self, workflow_id: str, run_id: str) -> bool:
+        self._check_writable()
+        return self._growing(lambda: self._delete_run(workflow_id, run_id))
+
+    def _delete_run(self, workflow_id: str, run_id: str) -> bool:
+        rkey = fmt.run_key(workflow_id, run_id)
+        with self._env.begin(write=True) as txn:
+            existed = txn.delete(rkey, db=self._runs)
+            for db in (self._journal, self._snaps):
+                cur = txn.cursor(db=db)
+                if cur.set_range(rkey + fmt.u64(0)):
+                    while cur.key().startswith(rkey) and len(cur.key()) == len(rkey) + 8:
+                        cur.delete()
+                        if not cur.key():
+                            break
+        self._summaries.pop(rkey, None)
+        return bool(existed)
+
+    # test hook: damage one record in place (used by the conformance suite)
+    def _corrupt(self, workflow_id: str, run_id: str, seq: int, data: bytes) -> None:
+        key = fmt.seq_key(fmt.run_key(workflow_id, run_id), seq)
+
+        def put() -> None:
+            with self._env.begin(write=True, db=self._journal) as txn:
+                txn.put(key, data)
+
+        self._growing(put)
