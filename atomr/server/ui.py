@@ -26,7 +26,7 @@ from starlette.responses import HTMLResponse, Response
 __all__ = ["STATIC", "page_runs", "page_run", "page_workflows", "static_file"]
 
 STATIC = Path(__file__).resolve().parent / "static"
-_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 
 _SHELL = """<!doctype html>
 <html lang="en">
@@ -35,6 +35,7 @@ _SHELL = """<!doctype html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} · atomr</title>
 <link rel="stylesheet" href="/static/style.css">
+<link rel="icon" href="/static/icon.svg" type="image/svg+xml">
 </head>
 <body data-page="{page}"{data}>
 <header class="top">

@@ -295,7 +295,7 @@ async function pageRun() {
 
 async function pageWorkflows() {
   const doc = await api("/api/workflows");
-  const cards = doc.workflows.map((w) => {
+  const cards = await Promise.all(doc.workflows.map(async (w) => {
     const input = el("textarea", { rows: 3, class: "answer", text: "{}" });
     const start = async (e) => {
       e.preventDefault();
@@ -306,16 +306,24 @@ async function pageWorkflows() {
     };
     const box = el("div", { class: "graph" });
     drawGraph(box, w.graph, null);
-    return el("section", { class: "card", id: w.id },
-      el("h2", {}, w.id, w.version !== null ? el("span", { class: "muted", text: ` v${w.version}` }) : null),
-      w.module ? el("p", { class: "muted" }, el("code", { text: w.module })) : null,
-      box,
-      el("p", {}, el("a", { href: `/?workflow_id=${enc(w.id)}`, text: "its runs →" })),
-      el("details", {}, el("summary", { text: "mermaid" }), el("pre", { text: w.mermaid })),
-      el("form", { onsubmit: start }, el("label", {}, "Input (JSON object)", input),
-        el("button", { type: "submit", text: "Start a run" })));
-  });
+    const recent = (await api(`/api/runs?workflow_id=${enc(w.id)}&limit=5`)).runs;
+    const runs = el("ul", { class: "recent" }, recent.map((r) => el("li", {}, badge(r.status), " ",
+      el("a", { href: `/runs/${enc(w.id)}/${enc(r.run_id)}`, text: r.run_id }),
+      el("span", { class: "muted", text: ` ${when(r.updated_ms)}` }))));
+    return el("section", { class: "card", id: `wf-${w.id}` },
+      el("h2", {}, w.id, w.version !== null ? el("span", { class: "muted", text: ` v${w.version}` }) : null,
+        w.module ? el("code", { class: "muted module", text: w.module }) : null),
+      el("div", { class: "cols" },
+        el("div", {}, box, el("details", {}, el("summary", { text: "mermaid" }), el("pre", { text: w.mermaid }))),
+        el("div", {},
+          el("h3", {}, "Recent runs ", el("a", { href: `/?workflow_id=${enc(w.id)}`, text: "(all)" })),
+          recent.length ? runs : el("p", { class: "muted", text: "no runs yet" }),
+          el("form", { onsubmit: start }, el("label", {}, "Input (JSON object)", input),
+            el("button", { type: "submit", text: "Start a run" })))));
+  }));
   $("#workflows").replaceChildren(...(cards.length ? cards : [el("p", { class: "muted", text: "no workflows" })]));
+  const target = location.hash && document.getElementById(`wf-${decodeURIComponent(location.hash.slice(1))}`);
+  if (target) target.scrollIntoView();
 }
 
 const PAGES = { runs: pageRuns, run: pageRun, workflows: pageWorkflows };
