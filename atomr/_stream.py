@@ -182,7 +182,7 @@ class Stream:
             seq = sub.pending_first + i
             if seq > self.cursor:
                 out.extend(self._items(seq, fmt.decode_event(record)))
-        if sub.status not in ("running", "sleeping"):  # settled: nothing follows
+        if sub.status not in ("running", "sleeping", "queued"):  # settled: nothing follows
             out.append(self._end(outcome_of(self._p)))
         return out
 

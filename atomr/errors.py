@@ -280,6 +280,7 @@ class RunNotPaused(RunError):
         hint = {
             "done": "it has finished: fork it (rt.fork) to run again from a checkpoint",
             "cancelled": "it was cancelled: fork it (rt.fork) to run again from a checkpoint",
+            "queued": "it waits for a slot (max_concurrent_runs) and starts by itself",
             "running": "it is still running: wait for its outcome (handle.result()); if the "
                        "process that ran it died, carry it on with rt.recover()",
         }.get(status, "only paused or failed runs can be resumed")

@@ -33,7 +33,8 @@ _WATCH = object()
 
 
 def _sleeping(out: Any) -> bool:
-    return isinstance(out, Paused) and out.reason == "sleeping"
+    """A sleep or a place in the queue is not an outcome: the handle watches on."""
+    return isinstance(out, Paused) and out.reason in ("sleeping", "queued")
 
 
 def _check_timeout(timeout: Any) -> float | None:

@@ -21,6 +21,7 @@ __all__ = [
     "Resume",
     "Recover",
     "Cancel",
+    "Admit",
     "Accepted",
     "Rejected",
     "StepDone",
@@ -78,6 +79,11 @@ class Cancel:
     reason: str = ""
     reply_to: Any = None
     listener: Any = None
+
+
+@dataclass(frozen=True)
+class Admit:
+    """A queued run's turn came (``max_concurrent_runs``): start executing it."""
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import pykka
 from atomr.actors.checkpointer import Checkpointer
 from atomr.actors.core import Core
 from atomr.actors.dispatcher import Dispatcher
+from atomr.actors.admission import Admission
 from atomr.actors.limits import Limiter
 from atomr.actors.sleeper import Sleeper
 from atomr.actors.scheduler import Scheduler
@@ -131,6 +132,7 @@ class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
         supervisor.core = self._core
         self._core.sleeper = Sleeper(self._core)
         self._core.limiter = Limiter(self._core)
+        self._core.admission = Admission(self._core)
         _RUNTIMES.add(self)
 
     # -- lifecycle -----------------------------------------------------------
@@ -198,6 +200,7 @@ class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
                 raise WorkflowExists(workflow.id)
             self._core.workflows[workflow.id] = workflow
         self._arm_sleepers(workflow)  # its runs that were sleeping when a process stopped
+        self._core.admission.on_register(workflow)  # and its queued runs
         self._arm_schedules(workflow)  # its stored schedules start runs while this runtime is open
         for fn in workflow.dag.steps.values():
             # a Subgraph given a Workflow object registers its child too

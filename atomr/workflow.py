@@ -92,7 +92,8 @@ class Workflow:
     with error type ``StepTimeout`` (None: no limit). ``run_timeout_s``: time
     spent executing (not paused or sleeping) beyond it fails the run with
     error type ``RunTimeout``, abandoning what is in flight as a cancel does.
-    ``step_limits``: ``{step: Limit(concurrency=, per_second=)}`` across all
+    ``max_concurrent_runs``: starts beyond it wait, durably and in order, with
+    status "queued". ``step_limits``: ``{step: Limit(concurrency=, per_second=)}`` across all
     runs of the runtime. ``version``: recorded by each run it starts; a run is resumed or recovered
     only by the same version or by one whose ``compatible_with`` names it.
     """
@@ -110,6 +111,7 @@ class Workflow:
         version: str | None = None,
         compatible_with: Iterable[str] = (),
         step_limits: Mapping[str, Limit] | None = None,
+        max_concurrent_runs: int | None = None,
     ) -> None:
         if not isinstance(id, str) or not id:
             raise GraphError(f"workflow id must be a non-empty string, got {id!r}; pass a name")
@@ -152,6 +154,10 @@ class Workflow:
             if not isinstance(lim, Limit):
                 raise GraphError(f"workflow {id!r}: step_limits[{step!r}] must be a Limit(...), got {lim!r}")
         self.step_limits: dict[str, Limit] = limits
+        if max_concurrent_runs is not None:
+            check_int(max_concurrent_runs, f"workflow {id!r}: max_concurrent_runs", lo=1, error=GraphError,
+                      hint="pass how many runs may execute at once, or None")
+        self.max_concurrent_runs: int | None = max_concurrent_runs
         self.plan = Plan(dag, schema, self.interrupt_before, self.interrupt_after)
         self.is_async: dict[str, bool] = {
             s: (not isinstance(fn, StepKind)) and is_async_step(fn) for s, fn in dag.steps.items()

@@ -234,3 +234,54 @@ def test_bad_step_limits_are_refused():
         Limit()
     with pytest.raises(GraphError, match="Limit"):
         Workflow("x", Dag.builder("a").step("a", ask).build(), S, step_limits={"a": 3})
+
+
+def _queue_wf(fn, limit=2):
+    return Workflow("q", Dag.builder("a").step("a", fn).build(), S, max_concurrent_runs=limit)
+
+
+def test_runs_beyond_the_limit_queue_and_start_in_order(rt):
+    lock = threading.Lock()
+    now, peak, order = [0], [0], []
+
+    def work(state, ctx):
+        with lock:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+            order.append(ctx.run_id)
+        time.sleep(0.02)
+        with lock:
+            now[0] -= 1
+        return {"n": 1}
+
+    rt.register(_queue_wf(work))
+    hs = [rt.start("q", {}, run_id=f"r{i}") for i in range(8)]
+    assert "queued" in {s.status for s in rt.runs()}
+    assert all(isinstance(h.result(timeout=T), Done) for h in hs)  # handles wait through the queue
+    assert peak[0] <= 2 and order == [f"r{i}" for i in range(8)]
+
+
+def test_queued_runs_survive_a_restart_and_can_be_cancelled(tmp_path):
+    path = str(tmp_path / "s")
+    gate = threading.Event()
+
+    def hold(state, ctx):
+        gate.wait(T)
+        return {"n": 1}
+
+    rt = Runtime(store=LmdbStore(path))
+    rt.register(_queue_wf(hold, limit=1))
+    for i in range(4):
+        rt.start("q", {}, run_id=f"r{i}")
+    assert [s.status for s in sorted(rt.runs(), key=lambda s: s.run_id)] == ["running", "queued", "queued", "queued"]
+    with pytest.raises(AtomrError, match="queued"):
+        rt.resume("q", "r2", Command())
+    rt.cancel("q", "r3", "not needed")
+    rt.close(timeout=0.5)
+    gate.set()
+    with Runtime(store=LmdbStore(path)) as rt2:
+        rt2.register(_queue_wf(hold, limit=1))
+        assert [h.run_id for h in rt2.recover()] == ["r0"]
+        for rid in ("r0", "r1", "r2"):
+            assert isinstance(rt2.handle("q", rid).result(timeout=T), Done), rid
+        assert rt2.get_state("q", "r3").status == "cancelled"

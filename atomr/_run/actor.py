@@ -38,6 +38,7 @@ from atomr.errors import BranchError, ReducerError, StepCrashed
 from atomr.graph import superstep as algo
 from atomr.graph.drive import Driven
 from atomr.messages import (
+    Admit,
     Cancel,
     STEP,
     Accepted,
@@ -323,5 +324,6 @@ _HANDLERS: dict[type, Any] = {
     Accepted: WorkflowActor._on_child,
     Subscribe: WorkflowActor._on_subscribe,
     Cancel: WorkflowActor._on_cancel,
+    Admit: WorkflowActor._on_admit,
     RunDeadline: WorkflowActor._on_deadline,
 }

@@ -160,6 +160,8 @@ class Endings:
             del self.core.cancel_flags[self.key]
         self.core.supervisor.release(self.key, self.actor_ref)
         self.stop()
+        if self.wf.max_concurrent_runs is not None and self.p.status != "queued":
+            self.core.admission.leave(self.wf, self.key[1])  # a slot may be free: admit the next
 
     def _crash(self: WorkflowActor, exc: BaseException) -> None:
         sup = self.core.supervisor

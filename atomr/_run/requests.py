@@ -19,8 +19,9 @@ from atomr.errors import AtomrError, RunExists, RunNotFound, RunNotPaused, RunOv
 from atomr.graph import superstep as algo
 from atomr.graph.drive import outcome_of
 from atomr.graph.state import apply_writes, check_channels
-from atomr.messages import Accepted, Cancel, Custom, Recover, Rejected, Resume, Run, Subscribe, Subscribed
+from atomr.messages import Accepted, Admit, Cancel, Custom, Recover, Rejected, Resume, Run, Subscribe, Subscribed
 from atomr.store import format as fmt
+from atomr.types import Command, Paused
 
 if TYPE_CHECKING:
     from atomr._run.actor import WorkflowActor
@@ -58,6 +59,25 @@ class Requests:
         self.request_seq = 0
         self.journal.meta_new = meta
         self.journal.emit(self.plan, self.p, started, record)
+        if not self.core.admission.enter(self.wf, self.key[1]):  # max_concurrent_runs: wait in line
+            self.journal.emit(self.plan, self.p, ev.Paused("queued", [], 0, now_ms()))
+            self._finish(Paused(self.key[0], self.key[1], 0, "queued", [], []))
+            return
+        self._accept()
+
+    def _on_admit(self: WorkflowActor, msg: Admit) -> None:
+        if self.released:
+            self.core.supervisor.route(self.wf, self.key[1], msg)
+            return
+        p = self.p
+        if p.status != "queued":  # cancelled meanwhile, or admitted twice: give the slot back
+            self.core.admission.leave(self.wf, self.key[1])
+            if self._idle() and not self.driving:
+                self._release_and_stop()
+            return
+        self.request_seq = p.seq
+        for e in algo.command_events(self.plan, p, Command(), now_ms()):
+            self.journal.emit(self.plan, p, e)
         self._accept()
 
     def _on_resume(self: WorkflowActor, msg: Resume) -> None:
@@ -68,8 +88,8 @@ class Requests:
         if p.status == "new":
             self._reject(msg, RunNotFound(*self.key))
             return
-        if self.inflight or self.driven or p.status == "running":
-            self._reject(msg, RunNotPaused(*self.key, "running"))
+        if self.inflight or self.driven or p.status in ("running", "queued"):
+            self._reject(msg, RunNotPaused(*self.key, "running" if p.status != "queued" else "queued"))
             return
         if not self._version_ok(msg):
             return
@@ -145,7 +165,7 @@ class Requests:
 
     def _cancellable(self: WorkflowActor) -> bool:
         return not self.released and not self.cancelling \
-            and self.p.status in ("running", "paused", "failed", "sleeping")
+            and self.p.status in ("running", "paused", "failed", "sleeping", "queued")
 
     def _on_subscribe(self: WorkflowActor, msg: Subscribe) -> None:
         if self.released:
@@ -153,7 +173,7 @@ class Requests:
             return
         p, j = self.p, self.journal
         msg.sink.tell(Subscribed(p.seq, p.status, j.first_seq, list(j.outbox)))
-        if p.status in ("running", "sleeping") or not self._idle():
+        if p.status in ("running", "sleeping", "queued") or not self._idle():
             j.taps.append(msg.sink)  # a sleeping run's watchers wait here for its wake
         elif not self.driving:
             self._release_and_stop()  # settled (or unknown): nothing will follow

@@ -34,6 +34,8 @@ class Core:
     sleeper: Any = None
     #: step limits across runs (set by the Runtime)
     limiter: Any = None
+    #: run limits: max_concurrent_runs (set by the Runtime)
+    admission: Any = None
     #: the cancel flag of each live run (ctx.cancelled); set by rt.cancel at once
     cancel_flags: dict[tuple[str, str], Any] = field(default_factory=dict)
     #: runs whose turn is in a step right now (set/discard are atomic)

@@ -32,7 +32,7 @@ def command_events(plan: Plan, p: RunProgress, command: Any, now_ms: int = 0) ->
     """
     if p.status == "cancelled":
         raise RunNotPaused(p.workflow_id, p.run_id, "cancelled")
-    if p.status not in ("paused", "failed", "sleeping"):
+    if p.status not in ("paused", "failed", "sleeping", "queued"):
         status = "unknown" if p.status == "new" else p.status
         raise RunNotPaused(p.workflow_id, p.run_id, status)
     out: list[Any] = []

@@ -261,7 +261,7 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
         p.updated_ms = e.at_ms
     elif t is ev.Paused:
         _stop_clock(p, e.at_ms)
-        p.status = "sleeping" if e.reason == "sleeping" else "paused"
+        p.status = e.reason if e.reason in ("sleeping", "queued") else "paused"
         p.pause_reason = e.reason
         p.pause_steps = list(e.steps)
         p.updated_ms = e.at_ms
