@@ -17,12 +17,14 @@ Decimal            extension 8
 UUID               extension 9
 bytearray,         msgpack bin: they come back as ``bytes`` (msgpack packs
 memoryview         them natively; extension 10 is read, never written)
+registered class   extension 16: ``[type name, data]`` (see :func:`register`)
 =================  ===========================================================
 
 Subclasses of ``dict``, ``list``, ``str``, ``int`` and ``float`` (``OrderedDict``,
 ``defaultdict``, str/int enums) are stored as their base type. Anything else is
 refused with :class:`~atomr.errors.CodecError`; nothing is ever pickled, and
-decoding never executes code: an unknown extension or a newer version raises.
+decoding never imports anything: an unknown extension, a type name nobody
+registered or a newer version raises.
 
 :func:`encode` / :func:`decode` frame a value with the codec version byte;
 :func:`packb` / :func:`unpackb` are the bare forms used inside larger records.
@@ -51,21 +53,14 @@ from typing import Any
 import msgpack
 from msgpack import fallback as _fallback
 
+from atomr import _usertypes as _user
+from atomr._usertypes import register, registered, unregister
 from atomr.errors import CodecError
 
 __all__ = [
-    "CODEC_VERSION",
-    "encode",
-    "decode",
-    "packb",
-    "unpackb",
-    "encode_writes",
-    "check_encodable",
-    "check_depth",
-    "depth_exceeds",
-    "encode_error",
-    "MAX_DEPTH",
-    "MAX_DECODE_DEPTH",
+    "CODEC_VERSION", "encode", "decode", "packb", "unpackb", "encode_writes", "check_encodable",
+    "check_depth", "depth_exceeds", "encode_error", "MAX_DEPTH", "MAX_DECODE_DEPTH",
+    "register", "registered", "unregister",
 ]
 
 #: Version byte written in front of every framed value.
@@ -80,9 +75,8 @@ MAX_DECODE_DEPTH = MAX_DEPTH + 28
 #: each); deeper ones are decoded by its pure-Python decoder.
 _C_LEVELS = 4
 
-_TUPLE, _SET, _FROZENSET, _DATETIME, _DATE, _TIME, _TIMEDELTA, _DECIMAL, _UUID, _BYTEARRAY = range(
-    1, 11
-)
+_TUPLE, _SET, _FROZENSET, _DATETIME, _DATE, _TIME, _TIMEDELTA, _DECIMAL, _UUID, _BYTEARRAY = range(1, 11)
+_USER = 16  # a registered class: [type name, data] (11..15 are left for built-in types)
 
 
 _FLAT = frozenset({str, int, float, bool, type(None), bytes})
@@ -202,6 +196,9 @@ def _default(obj: Any) -> Any:
         return msgpack.ExtType(_DECIMAL, str(obj).encode())
     if t is uuid.UUID:
         return msgpack.ExtType(_UUID, obj.bytes)
+    entry = _user.BY_TYPE.get(t)
+    if entry is not None:
+        return msgpack.ExtType(_USER, _user.payload(entry, obj, _pack, depth_exceeds, _TooDeep(MAX_DEPTH)))
     # Subclasses of the native containers/scalars are stored as their base type.
     if isinstance(obj, dict):
         return dict(obj)
@@ -251,6 +248,8 @@ def _ext_value(code: int, data: bytes, level: int) -> Any:
         return uuid.UUID(bytes=data)
     if code == _BYTEARRAY:
         return bytearray(data)
+    if code == _USER:
+        return _user.load(_unpack_at(data, level))
     raise CodecError(
         f"unknown extension type {code} in stored data; it was written by a newer atomr "
         "or is corrupt: upgrade atomr to read it"
@@ -329,8 +328,9 @@ def encode_error(where: str, exc: BaseException) -> CodecError:
         return CodecError(_too_deep_message(where, getattr(exc, "limit", MAX_DEPTH)))
     return CodecError(
         f"cannot encode {where}: {_describe(exc)} is not storable; use JSON-like "
-        "values (dict, list, str, int, float, bool, None, bytes) or a supported "
-        "extension type (tuple, set, datetime, Decimal, UUID)"
+        "values (dict, list, str, int, float, bool, None, bytes), a supported "
+        "extension type (tuple, set, datetime, Decimal, UUID), or register the "
+        "class with atomr.codec.register(TheClass) (pydantic models, dataclasses, enums)"
     )
 
 

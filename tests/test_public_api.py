@@ -29,7 +29,8 @@ PUBLIC_ALL = {
     ],
     "atomr.codec": [
         "CODEC_VERSION", "MAX_DECODE_DEPTH", "MAX_DEPTH", "check_depth", "check_encodable",
-        "decode", "depth_exceeds", "encode", "encode_error", "encode_writes", "packb", "unpackb",
+        "decode", "depth_exceeds", "encode", "encode_error", "encode_writes", "packb", "register",
+        "registered", "unpackb", "unregister",
     ],
     "atomr.demo": [
         "APPROVAL", "APPROVAL_LIMIT_CENTS", "SAMPLE_ORDER", "SPEC", "TAX_PERCENT", "workflow",

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+from atomr import _usertypes
 from atomr.cli.base import DEFAULT_STORE, EXIT_FAILED, EXIT_OK, EXIT_PAUSED, CliError
 from atomr.types import Done, Failed, Paused, StepEvent
 
@@ -25,7 +26,8 @@ __all__ = [
 
 
 def plain(value: Any) -> Any:
-    """``value`` made JSON-friendly (tuples, sets, bytes, dataclasses, odd keys).
+    """``value`` made JSON-friendly (tuples, sets, bytes, dataclasses, odd keys; a
+    class registered with ``atomr.codec.register`` as the data it is stored as).
     Floats that JSON cannot hold are written as the strings "NaN", "Infinity"
     and "-Infinity" (JavaScript's spelling), so the output is valid JSON."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -40,6 +42,9 @@ def plain(value: Any) -> Any:
         return sorted((plain(v) for v in value), key=repr)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).decode("utf-8", "backslashreplace")
+    entry = _usertypes.entry_of(value)
+    if entry is not None:
+        return plain(_usertypes.dump(entry, value))
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
