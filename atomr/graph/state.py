@@ -76,11 +76,28 @@ def _merge_into(
 ) -> None:
     reducers = schema._reducers
     key = ""
+    if schema._validators:
+        _merge_checked(schema, out, writes, step)
+        return
     try:
         for key, value in writes:
             out[key] = reducers[key](out.get(key), value)
     except Exception as exc:
         raise ReducerError(key, exc, step) from exc
+
+
+def _merge_checked(
+    schema: StateSchema, out: dict[str, Any], writes: Iterable[Write], step: str | None
+) -> None:
+    """Merge, then validate each merged value (a typed schema: StateSchema.from_type)."""
+    reducers, checks = schema._reducers, schema._validators
+    for key, value in writes:
+        try:
+            merged = reducers[key](out.get(key), value)
+        except Exception as exc:
+            raise ReducerError(key, exc, step) from exc
+        check = checks.get(key)
+        out[key] = merged if check is None else check(merged, step)
 
 
 def apply_writes(
