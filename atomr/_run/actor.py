@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from atomr import _trace
 from atomr import events as ev
 from atomr._load import load_progress
 from atomr._run.attempts import Attempt, CancelFlag, InFlight, next_token
@@ -143,6 +144,8 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
     # -- the loop: one super-step, top-down --------------------------------------
 
     def _advance(self) -> None:
+        if _trace.enabled:
+            _trace.advance(self)
         plan, p = self.plan, self.p
         self._mark_driving()
         while p.status == "running" and self.journal.ack_token is None and not self.released \
@@ -266,6 +269,8 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         return self._launch(msgs, kinds)
 
     def _launch(self, msgs: list[Execute], kinds: list[str]) -> StepDone | None:
+        if _trace.enabled:
+            _trace.launch(self, msgs)
         for s in kinds:
             self._start_driver(s)
         # in this turn only when nothing else of the run runs (a busy turn could
@@ -290,6 +295,8 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         return None
 
     def _submit(self, msgs: list[Execute]) -> None:
+        if _trace.enabled:
+            _trace.launch(self, msgs)
         timeout = self.wf.step_timeout_s
         submit = self.core.executor.submit
         limits = self.wf.step_limits
