@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from atomr import _trace
 from atomr import events as ev
 from atomr._run.journal import FLUSH_TICK, FlushTick, now_ms
 from atomr._run.subscribers import tell
@@ -143,6 +144,8 @@ class Endings:
     def _report(self: WorkflowActor, outcome: Any) -> None:
         """Release the run, then tell the outcome: whoever sees it finds the
         run settled (a request sent now gets a fresh actor)."""
+        if _trace.enabled:
+            _trace.outcome(self, outcome)
         self._release_and_stop()
         self.subs.report(outcome, self.p.super_step)
         if self.journal.taps:
