@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from atomr import _trace
 from atomr import events as ev
 from atomr._run.attempts import Attempt
 from atomr.graph import superstep as algo
@@ -36,6 +37,8 @@ class StepResults:
 
     def _record(self: WorkflowActor, d: StepDone) -> bool:
         """Journal a step's result; False when it is stale."""
+        if _trace.enabled:
+            _trace.step_done(self, d)
         unit = d.part or d.step
         a = self.inflight.get(unit)
         if a is None or a.token != d.token or self.cancel_flag.is_set():
