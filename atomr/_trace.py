@@ -1,0 +1,231 @@
+"""Tracing hooks: spans for run executions, super-steps and step attempts.
+
+Off by default. The runtime calls in here only behind ``if _trace.enabled:``
+(one attribute check each: a run actor's ``_advance``, ``_launch`` and
+``_submit``, ``_record`` and ``_report``; ``execute_sync``; the async loop's
+task; the Ray executor), so tracing costs nothing measurable until
+:func:`atomr.otel.instrument` turns it on. OpenTelemetry is imported only then.
+
+Spans (all with ``atomr.workflow_id`` and ``atomr.run_id``):
+
+* ``atomr.run <workflow>``: one execution of a run, from its start or resume
+  to its outcome (``atomr.outcome``: done, paused, failed, cancelled); a
+  resumed execution links to the span of the execution that paused (in this
+  process);
+* ``atomr.super_step``: child of the run span, from its first step sent to
+  the next super-step (or the outcome);
+* ``atomr.step <step>``: child of its super-step, one per attempt (a retry is
+  a new span) with ``atomr.step_id``, ``atomr.super_step``, ``atomr.attempt``,
+  ``atomr.outcome`` (completed, interrupted, failed, abandoned) and
+  ``error.type``. The step function runs with this span as the current span,
+  in whatever thread (or task, or Ray worker) runs it, so spans opened by the
+  step's own code (an HTTP client, an LLM SDK) are its children.
+
+Threads: spans are started and ended in run actors' turns; the step's thread
+only makes its span current. The dicts here are changed one key at a time.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+from typing import Any
+
+from atomr.messages import INTERRUPT, OK
+
+__all__ = ["enabled", "setup", "teardown", "advance", "launch", "step_done", "in_span", "enter",
+           "carrier", "remote", "outcome"]
+
+#: True while a tracer is installed (read by every hook site).
+enabled = False
+
+_tracer: Any = None
+_api: Any = None  # opentelemetry.trace
+_context: Any = None  # opentelemetry.context
+_Link: Any = None
+_ERROR: Any = None
+
+
+class _RunTrace:
+    __slots__ = ("span", "ctx", "layer", "layer_span", "layer_ctx", "steps")
+
+    def __init__(self, span: Any, ctx: Any) -> None:
+        self.span, self.ctx = span, ctx
+        self.layer = -1
+        self.layer_span: Any = None
+        self.layer_ctx: Any = None
+        self.steps: set[int] = set()
+
+
+#: (workflow id, run id) -> the execution being traced
+_runs: dict[tuple[str, str], _RunTrace] = {}
+#: step token -> (span, context with the span current)
+_steps: dict[int, tuple[Any, Any]] = {}
+#: (workflow id, run id) -> span context of its last paused execution (links)
+_paused: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
+_PAUSED_MAX = 10_000
+
+_OUTCOMES = {"Done": "done", "Paused": "paused", "Failed": "failed", "Cancelled": "cancelled"}
+
+
+def setup(tracer: Any) -> None:
+    """Trace with ``tracer`` from now on (opentelemetry is importable: the caller checked)."""
+    global enabled, _tracer, _api, _context, _Link, _ERROR
+    from opentelemetry import context, trace
+
+    _api, _context, _Link, _ERROR = trace, context, trace.Link, trace.StatusCode.ERROR
+    _tracer = tracer
+    enabled = True
+
+
+def teardown() -> None:
+    """Stop tracing; spans still open are dropped (never exported)."""
+    global enabled, _tracer
+    enabled = False
+    _tracer = None
+    _runs.clear()
+    _steps.clear()
+    _paused.clear()
+
+
+def _start_run(actor: Any) -> _RunTrace:
+    wid, rid = actor.key
+    link = _paused.pop(actor.key, None)
+    span = _tracer.start_span(
+        f"atomr.run {wid}", context=_context.Context(), links=[_Link(link)] if link is not None else None,
+        attributes={"atomr.workflow_id": wid, "atomr.run_id": rid, "atomr.super_step": actor.p.super_step,
+                    "atomr.resumed": link is not None or actor.p.super_step > 0})
+    rt = _RunTrace(span, _api.set_span_in_context(span))
+    _runs[actor.key] = rt
+    return rt
+
+
+def advance(actor: Any) -> None:
+    """A run actor advances: its execution span starts, if it has none yet."""
+    if actor.key not in _runs and not actor.released and actor.p.status == "running":
+        _start_run(actor)
+
+
+def launch(actor: Any, msgs: list[Any]) -> None:
+    """Steps are sent (or run in the actor's turn): their super-step's span and
+    one span per attempt (once per token)."""
+    rt = _runs.get(actor.key) or _start_run(actor)
+    ss = actor.p.next_super_step
+    if rt.layer != ss:
+        if rt.layer_span is not None:
+            rt.layer_span.set_attribute("atomr.outcome", "committed")
+            rt.layer_span.end()
+        wid, rid = actor.key
+        rt.layer = ss
+        rt.layer_span = _tracer.start_span("atomr.super_step", context=rt.ctx, attributes={
+            "atomr.workflow_id": wid, "atomr.run_id": rid, "atomr.super_step": ss})
+        rt.layer_ctx = _api.set_span_in_context(rt.layer_span)
+    for m in msgs:
+        if m.token in _steps:
+            continue
+        unit = m.part or m.step
+        attrs = {"atomr.workflow_id": m.workflow_id, "atomr.run_id": m.run_id, "atomr.step_id": m.step,
+                 "atomr.super_step": m.super_step, "atomr.attempt": m.attempt}
+        if m.part is not None:
+            attrs["atomr.unit"] = unit
+        span = _tracer.start_span(f"atomr.step {unit}", context=rt.layer_ctx, attributes=attrs)
+        _steps[m.token] = (span, _api.set_span_in_context(span))
+        rt.steps.add(m.token)
+
+
+def step_done(actor: Any, d: Any) -> None:
+    """A step attempt's result reached its run actor: its span ends."""
+    entry = _steps.pop(d.token, None)
+    if entry is None:
+        return
+    rt = _runs.get(actor.key)
+    if rt is not None:
+        rt.steps.discard(d.token)
+    span = entry[0]
+    kind = d.kind
+    if kind == OK:
+        span.set_attribute("atomr.outcome", "completed")
+    elif kind == INTERRUPT:
+        span.set_attribute("atomr.outcome", "interrupted")
+    else:
+        span.set_attribute("atomr.outcome", "failed")
+        span.set_attribute("error.type", d.error_type or "Error")
+        span.set_attribute("atomr.retryable", bool(d.retryable))
+        span.set_status(_ERROR, d.message)
+    span.end()
+
+
+def in_span(msg: Any, fn: Callable[[Any, Any], Any], loop: Any) -> Any:
+    """``fn(msg, loop)`` with the step's span current in this thread."""
+    entry = _steps.get(msg.token)
+    if entry is None:
+        return fn(msg, loop)
+    token = _context.attach(entry[1])
+    try:
+        return fn(msg, loop)
+    finally:
+        _context.detach(token)
+
+
+def enter(msg: Any) -> None:
+    """Make the step's span current in the calling asyncio task (each task has
+    its own context, which ends with it: nothing to detach)."""
+    entry = _steps.get(msg.token)
+    if entry is not None:
+        _context.attach(entry[1])
+
+
+def carrier(token: int) -> dict[str, str] | None:
+    """The W3C trace context of a step's span, to send with it to another process."""
+    entry = _steps.get(token)
+    if entry is None:
+        return None
+    from opentelemetry import propagate
+
+    out: dict[str, str] = {}
+    propagate.inject(out, context=entry[1])
+    return out
+
+
+def remote(carrier: dict[str, str], fn: Callable[[Any], Any], msg: Any) -> Any:
+    """In another process (a Ray worker): ``fn(msg)`` under the sender's step span
+    (spans the step opens are exported by that process's own tracer provider)."""
+    try:
+        from opentelemetry import context, propagate
+    except ImportError:
+        return fn(msg)
+    token = context.attach(propagate.extract(carrier))
+    try:
+        return fn(msg)
+    finally:
+        context.detach(token)
+
+
+def outcome(actor: Any, result: Any) -> None:
+    """The run reports ``result``: every span of this execution ends."""
+    rt = _runs.pop(actor.key, None)
+    if rt is None:
+        return
+    name = _OUTCOMES.get(type(result).__name__, "ended")
+    for token in rt.steps:
+        entry = _steps.pop(token, None)
+        if entry is not None:
+            entry[0].set_attribute("atomr.outcome", "abandoned")
+            entry[0].end()
+    if rt.layer_span is not None:
+        committed = actor.p.super_step >= rt.layer
+        rt.layer_span.set_attribute("atomr.outcome", "committed" if committed else name)
+        rt.layer_span.end()
+    span = rt.span
+    span.set_attribute("atomr.outcome", name)
+    span.set_attribute("atomr.super_step", actor.p.super_step)
+    if name == "failed":
+        span.set_attribute("error.type", result.error_type)
+        if result.step_id is not None:
+            span.set_attribute("atomr.step_id", result.step_id)
+        span.set_status(_ERROR, result.message)
+    elif name == "paused":
+        _paused[actor.key] = span.get_span_context()
+        if len(_paused) > _PAUSED_MAX:
+            _paused.popitem(last=False)
+    span.end()
