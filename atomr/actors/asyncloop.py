@@ -12,6 +12,7 @@ import collections
 import threading
 from typing import Any
 
+from atomr import _trace
 from atomr.actors.step import call as _call
 from atomr.actors.step import finish
 from atomr.actors.step import tell_done as _tell
@@ -84,6 +85,8 @@ class AsyncLoop:
             self._abandoned.add(token)
 
     async def _run(self, msg: Execute) -> None:
+        if _trace.enabled:
+            _trace.enter(msg)  # this task's own context: user spans nest under the step's
         try:
             result = await _call(msg)
             done = finish(msg, result)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pykka
 
+from atomr import _trace
 from atomr import events as ev
 from atomr.codec import check_encodable
 from atomr.errors import AtomrError, CodecError, StepCrashed, UnknownChannelError
@@ -222,6 +223,12 @@ def tell_done(ref: Any, done: StepDone) -> None:
 
 def execute_sync(msg: Execute, loop: Any = None) -> StepDone:
     """Run a sync step in the calling thread (awaiting a returned awaitable on ``loop``)."""
+    if _trace.enabled:
+        return _trace.in_span(msg, _execute_sync, loop)
+    return _execute_sync(msg, loop)
+
+
+def _execute_sync(msg: Execute, loop: Any = None) -> StepDone:
     try:
         result = call(msg)
         if inspect.isawaitable(result):
