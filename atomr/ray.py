@@ -29,6 +29,10 @@ Steps must never mutate the state they are given, locally or on Ray: return
 writes instead. A step function, its closure and the channel values it reads
 must be picklable (cloudpickle); module-level functions must be importable on
 the Ray workers (install your package there or use a Ray ``runtime_env``).
+Classes registered with :func:`atomr.codec.register` travel with each step
+(by reference: they must be importable on the workers, as the step functions)
+and are registered in the worker before the step runs, which encodes its
+writes there.
 
 Threads: ``submit`` and ``abandon`` are called by run actors (each from its own
 thread) and return at once. Results come back through ``ObjectRef.future()``
@@ -42,6 +46,7 @@ import os
 import threading
 from typing import Any
 
+from atomr import _trace, _usertypes
 from atomr.errors import AtomrError
 from atomr.messages import ERROR, Execute, StepDone
 
@@ -102,10 +107,16 @@ def connect(address: str | None, num_cpus: int | None, init_kwargs: dict[str, An
     return True
 
 
-def _run_step(msg: Execute) -> StepDone:
-    """The Ray task: run one step in the worker. Never raises (see execute_sync)."""
+def _run_step(msg: Execute, types: tuple[Any, ...] = (), trace: dict[str, str] | None = None) -> StepDone:
+    """The Ray task: run one step in the worker. Never raises (see execute_sync).
+    ``types``: the sender's registered codec types (the worker encodes the step's
+    writes); ``trace``: the W3C context of the step's span (see atomr.otel)."""
     from atomr.actors.step import execute_sync
 
+    if types:
+        _usertypes.adopt(types)
+    if trace is not None:
+        return _trace.remote(trace, execute_sync, msg)
     return execute_sync(msg)
 
 
@@ -230,7 +241,9 @@ class RayExecutor:
             return
         try:
             remote_msg = msg._replace(reply_to=None, state=dict(msg.state), emit=None, cancelled=None)
-            ref = self._remote.options(name=f"atomr:{msg.workflow_id}/{msg.step}").remote(remote_msg)
+            carrier = _trace.carrier(msg.token) if _trace.enabled else None
+            ref = self._remote.options(name=f"atomr:{msg.workflow_id}/{msg.step}").remote(
+                remote_msg, _usertypes.snapshot(), carrier)
         except Exception as exc:  # noqa: BLE001 - e.g. the step or its input cannot be pickled
             _tell(reply_to, StepDone(
                 msg.token, msg.step, msg.attempt, ERROR, error_type=type(exc).__name__,
