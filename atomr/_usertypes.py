@@ -257,10 +257,12 @@ def snapshot() -> tuple[tuple[Any, ...], ...]:
 
 def adopt(snap: tuple[tuple[Any, ...], ...]) -> None:
     """Register in this process what :func:`snapshot` gave in another one (those
-    registered here already are kept)."""
+    registered here already are kept). Never raises: a class that cannot be
+    registered here is left out (storing a value of it then says so)."""
     for cls, name, enc, dec in snap:
         cur = BY_NAME.get(name)
-        if cur is None or cur.cls is not cls:
-            if cur is None and cls in BY_TYPE:
-                continue  # registered here under another name: keep this process's own
-            register(cls, name=name, encode=enc, decode=dec)
+        if (cur is None or cur.cls is not cls) and not (cur is None and cls in BY_TYPE):
+            try:
+                register(cls, name=name, encode=enc, decode=dec)
+            except Exception:  # noqa: BLE001 - e.g. the name is taken here by another class
+                pass
