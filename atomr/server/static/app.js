@@ -172,7 +172,9 @@ async function pageRuns() {
     $("#count").textContent = `${body.querySelectorAll("tr[data-run]").length} shown`;
   };
   const refilter = () => {
-    history.replaceState(null, "", `/?${query()}`.replace(/[?&]?limit=50/, "").replace(/\?$/, ""));
+    const q = query();
+    q.delete("limit");
+    history.replaceState(null, "", q.toString() ? `/?${q}` : "/");
     load(false);
   };
   $("#f-status").onchange = refilter;
