@@ -146,3 +146,12 @@ def test_to_json_makes_every_stored_type_json():
     while isinstance(flat, list):
         flat, depth = flat[0], depth + 1
     assert flat == "..." and depth == 200
+
+
+def test_without_prometheus_client_metrics_is_501_and_the_rest_works(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "prometheus_client", None)  # an import of it fails
+    with serve() as (srv, _), httpx.Client(base_url=srv.url, timeout=T) as c:
+        r = c.get("/metrics")
+        assert r.status_code == 501 and r.json()["error"] == "NotImplemented"
+        assert "prometheus-client" in r.json()["message"]
+        assert c.post("/api/workflows/approval/runs", json={"input": {"topic": "m"}}).status_code == 201
