@@ -5,8 +5,11 @@ A registered class is stored as one codec extension holding ``[name, data]``:
 qualified name unless ``name=`` was given) and ``data`` is what its encoder
 returns, stored like any value (so it may hold other registered values):
 
-* a pydantic v2 model: ``model_dump(by_alias=True, round_trip=True)``, rebuilt
-  with ``model_validate`` (its validators run again);
+* a pydantic v2 model: ``model_dump(by_alias=True, round_trip=True)`` (nested
+  models become dicts; tuples, datetimes... stay as they are), rebuilt with
+  ``model_validate(data, strict=False)`` (its validators run again). A field
+  value the codec cannot store (a plain ``Enum`` member: ``str`` / ``int``
+  enums are stored as their value) needs its own class registered;
 * a dataclass: its fields by name, rebuilt with the class's ``__init__`` (a
   field the stored data lacks takes its default, so adding a field with a
   default keeps old records readable; ``init=False`` fields are set after);
@@ -31,7 +34,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, overload
 
 from atomr.errors import CodecError
 
@@ -98,7 +101,13 @@ def _derived(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
         if not hasattr(cls, "model_validate"):  # pragma: no cover - pydantic v1
             raise CodecError(f"cannot register {cls.__qualname__}: only pydantic v2 models are "
                              "supported; pass encode= and decode= functions")
-        return (lambda obj: obj.model_dump(by_alias=True, round_trip=True)), cls.model_validate
+        def dump_model(obj: Any) -> Any:
+            return obj.model_dump(by_alias=True, round_trip=True)
+
+        def load_model(data: Any) -> Any:
+            return cls.model_validate(data, strict=False)
+
+        return dump_model, load_model
     raise CodecError(
         f"cannot register {cls.__module__}.{cls.__qualname__}: it is not a pydantic v2 model, a "
         "dataclass or an enum; pass encode=(obj -> storable value) and decode=(value -> obj) "
@@ -111,12 +120,18 @@ def _same_definition(a: type, b: type) -> bool:
     return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
 
 
+@overload
 def register(cls: type[T], *, name: str | None = None, encode: Callable[[T], Any] | None = None,
-             decode: Callable[[Any], T] | None = None) -> type[T]:
+             decode: Callable[[Any], T] | None = None) -> type[T]: ...
+@overload
+def register(cls: None = None, *, name: str | None = None, encode: Callable[[Any], Any] | None = None,
+             decode: Callable[[Any], Any] | None = None) -> Callable[[type[T]], type[T]]: ...
+def register(cls: Any = None, *, name: str | None = None, encode: Callable[[Any], Any] | None = None,
+             decode: Callable[[Any], Any] | None = None) -> Any:
     """Let values of ``cls`` be stored in channels, inputs, interrupts and the journal.
 
-    ``atomr.codec.register(Message)`` (also a class decorator, and
-    ``register(Cls, name="app.Message")``): a pydantic v2 model, a dataclass or
+    ``atomr.codec.register(Message)`` (also a class decorator: ``@register``
+    or ``@register(name="app.Message")``): a pydantic v2 model, a dataclass or
     an enum needs nothing else; any other class needs ``encode`` (object ->
     storable value) and ``decode`` (that value -> object). Values are stored
     under ``name`` (default: ``module.QualName``): keep it stable, it is how
@@ -130,6 +145,8 @@ def register(cls: type[T], *, name: str | None = None, encode: Callable[[T], Any
     Subclasses are not covered: register each class that is stored.
     """
     global BY_TYPE, BY_NAME, _snapshot
+    if cls is None:  # @register(name=...)
+        return lambda c: register(c, name=name, encode=encode, decode=decode)
     if not isinstance(cls, type):
         raise CodecError(f"register() takes a class, got {type(cls).__name__} {cls!r}")
     if issubclass(cls, _NATIVE) and not issubclass(cls, enum.Enum):
@@ -240,7 +257,7 @@ def load(payload: Any) -> Any:
     except Exception as exc:  # noqa: BLE001 - whatever validation or user code raises
         raise CodecError(
             f"cannot rebuild a stored {name!r} ({entry.cls.__qualname__}): {type(exc).__name__}: "
-            f"{exc}; the class changed incompatibly since it was stored: register it with "
+            f"{' '.join(str(exc).split())}; the class changed incompatibly since it was stored: register it with "
             "decode= that reads the old form") from None
 
 
