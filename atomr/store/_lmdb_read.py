@@ -151,3 +151,22 @@ class _Reading:
         """Bytes of the data file actually in use (pages up to the high-water mark)."""
         info = self._env.info()
         return int((info["last_pgno"] + 1) * self._env.stat()["psize"])
+
+    def _get_schedule_raw(self, key: bytes) -> bytes | None:
+        self._check_open()
+        with self._gate.read(), self._env.begin(db=self._meta) as txn:
+            raw = txn.get(key)
+            return None if raw is None else bytes(raw)
+
+    def _schedules_raw(self) -> list[tuple[bytes, bytes]]:
+        self._check_open()
+        prefix = fmt.SCHEDULE_PREFIX
+        out: list[tuple[bytes, bytes]] = []
+        with self._gate.read(), self._env.begin(db=self._meta) as txn:
+            cur = txn.cursor()
+            if cur.set_range(prefix):
+                for k, v in cur:
+                    if not k.startswith(prefix):
+                        break
+                    out.append((bytes(k), bytes(v)))
+        return out

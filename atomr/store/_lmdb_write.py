@@ -27,6 +27,7 @@ class _Writing:
 
     _env: lmdb.Environment
     _gate: Any
+    _meta: Any
     _journal: Any
     _snaps: Any
     _runs: Any
@@ -149,6 +150,28 @@ class _Writing:
                             break
         self._summaries.pop(rkey, None)
         return bool(existed)
+
+    def _put_schedule_raw(self, key: bytes, data: bytes) -> None:
+        self._check_writable()
+
+        def put() -> None:
+            with self._env.begin(write=True, db=self._meta) as txn:
+                raw = txn.get(b"format_version")
+                if raw is None or fmt.read_u32(raw) < fmt.SCHEDULES_FORMAT:
+                    # a store made before schedules: from now on it holds one
+                    txn.put(b"format_version", fmt.u32(fmt.SCHEDULES_FORMAT))
+                txn.put(key, data)
+
+        self._growing(put)
+
+    def _delete_schedule_raw(self, key: bytes) -> bool:
+        self._check_writable()
+
+        def delete() -> bool:
+            with self._env.begin(write=True, db=self._meta) as txn:
+                return bool(txn.delete(key))
+
+        return self._growing(delete)
 
     # test hook: damage one record in place (used by the conformance suite)
     def _corrupt(self, workflow_id: str, run_id: str, seq: int, data: bytes) -> None:

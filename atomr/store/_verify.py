@@ -75,6 +75,9 @@ class Damage:
 
     def __str__(self) -> str:
         who = f"run {self.workflow_id}/{self.run_id}" if self.run_id is not None else "unknown run"
+        key = bytes.fromhex(self.key) if self.key else b""
+        if self.run_id is None and key.startswith(fmt.SCHEDULE_PREFIX):
+            who = f"schedule {key[len(fmt.SCHEDULE_PREFIX):].decode(errors='replace')!r}"
         at = f" event {self.seq}" if self.seq else ""
         return f"{self.database}: {who}{at}: {self.what}" + (f" (key {self.key})" if self.key and self.run_id is None else "")
 
@@ -206,6 +209,7 @@ def run_walk(path: str, *, deep: bool, lock: bool, timeout: float | None = None)
         "dbs": {"meta": fmt.DB_META.decode(), "runs": fmt.DB_RUNS.decode(),
                 "journal": fmt.DB_JOURNAL.decode(), "snapshots": fmt.DB_SNAPSHOTS.decode()},
         "statuses": list(_STATUSES), "max_problems": 1000, "sys_path": _sys_path(),
+        "schedule_prefix": fmt.SCHEDULE_PREFIX.decode(),
     }
     limit = _timeout_for(size) if timeout is None else timeout
     t0 = time.perf_counter()

@@ -136,6 +136,15 @@ class _Walk:
 
     def check_meta(self, key: bytes, v: Any, state: dict[str, Any]) -> None:
         sizes = {b"format_version": 4, b"created_ms": 8}
+        prefix = self.cfg.get("schedule_prefix", "schedule:").encode()
+        if key.startswith(prefix) and len(key) > len(prefix):
+            payload = self.frame_ok("meta", key, v, None, None)  # a schedule record (format 2)
+            if payload is not None:
+                try:
+                    key[len(prefix):].decode()
+                except UnicodeDecodeError:
+                    self.problem("meta", "schedule key's id is not UTF-8", key)
+            return
         if key not in sizes:
             self.problem("meta", f"unknown meta key {key!r}", key)
         elif len(v) != sizes[key]:

@@ -2,16 +2,18 @@
 
 A store holds, per run, the journal (framed events, gap-free from the run's base
 sequence number), snapshots of the folded run state, and a small summary in the
-run index. It knows events and bytes, not actors or workflows.
+run index; and the schedules (:class:`~atomr.store.schedules.ScheduleRecord`).
+It knows events and bytes, not actors or workflows.
 
 Threads: :meth:`Store.write` and the maintenance methods (``truncate``,
-``delete_run``) are called by one writer thread at a time (the checkpointer's,
+``delete_run``, ``put_schedule``, ``delete_schedule``) are called by one writer thread at a time (the checkpointer's,
 for LMDB). Every read method may be called from any thread at any time.
 """
 
 from __future__ import annotations
 
 import abc
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,8 +21,11 @@ from typing import Any
 
 from atomr.errors import CodecError, StoreError
 from atomr.store import format as fmt
+from atomr.store.schedules import ScheduleRecord
 
 __all__ = ["AppendBatch", "RunSummary", "Store", "STATUSES", "now_ms"]
+
+log = logging.getLogger("atomr.store")
 
 #: Run statuses as stored in the run index.
 STATUSES = ("running", "paused", "done", "failed", "cancelled", "sleeping", "queued")
@@ -222,6 +227,58 @@ class Store(abc.ABC):
             return best[0], fmt.decode_obj(best[1])
         except CodecError as exc:
             raise fmt.corrupt(workflow_id, run_id, best[0], exc) from None
+
+    # -- schedules (writes: the writer thread; reads: any thread) -----------
+
+    def put_schedule(self, record: ScheduleRecord) -> None:
+        """Store (or replace) a schedule record."""
+        key = fmt.schedule_key(record.schedule_id)
+        self._put_schedule_raw(key, record.to_record())
+
+    def delete_schedule(self, schedule_id: str) -> bool:
+        """Remove a schedule. Returns False if it did not exist."""
+        return self._delete_schedule_raw(fmt.schedule_key(schedule_id))
+
+    def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
+        """The schedule's record; None for an unknown id. StoreError when the record is damaged."""
+        raw = self._get_schedule_raw(fmt.schedule_key(schedule_id))
+        if raw is None:
+            return None
+        try:
+            return ScheduleRecord.from_record(schedule_id, raw)
+        except CodecError as exc:
+            raise StoreError(f"the record of schedule {schedule_id!r} is damaged ({exc}); remove the "
+                             f"schedule (atomr schedule rm {schedule_id}) and add it again") from None
+
+    def list_schedules(self) -> list[ScheduleRecord]:
+        """Every readable schedule, by id; a damaged record is skipped (logged once)."""
+        out = []
+        for key, raw in self._schedules_raw():
+            try:
+                out.append(ScheduleRecord.from_record(fmt.parse_schedule_key(key), raw))
+            except CodecError as exc:
+                warned = self.__dict__.setdefault("_bad_schedules", set())
+                if key not in warned:
+                    warned.add(key)
+                    log.warning("store %s: skipping the damaged schedule record %r (%s)", self.path or self,
+                                key, exc)
+        out.sort(key=lambda r: r.schedule_id)
+        return out
+
+    # A backend keeps schedule records as framed bytes under their meta keys;
+    # one that keeps none has none, and refuses to write one.
+
+    def _put_schedule_raw(self, key: bytes, data: bytes) -> None:
+        raise StoreError(f"{type(self).__name__} does not keep schedules; use an LmdbStore or a MemoryStore")
+
+    def _delete_schedule_raw(self, key: bytes) -> bool:
+        return False
+
+    def _get_schedule_raw(self, key: bytes) -> bytes | None:
+        return None
+
+    def _schedules_raw(self) -> list[tuple[bytes, bytes]]:
+        return []
 
     def damaged_entries(self) -> list[tuple[str | None, str | None, str]]:
         """Entries :meth:`summaries` skipped because they are damaged, as

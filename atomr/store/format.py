@@ -7,8 +7,10 @@ Layout (one LMDB environment, four named databases)::
 
     database   key                                   value
     ---------  ------------------------------------  --------------------------------------
-    meta       b"format_version"                     u32 big-endian (FORMAT_VERSION)
+    meta       b"format_version"                     u32 big-endian (FORMAT_VERSION, see below)
     meta       b"created_ms"                         u64 big-endian
+    meta       b"schedule:" + schedule_id_utf8       record(schedule)   one schedule: its rule,
+                                                     input, policies and firing state (v2)
     journal    run_key + u64be(seq)   seq = 1, 2, …  record(event)      (append-only, gap-free)
     snapshots  run_key + u64be(seq)                  record(progress)   state after event `seq`
     runs       run_key                               record(summary)    the small run index
@@ -18,12 +20,21 @@ Layout (one LMDB environment, four named databases)::
     payload  = msgpack([event_code, field, field, …])   (events, see EVENT_CODES)
              | msgpack({progress fields})                (snapshots)
              | msgpack({summary fields})                 (run index)
+             | msgpack({schedule fields})                (schedules, see store.schedules)
 
 Big-endian sequence numbers make LMDB's key order the journal's order, so a
 cursor walk from ``run_key + u64be(n)`` replays a run from event ``n``. The
 CRC makes a flipped bit a :class:`~atomr.errors.CorruptRecord` instead of a
 silently wrong state. A store whose ``format_version`` is newer than
 FORMAT_VERSION is refused on open.
+
+Format versions: 1 — runs only; 2 — the meta database may also hold schedule
+records (key prefix ``b"schedule:"``). Schedules live in ``meta`` rather than
+in a database of their own because an atomr that predates them checks a
+store's database names before its format version: a fifth database would be
+reported as damage, a newer version number is refused with a clear
+"upgrade atomr". A new store is created at 2; a store at 1 opens unchanged
+and is marked 2 in the transaction that writes its first schedule.
 """
 
 from __future__ import annotations
@@ -51,9 +62,15 @@ __all__ = [
     "decode_event",
     "encode_obj",
     "decode_obj",
+    "SCHEDULE_PREFIX",
+    "MAX_SCHEDULE_ID_BYTES",
+    "schedule_key",
+    "parse_schedule_key",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: The first format whose meta database may hold schedule records.
+SCHEDULES_FORMAT = 2
 
 DB_META = b"meta"
 DB_JOURNAL = b"journal"
@@ -135,6 +152,35 @@ def parse_run_key(key: bytes) -> tuple[str, str]:
         return key[2 : 2 + lw].decode(), key[4 + lw :].decode()
     except UnicodeDecodeError:
         raise CodecError("run key's ids are not valid UTF-8") from None
+
+
+#: Key prefix of schedule records in the meta database.
+SCHEDULE_PREFIX = b"schedule:"
+#: Longest schedule id (UTF-8): its runs' ids (``id@<due time>``) must fit a journal key too.
+MAX_SCHEDULE_ID_BYTES = 200
+
+
+def schedule_key(schedule_id: str) -> bytes:
+    """The meta key of a schedule. StoreError for an id that is empty, not
+    UTF-8 or longer than MAX_SCHEDULE_ID_BYTES."""
+    try:
+        raw = schedule_id.encode()
+    except (AttributeError, UnicodeEncodeError):
+        raise StoreError(f"schedule id {schedule_id!r} is not a str that UTF-8 can encode; "
+                         "use a plain text id") from None
+    if not raw or len(raw) > MAX_SCHEDULE_ID_BYTES:
+        raise StoreError(f"schedule id of {len(raw)} bytes; use 1 to {MAX_SCHEDULE_ID_BYTES} bytes")
+    return SCHEDULE_PREFIX + raw
+
+
+def parse_schedule_key(key: bytes) -> str:
+    """The schedule id of a meta key made by :func:`schedule_key`; CodecError otherwise."""
+    if not key.startswith(SCHEDULE_PREFIX) or len(key) == len(SCHEDULE_PREFIX):
+        raise CodecError(f"meta key {key!r} is not a schedule key")
+    try:
+        return key[len(SCHEDULE_PREFIX):].decode()
+    except UnicodeDecodeError:
+        raise CodecError("schedule key's id is not valid UTF-8") from None
 
 
 def seq_key(rkey: bytes, seq: int) -> bytes:

@@ -36,6 +36,7 @@ class MemoryStore(Store):
                                         hint="pass e.g. 50 (super-steps between snapshots)")
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, str], _Run] = {}
+        self._schedules: dict[bytes, bytes] = {}  # meta key -> framed record, as LMDB keeps them
 
     def __repr__(self) -> str:
         return f"MemoryStore(runs={len(self._runs)})"
@@ -122,6 +123,22 @@ class MemoryStore(Store):
             if run is None:
                 return []
             return [(s, run.snaps[s]) for s in run.snap_seqs]
+
+    def _put_schedule_raw(self, key: bytes, data: bytes) -> None:
+        with self._lock:
+            self._schedules[key] = bytes(data)
+
+    def _delete_schedule_raw(self, key: bytes) -> bool:
+        with self._lock:
+            return self._schedules.pop(key, None) is not None
+
+    def _get_schedule_raw(self, key: bytes) -> bytes | None:
+        with self._lock:
+            return self._schedules.get(key)
+
+    def _schedules_raw(self) -> list[tuple[bytes, bytes]]:
+        with self._lock:
+            return sorted(self._schedules.items())
 
     # test hook: used by the conformance suite to damage a record
     def _corrupt(self, workflow_id: str, run_id: str, seq: int, data: bytes) -> None:

@@ -20,7 +20,7 @@ overwrites one journal record in place (the corruption tests are skipped for a
 backend without it). Run state is rebuilt with the same pure fold the runtime
 uses (:mod:`atomr.graph.superstep`) over a small real workflow plan.
 
-The tests are grouped in mixins (journal, history, robustness) over a shared
+The tests are grouped in mixins (journal, history, robustness, schedules) over a shared
 base of hooks and helpers; the plan and journals they use come from
 :mod:`atomr.testing.journals`.
 """
@@ -30,6 +30,7 @@ from __future__ import annotations
 from atomr.testing._history_tests import HistoryTests
 from atomr.testing._journal_tests import JournalTests
 from atomr.testing._robustness_tests import RobustnessTests
+from atomr.testing._schedule_tests import ScheduleTests
 from atomr.testing.journals import (
     check_rehydration,
     demo_events,
@@ -52,6 +53,6 @@ __all__ = [
 ]
 
 
-class StoreConformance(JournalTests, HistoryTests, RobustnessTests):
+class StoreConformance(JournalTests, HistoryTests, RobustnessTests, ScheduleTests):
     """Behaviour every Store backend shares. Subclass it and implement :meth:`make_store`
     (and :meth:`reopen_store` for a backend that keeps data across close())."""
