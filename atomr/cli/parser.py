@@ -7,6 +7,7 @@ from typing import Any, NoReturn
 
 from atomr.cli.base import DEFAULT_STORE, STATUSES, CliError
 from atomr.cli.control import add_control_commands
+from atomr.cli.schedule import add_schedule_commands
 from atomr.cli.commands import (
     cmd_demo,
     cmd_fork,
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workflows", metavar="MODULE:WORKFLOW", nargs="+")
 
     add_control_commands(add, _run_args, _module_flag)
+    add_schedule_commands(add)
 
     add_serve_args(add("serve", cmd_serve, "serve the HTTP API, /metrics and the web UI for MODULE:WORKFLOW...",
                        "Run the given workflows on the store behind an HTTP server (the server extra): "
