@@ -1,0 +1,1 @@
+"""Workflows and subprocess scripts for tests/test_cancel.py."""
