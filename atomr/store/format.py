@@ -29,12 +29,14 @@ silently wrong state. A store whose ``format_version`` is newer than
 FORMAT_VERSION is refused on open.
 
 Format versions: 1 — runs only; 2 — the meta database may also hold schedule
-records (key prefix ``b"schedule:"``). Schedules live in ``meta`` rather than
-in a database of their own because an atomr that predates them checks a
-store's database names before its format version: a fifth database would be
-reported as damage, a newer version number is refused with a clear
-"upgrade atomr". A new store is created at 2; a store at 1 opens unchanged
-and is marked 2 in the transaction that writes its first schedule.
+records (key prefix ``b"schedule:"``; the payload holds the fields of
+:class:`~atomr.store.schedules.ScheduleRecord` but its id, by name). Schedules
+live in ``meta`` rather than in a database of their own because an atomr that
+predates them checks a store's database names (``verify`` on open) before its
+format version: a fifth database would be reported as damage, while a newer
+version number is refused with a clear "upgrade atomr". A new store is
+created at 2; a store at 1 opens unchanged and is marked 2 in the
+transaction that writes its first schedule.
 """
 
 from __future__ import annotations
