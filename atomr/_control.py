@@ -50,6 +50,10 @@ class RunControl:
         check_run_id(run_id)
         if not isinstance(reason, str):
             raise AtomrError(f"reason must be a str, got {type(reason).__name__}")
+        try:
+            reason.encode("utf-8")
+        except UnicodeEncodeError:
+            raise AtomrError(f"reason {reason!r} cannot be stored (a lone surrogate); pass plain text") from None
         summary = self.store.summary(wf.id, run_id)
         if summary is None and not self._core.supervisor.is_live(wf.id, run_id):
             raise RunNotFound(wf.id, run_id)

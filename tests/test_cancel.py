@@ -230,14 +230,6 @@ def test_cancel_during_a_retry_backoff_is_prompt(runtimes, store_kind):
 # --- the cancel is durable once cancel() returns ----------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: on LMDB, rt.cancel() of a *running* run returns before RunCancelled is committed "
-    "(store.summary says 'running', or the run is absent under durability 'exit', right after "
-    "cancel() returned; a SIGKILL then loses the cancel: see test_sigkill_right_after_cancel_returned). "
-    "Suspected cause: _control._send_cancel sets the run's cancel flag before routing Cancel; the run's "
-    "turn then starts _cancel_run from the flag (actor._advance / on_receive) and waits for the commit, "
-    "and _run/requests.py:_on_cancel answers the queued Cancel at once from the folded status "
-    "('cancelling twice is cancelling once') without waiting for that commit."))
 @pytest.mark.parametrize("durability", ["sync", "async", "exit"])
 def test_store_says_cancelled_as_soon_as_cancel_returns_for_a_running_run(runtimes, durability):
     seen = []
@@ -391,13 +383,6 @@ def test_cancel_refusals_write_nothing(runtimes, store_kind):
         rt.cancel("p2", "r1", timeout=T)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a reason str that cannot be stored (a lone surrogate) passes _control._send_cancel's "
-    "isinstance(str) check; _run/endings.py:_cancel_run then raises CodecError while emitting "
-    "RunCancelled, the run actor crashes (logged 'internal error'), the supervisor restarts it, the "
-    "restarted actor cancels from the leftover cancel flag with reason '' and cancel() returns "
-    "Cancelled(reason=''): the paused run is cancelled with its reason silently dropped instead of "
-    "the request being refused with nothing written."))
 def test_cancel_with_an_unstorable_reason_is_refused_and_writes_nothing(runtimes):
     rt = runtimes("memory", workflows=[ask_wf("p3")])
     assert isinstance(rt.start("p3", {}, run_id="r1").result(timeout=T), Paused)
@@ -472,14 +457,6 @@ def test_subgraph_child_with_parallel_plain_steps_is_cancelled_with_its_parent(r
     assert rt.get_state("child", cid).values["log"] == ["c1"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a Subgraph child whose lone plain step runs inline (in the child's actor turn, the default "
-    "for a layer of one sync step) is not cancelled with its parent: the step never sees "
-    "ctx.cancelled, and when it returns the child runs on to Done (status 'done', log ['c1', 'c2']). "
-    "Suspected cause: _run/endings.py:_cancel_run only routes a Cancel message to the child, which "
-    "waits behind the inline step in the child's mailbox; unlike _control._send_cancel it does not set "
-    "the child's cancel flag (core.cancel_flags), so the child's turn records the step and advances "
-    "before the Cancel is handled; _on_cancel then refuses it (RunOver) with nobody to tell."))
 def test_subgraph_child_with_an_inline_plain_step_is_cancelled_with_its_parent(runtimes):
     c2 = Blocker("c2", {"log": ["c2"]}, limit=SHORT)  # gives up waiting after SHORT
     child = build("child", {"c1": logger("c1"), "c2": c2.fn}, [("c1", "c2")])
@@ -489,11 +466,6 @@ def test_subgraph_child_with_an_inline_plain_step_is_cancelled_with_its_parent(r
     assert (status, c2.saw_cancel.is_set()) == ("cancelled", True)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (beyond 'while its child runs'): a Subgraph child that is paused when its parent is "
-    "cancelled stays 'paused' (resumable on its own) although issue 15 says a Subgraph's child runs "
-    "are cancelled too. Suspected cause: _run/endings.py:_cancel_run cancels only children in "
-    "self.children whose step is in self.driven; a paused parent's fresh actor has neither."))
 def test_a_paused_subgraph_child_is_cancelled_with_its_parent(runtimes):
     child = build("child", {"c1": logger("c1"), "c2": asker("c2")}, [("c1", "c2")])
     rt = runtimes("memory", workflows=[_parent(child)])
@@ -556,14 +528,6 @@ def test_cancel_stops_a_map_from_starting_more_elements(runtimes, store_kind):
     assert _run_map_and_cancel(runtimes, store_kind, max_concurrency=2, workers=4) == 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Map elements already queued on the step pool (max_concurrency > step_workers) start after "
-    "the cancel: with max_concurrency=16, step_workers=4, 4 running elements, typically 5-16 elements "
-    "get called instead of 4 (in a probe with max_concurrency=8, step_workers=2: 2 in only 2 of 20 "
-    "runs). Suspected cause: _run/endings.py:_cancel_run abandons the units in "
-    "order; actors/pool.py:LocalExecutor.abandon of a *running* unit starts a fresh worker and wakes "
-    "it while the later queued units of the same run are not yet marked cancelled, so the fresh worker "
-    "takes one of them."))
 def test_cancel_stops_map_elements_queued_on_the_pool_from_starting(runtimes):
     counts = [_run_map_and_cancel(runtimes, "memory", max_concurrency=16, workers=4) for _ in range(5)]
     assert counts == [4] * 5
@@ -894,12 +858,6 @@ def _after_kill(mode: str, tmp_path: Path, durability: str, wid: str, run_id: st
         assert rt.cancel(wid, run_id, timeout=T) == Cancelled(wid, run_id, 1, "stop")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a cancel of a *running* run is lost by a SIGKILL right after cancel() returned: the fresh "
-    "process finds the run 'running' (sync, async) or absent (exit), and recover() would finish it. "
-    "The script prints the store's status at the moment cancel() returned: 'running' / 'absent', "
-    "never 'cancelled'. Same cause as test_store_says_cancelled_as_soon_as_cancel_returns_for_a_running_run "
-    "(_run/requests.py:_on_cancel answers before the RunCancelled commit)."))
 @pytest.mark.parametrize("durability", ["sync", "async", "exit"])
 def test_sigkill_right_after_cancel_returned_running_run(tmp_path, durability):
     _after_kill("after", tmp_path, durability, kc.WID, "r0")

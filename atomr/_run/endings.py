@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from atomr import _trace
 from atomr import events as ev
+from atomr.graph import drive
+from atomr.kinds import Subgraph
 from atomr._run.journal import FLUSH_TICK, FlushTick, now_ms
 from atomr._run.subscribers import tell
 from atomr.actors.step import safe_text
@@ -108,6 +110,7 @@ class Endings:
         (error_type, message) instead of Cancelled (a run deadline)."""
         self.cancelling = True
         self.cancel_flag.set()
+        tokens = []
         for unit in self.inflight.units():
             a = self.inflight.pop(unit)
             if a is None:
@@ -115,11 +118,14 @@ class Endings:
             if a.timer is not None:
                 self.core.scheduler.cancel(a.timer)
             if a.token is not None:
-                self.core.executor.abandon(a.token)
-        for (child_wf, child_run), step in self.children.items():
-            wf = self.core.workflows.get(child_wf)
-            if step in self.driven and wf is not None:
-                self.core.supervisor.route(wf, child_run, Cancel(f"parent {self.key[0]}/{self.key[1]}: {reason}"))
+                tokens.append(a.token)
+        abandon_many = getattr(self.core.executor, "abandon_many", None)
+        if abandon_many is not None:
+            abandon_many(tokens)  # the queued ones first: none starts after the cancel
+        else:
+            for token in tokens:
+                self.core.executor.abandon(token)
+        self._cancel_children(reason)
         self.driven.clear()
         self._after_commit = None
         p = self.p
@@ -128,6 +134,29 @@ class Endings:
             return
         self.journal.emit(self.plan, p, ev.RunCancelled(reason, p.super_step, now_ms()))
         self._finish(Cancelled(self.key[0], self.key[1], p.super_step, reason))
+
+    def _cancel_children(self: WorkflowActor, reason: str) -> None:
+        """Cancel the child runs of this layer's Subgraph steps, running or paused."""
+        p = self.p
+        if p.layer >= self.plan.n_layers:
+            return
+        why = f"parent {self.key[0]}/{self.key[1]}: {reason}"
+        for step in self.plan.layers[p.layer]:
+            kind = self.wf.dag.steps[step]
+            if not isinstance(kind, Subgraph):
+                continue
+            child = self.core.workflows.get(kind.workflow_id)
+            if child is None:
+                continue
+            child_run = drive.child_run_id(self.key[0], self.key[1], step)
+            s = self.core.store.summary(child.id, child_run)
+            if s is None or s.status in ("done", "cancelled"):
+                continue
+            flag = self.core.cancel_flags.get((child.id, child_run))
+            if flag is not None:  # its step sees ctx.cancelled at once, even mid-step
+                flag.reason = why
+                flag.set()
+            self.core.supervisor.route(child, child_run, Cancel(why))
 
     def _fail(self: WorkflowActor, step: str | None, etype: str, message: str) -> None:
         p = self.p

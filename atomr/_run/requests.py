@@ -146,6 +146,9 @@ class Requests:
                                       "cancel; fork it (rt.fork) to run it again"))
             return
         if status == "cancelled":  # cancelling twice is cancelling once
+            if not self.released and self._after_commit is not None:
+                self.subs.add(msg)  # the cancel is not durable yet: answer once it is
+                return
             for target in targets_of(msg):
                 tell(target, outcome_of(self.p))
             if self._idle():

@@ -132,30 +132,42 @@ class LocalExecutor:
         """A step overran its timeout (or lost an any-join): cancel it if it is
         queued or async; if it is running, a fresh worker takes its slot and the
         stuck one stops once the step returns."""
+        self.abandon_many([token])
+
+    def abandon_many(self, tokens: list[int]) -> None:
+        """Abandon several steps at once (a cancel): the queued ones are dropped
+        before any slot is refilled, so none of them starts afterwards."""
+        loop = None
+        fresh: list[tuple[Any, Any]] = []
+        wake = False
         with self._lock:
             if self._closed:
                 return
-            i = self._running.pop(token, None)
-            if i is None:
-                if any(m.token == token for m in self._queue):
+            queued = {m.token for m in self._queue}
+            running = []
+            for token in tokens:
+                if token in self._running:
+                    running.append(token)
+                elif token in queued:
                     self._cancelled.add(token)
-                    return
-                loop = self._loop
-        if i is None:
-            if loop is not None:  # an async step (or one that just ended: harmless)
+                else:
+                    loop = self._loop  # an async step (or one that just ended: harmless)
+            for token in running:
+                i = self._running.pop(token)
+                old = self._refs[i]
+                new = self._refs[i] = StepActor.start(self, i)
+                fresh.append((old, new))
+                if self._queue:
+                    wake = True
+                else:
+                    self._idle.append(i)
+        if loop is not None:
+            for token in tokens:
                 loop.abandon(token)
-            return
-        with self._lock:
-            if self._closed:
-                return
-            old = self._refs[i]
-            new = self._refs[i] = StepActor.start(self, i)
-            wake = bool(self._queue)
-            if not wake:
-                self._idle.append(i)
-        if wake:
-            new.tell(_WAKE)
-        old.stop(block=False)
+        for old, new in fresh:
+            if wake:
+                new.tell(_WAKE)
+            old.stop(block=False)
 
     def close(self, timeout: float = 5.0) -> None:
         with self._lock:
