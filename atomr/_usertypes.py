@@ -101,11 +101,13 @@ def _derived(cls: type) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
         if not hasattr(cls, "model_validate"):  # pragma: no cover - pydantic v1
             raise CodecError(f"cannot register {cls.__qualname__}: only pydantic v2 models are "
                              "supported; pass encode= and decode= functions")
+        model: Any = cls
+
         def dump_model(obj: Any) -> Any:
             return obj.model_dump(by_alias=True, round_trip=True)
 
         def load_model(data: Any) -> Any:
-            return cls.model_validate(data, strict=False)
+            return model.model_validate(data, strict=False)
 
         return dump_model, load_model
     raise CodecError(

@@ -46,6 +46,7 @@ class Channel:
 def _channel(key: object, spec: object) -> Channel:
     if not isinstance(key, str) or not key:
         raise SchemaError(f"channel key must be a non-empty str, got {key!r}; rename the channel")
+    reducer: Any
     absent = False
     if isinstance(spec, Channel):
         reducer, default, absent = spec.reducer, spec.default, spec.absent
@@ -296,7 +297,7 @@ def _typed_fields(tp: Any) -> tuple[dict[str, _Field], bool]:
     out: dict[str, _Field] = {}
     pyd = sys.modules.get("pydantic")
     if pyd is not None and issubclass(tp, pyd.BaseModel):
-        for key, info in tp.model_fields.items():
+        for key, info in getattr(tp, "model_fields").items():
             base, reducer, _ = _split(key, hints.get(key, info.annotation))
             required = info.is_required()
             default = None if required else info.get_default(call_default_factory=True, validated_data={})
@@ -380,7 +381,7 @@ def _validator(owner: Any, key: str, f: _Field, model: bool) -> Callable[[Any, s
             return validate(value)
         except error_type as exc:
             errors = exc.errors()
-            first = errors[0] if errors else {}
+            first: Any = errors[0] if errors else {}
             where = ".".join(str(x) for x in first.get("loc", ()))
             detail = f"{first.get('msg', exc)}" + (f" at {where}" if where else "")
             by = f"step {step!r} wrote" if step else "the input or an update gave"
