@@ -21,6 +21,7 @@ from atomr.ray import RayExecutor  # imports ray only when used
 from atomr.runtime import Runtime
 from atomr.sharding import ShardedRunHandle, ShardedRuntime, ShardUnavailable  # ray only when used
 from atomr._stream import StreamItem
+from atomr.actors.cron_rules import Schedule
 from atomr.handle import RunHandle
 from atomr.store.base import RunSummary, Store
 from atomr.store.lmdb import LmdbStore
@@ -66,6 +67,7 @@ __all__ = [
     "RunHandle",
     "RunState",
     "RunSummary",
+    "Schedule",
     "Runtime",
     "ShardUnavailable",
     "ShardedRunHandle",

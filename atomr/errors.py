@@ -14,6 +14,7 @@ happened and what to do about it::
     │   └── StoreLocked, StoreFull, CorruptRecord, CorruptStore,
     │       FormatVersionError, StoreClosed
     ├── WorkflowSpecError     a MODULE:WORKFLOW spec cannot be loaded
+    ├── ScheduleError         a schedule is invalid (ScheduleNotFound)
     └── RunError              a run-level request was refused or a run failed
         ├── WorkflowNotFound, WorkflowExists
         ├── RunNotFound, RunExists, RunNotPaused
@@ -33,6 +34,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from atomr._text import human_bytes as _human
+from atomr._text import names as _names
+
 __all__ = [
     "AtomrError", "GraphError", "CycleError", "UnknownStepError", "DuplicateStepError",
     "EntryError", "UnreachableStepError", "NotCallableError", "BranchError", "StateError",
@@ -43,13 +47,8 @@ __all__ = [
     "AmbiguousResumeError", "InvalidResumeValue", "CheckpointNotFound", "StepTimeout",
     "LoopLimitError", "Rejected", "StepCrashed", "ResultTimeout", "RuntimeClosed",
     "error_class", "JoinError", "SchemaError", "StreamOverflow", "WorkflowSpecError", "RunOver",
-    "VersionMismatch",
+    "VersionMismatch", "ScheduleError", "ScheduleNotFound",
 ]
-
-
-def _names(items: Iterable[object]) -> str:
-    listed = sorted(str(i) for i in items)
-    return ", ".join(repr(i) for i in listed) if listed else "(none)"
 
 
 class AtomrError(Exception):
@@ -367,16 +366,19 @@ class StreamOverflow(RunError):
     """A stream's consumer fell too far behind and was cut off; reopen it from its last cursor."""
 
 
+class ScheduleError(AtomrError):
+    """A schedule definition is invalid, or schedules cannot be used here."""
+
+
+class ScheduleNotFound(ScheduleError):
+    def __init__(self, schedule_id: str, known: list[str]) -> None:
+        self.schedule_id = schedule_id
+        super().__init__(f"no schedule {schedule_id!r} in the store (schedules: {_names(known[:20])}); "
+                         "list them with rt.schedules() or `atomr schedule ls`")
+
+
 class WorkflowSpecError(AtomrError):
     """A ``MODULE:WORKFLOW`` spec cannot be loaded (bad form, missing module or name)."""
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:g} {unit}" if unit == "B" else f"{n:.0f} {unit}"
-        n = n / 1024  # type: ignore[assignment]
-    return str(n)
 
 
 def error_class(name: str) -> type[AtomrError] | None:

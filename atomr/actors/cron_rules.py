@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from atomr.codec import check_encodable
-from atomr.errors import AtomrError, CodecError
+from atomr.errors import AtomrError, CodecError, ScheduleError, ScheduleNotFound
 from atomr.graph.state import check_channels
 from atomr.store import format as fmt
 from atomr.store.schedules import CATCH_UP, OVERLAP, ScheduleRecord
@@ -38,18 +38,6 @@ MIN_EVERY_S = 0.1
 MAX_EVERY_S = 10 * 366 * 86400.0
 _FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week")
 _ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
-
-
-class ScheduleError(AtomrError):
-    """A schedule definition is invalid, or schedules cannot be used here."""
-
-
-class ScheduleNotFound(ScheduleError):
-    def __init__(self, schedule_id: str, known: list[str]) -> None:
-        self.schedule_id = schedule_id
-        shown = ", ".join(repr(k) for k in known[:20]) or "(none)"
-        super().__init__(f"no schedule {schedule_id!r} in the store (schedules: {shown}); "
-                         "list them with rt.schedules() or `atomr schedule ls`")
 
 
 def _croniter() -> Any:

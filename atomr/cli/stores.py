@@ -41,6 +41,8 @@ def runtime(args: argparse.Namespace, store: LmdbStore | None = None) -> Iterato
     except BaseException:
         store.close()
         raise
+    # a short command (cancel, resume, fork, prune...) must not start scheduled runs
+    rt.fire_schedules = getattr(args, "command", None) in ("run", "recover", "serve")
     with rt:
         yield rt
 
