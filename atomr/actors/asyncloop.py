@@ -70,6 +70,8 @@ class AsyncLoop:
             if msg.token in self._abandoned:
                 self._abandoned.discard(msg.token)
                 continue
+            if msg.cancelled is not None and msg.cancelled.is_set():
+                continue  # its run is being cancelled: it must not start
             self._tasks[msg.token] = create(self._run(msg))
 
     def abandon(self, token: int) -> None:

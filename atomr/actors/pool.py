@@ -119,6 +119,8 @@ class LocalExecutor:
                 if msg.token in self._cancelled:
                     self._cancelled.discard(msg.token)
                     continue
+                if msg.cancelled is not None and msg.cancelled.is_set():
+                    continue  # its run is being cancelled: it must not start
                 self._running[msg.token] = index
                 return msg
             self._idle.append(index)
