@@ -172,7 +172,10 @@ class Durability:
         """Steps are running; finished ones' writes may be sent meanwhile."""
 
     def before_inline(self, j: Journal, p: algo.RunProgress) -> None:
-        """A step is about to run in the run's own turn (which blocks it)."""
+        """A step is about to run in the run's own turn (which blocks it):
+        finished siblings must not wait for it to reach the journal."""
+        if j.outbox and p.pending:
+            j.send(p, wait=False)
 
     def finish(self, j: Journal, p: algo.RunProgress) -> bool:
         """The run pauses, ends or fails: everything is sent with a snapshot."""
@@ -206,9 +209,6 @@ class SyncDurability(Durability):
             self.tick = True
             schedule_tick(PENDING_FLUSH_S)
 
-    def before_inline(self, j: Journal, p: algo.RunProgress) -> None:
-        if j.outbox and p.pending:
-            j.send(p, wait=False)  # finished siblings must not wait for this step
 
 
 class AsyncDurability(Durability):
@@ -225,14 +225,14 @@ class AsyncDurability(Durability):
         if j.outbox:
             j.send(p, wait=False)
 
-    def before_inline(self, j: Journal, p: algo.RunProgress) -> None:
-        if j.outbox and p.pending:
-            j.send(p, wait=False)
 
 
 class ExitDurability(Durability):
     name = "exit"
     __slots__ = ()
+
+    def before_inline(self, j: Journal, p: algo.RunProgress) -> None:
+        """Nothing is sent before the run pauses, ends or fails."""
 
 
 _MODES = {"sync": SyncDurability, "async": AsyncDurability, "exit": ExitDurability}

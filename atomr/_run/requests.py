@@ -81,13 +81,9 @@ class Requests:
         self._accept()
 
     def _on_resume(self: WorkflowActor, msg: Resume) -> None:
-        if self.released:
-            self.core.supervisor.route(self.wf, self.key[1], msg)
+        if self._elsewhere(msg):
             return
         p = self.p
-        if p.status == "new":
-            self._reject(msg, RunNotFound(*self.key))
-            return
         if self.inflight or self.driven or p.status in ("running", "queued"):
             self._reject(msg, RunNotPaused(*self.key, "running" if p.status != "queued" else "queued"))
             return
@@ -106,13 +102,9 @@ class Requests:
         self._accept()
 
     def _on_recover(self: WorkflowActor, msg: Recover) -> None:
-        if self.released:
-            self.core.supervisor.route(self.wf, self.key[1], msg)
+        if self._elsewhere(msg):
             return
         p = self.p
-        if p.status == "new":
-            self._reject(msg, RunNotFound(*self.key))
-            return
         if not self._version_ok(msg):
             return
         if p.status != "running":
@@ -134,13 +126,9 @@ class Requests:
             self.subs.to_listeners(Accepted(*self.key, p.seq))
 
     def _on_cancel(self: WorkflowActor, msg: Cancel) -> None:
-        if self.released:
-            self.core.supervisor.route(self.wf, self.key[1], msg)
+        if self._elsewhere(msg):
             return
         status = self.p.status
-        if status == "new":
-            self._reject(msg, RunNotFound(*self.key))
-            return
         if status == "done":
             self._reject(msg, RunOver(f"run {self.key[0]}/{self.key[1]} is done: there is nothing to "
                                       "cancel; fork it (rt.fork) to run it again"))
@@ -164,6 +152,17 @@ class Requests:
         if self.wf.runs_version(theirs):
             return True
         self._reject(msg, VersionMismatch(self.key[0], self.key[1], theirs, self.wf.version))
+        return False
+
+    def _elsewhere(self: WorkflowActor, msg: Any) -> bool:
+        """True when this actor does not answer ``msg``: it was released (the
+        message goes on to the run's next actor) or the run does not exist."""
+        if self.released:
+            self.core.supervisor.route(self.wf, self.key[1], msg)
+            return True
+        if self.p.status == "new":
+            self._reject(msg, RunNotFound(*self.key))
+            return True
         return False
 
     def _cancellable(self: WorkflowActor) -> bool:
