@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from atomr.graph.dag import StepKind
+
 __all__ = ["to_mermaid"]
 
 _SAFE_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
@@ -84,8 +86,6 @@ def _kind_note(kind: str, fn: Any) -> str | None:
 
 def to_mermaid(workflow: Any) -> str:
     """Mermaid ``flowchart TD`` text of ``workflow`` (a Workflow, or a bare Dag)."""
-    from atomr.graph.dag import StepKind
-
     dag = getattr(workflow, "dag", workflow)
     before = set(getattr(workflow, "interrupt_before", ()))
     after = set(getattr(workflow, "interrupt_after", ()))

@@ -47,6 +47,7 @@ import threading
 from typing import Any
 
 from atomr import _trace, _usertypes
+from atomr.actors.step import execute_sync
 from atomr.errors import AtomrError
 from atomr.messages import ERROR, Execute, StepDone
 
@@ -111,8 +112,6 @@ def _run_step(msg: Execute, types: tuple[Any, ...] = (), trace: dict[str, str] |
     """The Ray task: run one step in the worker. Never raises (see execute_sync).
     ``types``: the sender's registered codec types (the worker encodes the step's
     writes); ``trace``: the W3C context of the step's span (see atomr.otel)."""
-    from atomr.actors.step import execute_sync
-
     if types:
         _usertypes.adopt(types)
     if trace is not None:

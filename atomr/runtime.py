@@ -44,7 +44,9 @@ from atomr._inspect import Inspection
 from atomr._edge import check_meta, prepare_starts, recover_runs
 from atomr.handle import DEFAULT_TIMEOUT, RunHandle, _Inbox
 from atomr.messages import Rejected, Resume, Run
+from atomr.kinds import Subgraph
 from atomr.store.base import Store
+from atomr.store.lmdb import LmdbStore
 from atomr.types import Command
 from atomr.workflow import Workflow
 
@@ -100,8 +102,6 @@ class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
                 f"unknown durability {durability!r}; use one of {', '.join(DURABILITY_MODES)}"
             )
         if store is None:
-            from atomr.store.lmdb import LmdbStore
-
             store = LmdbStore(".atomr")
         if not isinstance(store, Store):
             raise AtomrError(f"store must be an LmdbStore or MemoryStore, got {type(store).__name__}")
@@ -190,8 +190,6 @@ class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
         if not isinstance(workflow, Workflow):
             raise AtomrError(f"register() takes a Workflow, got {type(workflow).__name__}")
         check_run_id(workflow.id, "the workflow id")
-        from atomr.kinds import Subgraph
-
         with self._lock:
             known = self._core.workflows.get(workflow.id)
             if known is workflow:

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from atomr._check import check_int, check_number, check_optional_number
+from atomr._mermaid import to_mermaid
 from atomr.errors import GraphError
 from atomr.graph.dag import Dag, StepKind, is_async_step
 from atomr.graph.schema import StateSchema
@@ -176,6 +177,4 @@ class Workflow:
 
     def to_mermaid(self) -> str:
         """Mermaid flowchart text of the DAG (branches labelled, kinds marked)."""
-        from atomr._mermaid import to_mermaid
-
         return to_mermaid(self)

@@ -22,7 +22,7 @@ from typing import Annotated, Any, get_args, get_origin
 
 from atomr import codec
 from atomr.codec import check_encodable
-from atomr.errors import SchemaError, UnknownChannelError
+from atomr.errors import ReducerError, SchemaError, UnknownChannelError
 from atomr.graph.reducers import LastWriteWins, Reducer, _Builtin
 
 __all__ = ["Channel", "SchemaBuilder", "StateSchema"]
@@ -361,8 +361,6 @@ def _validator(owner: Any, key: str, f: _Field, model: bool) -> Callable[[Any, s
     except ImportError:
         raise SchemaError("validating a typed state needs pydantic: pip install pydantic "
                           "(or pass validate=False)") from None
-    from atomr.errors import ReducerError
-
     tp = f.tp
     if model and f.info is not None:
         constraints = [m for m in f.info.metadata if not _is_reducer(m)]
