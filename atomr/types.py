@@ -145,6 +145,8 @@ class StateView:
     meta: dict[str, Any] = field(default_factory=dict)
     #: a sleeping run: when it wakes (epoch seconds)
     wake_at: float | None = None
+    #: a cancelled run: why
+    cancel_reason: str | None = None
 
 
 @dataclass(frozen=True)
