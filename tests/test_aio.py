@@ -127,7 +127,7 @@ async def test_many_starts_do_not_block_the_loop_and_share_commits(tmp_path):
     assert commits < 2500, commits
     # generous: a shared 2-core machine; the benchmark reports the real figure
     print(f"heartbeat: longest gap {max(gaps) * 1000:.1f} ms")
-    assert max(gaps) < 2.0, max(gaps)  # a loop that did the starts itself stalls for seconds
+    assert max(gaps) < 1.0, max(gaps)  # starts done in the loop itself stalled it ~0.7 s per 1,000
 
 
 async def test_cancelling_the_awaiting_task_does_not_cancel_the_run(rt):
