@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar, overload
 
-from atomr.errors import CodecError
+from atomr.errors import CodecError, UnregisteredType
 
 __all__ = ["Entry", "register", "unregister", "registered", "entry_of", "payload", "load", "dump",
            "snapshot", "adopt"]
@@ -249,7 +249,7 @@ def load(payload: Any) -> Any:
     entry = BY_NAME.get(name)
     if entry is None:
         short = name.rsplit(".", 1)[-1]
-        raise CodecError(
+        raise UnregisteredType(
             f"stored value has type {name!r}, which is not registered in this process: call "
             f"atomr.codec.register({short}) (or register(YourClass, name={name!r}) if it was "
             "registered under that name) before reading it, e.g. where the workflow is defined; "

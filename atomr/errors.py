@@ -9,7 +9,7 @@ happened and what to do about it::
     │       UnreachableStepError, NotCallableError, BranchError, JoinError
     ├── StateError            a write or a reducer went wrong
     │   └── UnknownChannelError, ReducerError, StepResultError, SchemaError
-    ├── CodecError            a value cannot be encoded / a record cannot be decoded
+    ├── CodecError            a value cannot be encoded / a record cannot be decoded (UnregisteredType)
     ├── StoreError            the store cannot be opened, read or written
     │   └── StoreLocked, StoreFull, CorruptRecord, CorruptStore,
     │       FormatVersionError, StoreClosed
@@ -47,13 +47,12 @@ __all__ = [
     "AmbiguousResumeError", "InvalidResumeValue", "CheckpointNotFound", "StepTimeout",
     "LoopLimitError", "Rejected", "StepCrashed", "ResultTimeout", "RuntimeClosed",
     "error_class", "JoinError", "SchemaError", "StreamOverflow", "WorkflowSpecError", "RunOver",
-    "VersionMismatch", "ScheduleError", "ScheduleNotFound",
+    "VersionMismatch", "ScheduleError", "ScheduleNotFound", "UnregisteredType",
 ]
 
 
 class AtomrError(Exception):
     """Base class of every error atomr raises on purpose."""
-
 
 
 class GraphError(AtomrError):
@@ -123,7 +122,6 @@ class BranchError(GraphError):
     """A branch is misdeclared, or its router picked a label it does not know."""
 
 
-
 class StateError(AtomrError):
     """A write could not be applied to the state."""
 
@@ -161,10 +159,12 @@ class StepResultError(StateError):
         )
 
 
-
 class CodecError(AtomrError):
     """A value cannot be encoded, or bytes cannot be decoded safely."""
 
+
+class UnregisteredType(CodecError):
+    """A stored value names a type not registered in this process (atomr.codec.register)."""
 
 
 class StoreError(AtomrError):
@@ -230,7 +230,6 @@ class FormatVersionError(StoreError):
 
 class StoreClosed(StoreError):
     pass
-
 
 
 class RunError(AtomrError):

@@ -17,7 +17,7 @@ from atomr import (AppendList, AppendMessages, Command, Dag, Done, LastWriteWins
 from atomr import _usertypes
 from atomr.cli.render import json_text, plain
 from atomr.codec import decode, encode, encode_writes
-from atomr.errors import CodecError, CorruptRecord
+from atomr.errors import CodecError, UnregisteredType
 
 pydantic = pytest.importorskip("pydantic")
 
@@ -297,7 +297,7 @@ def test_message_models_through_append_messages_lmdb_rehydration_and_fork(types,
     codec.unregister(ChatMessage)
     with Runtime(store=LmdbStore(path, readonly=True)) as rt:  # a reader that did not register it
         rt.register(_chat_workflow())
-        with pytest.raises(CorruptRecord, match="ChatMessage.*not registered.*register"):
+        with pytest.raises(UnregisteredType, match="ChatMessage.*not registered.*register"):
             rt.get_state("chat", "r")
 
 

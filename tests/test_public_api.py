@@ -44,8 +44,8 @@ PUBLIC_ALL = {
         "ScheduleError", "ScheduleNotFound", "SchemaError", "StateError", "StepCrashed",
         "StepResultError", "StepTimeout", "StoreClosed", "StoreError", "StoreFull",
         "StoreLocked", "StreamOverflow", "UnknownChannelError", "UnknownInterruptError",
-        "UnknownStepError", "UnreachableStepError", "VersionMismatch", "WorkflowExists",
-        "WorkflowNotFound", "WorkflowSpecError", "error_class",
+        "UnknownStepError", "UnreachableStepError", "UnregisteredType", "VersionMismatch",
+        "WorkflowExists", "WorkflowNotFound", "WorkflowSpecError", "error_class",
     ],
     "atomr.events": [
         "BranchTaken", "Event", "Forked", "HumanApproved", "Interrupted", "ItemCompleted",

@@ -47,7 +47,7 @@ import zlib
 from typing import Any
 
 from atomr import codec, events as ev
-from atomr.errors import CodecError, CorruptRecord, StoreError
+from atomr.errors import CodecError, CorruptRecord, StoreError, UnregisteredType
 
 __all__ = [
     "FORMAT_VERSION",
@@ -337,5 +337,9 @@ def decode_obj(data: bytes) -> Any:
     return _unpack(unframe(data))
 
 
-def corrupt(workflow_id: str, run_id: str, seq: int, exc: Exception) -> CorruptRecord:
+def corrupt(workflow_id: str, run_id: str, seq: int, exc: Exception) -> Exception:
+    """What to raise for a record that cannot be read: CorruptRecord, unless
+    the record is sound and only names a type this process has not registered."""
+    if isinstance(exc, UnregisteredType):
+        return exc
     return CorruptRecord(workflow_id, run_id, seq, str(exc))
