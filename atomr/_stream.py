@@ -146,6 +146,7 @@ class Stream:
         self.capacity = capacity
         self.sink: Sink | None = None
         self.done = False
+        self.reopened = 0
         self._p: algo.RunProgress | None = None
         self._attempts: dict[str, int] = {}
 
@@ -271,20 +272,10 @@ def iterate(stream: Stream, timeout: float | None) -> Iterator[StreamItem]:
     """The blocking consumer (a caller thread)."""
     try:
         yield from _wanted(stream, stream.open(timeout))
-        tries = 0
         while not stream.done:
             assert stream.sink is not None
-            msg = stream.sink.get(timeout)
-            if msg is None:
-                raise ResultTimeout(f"no stream item from run {stream.wf.id}/{stream.run_id} in {timeout}s")
-            items = stream.on_message(msg)
-            if items is None:
-                tries += 1
-                if tries > _RESUBSCRIBE:
-                    raise AtomrError(f"run {stream.wf.id}/{stream.run_id} keeps restarting; "
-                                     f"reopen the stream later with after={stream.cursor}")
-                items = stream.open(timeout)
-            yield from _wanted(stream, items)
+            items = _received(stream, stream.sink.get(timeout), timeout)
+            yield from _wanted(stream, stream.open(timeout) if items is None else items)
     finally:
         stream.close()
 
@@ -294,23 +285,28 @@ async def aiterate(stream: Stream, timeout: float | None) -> AsyncIterator[Strea
     try:
         for item in _wanted(stream, await asyncio.to_thread(stream.open, timeout)):
             yield item
-        tries = 0
         while not stream.done:
             assert stream.sink is not None
-            msg = await stream.sink.aget(timeout)
-            if msg is None:
-                raise ResultTimeout(f"no stream item from run {stream.wf.id}/{stream.run_id} in {timeout}s")
-            items = stream.on_message(msg)
+            items = _received(stream, await stream.sink.aget(timeout), timeout)
             if items is None:
-                tries += 1
-                if tries > _RESUBSCRIBE:
-                    raise AtomrError(f"run {stream.wf.id}/{stream.run_id} keeps restarting; "
-                                     f"reopen the stream later with after={stream.cursor}")
                 items = await asyncio.to_thread(stream.open, timeout)
             for item in _wanted(stream, items):
                 yield item
     finally:
         stream.close()
+
+
+def _received(stream: Stream, msg: Any, timeout: float | None) -> list[StreamItem] | None:
+    """The items of one sink message; None: subscribe again (the run's actor went away)."""
+    if msg is None:
+        raise ResultTimeout(f"no stream item from run {stream.wf.id}/{stream.run_id} in {timeout}s")
+    items = stream.on_message(msg)
+    if items is None:
+        stream.reopened += 1
+        if stream.reopened > _RESUBSCRIBE:
+            raise AtomrError(f"run {stream.wf.id}/{stream.run_id} keeps restarting; "
+                             f"reopen the stream later with after={stream.cursor}")
+    return items
 
 
 def _wanted(stream: Stream, items: list[StreamItem]) -> list[StreamItem]:
