@@ -2,7 +2,8 @@
 
 A workflow is a DAG of steps over a shared state whose channels merge writes
 through reducers. Each run lives in its own actor; an event journal in LMDB
-makes every committed super-step survive a crash.
+makes every committed super-step survive a crash (SQLite and Postgres
+stores are there for runs kept in a database).
 """
 
 from importlib import metadata as _metadata
@@ -26,6 +27,8 @@ from atomr.handle import RunHandle
 from atomr.store.base import RunSummary, Store
 from atomr.store.lmdb import LmdbStore
 from atomr.store.memory import MemoryStore
+from atomr.store.sql import PostgresStore, SqliteStore
+from atomr.store.url import open_store
 from atomr.types import Cancelled, Checkpoint, Command, Done, Failed, Interrupt, Paused, StateView, StepEvent
 from atomr.workflow import Limit, RetryPolicy, Workflow
 
@@ -59,6 +62,7 @@ __all__ = [
     "MemoryStore",
     "MergeMap",
     "Paused",
+    "PostgresStore",
     "Rejected",
     "Resume",
     "RayExecutor",
@@ -72,6 +76,7 @@ __all__ = [
     "ShardUnavailable",
     "ShardedRunHandle",
     "ShardedRuntime",
+    "SqliteStore",
     "StateSchema",
     "StateView",
     "StepContext",
@@ -83,5 +88,6 @@ __all__ = [
     "Workflow",
     "dispatch_fan_out",
     "errors",
+    "open_store",
     "__version__",
 ]

@@ -47,7 +47,8 @@ __all__ = [
     "AmbiguousResumeError", "InvalidResumeValue", "CheckpointNotFound", "StepTimeout",
     "LoopLimitError", "Rejected", "StepCrashed", "ResultTimeout", "RuntimeClosed",
     "error_class", "JoinError", "SchemaError", "StreamOverflow", "WorkflowSpecError", "RunOver",
-    "VersionMismatch", "ScheduleError", "ScheduleNotFound", "UnregisteredType",
+    "VersionMismatch", "ScheduleError", "ScheduleNotFound", "UnregisteredType", "StoreUrlError",
+    "StoreUnavailable",
 ]
 
 
@@ -172,10 +173,12 @@ class StoreError(AtomrError):
 
 
 class StoreLocked(StoreError):
-    def __init__(self, path: str, pid: int | None, same_process: bool = False) -> None:
+    def __init__(self, path: str, pid: int | None, same_process: bool = False, detail: str | None = None) -> None:
         self.path = path
         self.pid = pid
-        if same_process:
+        if detail is not None:
+            msg = detail
+        elif same_process:
             msg = (f"store {path!r} is already open in this process (process {pid}, by another "
                    "LmdbStore object); use that object, or close() it before opening the path again")
         else:
@@ -187,16 +190,17 @@ class StoreLocked(StoreError):
 
 
 class StoreFull(StoreError):
-    def __init__(self, map_size: int, path: str = "", new_run: str | None = None) -> None:
+    def __init__(self, map_size: int, path: str = "", new_run: str | None = None, *,
+                 limit: str = "map size", option: str = "map_size", more: str = " (or a larger max_map_size)") -> None:
         self.map_size = map_size
         self.new_run = new_run
         where = f" in {path!r}" if path else ""
-        grow = f"open the store with map_size={map_size * 2} (or a larger max_map_size)"
+        grow = f"open the store with {option}={map_size * 2}{more}"
         if new_run is None:
             tail = f"{grow} and call rt.recover() to carry the run on: nothing committed was lost"
         else:
             tail = f"run {new_run} was not started (nothing of it was written): {grow} and start it again"
-        super().__init__(f"map size {_human(map_size)} reached{where}; {tail}")
+        super().__init__(f"{limit} {_human(map_size)} reached{where}; {tail}")
 
 
 class CorruptRecord(StoreError):
@@ -226,6 +230,16 @@ class CorruptStore(StoreError):
 
 class FormatVersionError(StoreError):
     pass
+
+
+class StoreUrlError(StoreError):
+    """A store URL (or a Postgres schema name) that atomr cannot use: an unknown
+    scheme, a malformed URL, a hostile identifier. Never carries a password."""
+
+
+class StoreUnavailable(StoreError):
+    """The store's database server cannot be reached or refused the connection
+    (the message names the server, never the password)."""
 
 
 class StoreClosed(StoreError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import itertools
+import os
 import logging
 import threading
 import time
@@ -47,6 +48,7 @@ from atomr.messages import Rejected, Resume, Run
 from atomr.kinds import Subgraph
 from atomr.store.base import Store
 from atomr.store.lmdb import LmdbStore
+from atomr.store.url import open_store
 from atomr.types import Command
 from atomr.workflow import Workflow
 
@@ -72,8 +74,11 @@ def _close_all() -> None:  # pragma: no cover - interpreter exit
 class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
     """Runs registered workflows on a store.
 
-    ``store``: an :class:`~atomr.LmdbStore` (default: ``LmdbStore(".atomr")``) or
-    :class:`~atomr.MemoryStore`; the runtime closes it on :meth:`close`.
+    ``store``: a store — :class:`~atomr.LmdbStore` (default: ``LmdbStore(".atomr")``),
+    :class:`~atomr.SqliteStore`, :class:`~atomr.PostgresStore` or
+    :class:`~atomr.MemoryStore` — or a store URL opened with
+    :func:`~atomr.open_store` (``"sqlite:///runs.db"``, ``"postgresql://…"``);
+    the runtime closes it on :meth:`close`.
     ``durability``: "sync" | "async" | "exit" (see :mod:`atomr._run.journal`).
     ``step_workers``: how many sync steps of one layer run at once (one thread each).
     ``inline_steps``: run a layer made of one sync step (without a timeout) in
@@ -87,7 +92,7 @@ class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
 
     def __init__(
         self,
-        store: Store | None = None,
+        store: Store | str | os.PathLike[str] | None = None,
         durability: str = "sync",
         step_workers: int = 4,
         *,
@@ -103,8 +108,13 @@ class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
             )
         if store is None:
             store = LmdbStore(".atomr")
+        elif isinstance(store, (str, os.PathLike)):
+            store = open_store(store)
         if not isinstance(store, Store):
-            raise AtomrError(f"store must be an LmdbStore or MemoryStore, got {type(store).__name__}")
+            raise AtomrError(
+                f"store must be a Store (LmdbStore, SqliteStore, PostgresStore or MemoryStore) or a store "
+                f"URL (a path, lmdb:PATH, sqlite:///FILE, postgresql://USER@HOST/DB, memory:), got "
+                f"{type(store).__name__}")
         owner = getattr(store, "_atomr_runtime", None)
         if owner is not None and not owner._closed:
             raise AtomrError("this store object is already used by an open Runtime; share that Runtime, "

@@ -1,0 +1,445 @@
+"""SqlStore: what SQLite and Postgres share — every statement, written once.
+
+The tables are described in :mod:`atomr.store.sql.schema`. A backend gives
+the dialect and two context managers: :meth:`SqlStore._writing` (a cursor in
+a write transaction on the one writer connection) and
+:meth:`SqlStore._reading` (a cursor on a reader connection, in a read
+transaction when ``consistent``).
+
+Threads: the writer connection is used by one thread at a time (the
+checkpointer's once a :class:`~atomr.Runtime` owns the store; a lock makes
+any other caller wait its turn). Readers take a pooled connection each, from
+any thread.
+
+Group commit: :meth:`write` applies many runs' batches in one transaction:
+the journal rows with one ``executemany``, the run index with one insert (new
+runs) and one conditional update (the others). The update matches only when
+the row still holds the last sequence number this store wrote, and the
+journal's primary key refuses a second event at one sequence number: a write
+that does not continue the journal is refused by the database itself, and
+the batches are then retried one at a time so that only the run at fault is
+refused (with the precise reason, read fresh from the database).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from atomr.errors import CodecError, CorruptRecord, StoreClosed, StoreError
+from atomr.store import format as fmt
+from atomr.store.base import STATUSES, AppendBatch, RunSummary, Store, now_ms
+from atomr.store.sql.schema import Dialect, escape_id, unescape_id
+
+__all__ = ["SqlStore"]
+
+log = logging.getLogger("atomr.store")
+
+_SUMMARY_COLS = "status, super_step, last_seq, first_seq, snapshot_seq, created_ms, updated_ms, meta"
+
+
+def _same(text: str) -> str:
+    return text
+
+
+class SqlStore(Store):
+    """Common behaviour of the SQL backends (see the module docstring)."""
+
+    single_writer = True
+    dialect: Dialect
+    readonly: bool = False
+
+    def _init_sql(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self._enc = escape_id if dialect.escape_ids else _same
+        self._dec = unescape_id if dialect.escape_ids else _same
+        self._wlock = threading.Lock()
+        self._closed = False
+        #: summaries of running runs as last written here (the conditional update checks them)
+        self._cache: dict[tuple[str, str], RunSummary] = {}
+        self._damaged: dict[tuple[str, str], tuple[str | None, str | None, str]] = {}
+        q = dialect.sql
+        self._q_summary = q(f"SELECT {_SUMMARY_COLS} FROM {{t}}runs WHERE workflow_id = ? AND run_id = ?")
+        self._q_insert_event = q("INSERT INTO {t}journal (workflow_id, run_id, seq, record) VALUES (?, ?, ?, ?)")
+        self._q_put_snapshot = q(
+            "INSERT INTO {t}snapshots (workflow_id, run_id, seq, record) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (workflow_id, run_id, seq) DO UPDATE SET record = excluded.record")
+        self._q_insert_run = q(
+            "INSERT INTO {t}runs (workflow_id, run_id, status, super_step, last_seq, first_seq, snapshot_seq, "
+            "created_ms, updated_ms, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        self._q_update_run = q(
+            "UPDATE {t}runs SET status = ?, super_step = ?, last_seq = ?, first_seq = ?, snapshot_seq = ?, "
+            "updated_ms = ?, meta = ? WHERE workflow_id = ? AND run_id = ? AND last_seq = ?")
+
+    # -- what a backend provides ------------------------------------------------------
+
+    def _writing(self, pipeline: bool = False) -> contextlib.AbstractContextManager[Any]:
+        """A cursor in a write transaction (committed when the block ends without
+        error); ``pipeline``: the statements may be sent without waiting for each
+        result (only a fresh cursor's results are read back then)."""
+        raise NotImplementedError
+
+    def _reading(self, consistent: bool = True) -> contextlib.AbstractContextManager[Any]:
+        """A reader cursor; in one read transaction (one snapshot) when ``consistent``."""
+        raise NotImplementedError
+
+    def _write_error(self, exc: BaseException, new_run: str | None) -> BaseException:
+        """What to raise for a database error of a write (a named atomr error)."""
+        return StoreError(f"the write to {self!r} failed: {exc}")
+
+    def _is_conflict(self, exc: BaseException) -> bool:
+        """True for a primary key / unique violation."""
+        raise NotImplementedError
+
+    def _count(self, cur: Any) -> int:
+        """Rows the cursor's last statement changed (a pipelined backend syncs first)."""
+        return int(cur.rowcount)
+
+    # -- writer side --------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.readonly:
+            raise StoreError(f"store {self!r} was opened read-only; open it without readonly=True to write")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed(f"store {self!r} is closed; open it again to use it")
+
+    def write(self, batches: Sequence[AppendBatch]) -> list[BaseException | None]:
+        if not batches:
+            return []
+        try:
+            self._write_txn(batches)
+            return [None] * len(batches)
+        except Exception as first:  # noqa: BLE001 - isolated below
+            if isinstance(first, StoreClosed):
+                return [first] * len(batches)
+        # one batch was refused: apply them one at a time, reading each run's
+        # index row afresh, so the others land and the bad one gets its reason
+        results: list[BaseException | None] = []
+        for b in batches:
+            try:
+                self._write_txn([b], fresh=True)
+                results.append(None)
+            except Exception as exc:  # noqa: BLE001 - reported to the run that wrote it
+                results.append(exc)
+        return results
+
+    def _write_txn(self, batches: Sequence[AppendBatch], fresh: bool = False) -> None:
+        self._check_writable()
+        enc = self._enc
+        ts = now_ms()
+        staged: dict[tuple[str, str], RunSummary] = {}
+        base: dict[tuple[str, str], RunSummary | None] = {}
+        events: list[tuple[str, str, int, bytes]] = []
+        snaps: list[tuple[str, str, int, bytes]] = []
+        new_run = (f"{batches[0].workflow_id}/{batches[0].run_id}"
+                   if len(batches) == 1 and batches[0].first_seq == 1 else None)
+        try:
+            with self._wlock, self._writing(pipeline=True) as cur:
+                for b in batches:
+                    key = (b.workflow_id, b.run_id)
+                    old = staged.get(key)
+                    if old is None and key not in base:
+                        # a run's first batch needs no read: the insert of its row
+                        # and of event 1 fail if it exists
+                        if fresh:
+                            old = self._summary_in(cur, key)
+                        elif b.first_seq != 1:
+                            old = self._cache.get(key) or self._summary_in(cur, key)
+                        base[key] = old
+                    staged[key] = self._next_summary(old, b, ts)
+                    w, r = enc(b.workflow_id), enc(b.run_id)
+                    seq = b.first_seq
+                    for rec in b.records:
+                        events.append((w, r, seq, rec))
+                        seq += 1
+                    if b.snapshot is not None:
+                        snaps.append((w, r, b.last_seq, bytes(b.snapshot)))
+                inserts, updates = [], []
+                for key, s in staged.items():
+                    w, r = enc(key[0]), enc(key[1])
+                    meta = fmt.encode_obj(s.meta, "the run's meta")
+                    old = base[key]
+                    if old is None:
+                        inserts.append((w, r, s.status, s.super_step, s.last_seq, s.first_seq, s.snapshot_seq,
+                                        s.created_ms, s.updated_ms, meta))
+                    else:
+                        updates.append((s.status, s.super_step, s.last_seq, s.first_seq, s.snapshot_seq,
+                                        s.updated_ms, meta, w, r, old.last_seq))
+                if events:
+                    cur.executemany(self._q_insert_event, events)
+                if snaps:
+                    cur.executemany(self._q_put_snapshot, snaps)
+                if inserts:
+                    cur.executemany(self._q_insert_run, inserts)
+                if updates:
+                    self._update_runs(cur, updates, staged)
+        except StoreError:
+            self._forget(staged)
+            raise
+        except Exception as exc:  # the database refused the transaction: nothing of it is stored
+            self._forget(staged)
+            if self._is_conflict(exc):
+                b = batches[0]
+                raise StoreError(
+                    f"the journal of run {b.workflow_id}/{b.run_id} already holds one of events "
+                    f"{b.first_seq}..{b.last_seq}, or the run already exists; the batch was refused "
+                    "(two writers for one run?)" if len(batches) == 1 else
+                    "a batch does not continue its run's journal (two writers for one run?); "
+                    "the group was refused and is retried one batch at a time") from None
+            raise self._write_error(exc, new_run) from None
+        # committed: only running runs stay cached (they write again soon)
+        cache = self._cache
+        for key, s in staged.items():
+            if s.status == "running":
+                cache[key] = s
+            else:
+                cache.pop(key, None)
+
+    def _update_runs(self, cur: Any, updates: list[tuple[Any, ...]], staged: dict[tuple[str, str], RunSummary]) -> None:
+        """Apply the conditional index updates; refuse the transaction when a row
+        no longer holds the sequence number this store last wrote."""
+        cur = cur.connection.cursor()  # its own cursor: its row count is this statement's alone
+        cur.executemany(self._q_update_run, updates)
+        matched = self._count(cur)
+        if matched != len(updates):
+            raise StoreError(
+                "a run's index row changed under this store (another writer?); the group was refused "
+                f"({matched} of {len(updates)} runs matched)")
+
+    def _forget(self, staged: dict[tuple[str, str], RunSummary]) -> None:
+        for key in staged:
+            self._cache.pop(key, None)
+
+    def _summary_in(self, cur: Any, key: tuple[str, str]) -> RunSummary | None:
+        cur = cur.connection.cursor()
+        cur.execute(self._q_summary, (self._enc(key[0]), self._enc(key[1])))
+        row = cur.fetchone()
+        return None if row is None else self._row_summary(key[0], key[1], row)
+
+    def _row_summary(self, wf: str, run: str, row: Sequence[Any]) -> RunSummary:
+        """A run index row (from ``status`` on) as a RunSummary; CodecError when damaged."""
+        status, super_step, last_seq, first_seq, snapshot_seq, created, updated, meta_raw = row
+        if status not in STATUSES:
+            raise CodecError(f"unknown status {status!r} in the run index")
+        meta = fmt.decode_obj(bytes(meta_raw))
+        if not isinstance(meta, dict):
+            raise CodecError("the run index's meta is not a map")
+        return RunSummary(wf, run, status, int(super_step), int(last_seq), int(first_seq), int(snapshot_seq),
+                          int(created), int(updated), meta)
+
+    def truncate(self, workflow_id: str, run_id: str, upto_seq: int, snapshot: bytes) -> int:
+        self._check_writable()
+        q = self.dialect.sql
+        w, r = self._enc(workflow_id), self._enc(run_id)
+        with self._wlock, self._writing() as cur:
+            old = self._summary_in(cur, (workflow_id, run_id))
+            if old is None:
+                return 0
+            upto = min(upto_seq, old.last_seq)
+            cur.execute(self._q_put_snapshot, (w, r, upto, bytes(snapshot)))
+            cur.execute(q("DELETE FROM {t}journal WHERE workflow_id = ? AND run_id = ? AND seq <= ?"), (w, r, upto))
+            removed = max(self._count(cur), 0)
+            cur.execute(q("DELETE FROM {t}snapshots WHERE workflow_id = ? AND run_id = ? AND seq < ?"), (w, r, upto))
+            removed += max(self._count(cur), 0)
+            cur.execute(q("UPDATE {t}runs SET first_seq = ?, snapshot_seq = ?, updated_ms = ? "
+                          "WHERE workflow_id = ? AND run_id = ?"),
+                        (max(old.first_seq, upto + 1), max(old.snapshot_seq, upto), now_ms(), w, r))
+        self._cache.pop((workflow_id, run_id), None)
+        return removed
+
+    def delete_run(self, workflow_id: str, run_id: str) -> bool:
+        self._check_writable()
+        q = self.dialect.sql
+        w, r = self._enc(workflow_id), self._enc(run_id)
+        with self._wlock, self._writing() as cur:
+            cur.execute(q("DELETE FROM {t}runs WHERE workflow_id = ? AND run_id = ?"), (w, r))
+            existed = self._count(cur) > 0
+            for table in ("journal", "snapshots"):
+                cur.execute(q(f"DELETE FROM {{t}}{table} WHERE workflow_id = ? AND run_id = ?"), (w, r))
+        self._cache.pop((workflow_id, run_id), None)
+        return existed
+
+    def import_run(self, summary: RunSummary, journal: Sequence[tuple[int, bytes]],
+                   snapshots: Sequence[tuple[int, bytes]]) -> None:
+        """Store a whole run as another store holds it (``atomr copy``); the run must be new here."""
+        self._check_writable()
+        fmt.check_ids(summary.workflow_id, summary.run_id)
+        w, r = self._enc(summary.workflow_id), self._enc(summary.run_id)
+        s = summary
+        try:
+            with self._wlock, self._writing() as cur:
+                cur.execute(self._q_insert_run, (w, r, s.status, s.super_step, s.last_seq, s.first_seq,
+                                                 s.snapshot_seq, s.created_ms, s.updated_ms,
+                                                 fmt.encode_obj(s.meta, "the run's meta")))
+                if journal:
+                    cur.executemany(self._q_insert_event, [(w, r, seq, bytes(v)) for seq, v in journal])
+                if snapshots:
+                    cur.executemany(self._q_put_snapshot, [(w, r, seq, bytes(v)) for seq, v in snapshots])
+        except StoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            if self._is_conflict(exc):
+                raise StoreError(f"run {s.workflow_id}/{s.run_id} already exists in {self!r}; "
+                                 "nothing of it was copied") from None
+            raise self._write_error(exc, f"{s.workflow_id}/{s.run_id}") from None
+
+    # -- readers (any thread) -----------------------------------------------------------
+
+    def summary(self, workflow_id: str, run_id: str) -> RunSummary | None:
+        self._check_open()
+        with self._reading(consistent=False) as cur:
+            cur.execute(self._q_summary, (self._enc(workflow_id), self._enc(run_id)))
+            row = cur.fetchone()
+        if row is None:
+            return None
+        try:
+            return self._row_summary(workflow_id, run_id, row)
+        except CodecError as exc:
+            raise CorruptRecord(workflow_id, run_id, 0, f"its run index entry is damaged ({exc})") from None
+
+    def summaries(self) -> Iterator[RunSummary]:
+        return iter(self._select_runs("", ()))
+
+    def runs(self, status: str | None = None, workflow_id: str | None = None) -> list[RunSummary]:
+        """Run summaries from the index, oldest first; the filters run in the database."""
+        if status is not None and status not in STATUSES:
+            raise StoreError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+        where, args = [], []
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        if workflow_id is not None:
+            where.append("workflow_id = ?")
+            args.append(self._enc(workflow_id))
+        out = self._select_runs(" WHERE " + " AND ".join(where) if where else "", tuple(args))
+        out.sort(key=lambda s: (s.created_ms, s.workflow_id, s.run_id))
+        return out
+
+    def _select_runs(self, where: str, args: tuple[Any, ...]) -> list[RunSummary]:
+        self._check_open()
+        with self._reading(consistent=False) as cur:
+            cur.execute(self.dialect.sql(f"SELECT workflow_id, run_id, {_SUMMARY_COLS} FROM {{t}}runs{where}"), args)
+            rows = cur.fetchall()
+        out = []
+        for row in rows:
+            wf, run = self._dec(row[0]), self._dec(row[1])
+            try:
+                out.append(self._row_summary(wf, run, row[2:]))
+            except CodecError as exc:
+                if (wf, run) not in self._damaged:
+                    what = f"damaged run index entry of run {wf}/{run}: {exc}"
+                    self._damaged[(wf, run)] = (wf, run, what)
+                    log.warning("store %r: %s; the run is left out of runs() (`atomr verify` reports every "
+                                "damaged entry)", self, what)
+        return out
+
+    def damaged_entries(self) -> list[tuple[str | None, str | None, str]]:
+        return list(self._damaged.values())
+
+    def _journal_raw(
+        self, workflow_id: str, run_id: str, from_seq: int, to_seq: int | None
+    ) -> Iterator[tuple[int, bytes]]:
+        """The run's raw events, read in one transaction with its index row:
+        CorruptRecord unless they run gap-free from ``from_seq`` (or the first
+        event kept) to ``to_seq`` (or the last one committed)."""
+        self._check_open()
+        w, r = self._enc(workflow_id), self._enc(run_id)
+        with self._reading() as cur:
+            cur.execute(self._q_summary, (w, r))
+            row = cur.fetchone()
+            if row is None:
+                return iter(())
+            first_seq, last_seq = int(row[3]), int(row[2])
+            expect = max(from_seq, first_seq, 1)
+            end = last_seq if to_seq is None else min(to_seq, last_seq)
+            if expect > end:
+                return iter(())
+            cur.execute(self.dialect.sql("SELECT seq, record FROM {t}journal WHERE workflow_id = ? AND run_id = ? "
+                                         "AND seq >= ? AND seq <= ? ORDER BY seq"), (w, r, expect, end))
+            rows = cur.fetchall()
+        out: list[tuple[int, bytes]] = []
+        for seq, rec in rows:
+            if seq != expect:
+                break
+            out.append((seq, bytes(rec)))
+            expect += 1
+        if expect <= end:
+            raise CorruptRecord(workflow_id, run_id, expect, f"event {expect} is missing from the journal, but "
+                                f"the run index says it holds events up to {last_seq}")
+        return iter(out)
+
+    def _snapshots_raw(self, workflow_id: str, run_id: str) -> list[tuple[int, bytes]]:
+        self._check_open()
+        w, r = self._enc(workflow_id), self._enc(run_id)
+        with self._reading() as cur:
+            cur.execute(self._q_summary, (w, r))
+            row = cur.fetchone()
+            cur.execute(self.dialect.sql("SELECT seq, record FROM {t}snapshots WHERE workflow_id = ? AND run_id = ? "
+                                         "ORDER BY seq"), (w, r))
+            out = [(int(seq), bytes(rec)) for seq, rec in cur.fetchall()]
+        snap_seq = int(row[4]) if row is not None else 0
+        if snap_seq > 0 and snap_seq not in {s for s, _ in out}:
+            raise CorruptRecord(workflow_id, run_id, snap_seq, f"the snapshot at event {snap_seq} is missing")
+        return out
+
+    def latest_snapshot(self, workflow_id: str, run_id: str, max_seq: int | None = None) -> tuple[int, Any] | None:
+        """The newest snapshot at or before ``max_seq`` (one indexed read, not all of them)."""
+        self._check_open()
+        w, r = self._enc(workflow_id), self._enc(run_id)
+        bound = (1 << 62) if max_seq is None else max_seq
+        with self._reading(consistent=False) as cur:
+            cur.execute(self.dialect.sql("SELECT seq, record FROM {t}snapshots WHERE workflow_id = ? AND run_id = ? "
+                                         "AND seq <= ? ORDER BY seq DESC LIMIT 1"), (w, r, bound))
+            row = cur.fetchone()
+        if row is None:
+            return None
+        seq = int(row[0])
+        try:
+            return seq, fmt.decode_obj(bytes(row[1]))
+        except CodecError as exc:
+            raise fmt.corrupt(workflow_id, run_id, seq, exc) from None
+
+    # -- schedules --------------------------------------------------------------------------
+
+    def _put_schedule_raw(self, key: bytes, data: bytes) -> None:
+        self._check_writable()
+        sid = self._enc(fmt.parse_schedule_key(key))
+        with self._wlock, self._writing() as cur:
+            cur.execute(self.dialect.sql("INSERT INTO {t}schedules (schedule_id, record) VALUES (?, ?) "
+                                         "ON CONFLICT (schedule_id) DO UPDATE SET record = excluded.record"),
+                        (sid, bytes(data)))
+
+    def _delete_schedule_raw(self, key: bytes) -> bool:
+        self._check_writable()
+        sid = self._enc(fmt.parse_schedule_key(key))
+        with self._wlock, self._writing() as cur:
+            cur.execute(self.dialect.sql("DELETE FROM {t}schedules WHERE schedule_id = ?"), (sid,))
+            return self._count(cur) > 0
+
+    def _get_schedule_raw(self, key: bytes) -> bytes | None:
+        self._check_open()
+        sid = self._enc(fmt.parse_schedule_key(key))
+        with self._reading(consistent=False) as cur:
+            cur.execute(self.dialect.sql("SELECT record FROM {t}schedules WHERE schedule_id = ?"), (sid,))
+            row = cur.fetchone()
+        return None if row is None else bytes(row[0])
+
+    def _schedules_raw(self) -> list[tuple[bytes, bytes]]:
+        self._check_open()
+        with self._reading(consistent=False) as cur:
+            cur.execute(self.dialect.sql("SELECT schedule_id, record FROM {t}schedules"))
+            rows = cur.fetchall()
+        return sorted((fmt.schedule_key(self._dec(sid)), bytes(rec)) for sid, rec in rows)
+
+    # -- test hook: damage one record in place (the conformance suite) ----------------------
+
+    def _corrupt(self, workflow_id: str, run_id: str, seq: int, data: bytes) -> None:
+        with self._wlock, self._writing() as cur:
+            cur.execute(self.dialect.sql("UPDATE {t}journal SET record = ? WHERE workflow_id = ? AND run_id = ? "
+                                         "AND seq = ?"), (bytes(data), self._enc(workflow_id), self._enc(run_id), seq))

@@ -1,0 +1,324 @@
+"""PostgresStore: runs in a Postgres schema, on psycopg 3 (the ``postgres`` extra).
+
+Every table of :mod:`atomr.store.sql.schema` lives in one schema (default
+``atomr``), created on first use.
+
+Connections say who they are (``application_name``, default ``atomr``):
+one writer connection, used by one thread at a time (the checkpointer's
+once a Runtime owns the store), and a bounded pool of reader connections
+(``psycopg_pool``; at most ``pool_size``). A checkpointer batch is one
+transaction sent in pipeline mode: the journal rows, snapshots and run index
+rows of many runs in a few round trips.
+
+Processes: the writer connection holds a session-level advisory lock on the
+schema, so a second writing process gets :class:`~atomr.errors.StoreLocked`
+(naming the holder's pid and application); the server releases it when that
+session ends, also when its process is killed. ``readonly=True`` takes no
+lock.
+
+A password in the DSN is never printed: ``repr()``, errors and logs show the
+DSN with it masked (:func:`atomr.store.url.redact`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+from atomr._check import check_int, check_number
+from atomr.errors import FormatVersionError, StoreError, StoreLocked, StoreUnavailable, StoreUrlError
+from atomr.store.base import now_ms
+from atomr.store.sql.base import SqlStore
+from atomr.store.sql.schema import MIGRATIONS, SQL_FORMAT_VERSION, create_statements, postgres_dialect
+from atomr.store.url import redact, scrub, split_schema
+
+__all__ = ["PostgresStore", "SCHEMA_NAME"]
+
+log = logging.getLogger("atomr.store")
+
+#: What a schema name may be: a lower-case SQL identifier (never quoted user text).
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+#: First key of atomr's advisory locks ("atom").
+_LOCK_SPACE = 0x61746F6D
+
+
+def _import_psycopg() -> tuple[Any, Any]:
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError:
+        raise StoreError("PostgresStore needs psycopg 3 and psycopg-pool: pip install 'atomr[postgres]'") from None
+    return psycopg, psycopg_pool
+
+
+def check_schema(schema: object) -> str:
+    """``schema`` if it is a plain lower-case identifier; StoreUrlError otherwise."""
+    if not isinstance(schema, str) or not SCHEMA_NAME.fullmatch(schema) or schema.startswith("pg_"):
+        shown = repr(schema)[:80]
+        raise StoreUrlError(f"schema name {shown} is not allowed; use 1 to 63 lower-case letters, digits and "
+                            "underscores, starting with a letter or underscore (and not 'pg_')")
+    return schema
+
+
+class PostgresStore(SqlStore):
+    """Durable store in schema ``schema`` of the Postgres database at ``dsn``.
+
+    ``dsn``: a ``postgresql://user:password@host:port/db`` URL or a libpq
+    ``key=value`` string; a ``schema=NAME`` query parameter of a URL is taken
+    out and used when ``schema`` is left at its default. A commit counts as
+    committed when the server says so: with the server's default
+    ``synchronous_commit=on`` it is flushed to the server's WAL, so it
+    survives a crash of atomr's process or of the server.
+
+    ``pool_size``: reader connections at most (plus one writer).
+    ``connect_timeout``: seconds to wait for the server before
+    :class:`~atomr.errors.StoreUnavailable`. ``readonly=True``: read an
+    existing store without taking the writer's lock.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str = "atomr",
+        pool_size: int = 4,
+        connect_timeout: float = 10.0,
+        application_name: str = "atomr",
+        snapshot_every: int = 50,
+        readonly: bool = False,
+    ) -> None:
+        self._closed = True  # until fully open
+        self._writer: Any = None
+        self._pool: Any = None
+        self._pipe: Any = None
+        if not isinstance(dsn, str) or not dsn.strip():
+            raise StoreUrlError(f"dsn must be a Postgres URL or key=value string, got {type(dsn).__name__}; "
+                                "pass e.g. 'postgresql://user@localhost:5432/db'")
+        dsn, url_schema = split_schema(dsn)
+        if url_schema is not None and schema == "atomr":
+            schema = url_schema
+        self.schema = check_schema(schema)
+        self._init_sql(postgres_dialect(self.schema))
+        self._closed = True
+        self._shown = redact(dsn)
+        self.path = f"{self._shown} schema {self.schema}"
+        if not isinstance(readonly, bool):
+            raise StoreError(f"readonly must be True or False, got {readonly!r}; pass a bool")
+        if not isinstance(application_name, str) or len(application_name) > 63:
+            raise StoreError("application_name must be a str of at most 63 characters")
+        self.readonly = readonly
+        self.snapshot_every = check_int(snapshot_every, "snapshot_every", lo=1, hi=1 << 31, error=StoreError,
+                                        hint="pass e.g. 50 (super-steps between snapshots)")
+        pool_size = check_int(pool_size, "pool_size", lo=1, hi=1024, error=StoreError,
+                              hint="pass how many reader connections to keep at most, e.g. 4")
+        self.connect_timeout = check_number(connect_timeout, "connect_timeout", lo=0.1, hi=3600, error=StoreError,
+                                            hint="pass seconds, e.g. 10")
+        psycopg, psycopg_pool = _import_psycopg()
+        self._psycopg = psycopg
+        try:
+            params = psycopg.conninfo.conninfo_to_dict(dsn)
+        except psycopg.Error as exc:
+            raise StoreUrlError(f"malformed Postgres DSN {self._shown!r}: {scrub(str(exc), dsn)}") from None
+        self._secret = str(params.get("password") or "")
+        self._dsn = dsn
+        self._connect_kw = {"autocommit": True, "application_name": application_name,
+                            "connect_timeout": max(1, int(round(self.connect_timeout)))}
+        k2 = zlib.crc32(self.schema.encode()) - (1 << 31)
+        self._lock_key = (_LOCK_SPACE, k2)
+        try:
+            first = self._connect()
+            if readonly:
+                try:
+                    with first.cursor() as cur:
+                        self._check_format(cur, write=False)
+                finally:
+                    first.close()
+            else:
+                self._writer = first
+                self._take_lock(first)
+                with self._writing() as cur:
+                    cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_SPACE + 1, k2))
+                    cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                    for stmt in create_statements(self.dialect):
+                        cur.execute(stmt)
+                    self._check_format(cur, write=True)
+            self._pool = psycopg_pool.ConnectionPool(
+                dsn, min_size=1, max_size=pool_size, kwargs=dict(self._connect_kw), configure=self._configure,
+                name=f"atomr-{self.schema}", timeout=60, open=True)
+        except psycopg.Error as exc:
+            self._abandon()
+            raise self._error(exc, "open") from None
+        except BaseException:
+            self._abandon()
+            raise
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._shown!r}, schema={self.schema!r})"
+
+    # -- connections -------------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        try:
+            return self._psycopg.connect(self._dsn, **self._connect_kw)
+        except self._psycopg.OperationalError as exc:
+            raise StoreUnavailable(
+                f"cannot connect to Postgres at {self._shown!r}: {self._reason(exc)}; check that the server "
+                "runs and the DSN is right") from None
+
+    def _reason(self, exc: BaseException) -> str:
+        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        return scrub(text, self._dsn, self._secret)[:400]
+
+    def _configure(self, conn: Any) -> None:
+        conn.isolation_level = self._psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+
+    def _take_lock(self, conn: Any) -> None:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(%s, %s)", self._lock_key)
+            if cur.fetchone()[0]:
+                return
+            cur.execute(
+                "SELECT a.pid, a.application_name, host(a.client_addr) FROM pg_locks l "
+                "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+                "AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid AND l.objsubid = 2 LIMIT 1",
+                (self._lock_key[0], self._lock_key[1] & 0xFFFFFFFF))
+            row = cur.fetchone()
+        who = (f"server process {row[0]} ({row[1] or 'no application_name'}"
+               f"{', from ' + row[2] if row[2] else ''})") if row else "another session"
+        raise StoreLocked(self.path, None, detail=(
+            f"schema {self.schema!r} of {self._shown!r} is locked by {who}: one process writes an atomr "
+            "store at a time; stop that process, open it with readonly=True to read it, or use another "
+            "schema"))
+
+    def _writer_conn(self) -> Any:
+        conn = self._writer
+        if conn is None and not self.readonly and not self._closed:
+            # the connection broke (server restart, network): a new one must win the lock again
+            conn = self._connect()
+            try:
+                self._take_lock(conn)
+            except BaseException:
+                conn.close()
+                raise
+            self._writer = conn
+        if conn is None:
+            raise StoreError(f"store {self!r} was opened read-only; open it without readonly=True to write")
+        return conn
+
+    @contextlib.contextmanager
+    def _writing(self, pipeline: bool = False) -> Iterator[Any]:
+        conn = self._writer_conn()
+        try:
+            with (conn.pipeline() if pipeline else contextlib.nullcontext()) as self._pipe, conn.transaction():
+                yield conn.cursor()
+        except self._psycopg.OperationalError:
+            if conn.broken or conn.closed:
+                self._writer = None
+                with contextlib.suppress(Exception):
+                    conn.close()
+            raise
+
+    @contextlib.contextmanager
+    def _reading(self, consistent: bool = True) -> Iterator[Any]:
+        pool = self._pool
+        if pool is None:  # still opening
+            conn = self._connect()
+            try:
+                yield conn.cursor()
+            finally:
+                conn.close()
+            return
+        try:
+            with pool.connection() as conn:
+                if consistent:
+                    with conn.transaction():
+                        yield conn.cursor(binary=True)
+                else:
+                    yield conn.cursor(binary=True)
+        except self._psycopg.Error as exc:
+            raise self._error(exc, "read") from None
+
+    def _check_format(self, cur: Any, write: bool) -> None:
+        q = self.dialect.sql
+        if not write:
+            cur.execute("SELECT to_regclass(%s)", (f'"{self.schema}".meta',))
+            if cur.fetchone()[0] is None:
+                raise StoreError(f"no atomr store in schema {self.schema!r} of {self._shown!r}; check the schema "
+                                 "name (a read-only open creates nothing)")
+        cur.execute(q("SELECT value FROM {t}meta WHERE key = 'format_version'"))
+        row = cur.fetchone()
+        version = int(row[0]) if row is not None else None
+        if version is None:
+            if write:
+                cur.executemany(q("INSERT INTO {t}meta (key, value) VALUES (?, ?)"),
+                                [("format_version", str(SQL_FORMAT_VERSION)), ("created_ms", str(now_ms()))])
+            return
+        if version > SQL_FORMAT_VERSION:
+            raise FormatVersionError(
+                f"schema {self.schema!r} of {self._shown!r} has format version {version}, newer than this atomr "
+                f"reads ({SQL_FORMAT_VERSION}); upgrade atomr")
+        if version < SQL_FORMAT_VERSION:
+            if not write:
+                raise FormatVersionError(
+                    f"schema {self.schema!r} has format version {version}; open it once for writing with this "
+                    f"atomr to migrate it to {SQL_FORMAT_VERSION}")
+            for v in range(version, SQL_FORMAT_VERSION):
+                for stmt in MIGRATIONS.get(v, ()):
+                    cur.execute(q(stmt))
+            cur.execute(q("UPDATE {t}meta SET value = ? WHERE key = 'format_version'"), (str(SQL_FORMAT_VERSION),))
+
+    # -- errors ----------------------------------------------------------------------------------
+
+    def _count(self, cur: Any) -> int:
+        if self._pipe is not None:
+            self._pipe.sync()  # a pipelined statement's row count is known once its results are in
+        return int(cur.rowcount)
+
+    def _is_conflict(self, exc: BaseException) -> bool:
+        return isinstance(exc, self._psycopg.errors.UniqueViolation)
+
+    def _error(self, exc: BaseException, what: str) -> BaseException:
+        if isinstance(exc, self._psycopg.OperationalError):
+            return StoreUnavailable(f"lost the connection to Postgres at {self._shown!r} during a {what}: "
+                                    f"{self._reason(exc)}")
+        return StoreError(f"Postgres refused a {what} of {self!r}: {self._reason(exc)}")
+
+    def _write_error(self, exc: BaseException, new_run: str | None) -> BaseException:
+        if isinstance(exc, self._psycopg.errors.DiskFull):
+            return StoreError(f"the Postgres server of {self._shown!r} is out of disk; free space, then call "
+                              "rt.recover() to carry the runs on: nothing committed was lost")
+        err = self._error(exc, "write")
+        return type(err)(f"{err}; nothing of the write was stored")
+
+    # -- size, close ------------------------------------------------------------------------------
+
+    def stored_bytes(self) -> int:
+        """Bytes the schema's tables take in the database (with indexes and TOAST)."""
+        with self._reading(consistent=False) as cur:
+            cur.execute("SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c "
+                        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
+                        (self.schema,))
+            return int(cur.fetchone()[0])
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._abandon()
+
+    def _abandon(self) -> None:
+        with self._wlock if hasattr(self, "_wlock") else contextlib.nullcontext():
+            if self._writer is not None:
+                with contextlib.suppress(Exception):
+                    self._writer.close()  # ends the session: the server drops its advisory lock
+                self._writer = None
+        if self._pool is not None:
+            with contextlib.suppress(Exception):
+                self._pool.close(timeout=5)
+            self._pool = None

@@ -1,0 +1,128 @@
+"""The SQL stores' format, defined once: tables, indexes, the format row, migrations.
+
+SQLite and Postgres hold the same tables and the same record bytes as the
+LMDB store (framed msgpack, see :mod:`atomr.store.format`); only the run
+index is spread into columns, so that a user can read it with the
+database's own tools. Each dialect gives a table prefix (SQLite:
+``atomr_``; Postgres: ``"<schema>".``) and its blob and integer types::
+
+    table       columns (primary key first)                     holds
+    ----------  ----------------------------------------------  ---------------------------------
+    meta        key TEXT | value TEXT                           'format_version' (SQL_FORMAT_VERSION),
+                                                                'created_ms', 'store_id'
+    runs        workflow_id, run_id TEXT | status TEXT,         the run index: one row per run
+                super_step, first_seq, last_seq, snapshot_seq,  (meta: framed msgpack of the run's
+                created_ms, updated_ms BIGINT | meta BLOB       meta dict)
+    journal     workflow_id, run_id TEXT, seq BIGINT |          the events, gap-free from first_seq
+                record BLOB                                     to last_seq (record: framed event)
+    snapshots   workflow_id, run_id TEXT, seq BIGINT |          folded run state after event seq
+                record BLOB
+    schedules   schedule_id TEXT | record BLOB                  one schedule (framed, as in LMDB)
+
+    indexes:    runs (status, created_ms), runs (created_ms)
+
+Ids are stored as text. Postgres text cannot hold a NUL character, so an id
+containing one (or starting with U+0001, the escape mark) is stored as
+U+0001 + base64url of its UTF-8 bytes (:func:`escape_id`); every other id is
+stored as it is, so ``SELECT * FROM atomr.runs WHERE run_id = 'order-7'``
+works. SQLite text holds NUL, so its ids are never escaped.
+
+Format versions (``SQL_FORMAT_VERSION``): 1 — the tables above. A store at an
+older version is migrated on open, in one transaction, by the statements in
+:data:`MIGRATIONS`; a newer one is refused with
+:class:`~atomr.errors.FormatVersionError`.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+__all__ = [
+    "SQL_FORMAT_VERSION",
+    "TABLES",
+    "MIGRATIONS",
+    "Dialect",
+    "SQLITE",
+    "postgres_dialect",
+    "create_statements",
+    "escape_id",
+    "unescape_id",
+]
+
+SQL_FORMAT_VERSION = 1
+
+#: Table names (before the dialect's prefix), in the order they are created.
+TABLES = ("meta", "runs", "journal", "snapshots", "schedules")
+
+#: version -> statements that bring a store from that version to the next one.
+#: (Version 1 is the first SQL format: nothing to migrate yet.)
+MIGRATIONS: dict[int, tuple[str, ...]] = {}
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the SQL databases: names, types, placeholders."""
+
+    name: str
+    prefix: str           # prepended to every table name
+    blob: str             # the binary type
+    bigint: str
+    param: str            # the placeholder of one parameter
+    without_rowid: str    # table option for clustered primary keys ("" where unsupported)
+    escape_ids: bool      # text cannot hold NUL: escape such ids
+
+    def t(self, table: str) -> str:
+        return self.prefix + table
+
+    def sql(self, statement: str) -> str:
+        """A statement written with ``?`` placeholders and ``{t}`` table prefixes."""
+        return statement.replace("{t}", self.prefix).replace("?", self.param)
+
+
+SQLITE = Dialect("sqlite", "atomr_", "BLOB", "INTEGER", "?", " WITHOUT ROWID", False)
+
+
+def postgres_dialect(schema: str) -> Dialect:
+    """The Postgres dialect for tables in ``schema`` (a checked identifier)."""
+    return Dialect("postgres", f'"{schema}".', "BYTEA", "BIGINT", "%s", "", True)
+
+
+def create_statements(d: Dialect) -> list[str]:
+    """CREATE statements of the current format (idempotent: IF NOT EXISTS)."""
+    b, i, w = d.blob, d.bigint, d.without_rowid
+    p = "" if d.name == "postgres" else "atomr_"  # an index lives in its table's schema
+    return [
+        f"CREATE TABLE IF NOT EXISTS {d.t('meta')} (key TEXT PRIMARY KEY, value TEXT NOT NULL){w}",
+        f"CREATE TABLE IF NOT EXISTS {d.t('runs')} ("
+        f"workflow_id TEXT NOT NULL, run_id TEXT NOT NULL, status TEXT NOT NULL, "
+        f"super_step {i} NOT NULL, first_seq {i} NOT NULL, last_seq {i} NOT NULL, "
+        f"snapshot_seq {i} NOT NULL, created_ms {i} NOT NULL, updated_ms {i} NOT NULL, "
+        f"meta {b} NOT NULL, PRIMARY KEY (workflow_id, run_id)){w}",
+        f"CREATE TABLE IF NOT EXISTS {d.t('journal')} ("
+        f"workflow_id TEXT NOT NULL, run_id TEXT NOT NULL, seq {i} NOT NULL, record {b} NOT NULL, "
+        f"PRIMARY KEY (workflow_id, run_id, seq)){w}",
+        f"CREATE TABLE IF NOT EXISTS {d.t('snapshots')} ("
+        f"workflow_id TEXT NOT NULL, run_id TEXT NOT NULL, seq {i} NOT NULL, record {b} NOT NULL, "
+        f"PRIMARY KEY (workflow_id, run_id, seq)){w}",
+        f"CREATE TABLE IF NOT EXISTS {d.t('schedules')} (schedule_id TEXT PRIMARY KEY, record {b} NOT NULL){w}",
+        f"CREATE INDEX IF NOT EXISTS {p}runs_status ON {d.t('runs')} (status, created_ms)",
+        f"CREATE INDEX IF NOT EXISTS {p}runs_created ON {d.t('runs')} (created_ms)",
+    ]
+
+
+_MARK = "\x01"
+
+
+def escape_id(text: str) -> str:
+    """An id as Postgres text can hold it (see the module docstring)."""
+    if "\x00" in text or text.startswith(_MARK):
+        return _MARK + base64.urlsafe_b64encode(text.encode()).decode()
+    return text
+
+
+def unescape_id(text: str) -> str:
+    """Inverse of :func:`escape_id`."""
+    if text.startswith(_MARK):
+        return base64.urlsafe_b64decode(text[1:].encode()).decode()
+    return text

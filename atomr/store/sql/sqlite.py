@@ -1,0 +1,332 @@
+"""SqliteStore: runs in one SQLite database file (the standard library's sqlite3).
+
+The tables are those of :mod:`atomr.store.sql.schema` (prefixed ``atomr_``),
+so the file may be one the application already keeps other tables in.
+
+Threads: one writer connection, used by one thread at a time (the
+checkpointer's once a Runtime owns the store); readers take a connection of
+a small pool, each in its own read transaction (WAL: readers never wait for
+the writer, nor the writer for them).
+
+Processes: a writer holds an exclusive ``flock`` on ``<path>-atomr.lock``
+(holding its pid): a second writing process gets
+:class:`~atomr.errors.StoreLocked`; ``readonly=True`` opens take no lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from atomr._check import check_int
+from atomr.errors import FormatVersionError, StoreError, StoreFull, StoreLocked
+from atomr.store.base import now_ms
+from atomr.store.sql.base import SqlStore
+from atomr.store.sql.schema import MIGRATIONS, SQL_FORMAT_VERSION, SQLITE, create_statements
+
+__all__ = ["SqliteStore", "SYNCHRONOUS"]
+
+#: synchronous= values and the PRAGMA each sets.
+SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
+
+_BUSY_MS = 10_000
+_OPEN = threading.Lock()
+#: real paths of the stores open for writing in this process
+_OPEN_PATHS: set[str] = set()
+
+
+class SqliteStore(SqlStore):
+    """Durable store in the SQLite database file ``path`` (created if missing),
+    in WAL mode.
+
+    ``synchronous`` — when a commit counts as committed, in SQLite's terms:
+
+    * ``"full"`` (default): ``PRAGMA synchronous=FULL``: the WAL is fsynced at
+      every commit, so a committed transaction survives a power loss or an
+      operating system crash, as well as a crash of the process.
+    * ``"normal"``: ``PRAGMA synchronous=NORMAL``: the WAL is fsynced only at
+      checkpoints. A committed transaction survives a crash of the process
+      (``kill -9``): it is in the operating system's cache. A power loss or an
+      OS crash may roll back the last commits (never corrupt the database).
+
+    ``max_size``: the most bytes the database may grow to (None: no limit but
+    the disk's); past it a write is refused with
+    :class:`~atomr.errors.StoreFull` and nothing of it is stored.
+    ``snapshot_every``: snapshot a run every N super-steps (and at pauses and
+    ends). ``readonly=True``: open an existing store for reading only,
+    without the writer's lock (``atomr show`` while another process runs it).
+    ``readers``: how many reader connections the pool keeps at most.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "full",
+        max_size: int | None = None,
+        snapshot_every: int = 50,
+        readonly: bool = False,
+        readers: int = 8,
+    ) -> None:
+        self._init_sql(SQLITE)
+        self._closed = True  # until fully open
+        if not isinstance(synchronous, str) or synchronous not in SYNCHRONOUS:
+            raise StoreError(f"synchronous must be 'full' or 'normal', got {synchronous!r}; pass one of those")
+        if not isinstance(readonly, bool):
+            raise StoreError(f"readonly must be True or False, got {readonly!r}; pass a bool")
+        self.snapshot_every = check_int(snapshot_every, "snapshot_every", lo=1, hi=1 << 31, error=StoreError,
+                                        hint="pass e.g. 50 (super-steps between snapshots)")
+        self._readers_max = check_int(readers, "readers", lo=1, hi=1024, error=StoreError,
+                                      hint="pass how many reader connections to keep, e.g. 8")
+        if max_size is not None:
+            max_size = check_int(max_size, "max_size", lo=1 << 16, hi=1 << 50, error=StoreError,
+                                 hint="pass a size in bytes, e.g. 1 << 30 (1 GiB), or None for no limit")
+        if not isinstance(path, (str, os.PathLike)) or not str(os.fspath(path)).strip():
+            raise StoreError(f"path must be a file path, got {path!r}; pass e.g. 'runs.db'")
+        self.path = os.path.abspath(os.fspath(path))
+        self.synchronous = synchronous
+        self.max_size = max_size
+        self.readonly = readonly
+        self._lock_fd = -1
+        self._key: str | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
+        self._made = 0
+        self._pool_lock = threading.Lock()
+        self._all: list[sqlite3.Connection] = []
+        try:
+            if readonly:
+                if not os.path.isfile(self.path):
+                    raise StoreError(f"no atomr store at {self.path!r}; check the path (a read-only open "
+                                     "creates nothing)")
+                with self._reading() as cur:
+                    self._check_format(cur, write=False)
+            else:
+                self._open_writer()
+        except sqlite3.Error as exc:
+            self._abandon()
+            raise StoreError(f"cannot open SQLite store {self.path!r}: {exc}; check the path and its "
+                             "permissions") from None
+        except BaseException:
+            self._abandon()
+            raise
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
+
+    # -- opening ---------------------------------------------------------------------------
+
+    def _open_writer(self) -> None:
+        parent = os.path.dirname(self.path)
+        if parent and not os.path.isdir(parent):
+            os.makedirs(parent, mode=0o700, exist_ok=True)
+        self._acquire_lock()
+        if not os.path.exists(self.path):  # created 0600; SQLite gives -wal and -shm the same mode
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=_BUSY_MS / 1000)
+        self._writer = conn
+        self._all.append(conn)
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"cannot put SQLite store {self.path!r} in WAL mode (it stays {mode!r}); "
+                             "use a local file system")
+        conn.execute(f"PRAGMA synchronous={SYNCHRONOUS[self.synchronous]}")
+        conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+        if self.max_size is not None:
+            page = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count={max(1, self.max_size // page)}")
+        with self._writing() as cur:
+            for stmt in create_statements(SQLITE):
+                cur.execute(stmt)
+            self._check_format(cur, write=True)
+
+    def _check_format(self, cur: Any, write: bool) -> None:
+        try:
+            cur.execute("SELECT value FROM atomr_meta WHERE key = 'format_version'")
+        except sqlite3.OperationalError:
+            raise StoreError(f"{self.path!r} is an SQLite database without atomr's tables; open it "
+                             "for writing once to create them, or check the path") from None
+        row = cur.fetchone()
+        version = int(row[0]) if row is not None else None
+        if version is None:
+            if write:
+                cur.executemany("INSERT INTO atomr_meta (key, value) VALUES (?, ?)",
+                                [("format_version", str(SQL_FORMAT_VERSION)), ("created_ms", str(now_ms()))])
+            return
+        if version > SQL_FORMAT_VERSION:
+            raise FormatVersionError(
+                f"store {self.path!r} has format version {version}, newer than this atomr reads "
+                f"({SQL_FORMAT_VERSION}); upgrade atomr")
+        if version < SQL_FORMAT_VERSION:
+            if not write:
+                raise FormatVersionError(
+                    f"store {self.path!r} has format version {version}; open it once for writing with this "
+                    f"atomr to migrate it to {SQL_FORMAT_VERSION}")
+            for v in range(version, SQL_FORMAT_VERSION):
+                for stmt in MIGRATIONS.get(v, ()):
+                    cur.execute(stmt.replace("{t}", SQLITE.prefix))
+            cur.execute("UPDATE atomr_meta SET value = ? WHERE key = 'format_version'", (str(SQL_FORMAT_VERSION),))
+
+    def _acquire_lock(self) -> None:
+        real = os.path.realpath(self.path)
+        with _OPEN:
+            if real in _OPEN_PATHS:
+                raise StoreLocked(self.path, os.getpid(), detail=(
+                    f"store {self.path!r} is already open for writing in this process (by another "
+                    "SqliteStore object); use that object, or close() it first"))
+            _OPEN_PATHS.add(real)
+            self._key = real
+        lock_path = self.path + "-atomr.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            try:
+                pid = int(os.pread(fd, 32, 0).decode().strip() or 0) or None
+            except (OSError, ValueError):
+                pid = None
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                holder = f"process {pid}" if pid else "another process"
+                raise StoreLocked(self.path, pid, detail=(
+                    f"store {self.path!r} is locked by {holder}: one process writes an SQLite store at "
+                    "a time; stop that process, open it with readonly=True to read it, or open "
+                    "another path")) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def _new_reader(self) -> sqlite3.Connection:
+        if self.readonly:
+            uri = "file:" + self.path.replace("?", "%3f").replace("#", "%23") + "?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
+                                   timeout=_BUSY_MS / 1000)
+        else:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                   timeout=_BUSY_MS / 1000)
+        conn.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+        return conn
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = self._pool.get_nowait()
+        except queue.Empty:
+            with self._pool_lock:
+                grow = self._made < self._readers_max
+                if grow:
+                    self._made += 1
+            if grow:
+                try:
+                    conn = self._new_reader()
+                except BaseException:
+                    with self._pool_lock:
+                        self._made -= 1
+                    raise
+                with self._pool_lock:
+                    self._all.append(conn)
+            else:
+                try:
+                    conn = self._pool.get(timeout=60)
+                except queue.Empty:
+                    raise StoreError(f"no reader connection of {self!r} came free in 60 s; pass "
+                                     "readers= a larger pool") from None
+        try:
+            yield conn
+        finally:
+            if self._closed:
+                conn.close()
+            else:
+                self._pool.put(conn)
+
+    @contextlib.contextmanager
+    def _reading(self, consistent: bool = True) -> Iterator[Any]:
+        with self._reader() as conn:
+            cur = conn.cursor()
+            if not consistent:
+                yield cur
+                return
+            cur.execute("BEGIN")
+            try:
+                yield cur
+            finally:
+                cur.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def _writing(self, pipeline: bool = False) -> Iterator[Any]:
+        conn = self._writer
+        if conn is None:
+            raise StoreError(f"store {self!r} was opened read-only; open it without readonly=True to write")
+        cur = conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            yield cur
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _is_conflict(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.IntegrityError)
+
+    def _write_error(self, exc: BaseException, new_run: str | None) -> BaseException:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code == sqlite3.SQLITE_FULL and self.max_size is not None:
+            return StoreFull(self.max_size, self.path, new_run, limit="size limit", option="max_size", more="")
+        if code == sqlite3.SQLITE_FULL:
+            return StoreError(f"the disk holding {self.path!r} is full; free space, then call rt.recover() "
+                              "to carry the runs on: nothing committed was lost")
+        return StoreError(f"the write to SQLite store {self.path!r} failed ({exc}); nothing of it was stored")
+
+    # -- size, verify, backup, close ---------------------------------------------------------
+
+    def stored_bytes(self) -> int:
+        """Bytes of the database file in use (pages times page size), without the WAL."""
+        with self._reading(consistent=False) as cur:
+            pages = cur.execute("PRAGMA page_count").fetchone()[0]
+            free = cur.execute("PRAGMA freelist_count").fetchone()[0]
+            size = cur.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._abandon()
+
+    def _abandon(self) -> None:
+        with self._wlock:
+            if self._writer is not None:
+                try:
+                    self._writer.close()
+                except sqlite3.Error:
+                    pass
+                self._writer = None
+        with self._pool_lock:
+            conns, self._all = self._all, []
+        for c in conns:
+            try:
+                c.close()
+            except sqlite3.Error:
+                pass
+        if self._lock_fd >= 0:
+            try:
+                os.close(self._lock_fd)
+            finally:
+                self._lock_fd = -1
+        if self._key is not None:
+            with _OPEN:
+                _OPEN_PATHS.discard(self._key)
+            self._key = None
