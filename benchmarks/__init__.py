@@ -34,7 +34,8 @@ from benchmarks._common import Ctx, Progress, fs_type, langgraph_available
 
 __all__ = ["WORKLOADS", "main"]
 
-WORKLOADS = ("chain", "concurrent", "fanout", "recovery", "agents", "store_size", "latency")
+WORKLOADS = ("chain", "concurrent", "fanout", "recovery", "agents", "store_size", "latency",
+             "sql_chain", "sql_concurrent", "pg_size")
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
@@ -133,7 +134,8 @@ def _git() -> dict[str, Any] | None:
 
 def _versions() -> dict[str, str | None]:
     names = ("atomr", "langgraph", "langgraph-checkpoint", "langgraph-checkpoint-sqlite", "aiosqlite",
-             "lmdb", "pykka", "msgpack", "matplotlib", "rich")
+             "langgraph-checkpoint-postgres", "psycopg", "psycopg-pool", "lmdb", "pykka", "msgpack",
+             "matplotlib", "rich")
     return {n: _version(n) for n in names}
 
 
@@ -149,6 +151,11 @@ def _settings() -> dict[str, Any]:
                      "synchronous=FULL (the SQLite default: the WAL is fsynced on every commit; set "
                      "and checked explicitly in the headline chain case); agents: AsyncSqliteSaver "
                      "(aiosqlite), WAL, synchronous=FULL; recursion_limit raised so long chains run",
+        "sql": "sql_chain / sql_concurrent / pg_size: the same database engine and durability on both "
+               "sides, durability sync: SqliteStore(synchronous='full') vs SqliteSaver (WAL, "
+               "synchronous=FULL forced); PostgresStore vs PostgresSaver / AsyncPostgresSaver (server "
+               "default synchronous_commit), each side in a fresh schema dropped afterwards; Postgres "
+               "from $ATOMR_BENCH_PG_DSN (cases skipped when it is not reachable)",
         "headline": "chain.durable-sync-fsync-full: one durable chain like for like, "
                     "LmdbStore(fsync='full') vs SqliteSaver synchronous=FULL, durability sync",
         "method": "same process and machine; in each repetition the two systems alternate which goes "

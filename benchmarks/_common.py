@@ -30,6 +30,12 @@ TARGETS = {
     "store_size": 30.0,
     "recovery": 10.0,
     "agents": 20.0,
+    # the SQL stores, like for like (same engine and durability on both sides)
+    "sql_chain_sqlite": 3.0,
+    "sql_chain_postgres": 3.0,
+    "sql_concurrent_sqlite": 10.0,
+    "sql_concurrent_postgres": 12.0,
+    "pg_size": 10.0,
 }
 # Limits on an absolute atomr figure (the row meets it when atomr's value <= limit).
 LIMITS = {

@@ -69,6 +69,8 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
             out.append([name, "ERROR", wl["error"].strip().splitlines()[-1][:60], "", "", "", ""])
             continue
         out.extend(_row_cells(r) for r in wl["rows"] if not r.get("headline"))
+        for skip in wl.get("skipped", []):
+            out.append([skip["id"], "SKIPPED", skip["reason"][:80], "", "", "", ""])
     return out
 
 

@@ -1,0 +1,115 @@
+"""Workload 8: one durable chain of 40 steps on SQL stores, like for like; metric super-steps/s.
+
+Two cases, the same database engine and the same durability on both sides,
+durability "sync":
+
+* "sqlite": atomr's ``SqliteStore(synchronous="full")`` (WAL) vs LangGraph's
+  ``SqliteSaver`` (WAL, ``PRAGMA synchronous=FULL`` forced and checked on its
+  connection): every commit fsyncs the WAL on both sides;
+* "postgres": atomr's ``PostgresStore`` vs LangGraph's ``PostgresSaver`` (one
+  connection, as ``from_conn_string`` makes it), the server's default
+  ``synchronous_commit``; each side in a fresh schema, dropped afterwards.
+
+As in ``chain``, the timed section is one run end to end plus a flush of
+atomr's store, after a warm-up run on the same store. A case whose store or
+server is missing is skipped with the reason (see :mod:`benchmarks._sql`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks import _sql
+from benchmarks._common import RESULT_TIMEOUT, TARGETS, Ctx, check, make_row, sample_loop, timed
+
+NAME = "sql_chain"
+STEPS = 40
+#: backend -> (what, target key)
+CASES = {
+    "sqlite": ("SqliteStore(synchronous='full') vs SqliteSaver (WAL, synchronous=FULL)", "sql_chain_sqlite"),
+    "postgres": ("PostgresStore vs PostgresSaver (default synchronous_commit)", "sql_chain_postgres"),
+}
+
+
+def params(ctx: Ctx) -> dict[str, Any]:
+    return {"steps": STEPS, "durability": "sync", "pg_dsn": _sql.masked_dsn()}
+
+
+def _runnable(ctx: Ctx) -> dict[str, tuple[str, ...]]:
+    """backend -> the systems that run it (a backend that cannot run is left out)."""
+    out = {}
+    for backend in CASES:
+        if _sql.skip_reason(backend) is None:
+            lg = ctx.lg and _sql.lg_backend_available(backend)[0]
+            out[backend] = ("atomr", "langgraph") if lg else ("atomr",)
+    return out
+
+
+def samples_count(ctx: Ctx) -> int:
+    return sum(ctx.reps * len(systems) for systems in _runnable(ctx).values())
+
+
+def atomr_sample(ctx: Ctx, backend: str, steps: int) -> float:
+    from atomr import Done, Runtime
+
+    from benchmarks._graphs import atomr_chain
+
+    wf = atomr_chain("chain", steps)
+    with ctx.tmpdir(f"atomr-sqlchain-{backend}") as d, _sql.atomr_store(backend, d) as store:
+        with Runtime(store=store, durability="sync") as rt:
+            rt.register(wf)
+            warm = rt.start("chain", {"n": 0}, run_id="warm").result(timeout=RESULT_TIMEOUT)
+            check(isinstance(warm, Done), f"warm-up run ended {warm!r}")
+
+            def go() -> Any:
+                out = rt.start("chain", {"n": 0}, run_id="timed").result(timeout=RESULT_TIMEOUT)
+                rt.flush()
+                return out
+
+            secs, out = timed(go)
+            check(isinstance(out, Done) and out.state["n"] == steps, f"atomr chain ended {out!r}")
+    return steps / secs
+
+
+def lg_sample(ctx: Ctx, backend: str, steps: int) -> float:
+    from benchmarks import _lg
+
+    graph_def = _lg.chain(steps)
+
+    def measure(saver: Any) -> float:
+        graph = graph_def.compile(checkpointer=saver)
+        graph.invoke({"n": 0}, _lg.config("warm"), durability="sync")
+        secs, out = timed(lambda: graph.invoke({"n": 0}, _lg.config("timed"), durability="sync"))
+        check(out["n"] == steps, f"langgraph chain ended {out!r}")
+        return steps / secs
+
+    if backend == "sqlite":
+        with ctx.tmpdir("lg-sqlchain") as d, _sql.lg_sqlite_full(d) as saver:
+            return measure(saver)
+    with _sql.fresh_schema(create=True) as schema, _sql.lg_postgres_saver(schema) as saver:
+        return measure(saver)
+
+
+def run(ctx: Ctx) -> dict[str, Any]:
+    p = params(ctx)
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    runnable = _runnable(ctx)
+    for backend, (what, target_key) in CASES.items():
+        row_id = f"{NAME}.{backend}"
+        if backend not in runnable:
+            skipped.append({"id": row_id, "reason": _sql.skip_reason(backend) or "not runnable"})
+            continue
+        fns = {"atomr": lambda b=backend: atomr_sample(ctx, b, STEPS)}
+        note = ""
+        if "langgraph" in runnable[backend]:
+            fns["langgraph"] = lambda b=backend: lg_sample(ctx, b, STEPS)
+        elif ctx.lg:
+            note = _sql.lg_backend_available(backend)[1]
+        samples = sample_loop(ctx, f"{NAME} {backend}", fns)
+        rows.append(make_row(row_id, f"chain {STEPS} steps, {what}, durability=sync", "super-steps/s", "higher",
+                             samples, target=TARGETS[target_key], note=note))
+    out: dict[str, Any] = {"params": p, "rows": rows, "skipped": skipped}
+    if "postgres" in runnable:
+        out["postgres"] = _sql.pg_server()
+    return out
