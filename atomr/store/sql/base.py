@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from atomr.errors import CodecError, CorruptRecord, StoreClosed, StoreError
@@ -43,6 +43,18 @@ _SUMMARY_COLS = "status, super_step, last_seq, first_seq, snapshot_seq, created_
 
 def _same(text: str) -> str:
     return text
+
+
+class _Group:
+    """The rows of one group commit, as parameter tuples of the statements."""
+
+    __slots__ = ("events", "snaps", "inserts", "updates")
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, int, bytes]] = []   # journal rows
+        self.snaps: list[tuple[str, str, int, bytes]] = []    # snapshot rows
+        self.inserts: list[tuple[Any, ...]] = []              # index rows of new runs
+        self.updates: list[tuple[Any, ...]] = []              # index rows: new values..., key, old last_seq
 
 
 class SqlStore(Store):
@@ -131,54 +143,12 @@ class SqlStore(Store):
 
     def _write_txn(self, batches: Sequence[AppendBatch], fresh: bool = False) -> None:
         self._check_writable()
-        enc = self._enc
-        ts = now_ms()
         staged: dict[tuple[str, str], RunSummary] = {}
-        base: dict[tuple[str, str], RunSummary | None] = {}
-        events: list[tuple[str, str, int, bytes]] = []
-        snaps: list[tuple[str, str, int, bytes]] = []
         new_run = (f"{batches[0].workflow_id}/{batches[0].run_id}"
                    if len(batches) == 1 and batches[0].first_seq == 1 else None)
         try:
-            with self._wlock, self._writing(pipeline=True) as cur:
-                for b in batches:
-                    key = (b.workflow_id, b.run_id)
-                    old = staged.get(key)
-                    if old is None and key not in base:
-                        # a run's first batch needs no read: the insert of its row
-                        # and of event 1 fail if it exists
-                        if fresh:
-                            old = self._summary_in(cur, key)
-                        elif b.first_seq != 1:
-                            old = self._cache.get(key) or self._summary_in(cur, key)
-                        base[key] = old
-                    staged[key] = self._next_summary(old, b, ts)
-                    w, r = enc(b.workflow_id), enc(b.run_id)
-                    seq = b.first_seq
-                    for rec in b.records:
-                        events.append((w, r, seq, rec))
-                        seq += 1
-                    if b.snapshot is not None:
-                        snaps.append((w, r, b.last_seq, bytes(b.snapshot)))
-                inserts, updates = [], []
-                for key, s in staged.items():
-                    w, r = enc(key[0]), enc(key[1])
-                    meta = fmt.encode_obj(s.meta, "the run's meta")
-                    old = base[key]
-                    if old is None:
-                        inserts.append((w, r, s.status, s.super_step, s.last_seq, s.first_seq, s.snapshot_seq,
-                                        s.created_ms, s.updated_ms, meta))
-                    else:
-                        updates.append((s.status, s.super_step, s.last_seq, s.first_seq, s.snapshot_seq,
-                                        s.updated_ms, meta, w, r, old.last_seq))
-                if events:
-                    cur.executemany(self._q_insert_event, events)
-                if snaps:
-                    cur.executemany(self._q_put_snapshot, snaps)
-                if inserts:
-                    cur.executemany(self._q_insert_run, inserts)
-                if updates:
-                    self._update_runs(cur, updates, staged)
+            with self._wlock:
+                self._commit_group(lambda read: self._stage(batches, fresh, read, staged))
         except StoreError:
             self._forget(staged)
             raise
@@ -201,7 +171,61 @@ class SqlStore(Store):
             else:
                 cache.pop(key, None)
 
-    def _update_runs(self, cur: Any, updates: list[tuple[Any, ...]], staged: dict[tuple[str, str], RunSummary]) -> None:
+    def _stage(self, batches: Sequence[AppendBatch], fresh: bool, read: Callable[[tuple[str, str]], Any],
+               staged: dict[tuple[str, str], RunSummary]) -> _Group:
+        """The rows of one group commit (``staged``: each run's new summary).
+
+        A run's index row is read (with ``read``) only when this store has no
+        cached summary of it, or ``fresh``; a run's first batch needs no read:
+        the inserts of its index row and of its event 1 fail if it exists.
+        """
+        enc = self._enc
+        ts = now_ms()
+        base: dict[tuple[str, str], RunSummary | None] = {}
+        g = _Group()
+        for b in batches:
+            key = (b.workflow_id, b.run_id)
+            old = staged.get(key)
+            if old is None and key not in base:
+                if fresh:
+                    old = read(key)
+                elif b.first_seq != 1:
+                    old = self._cache.get(key) or read(key)
+                base[key] = old
+            staged[key] = self._next_summary(old, b, ts)
+            w, r = enc(b.workflow_id), enc(b.run_id)
+            seq = b.first_seq
+            for rec in b.records:
+                g.events.append((w, r, seq, rec))
+                seq += 1
+            if b.snapshot is not None:
+                g.snaps.append((w, r, b.last_seq, bytes(b.snapshot)))
+        for key, s in staged.items():
+            w, r = enc(key[0]), enc(key[1])
+            meta = fmt.encode_obj(s.meta, "the run's meta")
+            old = base[key]
+            if old is None:
+                g.inserts.append((w, r, s.status, s.super_step, s.last_seq, s.first_seq, s.snapshot_seq,
+                                  s.created_ms, s.updated_ms, meta))
+            else:
+                g.updates.append((s.status, s.super_step, s.last_seq, s.first_seq, s.snapshot_seq,
+                                  s.updated_ms, meta, w, r, old.last_seq))
+        return g
+
+    def _commit_group(self, stage: Callable[[Callable[[tuple[str, str]], Any]], _Group]) -> None:
+        """Stage a group (reading index rows in the transaction) and apply it in one transaction."""
+        with self._writing(pipeline=True) as cur:
+            g = stage(lambda key: self._summary_in(cur, key))
+            if g.events:
+                cur.executemany(self._q_insert_event, g.events)
+            if g.snaps:
+                cur.executemany(self._q_put_snapshot, g.snaps)
+            if g.inserts:
+                cur.executemany(self._q_insert_run, g.inserts)
+            if g.updates:
+                self._update_runs(cur, g.updates)
+
+    def _update_runs(self, cur: Any, updates: list[tuple[Any, ...]]) -> None:
         """Apply the conditional index updates; refuse the transaction when a row
         no longer holds the sequence number this store last wrote."""
         cur = cur.connection.cursor()  # its own cursor: its row count is this statement's alone

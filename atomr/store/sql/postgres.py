@@ -26,7 +26,7 @@ import contextlib
 import logging
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from atomr._check import check_int, check_number
@@ -44,6 +44,26 @@ log = logging.getLogger("atomr.store")
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 #: First key of atomr's advisory locks ("atom").
 _LOCK_SPACE = 0x61746F6D
+
+
+_B = "::bigint[]"
+#: One group commit (see PostgresStore._commit_group); columns as unnest()ed arrays.
+_GROUP = (
+    "WITH j AS (INSERT INTO {t}journal (workflow_id, run_id, seq, record) "
+    "SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::bytea[])), "
+    "s AS (INSERT INTO {t}snapshots (workflow_id, run_id, seq, record) "
+    "SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::bytea[]) "
+    "ON CONFLICT (workflow_id, run_id, seq) DO UPDATE SET record = excluded.record), "
+    "n AS (INSERT INTO {t}runs (workflow_id, run_id, status, super_step, last_seq, first_seq, snapshot_seq, "
+    "created_ms, updated_ms, meta) SELECT * FROM unnest(?::text[], ?::text[], ?::text[], "
+    + ", ".join(["?" + _B] * 6) + ", ?::bytea[])), "
+    "u AS (UPDATE {t}runs AS r SET status = v.status, super_step = v.super_step, last_seq = v.last_seq, "
+    "first_seq = v.first_seq, snapshot_seq = v.snapshot_seq, updated_ms = v.updated_ms, meta = v.meta "
+    "FROM unnest(?::text[], " + ", ".join(["?" + _B] * 5) + ", ?::bytea[], ?::text[], ?::text[], ?::bigint[]) "
+    "AS v(status, super_step, last_seq, first_seq, snapshot_seq, updated_ms, meta, workflow_id, run_id, old_last) "
+    "WHERE r.workflow_id = v.workflow_id AND r.run_id = v.run_id AND r.last_seq = v.old_last RETURNING 1) "
+    "SELECT 1 / (count(*) = ?)::int FROM u"
+)
 
 
 def _import_psycopg() -> tuple[Any, Any]:
@@ -104,6 +124,7 @@ class PostgresStore(SqlStore):
         self.schema = check_schema(schema)
         self._init_sql(postgres_dialect(self.schema))
         self._closed = True
+        self._q_group = self.dialect.sql(_GROUP)
         self._shown = redact(dsn)
         self.path = f"{self._shown} schema {self.schema}"
         if not isinstance(readonly, bool):
@@ -274,6 +295,31 @@ class PostgresStore(SqlStore):
             cur.execute(q("UPDATE {t}meta SET value = ? WHERE key = 'format_version'"), (str(SQL_FORMAT_VERSION),))
 
     # -- errors ----------------------------------------------------------------------------------
+
+    def _commit_group(self, stage: Callable[[Callable[[tuple[str, str]], Any]], Any]) -> None:
+        """One group commit as ONE statement in autocommit: one round trip, one
+        transaction. Its data-modifying CTEs append the journal rows, put the
+        snapshots, insert new runs' index rows and update the others where
+        ``last_seq`` is still what this store last wrote; when an update matches
+        fewer rows than it should, ``1 / 0`` fails the statement, so nothing of
+        it is stored (reported as "index row changed")."""
+        conn = self._writer_conn()
+        g = stage(lambda key: self._summary_in(conn.cursor(), key))
+        cols = [list(c) for c in zip(*g.events)] if g.events else [[], [], [], []]
+        cols += [list(c) for c in zip(*g.snaps)] if g.snaps else [[], [], [], []]
+        cols += [list(c) for c in zip(*g.inserts)] if g.inserts else [[]] * 10
+        cols += [list(c) for c in zip(*g.updates)] if g.updates else [[]] * 10
+        try:
+            conn.execute(self._q_group, (*cols, len(g.updates)), prepare=True)
+        except self._psycopg.errors.DivisionByZero:
+            raise StoreError("a run's index row changed under this store (another writer?); the group was "
+                             "refused and nothing of it was stored") from None
+        except self._psycopg.OperationalError:
+            if conn.broken or conn.closed:
+                self._writer = None
+                with contextlib.suppress(Exception):
+                    conn.close()
+            raise
 
     def _count(self, cur: Any) -> int:
         if self._pipe is not None:
