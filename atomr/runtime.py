@@ -103,9 +103,7 @@ class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
         throughput: int = 16,
     ) -> None:
         if durability not in DURABILITY_MODES:
-            raise AtomrError(
-                f"unknown durability {durability!r}; use one of {', '.join(DURABILITY_MODES)}"
-            )
+            raise AtomrError(f"unknown durability {durability!r}; use one of {', '.join(DURABILITY_MODES)}")
         if store is None:
             store = LmdbStore(".atomr")
         elif isinstance(store, (str, os.PathLike)):

@@ -18,11 +18,11 @@ PUBLIC_ALL = {
         "Accepted", "AppendList", "AppendMessages", "AtomrError", "Branch", "CODEC_VERSION",
         "Cancelled", "Checkpoint", "Command", "Dag", "Done", "Failed", "Human", "Interrupt",
         "LastWriteWins", "Limit", "LmdbStore", "Loop", "Map", "MaxByTimestamp", "MemoryStore",
-        "MergeMap", "Paused", "RayExecutor", "Rejected", "Resume", "RetryPolicy", "Run",
+        "MergeMap", "Paused", "PostgresStore", "RayExecutor", "Rejected", "Resume", "RetryPolicy", "Run",
         "RunHandle", "RunState", "RunSummary", "Runtime", "Schedule", "ShardUnavailable",
-        "ShardedRunHandle", "ShardedRuntime", "StateSchema", "StateView", "StepContext",
+        "ShardedRunHandle", "ShardedRuntime", "SqliteStore", "StateSchema", "StateView", "StepContext",
         "StepEvent", "StepKind", "Store", "StreamItem", "Subgraph", "Workflow", "__version__",
-        "dispatch_fan_out", "errors",
+        "dispatch_fan_out", "errors", "open_store",
     ],
     "atomr.cli": [
         "CliError", "DEFAULT_STORE", "load_workflow", "main",
@@ -43,7 +43,7 @@ PUBLIC_ALL = {
         "RunError", "RunExists", "RunNotFound", "RunNotPaused", "RunOver", "RuntimeClosed",
         "ScheduleError", "ScheduleNotFound", "SchemaError", "StateError", "StepCrashed",
         "StepResultError", "StepTimeout", "StoreClosed", "StoreError", "StoreFull",
-        "StoreLocked", "StreamOverflow", "UnknownChannelError", "UnknownInterruptError",
+        "StoreLocked", "StoreUnavailable", "StoreUrlError", "StreamOverflow", "UnknownChannelError", "UnknownInterruptError",
         "UnknownStepError", "UnreachableStepError", "UnregisteredType", "VersionMismatch",
         "WorkflowExists", "WorkflowNotFound", "WorkflowSpecError", "error_class",
     ],
@@ -77,7 +77,14 @@ PUBLIC_ALL = {
         "ShardUnavailable", "ShardedRunHandle", "ShardedRuntime", "load_workflow", "shard_of",
     ],
     "atomr.store": [
-        "AppendBatch", "LmdbStore", "MemoryStore", "RunSummary", "Store",
+        "AppendBatch", "LmdbStore", "MemoryStore", "PostgresStore", "RunSummary", "SqliteStore", "Store",
+        "open_store",
+    ],
+    "atomr.store.sql": [
+        "PostgresStore", "SqlStore", "SqliteStore",
+    ],
+    "atomr.store.url": [
+        "SCHEMES", "describe", "open_store", "redact", "scrub", "split_schema",
     ],
     "atomr.store.base": [
         "AppendBatch", "RunSummary", "STATUSES", "Store", "now_ms",

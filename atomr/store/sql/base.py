@@ -26,20 +26,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from atomr.errors import CodecError, CorruptRecord, StoreClosed, StoreError
+from atomr.errors import StoreClosed, StoreError
 from atomr.store import format as fmt
-from atomr.store.base import STATUSES, AppendBatch, RunSummary, Store, now_ms
+from atomr.store.base import AppendBatch, RunSummary, Store, now_ms
+from atomr.store.sql._reads import SUMMARY_COLS, SqlReads
 from atomr.store.sql.schema import Dialect, escape_id, unescape_id
 
 __all__ = ["SqlStore"]
 
 log = logging.getLogger("atomr.store")
-
-_SUMMARY_COLS = "status, super_step, last_seq, first_seq, snapshot_seq, created_ms, updated_ms, meta"
-
 
 def _same(text: str) -> str:
     return text
@@ -57,7 +55,7 @@ class _Group:
         self.updates: list[tuple[Any, ...]] = []              # index rows: new values..., key, old last_seq
 
 
-class SqlStore(Store):
+class SqlStore(SqlReads, Store):
     """Common behaviour of the SQL backends (see the module docstring)."""
 
     single_writer = True
@@ -74,7 +72,7 @@ class SqlStore(Store):
         self._cache: dict[tuple[str, str], RunSummary] = {}
         self._damaged: dict[tuple[str, str], tuple[str | None, str | None, str]] = {}
         q = dialect.sql
-        self._q_summary = q(f"SELECT {_SUMMARY_COLS} FROM {{t}}runs WHERE workflow_id = ? AND run_id = ?")
+        self._q_summary = q(f"SELECT {SUMMARY_COLS} FROM {{t}}runs WHERE workflow_id = ? AND run_id = ?")
         self._q_insert_event = q("INSERT INTO {t}journal (workflow_id, run_id, seq, record) VALUES (?, ?, ?, ?)")
         self._q_put_snapshot = q(
             "INSERT INTO {t}snapshots (workflow_id, run_id, seq, record) VALUES (?, ?, ?, ?) "
@@ -92,10 +90,6 @@ class SqlStore(Store):
         """A cursor in a write transaction (committed when the block ends without
         error); ``pipeline``: the statements may be sent without waiting for each
         result (only a fresh cursor's results are read back then)."""
-        raise NotImplementedError
-
-    def _reading(self, consistent: bool = True) -> contextlib.AbstractContextManager[Any]:
-        """A reader cursor; in one read transaction (one snapshot) when ``consistent``."""
         raise NotImplementedError
 
     def _write_error(self, exc: BaseException, new_run: str | None) -> BaseException:
@@ -246,17 +240,6 @@ class SqlStore(Store):
         row = cur.fetchone()
         return None if row is None else self._row_summary(key[0], key[1], row)
 
-    def _row_summary(self, wf: str, run: str, row: Sequence[Any]) -> RunSummary:
-        """A run index row (from ``status`` on) as a RunSummary; CodecError when damaged."""
-        status, super_step, last_seq, first_seq, snapshot_seq, created, updated, meta_raw = row
-        if status not in STATUSES:
-            raise CodecError(f"unknown status {status!r} in the run index")
-        meta = fmt.decode_obj(bytes(meta_raw))
-        if not isinstance(meta, dict):
-            raise CodecError("the run index's meta is not a map")
-        return RunSummary(wf, run, status, int(super_step), int(last_seq), int(first_seq), int(snapshot_seq),
-                          int(created), int(updated), meta)
-
     def truncate(self, workflow_id: str, run_id: str, upto_seq: int, snapshot: bytes) -> int:
         self._check_writable()
         q = self.dialect.sql
@@ -313,122 +296,6 @@ class SqlStore(Store):
                                  "nothing of it was copied") from None
             raise self._write_error(exc, f"{s.workflow_id}/{s.run_id}") from None
 
-    # -- readers (any thread) -----------------------------------------------------------
-
-    def summary(self, workflow_id: str, run_id: str) -> RunSummary | None:
-        self._check_open()
-        with self._reading(consistent=False) as cur:
-            cur.execute(self._q_summary, (self._enc(workflow_id), self._enc(run_id)))
-            row = cur.fetchone()
-        if row is None:
-            return None
-        try:
-            return self._row_summary(workflow_id, run_id, row)
-        except CodecError as exc:
-            raise CorruptRecord(workflow_id, run_id, 0, f"its run index entry is damaged ({exc})") from None
-
-    def summaries(self) -> Iterator[RunSummary]:
-        return iter(self._select_runs("", ()))
-
-    def runs(self, status: str | None = None, workflow_id: str | None = None) -> list[RunSummary]:
-        """Run summaries from the index, oldest first; the filters run in the database."""
-        if status is not None and status not in STATUSES:
-            raise StoreError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
-        where, args = [], []
-        if status is not None:
-            where.append("status = ?")
-            args.append(status)
-        if workflow_id is not None:
-            where.append("workflow_id = ?")
-            args.append(self._enc(workflow_id))
-        out = self._select_runs(" WHERE " + " AND ".join(where) if where else "", tuple(args))
-        out.sort(key=lambda s: (s.created_ms, s.workflow_id, s.run_id))
-        return out
-
-    def _select_runs(self, where: str, args: tuple[Any, ...]) -> list[RunSummary]:
-        self._check_open()
-        with self._reading(consistent=False) as cur:
-            cur.execute(self.dialect.sql(f"SELECT workflow_id, run_id, {_SUMMARY_COLS} FROM {{t}}runs{where}"), args)
-            rows = cur.fetchall()
-        out = []
-        for row in rows:
-            wf, run = self._dec(row[0]), self._dec(row[1])
-            try:
-                out.append(self._row_summary(wf, run, row[2:]))
-            except CodecError as exc:
-                if (wf, run) not in self._damaged:
-                    what = f"damaged run index entry of run {wf}/{run}: {exc}"
-                    self._damaged[(wf, run)] = (wf, run, what)
-                    log.warning("store %r: %s; the run is left out of runs() (`atomr verify` reports every "
-                                "damaged entry)", self, what)
-        return out
-
-    def damaged_entries(self) -> list[tuple[str | None, str | None, str]]:
-        return list(self._damaged.values())
-
-    def _journal_raw(
-        self, workflow_id: str, run_id: str, from_seq: int, to_seq: int | None
-    ) -> Iterator[tuple[int, bytes]]:
-        """The run's raw events, read in one transaction with its index row:
-        CorruptRecord unless they run gap-free from ``from_seq`` (or the first
-        event kept) to ``to_seq`` (or the last one committed)."""
-        self._check_open()
-        w, r = self._enc(workflow_id), self._enc(run_id)
-        with self._reading() as cur:
-            cur.execute(self._q_summary, (w, r))
-            row = cur.fetchone()
-            if row is None:
-                return iter(())
-            first_seq, last_seq = int(row[3]), int(row[2])
-            expect = max(from_seq, first_seq, 1)
-            end = last_seq if to_seq is None else min(to_seq, last_seq)
-            if expect > end:
-                return iter(())
-            cur.execute(self.dialect.sql("SELECT seq, record FROM {t}journal WHERE workflow_id = ? AND run_id = ? "
-                                         "AND seq >= ? AND seq <= ? ORDER BY seq"), (w, r, expect, end))
-            rows = cur.fetchall()
-        out: list[tuple[int, bytes]] = []
-        for seq, rec in rows:
-            if seq != expect:
-                break
-            out.append((seq, bytes(rec)))
-            expect += 1
-        if expect <= end:
-            raise CorruptRecord(workflow_id, run_id, expect, f"event {expect} is missing from the journal, but "
-                                f"the run index says it holds events up to {last_seq}")
-        return iter(out)
-
-    def _snapshots_raw(self, workflow_id: str, run_id: str) -> list[tuple[int, bytes]]:
-        self._check_open()
-        w, r = self._enc(workflow_id), self._enc(run_id)
-        with self._reading() as cur:
-            cur.execute(self._q_summary, (w, r))
-            row = cur.fetchone()
-            cur.execute(self.dialect.sql("SELECT seq, record FROM {t}snapshots WHERE workflow_id = ? AND run_id = ? "
-                                         "ORDER BY seq"), (w, r))
-            out = [(int(seq), bytes(rec)) for seq, rec in cur.fetchall()]
-        snap_seq = int(row[4]) if row is not None else 0
-        if snap_seq > 0 and snap_seq not in {s for s, _ in out}:
-            raise CorruptRecord(workflow_id, run_id, snap_seq, f"the snapshot at event {snap_seq} is missing")
-        return out
-
-    def latest_snapshot(self, workflow_id: str, run_id: str, max_seq: int | None = None) -> tuple[int, Any] | None:
-        """The newest snapshot at or before ``max_seq`` (one indexed read, not all of them)."""
-        self._check_open()
-        w, r = self._enc(workflow_id), self._enc(run_id)
-        bound = (1 << 62) if max_seq is None else max_seq
-        with self._reading(consistent=False) as cur:
-            cur.execute(self.dialect.sql("SELECT seq, record FROM {t}snapshots WHERE workflow_id = ? AND run_id = ? "
-                                         "AND seq <= ? ORDER BY seq DESC LIMIT 1"), (w, r, bound))
-            row = cur.fetchone()
-        if row is None:
-            return None
-        seq = int(row[0])
-        try:
-            return seq, fmt.decode_obj(bytes(row[1]))
-        except CodecError as exc:
-            raise fmt.corrupt(workflow_id, run_id, seq, exc) from None
-
     # -- schedules --------------------------------------------------------------------------
 
     def _put_schedule_raw(self, key: bytes, data: bytes) -> None:
@@ -445,21 +312,6 @@ class SqlStore(Store):
         with self._wlock, self._writing() as cur:
             cur.execute(self.dialect.sql("DELETE FROM {t}schedules WHERE schedule_id = ?"), (sid,))
             return self._count(cur) > 0
-
-    def _get_schedule_raw(self, key: bytes) -> bytes | None:
-        self._check_open()
-        sid = self._enc(fmt.parse_schedule_key(key))
-        with self._reading(consistent=False) as cur:
-            cur.execute(self.dialect.sql("SELECT record FROM {t}schedules WHERE schedule_id = ?"), (sid,))
-            row = cur.fetchone()
-        return None if row is None else bytes(row[0])
-
-    def _schedules_raw(self) -> list[tuple[bytes, bytes]]:
-        self._check_open()
-        with self._reading(consistent=False) as cur:
-            cur.execute(self.dialect.sql("SELECT schedule_id, record FROM {t}schedules"))
-            rows = cur.fetchall()
-        return sorted((fmt.schedule_key(self._dec(sid)), bytes(rec)) for sid, rec in rows)
 
     # -- test hook: damage one record in place (the conformance suite) ----------------------
 
