@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 PG_DSN_ENV = "ATOMR_BENCH_PG_DSN"
@@ -44,6 +44,16 @@ TABLE_BYTES_SQL = (
 )
 
 _pg_probe: tuple[bool, str] | None = None
+
+#: Called with "begin" just before and "end" just after each timed section of the SQL
+#: workloads, outside the timing: :mod:`benchmarks.sql_counts` counts commits and fsyncs
+#: between the two; None (the harness) does nothing.
+MARK: Callable[[str], None] | None = None
+
+
+def mark(which: str) -> None:
+    if MARK is not None:
+        MARK(which)
 
 
 def pg_dsn() -> str:

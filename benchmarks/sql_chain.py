@@ -66,7 +66,9 @@ def atomr_sample(ctx: Ctx, backend: str, steps: int) -> float:
                 rt.flush()
                 return out
 
+            _sql.mark("begin")
             secs, out = timed(go)
+            _sql.mark("end")
             check(isinstance(out, Done) and out.state["n"] == steps, f"atomr chain ended {out!r}")
     return steps / secs
 
@@ -79,7 +81,9 @@ def lg_sample(ctx: Ctx, backend: str, steps: int) -> float:
     def measure(saver: Any) -> float:
         graph = graph_def.compile(checkpointer=saver)
         graph.invoke({"n": 0}, _lg.config("warm"), durability="sync")
+        _sql.mark("begin")
         secs, out = timed(lambda: graph.invoke({"n": 0}, _lg.config("timed"), durability="sync"))
+        _sql.mark("end")
         check(out["n"] == steps, f"langgraph chain ended {out!r}")
         return steps / secs
 

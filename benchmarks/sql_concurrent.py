@@ -80,7 +80,9 @@ def atomr_sample(ctx: Ctx, backend: str, runs: int, steps: int) -> float:
                 rt.flush()
                 return outs
 
+            _sql.mark("begin")
             secs, outs = timed(go)
+            _sql.mark("end")
             bad = [o for o in outs if not (isinstance(o, Done) and o.state["n"] == steps)]
             check(not bad, f"{len(bad)} atomr runs ended wrong, e.g. {bad[:1]!r}")
     return runs * steps / secs
@@ -99,7 +101,9 @@ def _lg_threads(saver: Any, runs: int, steps: int) -> float:
                     for i in range(runs)]
             return [f.result(timeout=RESULT_TIMEOUT) for f in futs]
 
+        _sql.mark("begin")
         secs, outs = timed(go)
+        _sql.mark("end")
     bad = [o for o in outs if o["n"] != steps]
     check(not bad, f"{len(bad)} langgraph runs ended wrong, e.g. {bad[:1]!r}")
     return runs * steps / secs
@@ -114,12 +118,14 @@ async def _lg_async_pg(schema: str, runs: int, steps: int) -> float:
     async with _sql.lg_async_postgres_pool_saver(schema, LG_PG_POOL) as saver:
         graph = _lg.chain(steps).compile(checkpointer=saver)
         await graph.ainvoke({"n": 0}, _lg.config("warm"), durability="sync")
+        _sql.mark("begin")
         t0 = time.perf_counter()
         outs = await asyncio.wait_for(
             asyncio.gather(*(graph.ainvoke({"n": 0}, _lg.config(f"r{i}"), durability="sync")
                              for i in range(runs))),
             RESULT_TIMEOUT)
         secs = time.perf_counter() - t0
+        _sql.mark("end")
     bad = [o for o in outs if o["n"] != steps]
     check(not bad, f"{len(bad)} langgraph runs ended wrong, e.g. {bad[:1]!r}")
     return runs * steps / secs
