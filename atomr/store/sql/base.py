@@ -29,11 +29,11 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from atomr.errors import StoreClosed, StoreError
+from atomr.errors import FormatVersionError, StoreClosed, StoreError
 from atomr.store import format as fmt
 from atomr.store.base import AppendBatch, RunSummary, Store, now_ms
 from atomr.store.sql._reads import SUMMARY_COLS, SqlReads
-from atomr.store.sql.schema import Dialect, escape_id, unescape_id
+from atomr.store.sql.schema import MIGRATIONS, SQL_FORMAT_VERSION, Dialect, escape_id, unescape_id
 
 __all__ = ["SqlStore"]
 
@@ -61,6 +61,8 @@ class SqlStore(SqlReads, Store):
     single_writer = True
     dialect: Dialect
     readonly: bool = False
+    #: how messages name the store ("store '/x/runs.db'", "schema 'atomr' of '…'")
+    _label: str = "the store"
 
     def _init_sql(self, dialect: Dialect) -> None:
         self.dialect = dialect
@@ -103,6 +105,43 @@ class SqlStore(SqlReads, Store):
     def _count(self, cur: Any) -> int:
         """Rows the cursor's last statement changed (a pipelined backend syncs first)."""
         return int(cur.rowcount)
+
+    def _check_tables(self, cur: Any) -> None:
+        """StoreError unless atomr's tables exist (a read-only open creates nothing)."""
+        raise NotImplementedError
+
+    # -- the format row --------------------------------------------------------------------
+
+    def _check_format(self, cur: Any, write: bool) -> None:
+        """Check the format row in the open transaction: a new store gets one; a
+        newer format is refused (FormatVersionError); an older one is migrated
+        when writing, refused when read-only."""
+        q = self.dialect.sql
+        if not write:
+            self._check_tables(cur)
+        cur.execute(q("SELECT value FROM {t}meta WHERE key = 'format_version'"))
+        row = cur.fetchone()
+        if row is None:
+            if write:
+                cur.executemany(q("INSERT INTO {t}meta (key, value) VALUES (?, ?)"),
+                                [("format_version", str(SQL_FORMAT_VERSION)), ("created_ms", str(now_ms()))])
+            return
+        try:
+            version = int(row[0])
+        except (TypeError, ValueError):
+            raise StoreError(f"{self._label} holds a damaged format version {str(row[0])[:40]!r}; restore it "
+                             "from a backup") from None
+        if version > SQL_FORMAT_VERSION:
+            raise FormatVersionError(f"{self._label} has format version {version}, newer than this atomr reads "
+                                     f"({SQL_FORMAT_VERSION}); upgrade atomr")
+        if version < SQL_FORMAT_VERSION:
+            if not write:
+                raise FormatVersionError(f"{self._label} has format version {version}; open it once for writing "
+                                         f"with this atomr to migrate it to {SQL_FORMAT_VERSION}")
+            for v in range(version, SQL_FORMAT_VERSION):
+                for stmt in MIGRATIONS.get(v, ()):
+                    cur.execute(q(stmt))
+            cur.execute(q("UPDATE {t}meta SET value = ? WHERE key = 'format_version'"), (str(SQL_FORMAT_VERSION),))
 
     # -- writer side --------------------------------------------------------------------
 

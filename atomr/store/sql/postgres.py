@@ -13,8 +13,9 @@ rows of many runs in a few round trips.
 Processes: the writer connection holds a session-level advisory lock on the
 schema, so a second writing process gets :class:`~atomr.errors.StoreLocked`
 (naming the holder's pid and application); the server releases it when that
-session ends, also when its process is killed. ``readonly=True`` takes no
-lock.
+session ends, also when its process is killed (an open waits LOCK_GRACE_S
+for a lock whose session is ending; a store that closes unlocks at once).
+``readonly=True`` takes no lock.
 
 A password in the DSN is never printed: ``repr()``, errors and logs show the
 DSN with it masked (:func:`atomr.store.url.redact`).
@@ -24,16 +25,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
+import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from atomr._check import check_int, check_number
-from atomr.errors import FormatVersionError, StoreError, StoreLocked, StoreUnavailable, StoreUrlError
-from atomr.store.base import now_ms
+from atomr.errors import StoreError, StoreLocked, StoreUnavailable, StoreUrlError
 from atomr.store.sql.base import SqlStore
-from atomr.store.sql.schema import MIGRATIONS, SQL_FORMAT_VERSION, create_statements, postgres_dialect
+from atomr.store.sql.schema import create_statements, postgres_dialect
 from atomr.store.url import redact, scrub, split_schema
 
 __all__ = ["PostgresStore", "SCHEMA_NAME"]
@@ -44,6 +47,13 @@ log = logging.getLogger("atomr.store")
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 #: First key of atomr's advisory locks ("atom").
 _LOCK_SPACE = 0x61746F6D
+#: How long an open waits for a writer's lock that another session holds before
+#: StoreLocked: the server drops the lock of a session that closed or whose process
+#: was killed only once that backend has noticed and exited (usually milliseconds)
+LOCK_GRACE_S = 2.0
+#: (host, port, db, server pid) of the writer sessions of this process's stores
+_HELD: set[tuple[Any, ...]] = set()
+_HELD_LOCK = threading.Lock()
 
 
 _B = "::bigint[]"
@@ -115,6 +125,7 @@ class PostgresStore(SqlStore):
         self._writer: Any = None
         self._pool: Any = None
         self._pipe: Any = None
+        self._held: tuple[Any, ...] = ()
         if not isinstance(dsn, str) or not dsn.strip():
             raise StoreUrlError(f"dsn must be a Postgres URL or key=value string, got {type(dsn).__name__}; "
                                 "pass e.g. 'postgresql://user@localhost:5432/db'")
@@ -127,6 +138,7 @@ class PostgresStore(SqlStore):
         self._q_group = self.dialect.sql(_GROUP)
         self._shown = redact(dsn)
         self.path = f"{self._shown} schema {self.schema}"
+        self._label = f"schema {self.schema!r} of {self._shown!r}"
         if not isinstance(readonly, bool):
             raise StoreError(f"readonly must be True or False, got {readonly!r}; pass a bool")
         if not isinstance(application_name, str) or len(application_name) > 63:
@@ -200,22 +212,44 @@ class PostgresStore(SqlStore):
         conn.read_only = True
 
     def _take_lock(self, conn: Any) -> None:
+        """Win the schema's writer lock, or StoreLocked naming its holder: at once
+        when a store of this process holds it, after LOCK_GRACE_S otherwise."""
+        deadline = time.monotonic() + LOCK_GRACE_S
         with conn.cursor() as cur:
-            cur.execute("SELECT pg_try_advisory_lock(%s, %s)", self._lock_key)
-            if cur.fetchone()[0]:
-                return
-            cur.execute(
-                "SELECT a.pid, a.application_name, host(a.client_addr) FROM pg_locks l "
-                "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
-                "AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid AND l.objsubid = 2 LIMIT 1",
-                (self._lock_key[0], self._lock_key[1] & 0xFFFFFFFF))
-            row = cur.fetchone()
+            while True:
+                cur.execute("SELECT pg_try_advisory_lock(%s, %s)", self._lock_key)
+                if cur.fetchone()[0]:
+                    self._held = (conn.info.host, conn.info.port, conn.info.dbname, conn.info.backend_pid)
+                    with _HELD_LOCK:
+                        _HELD.add(self._held)
+                    return
+                cur.execute(
+                    "SELECT a.pid, a.application_name, host(a.client_addr) FROM pg_locks l "
+                    "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+                    "AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid AND l.objsubid = 2 LIMIT 1",
+                    (self._lock_key[0], self._lock_key[1] & 0xFFFFFFFF))
+                row = cur.fetchone()
+                if row is not None and (conn.info.host, conn.info.port, conn.info.dbname, row[0]) in _HELD:
+                    raise StoreLocked(self.path, os.getpid(), detail=(
+                        f"schema {self.schema!r} of {self._shown!r} is already open for writing in this process "
+                        "(by another PostgresStore object); use that object, or close() it first"))
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.02)
         who = (f"server process {row[0]} ({row[1] or 'no application_name'}"
                f"{', from ' + row[2] if row[2] else ''})") if row else "another session"
         raise StoreLocked(self.path, None, detail=(
             f"schema {self.schema!r} of {self._shown!r} is locked by {who}: one process writes an atomr "
             "store at a time; stop that process, open it with readonly=True to read it, or use another "
             "schema"))
+
+    def _lose_writer(self, conn: Any) -> None:
+        """Forget the writer connection (closed, or broken: the next write connects again)."""
+        self._writer = None
+        with _HELD_LOCK:
+            _HELD.discard(self._held)
+        with contextlib.suppress(Exception):
+            conn.close()
 
     def _writer_conn(self) -> Any:
         conn = self._writer
@@ -240,9 +274,7 @@ class PostgresStore(SqlStore):
                 yield conn.cursor()
         except self._psycopg.OperationalError:
             if conn.broken or conn.closed:
-                self._writer = None
-                with contextlib.suppress(Exception):
-                    conn.close()
+                self._lose_writer(conn)
             raise
 
     @contextlib.contextmanager
@@ -265,34 +297,11 @@ class PostgresStore(SqlStore):
         except self._psycopg.Error as exc:
             raise self._error(exc, "read") from None
 
-    def _check_format(self, cur: Any, write: bool) -> None:
-        q = self.dialect.sql
-        if not write:
-            cur.execute("SELECT to_regclass(%s)", (f'"{self.schema}".meta',))
-            if cur.fetchone()[0] is None:
-                raise StoreError(f"no atomr store in schema {self.schema!r} of {self._shown!r}; check the schema "
-                                 "name (a read-only open creates nothing)")
-        cur.execute(q("SELECT value FROM {t}meta WHERE key = 'format_version'"))
-        row = cur.fetchone()
-        version = int(row[0]) if row is not None else None
-        if version is None:
-            if write:
-                cur.executemany(q("INSERT INTO {t}meta (key, value) VALUES (?, ?)"),
-                                [("format_version", str(SQL_FORMAT_VERSION)), ("created_ms", str(now_ms()))])
-            return
-        if version > SQL_FORMAT_VERSION:
-            raise FormatVersionError(
-                f"schema {self.schema!r} of {self._shown!r} has format version {version}, newer than this atomr "
-                f"reads ({SQL_FORMAT_VERSION}); upgrade atomr")
-        if version < SQL_FORMAT_VERSION:
-            if not write:
-                raise FormatVersionError(
-                    f"schema {self.schema!r} has format version {version}; open it once for writing with this "
-                    f"atomr to migrate it to {SQL_FORMAT_VERSION}")
-            for v in range(version, SQL_FORMAT_VERSION):
-                for stmt in MIGRATIONS.get(v, ()):
-                    cur.execute(q(stmt))
-            cur.execute(q("UPDATE {t}meta SET value = ? WHERE key = 'format_version'"), (str(SQL_FORMAT_VERSION),))
+    def _check_tables(self, cur: Any) -> None:
+        cur.execute("SELECT to_regclass(%s)", (f'"{self.schema}".meta',))
+        if cur.fetchone()[0] is None:
+            raise StoreError(f"no atomr store in schema {self.schema!r} of {self._shown!r}; check the schema "
+                             "name (a read-only open creates nothing)")
 
     # -- errors ----------------------------------------------------------------------------------
 
@@ -316,9 +325,7 @@ class PostgresStore(SqlStore):
                              "refused and nothing of it was stored") from None
         except self._psycopg.OperationalError:
             if conn.broken or conn.closed:
-                self._writer = None
-                with contextlib.suppress(Exception):
-                    conn.close()
+                self._lose_writer(conn)
             raise
 
     def _count(self, cur: Any) -> int:
@@ -362,8 +369,10 @@ class PostgresStore(SqlStore):
         with self._wlock if hasattr(self, "_wlock") else contextlib.nullcontext():
             if self._writer is not None:
                 with contextlib.suppress(Exception):
-                    self._writer.close()  # ends the session: the server drops its advisory lock
-                self._writer = None
+                    # dropped at once (ending the session drops it too, but only once the
+                    # server has noticed: an open right after could still find it held)
+                    self._writer.execute("SELECT pg_advisory_unlock(%s, %s)", self._lock_key)
+                self._lose_writer(self._writer)
         if self._pool is not None:
             with contextlib.suppress(Exception):
                 self._pool.close(timeout=5)

@@ -26,10 +26,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from atomr._check import check_int
-from atomr.errors import FormatVersionError, StoreError, StoreFull, StoreLocked
-from atomr.store.base import now_ms
+from atomr.errors import StoreError, StoreFull, StoreLocked
 from atomr.store.sql.base import SqlStore
-from atomr.store.sql.schema import MIGRATIONS, SQL_FORMAT_VERSION, SQLITE, create_statements
+from atomr.store.sql.schema import SQLITE, create_statements
 
 __all__ = ["SqliteStore", "SYNCHRONOUS"]
 
@@ -91,6 +90,7 @@ class SqliteStore(SqlStore):
         if not isinstance(path, (str, os.PathLike)) or not str(os.fspath(path)).strip():
             raise StoreError(f"path must be a file path, got {path!r}; pass e.g. 'runs.db'")
         self.path = os.path.abspath(os.fspath(path))
+        self._label = f"store {self.path!r}"
         self.synchronous = synchronous
         self.max_size = max_size
         self.readonly = readonly
@@ -148,32 +148,11 @@ class SqliteStore(SqlStore):
                 cur.execute(stmt)
             self._check_format(cur, write=True)
 
-    def _check_format(self, cur: Any, write: bool) -> None:
-        try:
-            cur.execute("SELECT value FROM atomr_meta WHERE key = 'format_version'")
-        except sqlite3.OperationalError:
+    def _check_tables(self, cur: Any) -> None:
+        cur.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'atomr_meta'")
+        if not cur.fetchone()[0]:
             raise StoreError(f"{self.path!r} is an SQLite database without atomr's tables; open it "
-                             "for writing once to create them, or check the path") from None
-        row = cur.fetchone()
-        version = int(row[0]) if row is not None else None
-        if version is None:
-            if write:
-                cur.executemany("INSERT INTO atomr_meta (key, value) VALUES (?, ?)",
-                                [("format_version", str(SQL_FORMAT_VERSION)), ("created_ms", str(now_ms()))])
-            return
-        if version > SQL_FORMAT_VERSION:
-            raise FormatVersionError(
-                f"store {self.path!r} has format version {version}, newer than this atomr reads "
-                f"({SQL_FORMAT_VERSION}); upgrade atomr")
-        if version < SQL_FORMAT_VERSION:
-            if not write:
-                raise FormatVersionError(
-                    f"store {self.path!r} has format version {version}; open it once for writing with this "
-                    f"atomr to migrate it to {SQL_FORMAT_VERSION}")
-            for v in range(version, SQL_FORMAT_VERSION):
-                for stmt in MIGRATIONS.get(v, ()):
-                    cur.execute(stmt.replace("{t}", SQLITE.prefix))
-            cur.execute("UPDATE atomr_meta SET value = ? WHERE key = 'format_version'", (str(SQL_FORMAT_VERSION),))
+                             "for writing once to create them, or check the path")
 
     def _acquire_lock(self) -> None:
         real = os.path.realpath(self.path)
