@@ -27,15 +27,19 @@ from typing import Any
 
 import pytest
 
-from atomr import (Cancelled, Command, Done, Failed, LastWriteWins, LmdbStore, Loop, Map, Paused,
+from atomr import (Cancelled, Command, Done, Failed, LastWriteWins, LmdbStore, Loop, Map, MemoryStore, Paused,
                    RetryPolicy, Runtime, Subgraph, Workflow)
 from atomr import events as ev
 from atomr.errors import AtomrError, RunNotFound, RunNotPaused, RunOver, RuntimeClosed, WorkflowNotFound
 from atomr.graph.drive import child_run_id
 from cancel_scripts import cli_flow
 from cancel_scripts import kill_cancel as kc
-from workflows import (T, Calls, asker, build, journal, logger, runtimes, schema,  # noqa: F401
-                       store_kind, store_state, wait_for)
+from workflows import (ALL_STORES, PERSISTENT, T, Calls, asker, build, journal, logger,  # noqa: F401
+                       runtimes, schema, store_kinds, store_state, wait_for)
+
+#: cancel on every store (the durable-cancel cases on every persistent one)
+store_kind = store_kinds(*ALL_STORES)
+persistent_kind = store_kinds(*PERSISTENT)
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -108,8 +112,8 @@ def assert_cancelled_at(rt: Runtime, wid: str, run_id: str, super_step: int, rea
 
 
 def reopened(runtimes: Any, rt: Runtime) -> Runtime:
-    """LMDB: a new runtime on the same files (a restart); memory: ``rt``."""
-    return runtimes.reopen(rt) if isinstance(rt.store, LmdbStore) else rt
+    """A persistent store: a new runtime on the same data (a restart); memory: ``rt``."""
+    return rt if isinstance(rt.store, MemoryStore) else runtimes.reopen(rt)
 
 
 def drain_pool(rt: Runtime) -> None:
@@ -231,12 +235,12 @@ def test_cancel_during_a_retry_backoff_is_prompt(runtimes, store_kind):
 
 
 @pytest.mark.parametrize("durability", ["sync", "async", "exit"])
-def test_store_says_cancelled_as_soon_as_cancel_returns_for_a_running_run(runtimes, durability):
+def test_store_says_cancelled_as_soon_as_cancel_returns_for_a_running_run(runtimes, persistent_kind, durability):
     seen = []
     for i in range(3):
         work = Blocker("work")
         wid = f"d{i}"
-        rt = runtimes("lmdb", durability, workflows=[chain_wf(wid, work.fn)])
+        rt = runtimes(persistent_kind, durability, workflows=[chain_wf(wid, work.fn)])
         h = rt.start(wid, {}, run_id="r1")
         assert work.entered.wait(T)
         rt.cancel(wid, "r1", "stop", timeout=T)
@@ -247,8 +251,8 @@ def test_store_says_cancelled_as_soon_as_cancel_returns_for_a_running_run(runtim
 
 
 @pytest.mark.parametrize("durability", ["sync", "async", "exit"])
-def test_store_says_cancelled_as_soon_as_cancel_returns_for_a_paused_run(runtimes, durability):
-    rt = runtimes("lmdb", durability, workflows=[ask_wf("dp")])
+def test_store_says_cancelled_as_soon_as_cancel_returns_for_a_paused_run(runtimes, persistent_kind, durability):
+    rt = runtimes(persistent_kind, durability, workflows=[ask_wf("dp")])
     assert isinstance(rt.start("dp", {}, run_id="r1").result(timeout=T), Paused)
     rt.cancel("dp", "r1", "stop", timeout=T)
     assert rt.store.summary("dp", "r1").status == "cancelled"

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from atomr import Command, Dag, Done, Failed, LastWriteWins, LmdbStore, MemoryStore, Paused, Runtime, StateSchema, Workflow
+from atomr import Command, Dag, Done, Failed, LastWriteWins, Paused, Runtime, StateSchema, Workflow
 from atomr.errors import AtomrError, GraphError, RunExists
+from workflows import ALL_STORES, PERSISTENT, reopeners
 
 T = 20.0
 S = StateSchema({"n": (LastWriteWins(), 0)})
@@ -31,10 +32,14 @@ def ask(state, ctx):
     return {"n": ctx.interrupt("?")}
 
 
-@pytest.fixture(params=["memory", "lmdb"])
-def rt(request, tmp_path):
-    store = MemoryStore() if request.param == "memory" else LmdbStore(str(tmp_path / "s"))
-    with Runtime(store=store) as r:
+#: deadlines, limits and queues on every store; restarts on every persistent one
+any_store = reopeners(*ALL_STORES)
+reopen_store = reopeners(*PERSISTENT)
+
+
+@pytest.fixture
+def rt(any_store):
+    with Runtime(store=any_store()) as r:
         yield r
 
 
@@ -121,28 +126,26 @@ def _versioned(version, compatible=()):
     return Workflow("v", Dag.builder("a").step("a", ask).build(), S, version=version, compatible_with=compatible)
 
 
-def test_a_run_carries_on_only_under_its_version_or_a_compatible_one(tmp_path):
+def test_a_run_carries_on_only_under_its_version_or_a_compatible_one(reopen_store):
     from atomr.errors import VersionMismatch
 
-    path = str(tmp_path / "s")
-    with Runtime(store=LmdbStore(path)) as rt:
+    with Runtime(store=reopen_store()) as rt:
         rt.register(_versioned("1"))
         assert isinstance(rt.start("v", {}, run_id="r").result(timeout=T), Paused)
         assert rt.runs()[0].meta["workflow_version"] == "1"
-    with Runtime(store=LmdbStore(path)) as rt:
+    with Runtime(store=reopen_store()) as rt:
         rt.register(_versioned("2"))
         with pytest.raises(VersionMismatch, match="version '1'.*version '2'.*compatible_with"):
             rt.resume("v", "r", Command(resume=1))
         assert rt.get_state("v", "r").status == "paused"  # refused: untouched
-    with Runtime(store=LmdbStore(path)) as rt:
+    with Runtime(store=reopen_store()) as rt:
         rt.register(_versioned("2", {"1"}))
         assert rt.resume("v", "r", Command(resume=1)).result(timeout=T).state["n"] == 1
 
 
-def test_recover_refuses_a_run_of_another_version(tmp_path):
+def test_recover_refuses_a_run_of_another_version(reopen_store):
     from atomr.errors import VersionMismatch
 
-    path = str(tmp_path / "s")
     gate = threading.Event()
 
     def hold(state, ctx):
@@ -150,12 +153,12 @@ def test_recover_refuses_a_run_of_another_version(tmp_path):
         return {"n": 1}
 
     wf1 = Workflow("h", Dag.builder("a").step("a", hold).build(), S, version="1")
-    rt = Runtime(store=LmdbStore(path))
+    rt = Runtime(store=reopen_store())
     rt.register(wf1)
     rt.start("h", {}, run_id="r")
     rt.close(timeout=0.5)  # the run stays "running", as a crash leaves it
     gate.set()
-    with Runtime(store=LmdbStore(path)) as rt2:
+    with Runtime(store=reopen_store()) as rt2:
         rt2.register(Workflow("h", Dag.builder("a").step("a", hold).build(), S, version="2"))
         [h] = rt2.recover()
         with pytest.raises(VersionMismatch):
@@ -263,15 +266,14 @@ def test_runs_beyond_the_limit_queue_and_start_in_order(rt):
     assert all(int(rid[1:]) <= i + 1 for i, rid in enumerate(order)), order
 
 
-def test_queued_runs_survive_a_restart_and_can_be_cancelled(tmp_path):
-    path = str(tmp_path / "s")
+def test_queued_runs_survive_a_restart_and_can_be_cancelled(reopen_store):
     gate = threading.Event()
 
     def hold(state, ctx):
         gate.wait(T)
         return {"n": 1}
 
-    rt = Runtime(store=LmdbStore(path))
+    rt = Runtime(store=reopen_store())
     rt.register(_queue_wf(hold, limit=1))
     for i in range(4):
         rt.start("q", {}, run_id=f"r{i}")
@@ -281,7 +283,7 @@ def test_queued_runs_survive_a_restart_and_can_be_cancelled(tmp_path):
     rt.cancel("q", "r3", "not needed")
     rt.close(timeout=0.5)
     gate.set()
-    with Runtime(store=LmdbStore(path)) as rt2:
+    with Runtime(store=reopen_store()) as rt2:
         rt2.register(_queue_wf(hold, limit=1))
         assert [h.run_id for h in rt2.recover()] == ["r0"]
         for rid in ("r0", "r1", "r2"):

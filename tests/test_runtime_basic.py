@@ -1,5 +1,5 @@
 """Runtime basics: DAG execution, parallel layers, deterministic merges, async steps,
-durability modes, events and history, on a MemoryStore and on LMDB."""
+durability modes, events and history, on every store (memory, LMDB, SQLite, Postgres)."""
 
 from __future__ import annotations
 
@@ -23,10 +23,15 @@ from workflows import (  # noqa: F401 - fixtures
     journal,
     logger,
     runtimes,
-    store_kind,
+    ALL_STORES,
+    PERSISTENT,
+    store_kinds,
     wait_for,
     wait_step_completed,
 )
+
+#: every store: the runtime's behaviour must not depend on the backend
+store_kind = store_kinds(*ALL_STORES)
 
 
 def test_diamond_runs_parallel_layer_concurrently(runtimes, store_kind, durability):
@@ -234,9 +239,11 @@ def test_start_validates_before_writing(runtimes, store_kind):
     assert [s.run_id for s in rt.runs()] == ["x"]
 
 
-def test_lmdb_runs_survive_reopen(runtimes):
+def test_runs_survive_reopen(runtimes, store_kind):
+    if store_kind not in PERSISTENT:
+        pytest.skip("a MemoryStore does not survive a reopen")
     wf = build("re", {"a": logger("a"), "b": asker("b"), "c": logger("c")}, [("a", "b"), ("b", "c")])
-    rt = runtimes("lmdb", workflows=[wf])
+    rt = runtimes(store_kind, workflows=[wf])
     out = rt.start("re", {"n": 1}, run_id="r").result(timeout=T)
     assert isinstance(out, Paused)
     rt2 = runtimes.reopen(rt)

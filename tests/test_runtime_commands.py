@@ -28,10 +28,15 @@ from workflows import (  # noqa: F401 - fixtures
     logger,
     runtimes,
     schema,
-    store_kind,
+    ALL_STORES,
+    PERSISTENT,
+    store_kinds,
     store_state,
     wait_for,
 )
+
+#: every store: the runtime's behaviour must not depend on the backend
+store_kind = store_kinds(*ALL_STORES)
 
 
 def _abc(calls=None, **kw):

@@ -24,8 +24,13 @@ from workflows import (  # noqa: F401 - fixtures
     logger,
     retry,
     runtimes,
-    store_kind,
+    ALL_STORES,
+    PERSISTENT,
+    store_kinds,
 )
+
+#: every store: the runtime's behaviour must not depend on the backend
+store_kind = store_kinds(*ALL_STORES)
 
 
 def _flaky(name, calls, fail_first, exc=ValueError, stamps=None):
@@ -113,8 +118,8 @@ def test_non_retryable_errors_fail_at_once(runtimes, store_kind):
 
 @pytest.mark.parametrize("reopen", [False, True])
 def test_failed_sibling_resumed_alone_with_fresh_budget(runtimes, store_kind, reopen):
-    if reopen and store_kind != "lmdb":
-        pytest.skip("only LMDB survives a reopen")
+    if reopen and store_kind not in PERSISTENT:
+        pytest.skip("a MemoryStore does not survive a reopen")
     calls = Calls()
     wf = build(
         "sib",
@@ -245,12 +250,12 @@ def test_base_exception_fails_only_that_run(runtimes, store_kind, exc, where):
         assert isinstance(h.result(timeout=T), Done)
     # nothing was stop_all'ed: the runtime's actors are alive and registered
     mine = _runtime_actors(rt)
-    assert len(mine) == (5 if store_kind == "lmdb" else 4)
+    assert len(mine) == (5 if store_kind in PERSISTENT else 4)  # a checkpointer writes LMDB and SQL
     registered = pykka.ActorRegistry.get_all()
     for ref in mine:
         assert ref.is_alive() and ref in registered, ref
     assert len(pykka.ActorRegistry.get_by_class(StepActor)) >= 4
-    if store_kind == "lmdb":
+    if store_kind in PERSISTENT:
         assert {r.actor_class for r in mine} == {StepActor, Checkpointer}
     # and the runtime goes on working
     assert isinstance(rt.start("others", {}).result(timeout=T), Done)

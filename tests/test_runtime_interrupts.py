@@ -18,10 +18,15 @@ from workflows import (  # noqa: F401 - fixtures
     journal,
     logger,
     runtimes,
-    store_kind,
+    ALL_STORES,
+    PERSISTENT,
+    store_kinds,
     store_state,
     wait_for,
 )
+
+#: every store: the runtime's behaviour must not depend on the backend
+store_kind = store_kinds(*ALL_STORES)
 
 
 def _pause_view(rt, wid, run_id):
@@ -129,7 +134,7 @@ def test_interrupt_ids_stable_until_answered(runtimes, store_kind):
         assert isinstance(out, Paused), out
         assert [i.id for i in out.interrupts] == ids
         assert out.super_step == 1
-    if store_kind == "lmdb":
+    if store_kind in PERSISTENT:
         rt = runtimes.reopen(rt)
         assert [i.id for i in rt.get_state("stable", "r").interrupts] == ids
     out = rt.resume("stable", "r", Command(resume="finally")).result(timeout=T)
@@ -217,8 +222,8 @@ def test_interrupt_after(runtimes, store_kind):
 
 @pytest.mark.parametrize("reopen", [False, True])
 def test_completed_sibling_not_rerun_after_interrupt(runtimes, store_kind, reopen, tmp_path):
-    if reopen and store_kind != "lmdb":
-        pytest.skip("only LMDB survives a reopen")
+    if reopen and store_kind not in PERSISTENT:
+        pytest.skip("a MemoryStore does not survive a reopen")
     calls = Calls()
     side = tmp_path / "a-executions.txt"
     gate = threading.Event()

@@ -9,11 +9,12 @@ from dataclasses import replace
 
 import pytest
 
-from atomr import AppendList, Dag, LastWriteWins, LmdbStore, MemoryStore, Runtime, StateSchema, Workflow
+from atomr import AppendList, Dag, LastWriteWins, MemoryStore, Runtime, StateSchema, Workflow
 from atomr._schedule import Schedule, ScheduleError, ScheduleNotFound
 from atomr.actors.cron_rules import latest_due_ms, next_due_ms, run_id_for
 from atomr.errors import RuntimeClosed, UnknownChannelError
 from atomr.store.schedules import ScheduleRecord
+from workflows import ALL_STORES, PERSISTENT, reopeners
 
 T = 20.0
 WEEK = 7 * 86400
@@ -46,10 +47,14 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@pytest.fixture(params=["memory", "lmdb"])
-def rt(request, tmp_path):
-    store = MemoryStore() if request.param == "memory" else LmdbStore(str(tmp_path / "s"), fsync="none")
-    with Runtime(store=store) as r:
+#: schedules on every store; downtime and restarts on every persistent one
+any_store = reopeners(*ALL_STORES)
+reopen_store = reopeners(*PERSISTENT)
+
+
+@pytest.fixture
+def rt(any_store):
+    with Runtime(store=any_store(fsync="none")) as r:
         yield r
 
 
@@ -126,9 +131,9 @@ def test_overlap_allow_starts_runs_side_by_side(rt):
     assert rt.schedules()[0].skipped == 0
 
 
-def _downtime(path: str, catch_up: str, weeks: int = 3) -> ScheduleRecord:
+def _downtime(reopen_store, catch_up: str, weeks: int = 3) -> ScheduleRecord:
     """A weekly schedule whose last firing was ``weeks`` ago, as if no process had run since."""
-    with LmdbStore(path) as store:
+    with reopen_store() as store:
         last = latest_due_ms(ScheduleRecord("wk", "q", None, WEEK * 1000, {}), now_ms()) - weeks * WEEK * 1000
         rec = ScheduleRecord("wk", "q", None, WEEK * 1000, {"n": 1}, catch_up=catch_up, created_ms=last - 5,
                              last_due_ms=last)
@@ -136,11 +141,10 @@ def _downtime(path: str, catch_up: str, weeks: int = 3) -> ScheduleRecord:
     return rec
 
 
-def test_catch_up_one_starts_one_run_at_once_for_the_latest_missed(tmp_path):
-    path = str(tmp_path / "s")
-    rec = _downtime(path, "one")
+def test_catch_up_one_starts_one_run_at_once_for_the_latest_missed(reopen_store):
+    rec = _downtime(reopen_store, "one")
     opened = now_ms()
-    with Runtime(store=LmdbStore(path)) as rt:
+    with Runtime(store=reopen_store()) as rt:
         rt.register(quick())
         [run] = wait_for(lambda: rt.runs(status="done"), "the catch-up run")
         due = latest_due_ms(rec, opened)
@@ -151,10 +155,9 @@ def test_catch_up_one_starts_one_run_at_once_for_the_latest_missed(tmp_path):
         assert len(rt.runs()) == 1
 
 
-def test_catch_up_none_waits_for_the_next_due_time(tmp_path):
-    path = str(tmp_path / "s")
-    rec = _downtime(path, "none")
-    with Runtime(store=LmdbStore(path)) as rt:
+def test_catch_up_none_waits_for_the_next_due_time(reopen_store):
+    rec = _downtime(reopen_store, "none")
+    with Runtime(store=reopen_store()) as rt:
         rt.register(quick())
         [s] = rt.schedules()
         assert s.armed and s.next_due * 1000 == next_due_ms(rec, now_ms()) and s.next_due > time.time()
@@ -162,14 +165,13 @@ def test_catch_up_none_waits_for_the_next_due_time(tmp_path):
         assert rt.runs() == [] and rt.schedules()[0].fired == 0
 
 
-def test_a_schedule_survives_a_restart_and_keeps_firing(tmp_path):
-    path = str(tmp_path / "s")
-    with Runtime(store=LmdbStore(path)) as rt:
+def test_a_schedule_survives_a_restart_and_keeps_firing(reopen_store):
+    with Runtime(store=reopen_store()) as rt:
         rt.register(quick())
         rt.schedule("tick", "q", every_s=0.2)
         wait_for(lambda: len(rt.runs(status="done")) >= 2, "2 runs")
     reopened = now_ms()
-    with Runtime(store=LmdbStore(path)) as rt:
+    with Runtime(store=reopen_store()) as rt:
         assert [s.schedule_id for s in rt.schedules()] == ["tick"] and not rt.schedules()[0].armed
         rt.register(quick())  # arms it
         assert rt.schedules()[0].armed
@@ -178,17 +180,16 @@ def test_a_schedule_survives_a_restart_and_keeps_firing(tmp_path):
         assert len(ids) == len(set(ids)) and all(i.startswith("tick@") for i in ids)
 
 
-def test_a_due_time_fired_again_after_a_restart_attaches_to_its_run(tmp_path):
+def test_a_due_time_fired_again_after_a_restart_attaches_to_its_run(reopen_store):
     """The process stopped after the run started but before the firing was recorded."""
-    path = str(tmp_path / "s")
-    rec = _downtime(path, "one")
-    with Runtime(store=LmdbStore(path)) as rt:
+    rec = _downtime(reopen_store, "one")
+    with Runtime(store=reopen_store()) as rt:
         rt.register(quick())
         [first] = wait_for(lambda: rt.runs(status="done"), "the run")
         rt.flush()
-    with LmdbStore(path) as store:
+    with reopen_store() as store:
         store.put_schedule(replace(store.get_schedule("wk"), last_due_ms=rec.last_due_ms, fired=0))
-    with Runtime(store=LmdbStore(path)) as rt:
+    with Runtime(store=reopen_store()) as rt:
         rt.register(quick())  # fires the same due time again
         wait_for(lambda: rt.store.get_schedule("wk").last_due_ms > rec.last_due_ms, "the firing recorded")
         [again] = rt.runs()
@@ -231,9 +232,8 @@ def test_fire_schedules_false_arms_nothing(tmp_path):
         assert rt.runs() == []
 
 
-def test_a_closed_runtime_fires_nothing_and_says_so(tmp_path, caplog):
-    path = str(tmp_path / "s")
-    rt = Runtime(store=LmdbStore(path))
+def test_a_closed_runtime_fires_nothing_and_says_so(reopen_store, caplog):
+    rt = Runtime(store=reopen_store())
     rt.register(quick())
     rt.schedule("tick", "q", every_s=0.1)
     wait_for(lambda: rt.runs(), "a run")
@@ -245,5 +245,5 @@ def test_a_closed_runtime_fires_nothing_and_says_so(tmp_path, caplog):
         rt.schedule("tick", "q", every_s=1)
     with pytest.raises(RuntimeClosed):
         rt.schedules()
-    with LmdbStore(path) as store:  # the schedule is kept for the next runtime
+    with reopen_store() as store:  # the schedule is kept for the next runtime
         assert [r.schedule_id for r in store.list_schedules()] == ["tick"]

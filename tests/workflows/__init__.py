@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ from atomr import (
     LastWriteWins,
     LmdbStore,
     MemoryStore,
+    PostgresStore,
     RetryPolicy,
     Runtime,
+    SqliteStore,
     StateSchema,
     Workflow,
 )
@@ -33,6 +36,11 @@ from atomr import events as ev
 T = 30.0
 
 STORES = ("memory", "lmdb")
+#: the database-backed stores (Postgres: a fresh schema per runtime, dropped at teardown)
+SQL_STORES = ("sqlite", "postgres")
+ALL_STORES = STORES + SQL_STORES
+#: the stores whose runs survive closing the runtime (``Runtimes.reopen``)
+PERSISTENT = ("lmdb", "sqlite", "postgres")
 DURABILITIES = ("sync", "async", "exit")
 
 
@@ -207,43 +215,101 @@ def store_state(rt: Runtime) -> tuple[list[Any], dict[tuple[str, str], int]]:
 # --- runtimes -------------------------------------------------------------------
 
 
-def make_store(kind: str, path: Path | str) -> Any:
+def make_store(kind: str, path: Path | str, schema: str | None = None, **lmdb_kw: Any) -> Any:
+    """A store of ``kind`` at ``path`` (a directory for LMDB, a file for SQLite);
+    Postgres uses ``schema`` of the test database (ATOMR_TEST_PG_DSN).
+    ``lmdb_kw``: options of an LmdbStore (ignored by the others)."""
     if kind == "memory":
         return MemoryStore()
     if kind == "lmdb":
-        return LmdbStore(path, map_size=64 << 20)
+        return LmdbStore(path, **{"map_size": 64 << 20, **lmdb_kw})
+    if kind == "sqlite":
+        # "normal": a commit survives a process crash (the crash tests cover "full" too)
+        return SqliteStore(path, synchronous="normal")
+    if kind == "postgres":
+        from conftest import PG_DSN
+
+        assert schema is not None, "a PostgresStore in the tests needs a schema of its own"
+        return PostgresStore(PG_DSN, schema=schema, pool_size=2)
     raise ValueError(kind)
 
 
+class Reopener:
+    """Opens one persistent store again and again (a process restart): the same
+    LMDB directory, SQLite file or Postgres schema each time."""
+
+    def __init__(self, kind: str, path: Path | str) -> None:
+        self.kind = kind
+        self.path = Path(path)
+        self.schema = new_pg_schema() if kind == "postgres" else None
+
+    def __call__(self, **lmdb_kw: Any) -> Any:
+        return make_store(self.kind, self.path, self.schema, **lmdb_kw)
+
+    def drop(self) -> None:
+        if self.schema is not None:
+            from conftest import drop_schema
+
+            drop_schema(self.schema)
+
+
+def reopeners(*kinds: str) -> Any:
+    """A ``reopen_store`` fixture over ``kinds`` (persistent ones): a Reopener on
+    a fresh location; the Postgres schema is dropped at teardown."""
+
+    @pytest.fixture(params=kinds)
+    def reopen_store(request: Any, tmp_path: Path) -> Any:
+        if request.param == "postgres":
+            from conftest import need_pg
+
+            need_pg()
+        r = Reopener(str(request.param), tmp_path / "s")
+        yield r
+        r.drop()
+
+    return reopen_store
+
+
+def new_pg_schema() -> str:
+    """A fresh schema name (drop it with ``conftest.drop_schema``)."""
+    return "t_" + uuid.uuid4().hex[:16]
+
+
 class Runtimes:
-    """Creates runtimes on fresh stores and closes them all at teardown."""
+    """Creates runtimes on fresh stores and closes them all at teardown (and drops
+    the Postgres schemas they used)."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
         self._open: list[Runtime] = []
         self._n = 0
-        self._paths: dict[int, Path] = {}
+        self._paths: dict[int, tuple[str, Path]] = {}
+        self._schemas: dict[Path, str] = {}
 
     def __call__(self, kind: str = "memory", durability: str = "sync", path: Path | str | None = None,
                  workflows: Iterable[Workflow] = (), **kw: Any) -> Runtime:
         if path is None:
             self._n += 1
             path = self.tmp_path / f"store{self._n}"
-        rt = Runtime(store=make_store(kind, path), durability=durability, **kw)
+        path = Path(path)
+        schema = None
+        if kind == "postgres":  # one schema per store path: a reopen finds the same runs
+            schema = self._schemas.setdefault(path, new_pg_schema())
+        rt = Runtime(store=make_store(kind, path, schema), durability=durability, **kw)
         self._open.append(rt)
-        self._paths[id(rt)] = Path(path)
+        self._paths[id(rt)] = (kind, path)
         for wf in workflows:
             rt.register(wf)
         return rt
 
     def reopen(self, rt: Runtime, durability: str | None = None, **kw: Any) -> Runtime:
-        """Close ``rt`` (an LMDB one) and open a new runtime on the same files,
-        with the same workflows registered."""
-        assert isinstance(rt.store, LmdbStore), "only an LMDB store survives a reopen"
-        path = self._paths[id(rt)]
+        """Close ``rt`` (on a persistent store) and open a new runtime on the same
+        files (or Postgres schema), with the same workflows registered."""
+        kind, path = self._paths[id(rt)]
+        assert kind in PERSISTENT, f"a {kind} store does not survive a reopen"
         wfs = list(rt.workflows.values())
         rt.close()
-        return self("lmdb", durability or rt.durability, path=path, workflows=wfs, **kw)
+        return self(kind, durability or rt.durability, path=path, workflows=wfs, **kw)
 
     def close_all(self) -> None:
         for rt in self._open:
@@ -251,6 +317,11 @@ class Runtimes:
                 rt.close()
             except Exception:  # noqa: BLE001
                 pass
+        if self._schemas:
+            from conftest import drop_schema
+
+            for schema in self._schemas.values():
+                drop_schema(schema)
 
 
 @pytest.fixture
@@ -263,9 +334,23 @@ def runtimes(tmp_path: Path) -> Iterable[Runtimes]:
 # --- fixtures to import into test modules ----------------------------------------
 
 
-@pytest.fixture(params=STORES)
-def store_kind(request: Any) -> str:
-    return str(request.param)
+def store_kinds(*kinds: str) -> Any:
+    """A ``store_kind`` fixture over ``kinds``; a module that runs on other stores
+    than STORES assigns it: ``store_kind = store_kinds(*ALL_STORES)``. The
+    Postgres cases skip (fail in CI) when the test server does not answer."""
+
+    @pytest.fixture(params=kinds)
+    def store_kind(request: Any) -> str:
+        if request.param == "postgres":
+            from conftest import need_pg
+
+            need_pg()
+        return str(request.param)
+
+    return store_kind
+
+
+store_kind = store_kinds(*STORES)
 
 
 @pytest.fixture(params=DURABILITIES)
@@ -279,7 +364,9 @@ def retry(max_attempts: int = 3, backoff_s: float = 0.01) -> RetryPolicy:
 
 
 __all__ = [
-    "T", "STORES", "DURABILITIES", "schema", "Calls", "logger", "asker", "build", "chain",
+    "T", "STORES", "SQL_STORES", "ALL_STORES", "PERSISTENT", "DURABILITIES", "store_kinds", "new_pg_schema",
+    "Reopener", "reopeners",
+    "schema", "Calls", "logger", "asker", "build", "chain",
     "chain_steps", "counting_step", "diamond", "journal", "kinds", "wait_for",
     "wait_step_completed", "store_state", "make_store", "Runtimes", "runtimes", "store_kind",
     "durability", "retry",
