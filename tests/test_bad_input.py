@@ -9,9 +9,11 @@ to do), and a dump of the store (every run summary, every journal record and
 snapshot, byte for byte) is the same before and after — except, for a
 ``Failed`` case, the one new run that failed.
 
-Store damage (a lock held by another process, a corrupted record, a truncated
-data file, a full map, a newer format) is catalogued at the end with its own
-stores.
+The bench runs on LMDB, SQLite and Postgres (a case that never reaches the
+store, such as a bad DAG or an LMDB option, only on LMDB). Store damage (a
+lock held by another process, a corrupted record, a truncated data file, a
+full map, a newer format) is catalogued at the end with its own LMDB stores;
+the SQL stores' own cases are in tests/test_store_sql_extra.py.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from atomr import (
 )
 from atomr import errors as E
 from atomr.store import format as fmt
+from workflows import PERSISTENT, Reopener, reopeners
 
 T = 60.0
 ROOT = str(Path(__file__).resolve().parents[1])
@@ -102,14 +105,16 @@ def _wf(wid: str, steps: dict[str, Any], edges: Iterable[tuple[str, str]] = (), 
 
 
 class Bench:
-    """A runtime on an LMDB store holding a done run, a paused run (one
-    interrupt), a paused run with two interrupts, a failed run and a run
-    blocked mid-step (running)."""
+    """A runtime on a store (``opener``: LMDB, SQLite or Postgres) holding a done
+    run, a paused run (one interrupt), a paused run with two interrupts, a failed
+    run and a run blocked mid-step (running)."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, opener: Reopener) -> None:
         self.path = tmp_path / "store"
+        self.kind = opener.kind
+        self.opener = opener
         self.gate = threading.Event()  # releases the blocked step and hung steps
-        self.rt = Runtime(store=LmdbStore(self.path, map_size=32 << 20), durability="sync")
+        self.rt = Runtime(store=opener(map_size=32 << 20), durability="sync")
         gate = self.gate
         entered = self.entered = threading.Event()
 
@@ -154,9 +159,13 @@ class Bench:
         self.rt.close()
 
 
+#: the stores the bench runs on (by indirect parametrization of ``bench_store``)
+bench_store = reopeners(*PERSISTENT)
+
+
 @pytest.fixture
-def bench(tmp_path: Path) -> Any:
-    b = Bench(tmp_path)
+def bench(tmp_path: Path, bench_store: Reopener) -> Any:
+    b = Bench(tmp_path, bench_store)
     yield b
     b.close()
 
@@ -171,6 +180,7 @@ class Case:
     act: Callable[[Bench], Any]
     failed: bool = False  # the misuse shows as a Failed outcome of a new run
     words: tuple[str, ...] = ()  # must appear in the message too
+    store: bool = True  # False: it never reaches the store (checked on LMDB only)
 
 
 def _register(b: Bench, wf: Workflow) -> None:
@@ -437,19 +447,19 @@ def _map_size_out_of_range(b: Bench) -> None:
 
 
 def _store_opened_twice(b: Bench) -> None:
-    LmdbStore(b.path, map_size=32 << 20)
+    b.opener(map_size=32 << 20)  # the same LMDB directory, SQLite file or Postgres schema
 
 
 CASES = [
-    Case("cycle", E.CycleError, _cycle, words=("a -> b -> a",)),
-    Case("unknown edge target", E.UnknownStepError, _unknown_edge, words=("nowhere",)),
-    Case("duplicate step", E.DuplicateStepError, _duplicate_step, words=("'a'",)),
-    Case("non-callable step", E.NotCallableError, _not_callable, words=("str",)),
-    Case("entry not a step", E.EntryError, _bad_entry, words=("start",)),
-    Case("reducer class not instance", E.SchemaError, _class_as_reducer, words=("AppendList()",)),
-    Case("reducer not callable", E.SchemaError, _reducer_not_callable, words=("int",)),
-    Case("unknown join policy", E.JoinError, _bad_join, words=("first",)),
-    Case("breakpoint on unknown step", E.UnknownStepError, _unknown_breakpoint, words=("nope",)),
+    Case("cycle", E.CycleError, _cycle, words=("a -> b -> a",), store=False),
+    Case("unknown edge target", E.UnknownStepError, _unknown_edge, words=("nowhere",), store=False),
+    Case("duplicate step", E.DuplicateStepError, _duplicate_step, words=("'a'",), store=False),
+    Case("non-callable step", E.NotCallableError, _not_callable, words=("str",), store=False),
+    Case("entry not a step", E.EntryError, _bad_entry, words=("start",), store=False),
+    Case("reducer class not instance", E.SchemaError, _class_as_reducer, words=("AppendList()",), store=False),
+    Case("reducer not callable", E.SchemaError, _reducer_not_callable, words=("int",), store=False),
+    Case("unknown join policy", E.JoinError, _bad_join, words=("first",), store=False),
+    Case("breakpoint on unknown step", E.UnknownStepError, _unknown_breakpoint, words=("nope",), store=False),
     Case("duplicate workflow id", E.WorkflowExists, _duplicate_workflow, words=("chain",)),
     Case("start unknown workflow", E.WorkflowNotFound, _unknown_workflow, words=("nope", "register")),
     Case("start with unknown input key", E.UnknownChannelError, _unknown_input_key, words=("typo",)),
@@ -481,28 +491,32 @@ CASES = [
     Case("fork an unknown run", E.RunNotFound, _fork_unknown_run),
     Case("history of an unknown run", E.RunNotFound, _history_unknown_run),
     Case("result() times out", E.ResultTimeout, _result_timeout, words=("running1",)),
-    Case("use a closed runtime", E.RuntimeClosed, _closed_runtime),
-    Case("unknown durability", E.AtomrError, _bad_durability, words=("eventually",)),
+    Case("use a closed runtime", E.RuntimeClosed, _closed_runtime, store=False),
+    Case("unknown durability", E.AtomrError, _bad_durability, words=("eventually",), store=False),
     Case("start_many ids mismatch", E.AtomrError, _ids_mismatch),
     Case("delete an executing run", E.AtomrError, _delete_live_run, words=("running1",)),
     Case("unknown status filter", E.StoreError, _bad_status_filter, words=("finished",)),
-    Case("unknown fsync option", E.StoreError, _store_option, words=("sometimes",)),
+    Case("unknown fsync option", E.StoreError, _store_option, words=("sometimes",), store=False),
     Case("step writes a value nested too deep", E.CodecError, _step_writes_too_deep, failed=True,
          words=("'x'", "'grow'", "100 levels")),
     Case("input nested too deep", E.CodecError, _input_too_deep, words=("run input", "100 levels")),
-    Case("Map into no channel", E.GraphError, _map_into_no_channel, words=("into='nope'",)),
-    Case("retry_on as names", E.GraphError, _retry_on_names, words=("retry_on", "ValueError")),
-    Case("infinite step timeout", E.GraphError, _infinite_timeout, words=("step_timeout_s", "inf")),
-    Case("infinite backoff", E.GraphError, _infinite_backoff, words=("backoff_s", "finite")),
-    Case("store path is a file", E.StoreError, _store_path_is_a_file, words=("is a file",)),
-    Case("store path holds NUL", E.StoreError, _store_path_nul, words=("NUL",)),
-    Case("map_size out of range", E.StoreError, _map_size_out_of_range, words=("map_size",)),
+    Case("Map into no channel", E.GraphError, _map_into_no_channel, words=("into='nope'",), store=False),
+    Case("retry_on as names", E.GraphError, _retry_on_names, words=("retry_on", "ValueError"), store=False),
+    Case("infinite step timeout", E.GraphError, _infinite_timeout, words=("step_timeout_s", "inf"), store=False),
+    Case("infinite backoff", E.GraphError, _infinite_backoff, words=("backoff_s", "finite"), store=False),
+    Case("store path is a file", E.StoreError, _store_path_is_a_file, words=("is a file",), store=False),
+    Case("store path holds NUL", E.StoreError, _store_path_nul, words=("NUL",), store=False),
+    Case("map_size out of range", E.StoreError, _map_size_out_of_range, words=("map_size",), store=False),
     Case("store opened twice in this process", E.StoreLocked, _store_opened_twice,
-         words=("already open in this process",)),
+         words=("already open", "in this process")),
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+MISUSE = [pytest.param(c, kind, id=f"{c.name}-{kind}") for c in CASES
+          for kind in (PERSISTENT if c.store else ("lmdb",))]
+
+
+@pytest.mark.parametrize("case,bench_store", MISUSE, indirect=["bench_store"])
 def test_misuse(case: Case, bench: Bench) -> None:
     before = bench.dump()
     if case.failed:
@@ -717,12 +731,11 @@ def test_store_misuse(name: str, error: type[E.AtomrError], act: Callable[[Path]
         assert w.lower() in message.lower(), (w, message)
 
 
-def test_resume_of_a_run_left_running_by_a_dead_runtime(tmp_path: Path) -> None:
+def test_resume_of_a_run_left_running_by_a_dead_runtime(bench_store: Reopener) -> None:
     """After a crash a run is "running" in the store with no actor: resume()
     refuses it naming rt.recover(), changes nothing, and recover() still
     carries it on (the refused request must not leave an idle actor behind,
     which recover() would skip)."""
-    path = tmp_path / "store"
     gate = threading.Event()
     entered = threading.Event()
 
@@ -734,7 +747,7 @@ def test_resume_of_a_run_left_running_by_a_dead_runtime(tmp_path: Path) -> None:
     def wf(b: Any) -> Workflow:  # a two-step layer: its steps run on step actors
         return _wf("w", {"a": _log("a"), "b": b, "c": _log("c")}, [("a", "b"), ("a", "c")])
 
-    old = Runtime(store=LmdbStore(path, map_size=8 << 20))
+    old = Runtime(store=bench_store(map_size=8 << 20))
     try:
         old.register(wf(slow))
         old.start("w", {}, run_id="r")
@@ -742,7 +755,7 @@ def test_resume_of_a_run_left_running_by_a_dead_runtime(tmp_path: Path) -> None:
     finally:
         old.close(timeout=2)  # the run stays "running" in the store
         gate.set()
-    with Runtime(store=LmdbStore(path, map_size=8 << 20)) as rt:
+    with Runtime(store=bench_store(map_size=8 << 20)) as rt:
         rt.register(wf(_log("b")))
         before = [(s, list(rt.store._journal_raw("w", "r", 1, None))) for s in rt.runs()]  # noqa: SLF001
         for command in (Command(), Command(resume="x"), Command(goto="a")):
