@@ -11,8 +11,8 @@ happened and what to do about it::
     │   └── UnknownChannelError, ReducerError, StepResultError, SchemaError
     ├── CodecError            a value cannot be encoded / a record cannot be decoded (UnregisteredType)
     ├── StoreError            the store cannot be opened, read or written
-    │   └── StoreLocked, StoreFull, CorruptRecord, CorruptStore,
-    │       FormatVersionError, StoreClosed
+    │   └── StoreLocked, StoreFull, CorruptRecord, CorruptStore, FormatVersionError,
+    │       StoreClosed, StoreUrlError, StoreUnavailable, CopyError (StoreNotEmpty)
     ├── WorkflowSpecError     a MODULE:WORKFLOW spec cannot be loaded
     ├── ScheduleError         a schedule is invalid (ScheduleNotFound)
     └── RunError              a run-level request was refused or a run failed
@@ -34,7 +34,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from atomr._text import human_bytes as _human
+from atomr._errors_base import AtomrError
+from atomr._errors_store import (  # defined apart to keep this module short; they belong here
+    CopyError,
+    CorruptRecord,
+    CorruptStore,
+    FormatVersionError,
+    StoreClosed,
+    StoreError,
+    StoreFull,
+    StoreLocked,
+    StoreNotEmpty,
+    StoreUnavailable,
+    StoreUrlError,
+)
 from atomr._text import names as _names
 
 __all__ = [
@@ -48,12 +61,8 @@ __all__ = [
     "LoopLimitError", "Rejected", "StepCrashed", "ResultTimeout", "RuntimeClosed",
     "error_class", "JoinError", "SchemaError", "StreamOverflow", "WorkflowSpecError", "RunOver",
     "VersionMismatch", "ScheduleError", "ScheduleNotFound", "UnregisteredType", "StoreUrlError",
-    "StoreUnavailable",
+    "StoreUnavailable", "CopyError", "StoreNotEmpty",
 ]
-
-
-class AtomrError(Exception):
-    """Base class of every error atomr raises on purpose."""
 
 
 class GraphError(AtomrError):
@@ -166,84 +175,6 @@ class CodecError(AtomrError):
 
 class UnregisteredType(CodecError):
     """A stored value names a type not registered in this process (atomr.codec.register)."""
-
-
-class StoreError(AtomrError):
-    """The store cannot be opened, read or written."""
-
-
-class StoreLocked(StoreError):
-    def __init__(self, path: str, pid: int | None, same_process: bool = False, detail: str | None = None) -> None:
-        self.path = path
-        self.pid = pid
-        if detail is not None:
-            msg = detail
-        elif same_process:
-            msg = (f"store {path!r} is already open in this process (process {pid}, by another "
-                   "LmdbStore object); use that object, or close() it before opening the path again")
-        else:
-            holder = f"process {pid}" if pid else "another process"
-            msg = (f"store {path!r} is locked by {holder}; only one process may open an LMDB store "
-                   "for writing: stop that process or wait for it to close the store, open it "
-                   "with readonly=True to read it, or open a different path")
-        super().__init__(msg)
-
-
-class StoreFull(StoreError):
-    def __init__(self, map_size: int, path: str = "", new_run: str | None = None, *,
-                 limit: str = "map size", option: str = "map_size", more: str = " (or a larger max_map_size)") -> None:
-        self.map_size = map_size
-        self.new_run = new_run
-        where = f" in {path!r}" if path else ""
-        grow = f"open the store with {option}={map_size * 2}{more}"
-        if new_run is None:
-            tail = f"{grow} and call rt.recover() to carry the run on: nothing committed was lost"
-        else:
-            tail = f"run {new_run} was not started (nothing of it was written): {grow} and start it again"
-        super().__init__(f"{limit} {_human(map_size)} reached{where}; {tail}")
-
-
-class CorruptRecord(StoreError):
-    def __init__(self, workflow_id: str, run_id: str, seq: int, detail: str) -> None:
-        self.workflow_id = workflow_id
-        self.run_id = run_id
-        self.seq = seq
-        what = f"record {seq}" if seq else "index entry"
-        super().__init__(
-            f"corrupt {what} of run {workflow_id}/{run_id}: {detail}; other runs are unaffected; "
-            f"restore this run from a backup or delete it (atomr prune {workflow_id} {run_id} --delete)"
-        )
-
-
-class CorruptStore(StoreError):
-    """The files of a store are damaged (its B-tree, not one run's records)."""
-
-    def __init__(self, path: str, detail: str) -> None:
-        self.path = path
-        super().__init__(
-            f"store {path!r} is damaged: {detail}; it was not opened, to keep reading it from "
-            "crashing the process. Restore it from a backup (made with `atomr backup`, or "
-            "LMDB's compacting copy env.copy(path, compact=True)); `atomr verify` reports "
-            "what is damaged"
-        )
-
-
-class FormatVersionError(StoreError):
-    pass
-
-
-class StoreUrlError(StoreError):
-    """A store URL (or a Postgres schema name) that atomr cannot use: an unknown
-    scheme, a malformed URL, a hostile identifier. Never carries a password."""
-
-
-class StoreUnavailable(StoreError):
-    """The store's database server cannot be reached or refused the connection
-    (the message names the server, never the password)."""
-
-
-class StoreClosed(StoreError):
-    pass
 
 
 class RunError(AtomrError):
