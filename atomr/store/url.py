@@ -50,6 +50,8 @@ def redact(dsn: str) -> str:
             userinfo = userinfo.split(":", 1)[0] + ":***"
         netloc = f"{userinfo}@{host}"
     query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    if (netloc, query) == (parts.netloc, parts.query):
+        return dsn  # nothing to mask: unchanged (urlunsplit would drop the empty host of sqlite:////abs.db)
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
