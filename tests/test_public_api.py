@@ -80,6 +80,9 @@ PUBLIC_ALL = {
         "AppendBatch", "LmdbStore", "MemoryStore", "PostgresStore", "RunSummary", "SqliteStore", "Store",
         "open_store",
     ],
+    "atomr.store.copy": [
+        "CopyReport", "RunCopy", "copy_store", "run_digest",
+    ],
     "atomr.store.sql": [
         "PostgresStore", "SqlStore", "SqliteStore",
     ],

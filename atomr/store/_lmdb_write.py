@@ -15,7 +15,7 @@ import lmdb
 
 from atomr.errors import StoreError, StoreFull
 from atomr.store import format as fmt
-from atomr.store.base import AppendBatch, RunSummary, now_ms
+from atomr.store.base import AppendBatch, RunSummary, check_import, now_ms
 
 __all__ = ["_Writing"]
 
@@ -150,6 +150,42 @@ class _Writing:
                             break
         self._summaries.pop(rkey, None)
         return bool(existed)
+
+    def import_run(self, summary: RunSummary, journal: Sequence[tuple[int, bytes]],
+                   snapshots: Sequence[tuple[int, bytes]]) -> None:
+        """Store a whole run as another store holds it (``atomr copy``), in one
+        write transaction: the run must be new here (StoreError otherwise, and
+        nothing of it is written)."""
+        self._check_writable()
+        fmt.check_ids(summary.workflow_id, summary.run_id)
+        check_import(summary, journal, snapshots)
+        self._growing(lambda: self._import(summary, journal, snapshots))
+
+    def _import(self, s: RunSummary, journal: Sequence[tuple[int, bytes]],
+                snapshots: Sequence[tuple[int, bytes]]) -> None:
+        rkey = fmt.run_key(s.workflow_id, s.run_id)
+        with self._env.begin(write=True) as txn:  # an exception aborts it whole
+            if txn.get(rkey, db=self._runs) is not None or any(
+                    self._holds(txn, db, rkey) for db in (self._journal, self._snaps)):
+                raise StoreError(f"run {s.workflow_id}/{s.run_id} already exists in {self.path!r}; "
+                                 "nothing of it was imported")
+            jcur = txn.cursor(db=self._journal)
+            for seq, rec in journal:
+                jcur.put(fmt.seq_key(rkey, seq), bytes(rec))
+            scur = txn.cursor(db=self._snaps)
+            for seq, rec in snapshots:
+                scur.put(fmt.seq_key(rkey, seq), bytes(rec))
+            txn.put(rkey, s.to_record(), db=self._runs)
+        self._summaries.pop(rkey, None)
+
+    @staticmethod
+    def _holds(txn: lmdb.Transaction, db: Any, rkey: bytes) -> bool:
+        """True when ``db`` has a record keyed by this run (run key + sequence number)."""
+        cur = txn.cursor(db=db)
+        if not cur.set_range(rkey):
+            return False
+        key = cur.key()
+        return key.startswith(rkey) and len(key) == len(rkey) + 8
 
     def _put_schedule_raw(self, key: bytes, data: bytes) -> None:
         self._check_writable()

@@ -164,6 +164,16 @@ class Store(abc.ABC):
     def delete_run(self, workflow_id: str, run_id: str) -> bool:
         """Remove every trace of a run. Returns False if it did not exist."""
 
+    def import_run(self, summary: RunSummary, journal: Sequence[tuple[int, bytes]],
+                   snapshots: Sequence[tuple[int, bytes]]) -> None:
+        """Store a whole run as another store holds it (``atomr copy``): its index
+        entry ``summary``, its framed events ``(seq, record)`` from
+        ``summary.first_seq`` to ``summary.last_seq`` and its framed snapshots, in
+        one transaction. The run must be new here: StoreError otherwise, and
+        nothing of it is written."""
+        raise StoreError(f"{type(self).__name__} cannot import runs; copy into an LmdbStore, SqliteStore, "
+                         "PostgresStore or MemoryStore")
+
     # -- readers (any thread) ---------------------------------------------
 
     @abc.abstractmethod
@@ -294,3 +304,30 @@ class Store(abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_import(summary: RunSummary, journal: Sequence[tuple[int, bytes]],
+                 snapshots: Sequence[tuple[int, bytes]]) -> None:
+    """StoreError unless ``journal`` and ``snapshots`` are what a store holds for
+    ``summary`` (what :meth:`Store.import_run` takes): the events numbered
+    gap-free from ``first_seq`` to ``last_seq``, snapshots in order with the one
+    at ``snapshot_seq`` among them, every record bytes."""
+    who = f"run {summary.workflow_id}/{summary.run_id}"
+    if summary.status not in STATUSES:
+        raise StoreError(f"{who} has an unknown status {summary.status!r}; it cannot be imported")
+    if summary.first_seq < 1 or summary.last_seq < summary.first_seq - 1 or summary.snapshot_seq > summary.last_seq:
+        raise StoreError(f"{who} has inconsistent sequence numbers (first {summary.first_seq}, last "
+                         f"{summary.last_seq}, snapshot {summary.snapshot_seq}); it cannot be imported")
+    seqs = [seq for seq, _ in journal]
+    if seqs != list(range(summary.first_seq, summary.last_seq + 1)):
+        got = f"{seqs[0]}..{seqs[-1]} ({len(seqs)} events)" if seqs else "no events"
+        raise StoreError(f"the journal given for {who} holds {got}, not events {summary.first_seq}.."
+                         f"{summary.last_seq} without a gap; nothing of it was imported")
+    snap_seqs = [seq for seq, _ in snapshots]
+    if snap_seqs != sorted(set(snap_seqs)) or (summary.snapshot_seq and summary.snapshot_seq not in snap_seqs):
+        raise StoreError(f"the snapshots given for {who} are out of order or miss the one at event "
+                         f"{summary.snapshot_seq}; nothing of it was imported")
+    for _, rec in (*journal, *snapshots):
+        if not isinstance(rec, (bytes, bytearray, memoryview)):
+            raise StoreError(f"a record given for {who} is a {type(rec).__name__}, not bytes; nothing of it "
+                             "was imported")

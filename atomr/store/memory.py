@@ -12,7 +12,8 @@ from collections.abc import Iterator, Sequence
 
 from atomr._check import check_int
 from atomr.errors import StoreError
-from atomr.store.base import AppendBatch, RunSummary, Store, now_ms
+from atomr.store import format as fmt
+from atomr.store.base import AppendBatch, RunSummary, Store, check_import, now_ms
 
 __all__ = ["MemoryStore"]
 
@@ -94,6 +95,25 @@ class MemoryStore(Store):
     def delete_run(self, workflow_id: str, run_id: str) -> bool:
         with self._lock:
             return self._runs.pop((workflow_id, run_id), None) is not None
+
+    def import_run(self, summary: RunSummary, journal: Sequence[tuple[int, bytes]],
+                   snapshots: Sequence[tuple[int, bytes]]) -> None:
+        """Store a whole run as another store holds it (``atomr copy``); the run
+        must be new here (StoreError otherwise, and nothing of it is written)."""
+        fmt.check_ids(summary.workflow_id, summary.run_id)
+        check_import(summary, journal, snapshots)
+        run = _Run()
+        run.summary = summary
+        run.first_seq = summary.first_seq
+        run.records = [bytes(rec) for _, rec in journal]
+        run.snap_seqs = [seq for seq, _ in snapshots]
+        run.snaps = {seq: bytes(rec) for seq, rec in snapshots}
+        key = (summary.workflow_id, summary.run_id)
+        with self._lock:
+            if key in self._runs:
+                raise StoreError(f"run {key[0]}/{key[1]} already exists in this MemoryStore; nothing of it "
+                                 "was imported")
+            self._runs[key] = run
 
     def summary(self, workflow_id: str, run_id: str) -> RunSummary | None:
         run = self._runs.get((workflow_id, run_id))
