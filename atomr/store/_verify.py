@@ -103,6 +103,12 @@ class VerifyReport:
     data_bytes: int
     seconds: float
     deep: bool
+    #: lines printed under the first one (what a backend's check covers)
+    notes: tuple[str, ...] = ()
+    #: what to do when the structure is damaged
+    restore: str = "restore the store from a backup (atomr backup, or LMDB's compacting copy)"
+    #: what ``databases`` counts: LMDB databases, or SQL tables
+    containers: str = "databases"
 
     @property
     def ok(self) -> bool:
@@ -116,14 +122,14 @@ class VerifyReport:
     def lines(self) -> list[str]:
         """A human-readable report, one line each (what ``atomr verify`` prints)."""
         size = f"{self.data_bytes / (1 << 20):.1f} MiB"
-        head = (f"store {self.path}: {self.records} records in {len(self.databases)} databases, "
+        head = (f"store {self.path}: {self.records} records in {len(self.databases)} {self.containers}, "
                 f"{size}, checked in {self.seconds:.2f} s")
         if self.ok:
-            return [head, "ok: no damage found" + ("" if self.deep else " (structure only)")]
-        out = [head]
+            return [head, *self.notes, "ok: no damage found" + ("" if self.deep else " (structure only)")]
+        out = [head, *self.notes]
         if not self.structure_ok:
             out.append(f"DAMAGED: {self.detail}")
-            out.append("restore the store from a backup (atomr backup, or LMDB's compacting copy)")
+            out.append(self.restore)
         for d in self.problems:
             out.append(f"damaged record: {d}")
         if self.more_problems:
