@@ -27,19 +27,20 @@ from typing import Any
 
 import pytest
 
-from atomr import (Cancelled, Command, Done, Failed, LastWriteWins, LmdbStore, Loop, Map, MemoryStore, Paused,
+from atomr import (Cancelled, Command, Done, Failed, LastWriteWins, Loop, Map, MemoryStore, Paused,
                    RetryPolicy, Runtime, Subgraph, Workflow)
 from atomr import events as ev
 from atomr.errors import AtomrError, RunNotFound, RunNotPaused, RunOver, RuntimeClosed, WorkflowNotFound
 from atomr.graph.drive import child_run_id
 from cancel_scripts import cli_flow
 from cancel_scripts import kill_cancel as kc
-from workflows import (ALL_STORES, PERSISTENT, T, Calls, asker, build, journal, logger,  # noqa: F401
-                       runtimes, schema, store_kinds, store_state, wait_for)
+from workflows import (ALL_STORES, CRASH_KINDS, PERSISTENT, T, Calls, CrashTarget, asker, build,  # noqa: F401
+                       crash_targets, journal, logger, runtimes, schema, store_kinds, store_state, wait_for)
 
 #: cancel on every store (the durable-cancel cases on every persistent one)
 store_kind = store_kinds(*ALL_STORES)
 persistent_kind = store_kinds(*PERSISTENT)
+crash_target = crash_targets(*CRASH_KINDS)
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -797,8 +798,8 @@ def _lines(stream: Any, out: queue.Queue) -> None:
     out.put(None)
 
 
-def _spawn(mode: str, store_dir: Path, durability: str) -> tuple[subprocess.Popen, queue.Queue]:
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), mode, str(store_dir), durability],
+def _spawn(mode: str, target: CrashTarget, durability: str) -> tuple[subprocess.Popen, queue.Queue]:
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), mode, target.url, durability],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: queue.Queue = queue.Queue()
@@ -827,22 +828,23 @@ def _reap(proc: subprocess.Popen) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-def _verify(store_dir: Path) -> None:
-    p = subprocess.run([sys.executable, "-m", "atomr", "--store", str(store_dir), "verify"],
+def _verify(target: CrashTarget) -> None:
+    if target.kind != "lmdb":
+        return  # `atomr verify` checks LMDB files; the SQL stores are checked by reading every run back
+    p = subprocess.run([sys.executable, "-m", "atomr", "--store", target.url, "verify"],
                        capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert p.returncode == 0, p.stdout + p.stderr
 
 
-def _fresh_runtime(store_dir: Path, durability: str = "sync") -> Runtime:
-    rt = Runtime(store=LmdbStore(store_dir, map_size=64 << 20), durability=durability)
+def _fresh_runtime(target: CrashTarget, durability: str = "sync") -> Runtime:
+    rt = Runtime(store=target.open(), durability=durability)
     rt.register(kc.workflow())
     rt.register(kc.ask_workflow())
     return rt
 
 
-def _after_kill(mode: str, tmp_path: Path, durability: str, wid: str, run_id: str) -> None:
-    store_dir = tmp_path / "store"
-    proc, lines = _spawn(mode, store_dir, durability)
+def _after_kill(mode: str, target: CrashTarget, durability: str, wid: str, run_id: str) -> None:
+    proc, lines = _spawn(mode, target, durability)
     try:
         line = _next_line(proc, lines)
     finally:
@@ -850,7 +852,7 @@ def _after_kill(mode: str, tmp_path: Path, durability: str, wid: str, run_id: st
     assert line.startswith("CANCELLED "), line
     _, super_step, status_when_returned = line.split()
     assert super_step == "1"
-    with _fresh_runtime(store_dir) as rt:
+    with _fresh_runtime(target) as rt:
         s = rt.store.summary(wid, run_id)
         after = s.status if s is not None else "absent"
         handles = rt.recover()
@@ -863,26 +865,25 @@ def _after_kill(mode: str, tmp_path: Path, durability: str, wid: str, run_id: st
 
 
 @pytest.mark.parametrize("durability", ["sync", "async", "exit"])
-def test_sigkill_right_after_cancel_returned_running_run(tmp_path, durability):
-    _after_kill("after", tmp_path, durability, kc.WID, "r0")
+def test_sigkill_right_after_cancel_returned_running_run(crash_target, durability):
+    _after_kill("after", crash_target, durability, kc.WID, "r0")
 
 
 @pytest.mark.parametrize("durability", ["sync", "async", "exit"])
-def test_sigkill_right_after_cancel_returned_paused_run(tmp_path, durability):
-    _after_kill("paused", tmp_path, durability, kc.ASK_WID, "p0")
+def test_sigkill_right_after_cancel_returned_paused_run(crash_target, durability):
+    _after_kill("paused", crash_target, durability, kc.ASK_WID, "p0")
 
 
 @pytest.mark.parametrize("durability", ["sync", "async", "exit"])
-def test_sigkill_in_the_middle_of_cancels_never_breaks_the_store(tmp_path, durability):
-    store_dir = tmp_path / "store"
-    proc, lines = _spawn("middle", store_dir, durability)
+def test_sigkill_in_the_middle_of_cancels_never_breaks_the_store(crash_target, durability):
+    proc, lines = _spawn("middle", crash_target, durability)
     try:
         assert _next_line(proc, lines) == "READY"
         assert _next_line(proc, lines) == "CANCELLED 0"
         assert _next_line(proc, lines) == "CANCELLED 1"
     finally:
         _reap(proc)  # while it cancels m2 (or a later one)
-    store = LmdbStore(store_dir, map_size=64 << 20)
+    store = crash_target.open()
     try:
         status = {s.run_id: s.status for s in store.runs(workflow_id=kc.WID)}
         for rid in status:
@@ -892,7 +893,7 @@ def test_sigkill_in_the_middle_of_cancels_never_breaks_the_store(tmp_path, durab
     assert set(status.values()) <= {"running", "cancelled"}, status
     if durability == "sync":  # every start was durable before start() returned
         assert sorted(status) == [f"m{i}" for i in range(kc.N_MIDDLE)]
-    with _fresh_runtime(store_dir) as rt:
+    with _fresh_runtime(crash_target) as rt:
         handles = rt.recover()
         assert sorted(h.run_id for h in handles) == sorted(r for r, s in status.items() if s == "running")
         for h in handles:  # a run the kill left running finishes (its step no longer blocks)
@@ -907,7 +908,7 @@ def test_sigkill_in_the_middle_of_cancels_never_breaks_the_store(tmp_path, durab
                 assert v.status == "done"
             assert rt.history(kc.WID, rid)
         assert rt.recover() == []
-    _verify(store_dir)
+    _verify(crash_target)
 
 
 # --- 9. the CLI ----------------------------------------------------------------------------------

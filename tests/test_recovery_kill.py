@@ -1,5 +1,6 @@
 """Recovery after kill -9: runs carry on where their journal stops, and no step
-whose completion was committed runs again."""
+whose completion was committed runs again — on LMDB, SQLite (synchronous
+"full" and "normal") and Postgres, in every durability mode."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from atomr import Done, LmdbStore, MemoryStore, Runtime
+from atomr import Done, MemoryStore, Runtime
 from atomr import events as ev
-from workflows import T
+from workflows import CRASH_KINDS, CrashTarget, T, crash_targets
 from workflows import kill_chain as kc
+
+crash_target = crash_targets(*CRASH_KINDS)
 
 SCRIPT = Path(kc.__file__).resolve()
 N_RUNS = 5
@@ -29,10 +32,10 @@ def _lines(stream, out: queue.Queue) -> None:
     out.put(None)
 
 
-def _committed_completions(store_dir: Path) -> tuple[dict[str, set[str]], dict[str, str]]:
+def _committed_completions(target: CrashTarget) -> tuple[dict[str, set[str]], dict[str, str]]:
     """Per run: idempotency keys of the steps whose StepCompleted is committed;
     and each run's status in the run index."""
-    store = LmdbStore(store_dir, map_size=64 << 20)
+    store = target.open()
     try:
         done: dict[str, set[str]] = {}
         status = {}
@@ -48,12 +51,11 @@ def _committed_completions(store_dir: Path) -> tuple[dict[str, set[str]], dict[s
 
 
 @pytest.mark.parametrize("mode", ["sync", "async", "exit"])
-def test_recovery_after_kill_9(tmp_path, mode):
-    store_dir = tmp_path / "store"
+def test_recovery_after_kill_9(tmp_path, crash_target, mode):
     side = tmp_path / "side.txt"
     side.touch()
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), str(store_dir), str(side), str(N_RUNS), mode],
+        [sys.executable, str(SCRIPT), crash_target.url, str(side), str(N_RUNS), mode],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -69,7 +71,7 @@ def test_recovery_after_kill_9(tmp_path, mode):
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
 
-    committed, status = _committed_completions(store_dir)
+    committed, status = _committed_completions(crash_target)
     assert set(status.values()) <= {"running"}  # steps from BLOCK_AT on never return
     if mode == "sync":  # every start and every super-step was durable before the next
         assert sorted(status) == [f"run{i}" for i in range(N_RUNS)]
@@ -80,7 +82,7 @@ def test_recovery_after_kill_9(tmp_path, mode):
     for keys in committed.values():
         assert len(keys) < kc.BLOCK_AT
 
-    with Runtime(store=LmdbStore(store_dir, map_size=64 << 20), durability="sync") as rt:
+    with Runtime(store=crash_target.open(), durability="sync") as rt:
         rt.register(kc.workflow(str(side)))
         handles = rt.recover()
         assert sorted(h.run_id for h in handles) == sorted(status)

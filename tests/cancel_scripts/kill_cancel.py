@@ -3,7 +3,9 @@
 Imported by the test (the workflows, with BLOCK off: a recovered run finishes),
 and run as a script in a subprocess:
 
-    python kill_cancel.py MODE STORE_DIR DURABILITY
+    python kill_cancel.py MODE STORE DURABILITY
+
+STORE: an LMDB directory or a store URL (``sqlite:///…``, ``postgresql://…?schema=…``).
 
 Modes:
 
@@ -83,13 +85,20 @@ def _status(rt: Any, wid: str, run_id: str) -> str:
     return s.status if s is not None else "absent"
 
 
+def open_target(target: str) -> Any:
+    """As ``workflows.open_target``: a store URL, or an LMDB directory."""
+    from atomr import LmdbStore, open_store
+
+    return open_store(target) if "://" in target else LmdbStore(target, map_size=64 << 20)
+
+
 def main(argv: list[str]) -> None:
-    from atomr import LmdbStore, Paused, Runtime
+    from atomr import Paused, Runtime
 
     global BLOCK
     BLOCK = True
     mode, store_dir, durability = argv
-    rt = Runtime(store=LmdbStore(store_dir, map_size=64 << 20), durability=durability)
+    rt = Runtime(store=open_target(store_dir), durability=durability)
     rt.register(workflow())
     rt.register(ask_workflow())
     if mode == "after":

@@ -253,6 +253,66 @@ class Reopener:
             drop_schema(self.schema)
 
 
+#: the stores the kill -9 tests run on (SQLite in both synchronous modes)
+CRASH_KINDS = ("lmdb", "sqlite-full", "sqlite-normal", "postgres")
+
+
+def open_target(target: str) -> Any:
+    """The store a crash test's child process opens: a URL (``sqlite:///…``,
+    ``postgresql://…?schema=…``) or an LMDB directory. The scripts run as
+    subprocesses carry a copy of these two lines."""
+    from atomr import open_store
+
+    return open_store(target) if "://" in target else LmdbStore(target, map_size=64 << 20)
+
+
+class CrashTarget:
+    """A fresh store location named by a string a child process can open
+    (``open_target``): an LMDB directory, an SQLite file in synchronous "full" or
+    "normal" mode, or a Postgres schema (dropped by :meth:`drop`)."""
+
+    def __init__(self, kind: str, tmp_path: Path) -> None:
+        self.kind = kind
+        self.schema: str | None = None
+        if kind == "lmdb":
+            self.url = str(tmp_path / "store")
+        elif kind in ("sqlite-full", "sqlite-normal"):
+            self.url = f"sqlite:///{tmp_path / 'runs.db'}?synchronous={kind.split('-')[1]}"
+        elif kind == "postgres":
+            from conftest import PG_DSN
+
+            self.schema = new_pg_schema()
+            self.url = f"{PG_DSN}{'&' if '?' in PG_DSN else '?'}schema={self.schema}"
+        else:
+            raise ValueError(kind)
+
+    def open(self) -> Any:
+        return open_target(self.url)
+
+    def drop(self) -> None:
+        if self.schema is not None:
+            from conftest import drop_schema
+
+            drop_schema(self.schema)
+
+
+def crash_targets(*kinds: str) -> Any:
+    """A ``crash_target`` fixture over ``kinds`` (a CrashTarget; Postgres schemas
+    dropped at teardown)."""
+
+    @pytest.fixture(params=kinds)
+    def crash_target(request: Any, tmp_path: Path) -> Any:
+        if request.param == "postgres":
+            from conftest import need_pg
+
+            need_pg()
+        t = CrashTarget(str(request.param), tmp_path)
+        yield t
+        t.drop()
+
+    return crash_target
+
+
 def reopeners(*kinds: str) -> Any:
     """A ``reopen_store`` fixture over ``kinds`` (persistent ones): a Reopener on
     a fresh location; the Postgres schema is dropped at teardown."""
@@ -365,7 +425,7 @@ def retry(max_attempts: int = 3, backoff_s: float = 0.01) -> RetryPolicy:
 
 __all__ = [
     "T", "STORES", "SQL_STORES", "ALL_STORES", "PERSISTENT", "DURABILITIES", "store_kinds", "new_pg_schema",
-    "Reopener", "reopeners",
+    "Reopener", "reopeners", "CRASH_KINDS", "open_target", "CrashTarget", "crash_targets",
     "schema", "Calls", "logger", "asker", "build", "chain",
     "chain_steps", "counting_step", "diamond", "journal", "kinds", "wait_for",
     "wait_step_completed", "store_state", "make_store", "Runtimes", "runtimes", "store_kind",

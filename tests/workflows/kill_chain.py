@@ -3,10 +3,11 @@
 Imported by tests/test_recovery_kill.py (the workflow), and run as a script in a
 subprocess that the test kills with SIGKILL:
 
-    python kill_chain.py STORE_DIR SIDE_FILE N_RUNS [DURABILITY]
+    python kill_chain.py STORE SIDE_FILE N_RUNS [DURABILITY]
 
-The script starts N_RUNS runs on an LMDB store (durability "sync" unless
-DURABILITY says otherwise), each at its
+The script starts N_RUNS runs on the store STORE names (an LMDB directory, or
+a store URL: ``sqlite:///…``, ``postgresql://…?schema=…``; durability "sync"
+unless DURABILITY says otherwise), each at its
 own pace, prints "READY" once every run has reached super-step ``READY_AT``
 (the fastest are far ahead by then), and keeps going
 (steps from ``BLOCK_AT`` on never return, so no run can finish before the kill).
@@ -60,8 +61,15 @@ def workflow(side_file: str, delay: float = 0.0, block_at: int | None = None,
     return Workflow(WID, b.build(), schema)
 
 
+def open_target(target: str) -> Any:
+    """As ``workflows.open_target``: a store URL, or an LMDB directory."""
+    from atomr import LmdbStore, open_store
+
+    return open_store(target) if "://" in target else LmdbStore(target, map_size=64 << 20)
+
+
 def main(argv: list[str]) -> None:
-    from atomr import LmdbStore, Runtime
+    from atomr import Runtime
 
     store_dir, side_file, n_runs = argv[0], argv[1], int(argv[2])
     durability = argv[3] if len(argv) > 3 else "sync"
@@ -75,7 +83,7 @@ def main(argv: list[str]) -> None:
             if len(reached) == n_runs and min(reached.values()) >= READY_AT:
                 ready.set()
 
-    rt = Runtime(store=LmdbStore(store_dir, map_size=64 << 20), durability=durability)
+    rt = Runtime(store=open_target(store_dir), durability=durability)
     rt.register(workflow(side_file, delay=0.02, block_at=BLOCK_AT, on_step=on_step))
     for i in range(n_runs):
         rt.start(WID, {"n": 0}, run_id=f"run{i}")
