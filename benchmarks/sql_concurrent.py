@@ -27,9 +27,10 @@ RUNS, STEPS, QUICK_RUNS = 96, 25, 16
 #: "async" = ``asyncio.gather`` of ``ainvoke`` over one ``AsyncPostgresSaver`` on a psycopg
 #: ``AsyncConnectionPool``; "threads" = a thread per run calling ``invoke`` over one
 #: ``PostgresSaver`` on a ``ConnectionPool``. Both savers hold one lock around every
-#: database call, so the pool size hardly matters. "async" is the faster here: 96 x 25
-#: steps, medians of 5 on the 2-core VM, 2026-12-07: async 362 super-steps/s (pool 4)
-#: and 352 (pool 16), threads 323 (pool 16) and 312 (pool 4).
+#: database call, so the pool size hardly matters. "async" with a pool of 4 was the
+#: fastest here, if only just: 96 x 25 steps, medians of 10 samples on the 2-core VM
+#: (load average 2-3), 2026-12-07: async 308 super-steps/s (pool 4) and 270 (pool 16),
+#: threads 297 (pool 16) and 273 (pool 4); every sample in 110..470.
 LG_PG_MODE = "async"
 LG_PG_POOL = 4
 CASES = {
