@@ -75,6 +75,17 @@ def masked_dsn(dsn: str | None = None) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(parts.items()))
 
 
+def _where() -> str:
+    """host:port/dbname of the DSN, for a short message."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        p = conninfo_to_dict(pg_dsn())
+    except Exception:  # noqa: BLE001
+        return "<unparsed DSN>"
+    return f"{p.get('host') or 'localhost'}:{p.get('port') or 5432}/{p.get('dbname') or ''}"
+
+
 def _connect(dsn: str | None = None, **kwargs: Any) -> Any:
     import psycopg
 
@@ -93,9 +104,8 @@ def pg_available() -> tuple[bool, str]:
         except ImportError as e:
             _pg_probe = (False, f"psycopg is not installed ({e}); pip install 'atomr[bench]'")
         except Exception as e:  # noqa: BLE001 - any failure to connect means "skip Postgres"
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            _pg_probe = (False, f"Postgres at {masked_dsn()} not reachable ({type(e).__name__}: {first}); "
-                                f"set ${PG_DSN_ENV}")
+            text = " ".join(str(e).split())
+            _pg_probe = (False, f"no Postgres at {_where()} (set ${PG_DSN_ENV}): {type(e).__name__}: {text}")
     return _pg_probe
 
 

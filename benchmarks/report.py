@@ -70,7 +70,7 @@ def table_rows(results: dict[str, Any]) -> list[list[str]]:
             continue
         out.extend(_row_cells(r) for r in wl["rows"] if not r.get("headline"))
         for skip in wl.get("skipped", []):
-            out.append([skip["id"], "SKIPPED", skip["reason"][:80], "", "", "", ""])
+            out.append([skip["id"], "SKIPPED", skip["reason"].split(": ")[0][:70], "", "", "", ""])
     return out
 
 
