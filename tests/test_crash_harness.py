@@ -2,8 +2,9 @@
 
 Each scenario runs runs of four workflows (a chain, a wide fan-out, one that
 pauses on interrupts, one whose steps fail their first attempt and are
-retried) in a child process (``crash/child.py``) on an LMDB store with
-durability "sync", and kills it with SIGKILL: after a seeded random delay,
+retried) in a child process (``crash/child.py``) on a store — LMDB with
+durability "sync"; SQLite (synchronous "full" and "normal") and Postgres in
+each durability mode — and kills it with SIGKILL: after a seeded random delay,
 once the side file has grown by k lines, once some steps of a wide layer have
 finished and others still run, while the store is about to commit (finished
 steps' events queued, not durable), or inside a write transaction. A share of
@@ -22,9 +23,15 @@ resume); a step whose completion was committed when a generation died never
 executed in a later generation (side files record every execution with its
 idempotency key).
 
-Bounded by default (4 scenarios x 5 kills x 24 runs); ``ATOMR_FULL=1`` runs
-10 x 12 x 100 and also kills "async" and "exit" runtimes. A summary line with
-the totals is printed at the end of the module.
+Bounded by default (LMDB: 4 scenarios; each SQL store: 3, one per durability;
+5 kills x 24 runs each); ``ATOMR_FULL=1`` runs 10 scenarios per store x 12 x
+100 and also kills "async" and "exit" LMDB runtimes. A summary line with the
+totals is printed at the end of the module.
+
+Inside a write transaction means, for SQLite, the group's journal rows
+inserted and nothing committed; for Postgres, the group's statement waiting
+in the server for a lock the killed process held (it then commits on its own
+or not at all, before a new writer can take the schema's lock).
 """
 from __future__ import annotations
 
@@ -43,12 +50,13 @@ from typing import Any
 
 import pytest
 
-from atomr import Done, LmdbStore, Runtime
+from atomr import Done, Runtime
 from atomr import events as ev
 from atomr._load import load_progress
 from atomr.graph.superstep import idempotency_key, replay
 
 from crash import flows
+from workflows import CrashTarget
 
 CHILD = Path(__file__).resolve().parent / "crash" / "child.py"
 FULL = os.environ.get("ATOMR_FULL") == "1"
@@ -61,6 +69,11 @@ MODES = ("delay", "lines", "in_commit", "mid_layer", "pre_commit")
 #: (ATOMR_CRASH_DURABILITY forces one)
 DURABILITIES = ("sync", "async", "exit") if FULL else ("sync",)
 DURABILITY = os.environ.get("ATOMR_CRASH_DURABILITY")
+#: (store, durability, scenario): LMDB as above; each SQL store in every durability mode
+SQL_KINDS = ("sqlite-full", "sqlite-normal", "postgres")
+CASES = [("lmdb", DURABILITY or DURABILITIES[i % len(DURABILITIES)], i) for i in range(SCENARIOS)] + [
+    (kind, DURABILITY or ("sync", "async", "exit")[i % 3], i) for kind in SQL_KINDS
+    for i in range(SCENARIOS if FULL else 3)]
 T = 120.0  # generous bound for any wait; a pass is much faster
 
 #: steps that may legitimately run twice in one process life (a retry, a pause then a resume)
@@ -75,8 +88,8 @@ pytestmark = pytest.mark.slow
 class Child:
     """One generation in a subprocess; its stdout lines arrive on a queue."""
 
-    def __init__(self, store: Path, side: Path, runs: int, err: Path, **hooks: Any) -> None:
-        args = [sys.executable, str(CHILD), str(store), str(side), str(runs)]
+    def __init__(self, store: str, side: Path, runs: int, err: Path, **hooks: Any) -> None:
+        args = [sys.executable, str(CHILD), store, str(side), str(runs)]
         for k, v in hooks.items():
             args += [f"--{k.replace('_', '-')}", str(v)]
         self.err_path = err
@@ -161,7 +174,7 @@ def _fan_started(path: Path) -> int:
     return max(per_run.values(), default=0)
 
 
-def generation(store: Path, side: Path, err: Path, mode: str, start: int, durability: str,
+def generation(store: str, side: Path, err: Path, mode: str, start: int, durability: str,
                rng: random.Random) -> tuple[bool, str]:
     """Run one child generation (starting the first ``start`` runs of the plan)
     and SIGKILL it as ``mode`` says. Returns (killed, what triggered the kill)."""
@@ -225,10 +238,11 @@ class Inspection:
     records: int = 0
 
 
-def inspect_store(store_dir: Path, plans: dict[str, Any]) -> Inspection:
-    """Open the store (nobody else holds it) and check every run's journal."""
+def inspect_store(target: CrashTarget, plans: dict[str, Any]) -> Inspection:
+    """Open the store (nobody else holds it: a Postgres open waits for a
+    statement the dead process left in the server) and check every run's journal."""
     out = Inspection()
-    store = LmdbStore(store_dir, map_size=64 << 20)
+    store = target.open()
     try:
         for s in store.runs():
             wid, rid = s.workflow_id, s.run_id
@@ -236,6 +250,11 @@ def inspect_store(store_dir: Path, plans: dict[str, Any]) -> Inspection:
             seqs = [q for q, _ in events]
             assert s.first_seq == 1
             assert seqs == list(range(1, s.last_seq + 1)), f"journal of {wid}/{rid} has gaps: {seqs}"
+            snaps = [q for q, _ in store.snapshots(wid, rid)]  # every snapshot decodes
+            assert all(1 <= q <= s.last_seq for q in snaps), (wid, rid, snaps, s.last_seq)
+            assert s.snapshot_seq == 0 or s.snapshot_seq in snaps, (wid, rid, s.snapshot_seq, snaps)
+            if s.status != "running":  # a pause or an end is committed with its snapshot
+                assert s.snapshot_seq == s.last_seq, (wid, rid, s.status, s.snapshot_seq, s.last_seq)
             out.records += len(seqs)
             plan = plans[wid]
             whole = replay(plan, wid, rid, events)
@@ -301,6 +320,7 @@ class Tally:
     partial_layers: int = 0
     by_mode: collections.Counter[str] = field(default_factory=collections.Counter)
     durabilities: collections.Counter[str] = field(default_factory=collections.Counter)
+    stores: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
 @pytest.fixture(scope="module")
@@ -308,7 +328,8 @@ def tally(request: Any) -> Any:
     t = Tally()
     yield t
     line = (f"crash harness: {t.scenarios} scenarios "
-            f"({', '.join(f'{d} {n}' for d, n in sorted(t.durabilities.items()))}), {t.kills} SIGKILLs survived "
+            f"({', '.join(f'{d} {n}' for d, n in sorted(t.durabilities.items()))}; "
+            f"{', '.join(f'{k} {n}' for k, n in sorted(t.stores.items()))}), {t.kills} SIGKILLs survived "
             f"({', '.join(f'{m} {n}' for m, n in sorted(t.by_mode.items()))}; {t.not_killed} "
             f"generations ended before their trigger), {t.runs} runs, {t.executions} step executions, "
             f"{t.paused_seen} paused runs and {t.partial_layers} half-committed layers seen at kills, "
@@ -327,14 +348,25 @@ def expected() -> dict[tuple[str, str], dict[str, Any]]:
     return flows.reference(flows.plan_runs(RUNS))
 
 
-@pytest.mark.parametrize("scenario", range(SCENARIOS))
-def test_kill_recover_repeat(scenario: int, tmp_path: Path, tally: Tally,
+@pytest.fixture
+def target(request: Any, tmp_path: Path) -> Any:
+    if request.param == "postgres":
+        from conftest import need_pg
+
+        need_pg()
+    t = CrashTarget(request.param, tmp_path)
+    yield t
+    t.drop()
+
+
+@pytest.mark.parametrize("target,durability,scenario", CASES, indirect=["target"],
+                         ids=[f"{k}-{d}-{i}" for k, d, i in CASES])
+def test_kill_recover_repeat(target: CrashTarget, durability: str, scenario: int, tmp_path: Path, tally: Tally,
                              expected: dict[tuple[str, str], dict[str, Any]]) -> None:
     rng = random.Random(SEED * 100 + scenario)
-    durability = DURABILITY or DURABILITIES[scenario % len(DURABILITIES)]
     tally.durabilities[durability] += 1
+    tally.stores[target.kind] += 1
     plans = {wf.id: wf.plan for wf in flows.workflows()}
-    store_dir = tmp_path / "store"
     sides: list[Path] = []
     committed_at_death: list[set[str]] = []
     kills = 0
@@ -344,13 +376,13 @@ def test_kill_recover_repeat(scenario: int, tmp_path: Path, tally: Tally,
         sides.append(side)
         # a share of the runs starts in each generation: every generation has work to kill
         start = RUNS * (g + 2) // (KILLS + 1)
-        killed, what = generation(store_dir, side, tmp_path / f"err{g}.txt", mode, start, durability, rng)
+        killed, what = generation(target.url, side, tmp_path / f"err{g}.txt", mode, start, durability, rng)
         if killed:
             kills += 1
             tally.by_mode[mode] += 1
         else:
             tally.not_killed += 1
-        seen = inspect_store(store_dir, plans)
+        seen = inspect_store(target, plans)
         tally.paused_seen += seen.paused_with_interrupts
         tally.partial_layers += seen.partial_layers
         committed_at_death.append(seen.committed)
@@ -362,14 +394,14 @@ def test_kill_recover_repeat(scenario: int, tmp_path: Path, tally: Tally,
     sides.append(final_side)
     flows.SIDE = str(final_side)
     try:
-        with Runtime(store=LmdbStore(store_dir, map_size=64 << 20), durability="sync") as rt:
+        with Runtime(store=target.open(), durability="sync") as rt:
             for wf in flows.workflows():
                 rt.register(wf)
             outcomes = flows.drive(rt, flows.plan_runs(RUNS), final=True)
             assert rt.runs(status="running") == [] and rt.runs(status="paused") == []
     finally:
         flows.SIDE = None
-    final = inspect_store(store_dir, plans)
+    final = inspect_store(target, plans)
 
     # same final state as without crashes
     assert set(final.status) == set(expected)
@@ -378,7 +410,7 @@ def test_kill_recover_repeat(scenario: int, tmp_path: Path, tally: Tally,
         out = outcomes.get(key)
         if out is not None:  # runs that ended in an earlier generation have no outcome here
             assert isinstance(out, Done) and out.state == state, (key, out)
-    store = LmdbStore(store_dir, map_size=64 << 20)
+    store = target.open()
     try:
         for (wid, rid), state in expected.items():
             p = load_progress(store, plans[wid], wid, rid)
@@ -409,3 +441,57 @@ def test_kill_recover_repeat(scenario: int, tmp_path: Path, tally: Tally,
     tally.reexecuted_committed += len(again)
     assert again == [], again[:10]
     assert kills >= KILLS // 2, f"only {kills} of {KILLS} generations were killed"
+
+
+# --- a kill inside a large group commit -----------------------------------------------------------
+
+BIG_RUNS = 120
+BIG_GROUP = 16  # batches in the transaction the kill lands in
+
+
+@pytest.fixture(scope="module")
+def expected_big() -> dict[tuple[str, str], dict[str, Any]]:
+    return flows.reference(flows.plan_runs(BIG_RUNS))
+
+
+@pytest.mark.parametrize("target", ["lmdb", *SQL_KINDS], indirect=True)
+def test_kill_inside_a_large_group_commit(target: CrashTarget, tmp_path: Path,
+                                          expected_big: dict[tuple[str, str], dict[str, Any]]) -> None:
+    """Many runs commit in one transaction; SIGKILL lands inside it. The store
+    opens, every run is consistent (gap-free journal, its snapshots there, the
+    index agreeing with the fold), and a new process carries every run to the
+    state it reaches without a crash, never re-running a committed step."""
+    plans = {wf.id: wf.plan for wf in flows.workflows()}
+    side = tmp_path / "side0.txt"
+    child = Child(target.url, side, BIG_RUNS, tmp_path / "err0.txt", durability="async", big_commit=BIG_GROUP)
+    try:
+        big = child.wait_for("BIG_COMMIT")
+        assert big is not None, f"no transaction of {BIG_GROUP} batches; stderr: {child.stderr()}"
+        assert child.wait_for("IN_COMMIT") is not None, child.stderr()
+        child.kill()
+        assert child.proc.returncode == -signal.SIGKILL
+    finally:
+        child.close()
+    seen = inspect_store(target, plans)
+    assert seen.status, "nothing was committed before the big group"
+    final_side = tmp_path / "side1.txt"
+    flows.SIDE = str(final_side)
+    try:
+        with Runtime(store=target.open(), durability="sync") as rt:
+            for wf in flows.workflows():
+                rt.register(wf)
+            flows.drive(rt, flows.plan_runs(BIG_RUNS), final=True)
+    finally:
+        flows.SIDE = None
+    final = inspect_store(target, plans)
+    assert set(final.status) == set(expected_big) and set(final.status.values()) == {"done"}
+    store = target.open()
+    try:
+        for (wid, rid), state in expected_big.items():
+            p = load_progress(store, plans[wid], wid, rid)
+            assert p is not None and p.values == state, (wid, rid)
+    finally:
+        store.close()
+    assert max(final.completions.values()) == 1
+    again = [k for k, n in _side_counts(final_side).items() if k in seen.committed]
+    assert again == [], again[:10]
