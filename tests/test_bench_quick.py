@@ -9,7 +9,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKLOADS = ("chain", "concurrent", "fanout", "recovery", "agents", "store_size", "latency")
+WORKLOADS = ("chain", "concurrent", "fanout", "recovery", "agents", "store_size", "latency",
+             "sql_chain", "sql_concurrent", "pg_size")
 
 
 def _importable(*names: str) -> bool:
