@@ -106,6 +106,11 @@ class SqlStore(SqlReads, Store):
         """Rows the cursor's last statement changed (a pipelined backend syncs first)."""
         return int(cur.rowcount)
 
+    def _side_cursor(self, cur: Any) -> Any:
+        """Another cursor in ``cur``'s transaction, for one statement whose results
+        (or row count) are read on their own."""
+        return cur.connection.cursor()
+
     def _check_tables(self, cur: Any) -> None:
         """StoreError unless atomr's tables exist (a read-only open creates nothing)."""
         raise NotImplementedError
@@ -261,7 +266,7 @@ class SqlStore(SqlReads, Store):
     def _update_runs(self, cur: Any, updates: list[tuple[Any, ...]]) -> None:
         """Apply the conditional index updates; refuse the transaction when a row
         no longer holds the sequence number this store last wrote."""
-        cur = cur.connection.cursor()  # its own cursor: its row count is this statement's alone
+        cur = self._side_cursor(cur)  # its own cursor: its row count is this statement's alone
         cur.executemany(self._q_update_run, updates)
         matched = self._count(cur)
         if matched != len(updates):
@@ -274,7 +279,7 @@ class SqlStore(SqlReads, Store):
             self._cache.pop(key, None)
 
     def _summary_in(self, cur: Any, key: tuple[str, str]) -> RunSummary | None:
-        cur = cur.connection.cursor()
+        cur = self._side_cursor(cur)
         cur.execute(self._q_summary, (self._enc(key[0]), self._enc(key[1])))
         row = cur.fetchone()
         return None if row is None else self._row_summary(key[0], key[1], row)

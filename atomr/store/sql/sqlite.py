@@ -101,6 +101,8 @@ class SqliteStore(SqlStore):
         self._made = 0
         self._pool_lock = threading.Lock()
         self._all: list[sqlite3.Connection] = []
+        self._cursors: dict[sqlite3.Connection, sqlite3.Cursor] = {}
+        self._side: sqlite3.Cursor | None = None
         try:
             if readonly:
                 if not os.path.isfile(self.path):
@@ -232,7 +234,11 @@ class SqliteStore(SqlStore):
     @contextlib.contextmanager
     def _reading(self, consistent: bool = True) -> Iterator[Any]:
         with self._reader() as conn:
-            cur = conn.cursor()
+            # one cursor per connection, reused: sqlite3 keeps a weak reference to every
+            # cursor a connection made and drops the dead ones only every 200 cursors
+            cur = self._cursors.get(conn)
+            if cur is None:
+                cur = self._cursors[conn] = conn.cursor()
             if not consistent:
                 yield cur
                 return
@@ -247,15 +253,22 @@ class SqliteStore(SqlStore):
         conn = self._writer
         if conn is None:
             raise StoreError(f"store {self!r} was opened read-only; open it without readonly=True to write")
-        cur = conn.cursor()
+        cur = self._cursors.get(conn)
+        if cur is None:
+            cur = self._cursors[conn] = conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
             yield cur
         except BaseException:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                cur.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+        cur.execute("COMMIT")
+
+    def _side_cursor(self, cur: Any) -> Any:
+        if self._side is None or self._side.connection is not cur.connection:
+            self._side = cur.connection.cursor()  # the writer's second cursor, reused (see _reading)
+        return self._side
 
     def _is_conflict(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError)
@@ -295,6 +308,8 @@ class SqliteStore(SqlStore):
                 self._writer = None
         with self._pool_lock:
             conns, self._all = self._all, []
+            self._cursors.clear()
+            self._side = None
         for c in conns:
             try:
                 c.close()
