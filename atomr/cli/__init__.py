@@ -5,17 +5,21 @@
     atomr runs [--status S] [--workflow W]       the runs in the store
     atomr show W RUN / atomr history W RUN       a run's state / its checkpoints
     atomr resume W RUN [--resume JSON] ...       carry on a paused run
-    atomr fork / prune / purge / graph / recover / bench
+    atomr fork / prune / purge / graph / recover / cancel / schedule / serve / bench
+    atomr verify / backup DEST / copy SRC DST   look after a store (per backend)
 
-Every command works on the embedded LMDB store in ``./.atomr`` unless
-``--store PATH`` says otherwise. A run remembers the ``MODULE:WORKFLOW`` it was
+Every command works on the store ``--store`` names — a directory (LMDB),
+``sqlite:///FILE``, ``postgresql://USER@HOST:PORT/DB?schema=NAME`` — or, without
+it, ``$ATOMR_STORE``, else the LMDB store in ``./.atomr``. A password in a DSN
+is never printed. A run remembers the ``MODULE:WORKFLOW`` it was
 started from, so later commands need only the workflow id and the run id.
 
 Exit codes: 0 done (or success), 3 paused, 1 failed run or unexpected error,
 2 bad usage or an atomr error (one line on stderr; ``--debug`` shows the traceback).
 
 Modules: ``base`` (exit codes, CliError, specs, JSON input), ``render``
-(output), ``stores`` (store and runtime per command), ``commands``,
+(output), ``stores`` (store URLs, store and runtime per command), ``commands``,
+``control`` (cancel), ``care`` (verify, backup, copy), ``schedule``, ``serve``,
 ``bench``, ``parser``, ``app`` (``main``).
 """
 

@@ -13,6 +13,7 @@ from atomr.cli.base import EXIT_FAILED, EXIT_USAGE
 from atomr.cli.bench import cmd_bench
 from atomr.cli.parser import build_parser, split_bench
 from atomr.errors import AtomrError
+from atomr.store.url import scrub
 
 __all__ = ["main"]
 
@@ -22,6 +23,33 @@ def _one_line(exc: BaseException) -> str:
     if isinstance(exc, AtomrError):
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _secret_bearers(argv: Sequence[str]) -> list[str]:
+    """The arguments (and ATOMR_STORE) that may carry a DSN with a password."""
+    found = []
+    for a in [*argv, os.environ.get("ATOMR_STORE", "")]:
+        a = a.split("=", 1)[1] if a.startswith("--") and "=" in a else a
+        if "://" in a or "password" in a.lower():
+            found.append(a)
+    return found
+
+
+def _masked(text: str, argv: Sequence[str]) -> str:
+    """``text`` with the password of any DSN given on the command line masked."""
+    for dsn in _secret_bearers(argv):
+        text = scrub(text, dsn)
+    return text
+
+
+class _MaskLogs(logging.Filter):
+    def __init__(self, argv: Sequence[str]) -> None:
+        super().__init__()
+        self.argv = list(argv)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = _masked(record.getMessage(), self.argv), None
+        return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -40,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         debug = bool(getattr(args, "debug", False))
         if debug:
             logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+            for handler in logging.getLogger().handlers:
+                handler.addFilter(_MaskLogs(argv))
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE
@@ -55,6 +85,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - the one place errors become exit codes
         if debug:
-            traceback.print_exc()
-        print(f"atomr: error: {_one_line(exc)}", file=sys.stderr)
+            print(_masked(traceback.format_exc(), argv), end="", file=sys.stderr)
+        print(f"atomr: error: {_masked(_one_line(exc), argv)}", file=sys.stderr)
         return EXIT_USAGE if isinstance(exc, AtomrError) else EXIT_FAILED

@@ -19,7 +19,7 @@ from atomr.cli.render import (
     table,
     when,
 )
-from atomr.cli.stores import existing_store, has_store, runtime, runtime_for_run
+from atomr.cli.stores import describe, existing_store, maybe_store, runtime, runtime_for_run, shown
 from atomr.errors import RunNotFound
 from atomr.types import Command, Done, Paused
 
@@ -32,7 +32,7 @@ __all__ = [
 def cmd_demo(args: argparse.Namespace) -> int:
     run_id = f"demo-{uuid.uuid4().hex[:8]}"
     wf = demo.workflow
-    print(f"atomr demo: an order pipeline on the embedded LMDB store at {args.store!r}")
+    print(f"atomr demo: an order pipeline on {describe(args.store)}")
     print("  validate -> price | reserve | screen (one parallel super-step) -> approve (asks a person) -> fulfil")
     with runtime(args) as rt:
         rt.register(wf)
@@ -84,10 +84,9 @@ def _summary_row(s: Any) -> dict[str, Any]:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    if not has_store(args.store):
-        summaries: list[Any] = []
-    else:
-        store = existing_store(args.store, readonly=True)
+    summaries: list[Any] = []
+    store, _ = maybe_store(args.store)
+    if store is not None:
         try:
             summaries = store.runs(status=args.status, workflow_id=args.workflow)
         finally:
@@ -97,7 +96,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         print(json_text([_summary_row(s) for s in summaries], indent=2))
         return EXIT_OK
     if not summaries:
-        print(f"no runs in {args.store!r}")
+        print(f"no runs in {shown(args.store)!r}")
         return EXIT_OK
     rows = [["WORKFLOW", "RUN", "STATUS", "STEP", "UPDATED", "VERSION", "MODULE"]]
     for s in summaries:
@@ -186,10 +185,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def cmd_purge(args: argparse.Namespace) -> int:
     if args.older_than < 0:
         raise CliError(f"--older-than must be >= 0 seconds, got {args.older_than}")
-    if not has_store(args.store):
-        print(f"purged 0 run(s): no store at {args.store!r}")
+    store, _ = maybe_store(args.store, readonly=False)
+    if store is None:
+        print(f"purged 0 run(s): no store at {shown(args.store)!r}")
         return EXIT_OK
-    with runtime(args, existing_store(args.store)) as rt:
+    with runtime(args, store) as rt:
         n = rt.purge(args.older_than)
     print(f"purged {n} finished run(s) not updated for {args.older_than:g}s")
     return EXIT_OK
@@ -218,7 +218,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
         handles = rt.recover([wf.id for wf in workflows])
         if not handles:
             ids = ", ".join(wf.id for wf in workflows)
-            print(f"nothing to recover: no run of {ids} is left running in {args.store!r}")
+            print(f"nothing to recover: no run of {ids} is left running in {shown(args.store)!r}")
             return EXIT_OK
         print(f"recovering {len(handles)} run(s)")
         codes = [print_outcome(h.result(timeout=None), args) for h in handles]

@@ -6,6 +6,7 @@ import argparse
 from typing import Any, NoReturn
 
 from atomr.cli.base import DEFAULT_STORE, STATUSES, CliError
+from atomr.cli.care import add_care_commands
 from atomr.cli.control import add_control_commands
 from atomr.cli.schedule import add_schedule_commands
 from atomr.cli.commands import (
@@ -22,8 +23,9 @@ from atomr.cli.commands import (
     cmd_show,
 )
 from atomr.cli.serve import add_serve_args, cmd_serve
+from atomr.cli.stores import default_store
 
-__all__ = ["build_parser", "split_bench"]
+__all__ = ["STORE_HELP", "build_parser", "split_bench"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,18 +47,21 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_id", metavar="RUN", help="run id")
 
 
+#: what --store takes (the default is read from the environment when the parser is built)
+STORE_HELP = ("the store: a directory (LMDB), lmdb:DIR, sqlite:///FILE, postgresql://USER@HOST:PORT/DB[?schema=NAME] "
+              f"or memory: (default: $ATOMR_STORE, else {DEFAULT_STORE})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", metavar="PATH", default=argparse.SUPPRESS,
-                        help=f"the LMDB store directory (default: {DEFAULT_STORE})")
+    common.add_argument("--store", metavar="URL", default=argparse.SUPPRESS, help=STORE_HELP)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks and log messages")
     parser = _Parser(
         prog="atomr", description="Run, watch and inspect atomr workflows.",
         epilog="Exit codes: 0 done, 3 paused, 1 failed, 2 usage or atomr error.",
     )
-    parser.add_argument("--store", metavar="PATH", default=DEFAULT_STORE,
-                        help=f"the LMDB store directory (default: {DEFAULT_STORE})")
+    parser.add_argument("--store", metavar="URL", default=default_store(), help=STORE_HELP)
     parser.add_argument("--debug", action="store_true", default=False,
                         help="show tracebacks and log messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -141,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workflows", metavar="MODULE:WORKFLOW", nargs="+")
 
     add_control_commands(add, _run_args, _module_flag)
+    add_care_commands(add)
     add_schedule_commands(add)
 
     add_serve_args(add("serve", cmd_serve, "serve the HTTP API, /metrics and the web UI for MODULE:WORKFLOW...",

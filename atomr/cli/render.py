@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from atomr import _usertypes
-from atomr.cli.base import DEFAULT_STORE, EXIT_FAILED, EXIT_OK, EXIT_PAUSED, CliError
+from atomr.cli.base import EXIT_FAILED, EXIT_OK, EXIT_PAUSED, CliError
+from atomr.cli.stores import default_store
+from atomr.store.url import redact
 from atomr.types import Done, Failed, Paused, StepEvent
 
 __all__ = [
@@ -208,8 +210,9 @@ def stream(handle: Any) -> Any:
 
 
 def cmdline(args: argparse.Namespace, *words: str) -> str:
-    """An ``atomr`` command line to copy (with this invocation's --store)."""
-    store = ["--store", args.store] if args.store != DEFAULT_STORE else []
+    """An ``atomr`` command line to copy (with this invocation's --store unless it
+    is the default, its password masked: type it, or set ATOMR_STORE)."""
+    store = ["--store", redact(args.store)] if args.store != default_store() else []
     return " ".join(shlex.quote(w) for w in ["atomr", *words[:1], *store, *words[1:]])
 
 

@@ -16,10 +16,9 @@ from typing import Any
 from atomr.actors.cron import upsert
 from atomr.actors.cron_rules import ScheduleNotFound, define, describe, iso_ms
 from atomr.cli.base import DEFAULT_STORE, EXIT_OK, EXIT_USAGE, load_workflow, parse_json
-from atomr.cli.render import json_text, table
-from atomr.cli.stores import existing_store, has_store
+from atomr.cli.render import cmdline, json_text, table
+from atomr.cli.stores import existing_store, maybe_store, shown, writable_store
 from atomr.store.base import now_ms
-from atomr.store.lmdb import LmdbStore
 from atomr.store.schedules import CATCH_UP, OVERLAP
 
 __all__ = ["add_schedule_commands", "cmd_schedule_add", "cmd_schedule_rm", "cmd_schedule_ls"]
@@ -41,7 +40,7 @@ def cmd_schedule_add(args: argparse.Namespace) -> int:
     rec = define(args.schedule_id, wf.id, cron=args.cron, every_s=args.every, input=data,
                  overlap=args.overlap, catch_up=args.catch_up, meta={"module": args.workflow},
                  schema=wf.schema)
-    store = LmdbStore(args.store)
+    store = writable_store(args.store)
     try:
         stored = upsert(store, rec)
     finally:
@@ -50,7 +49,7 @@ def cmd_schedule_add(args: argparse.Namespace) -> int:
     print(f"schedule {s.schedule_id}: {s.workflow_id} {_rule(s)}, overlap {s.overlap}, "
           f"catch-up {s.catch_up}; next due {_when(s.next_due)}")
     print(f"its runs start while a process runs {args.workflow} on this store, e.g. "
-          f"atomr --store {args.store} serve {args.workflow}")
+          f"{cmdline(args, 'serve', args.workflow)}")
     return EXIT_OK
 
 
@@ -67,8 +66,8 @@ def cmd_schedule_rm(args: argparse.Namespace) -> int:
 
 def cmd_schedule_ls(args: argparse.Namespace) -> int:
     records = []
-    if has_store(args.store):
-        store = existing_store(args.store, readonly=True)
+    store, _ = maybe_store(args.store)
+    if store is not None:
         try:
             records = store.list_schedules()
         finally:
@@ -79,7 +78,7 @@ def cmd_schedule_ls(args: argparse.Namespace) -> int:
         print(json_text([{k: v for k, v in s.to_dict().items() if k != "armed"} for s in items], indent=2))
         return EXIT_OK
     if not items:
-        print(f"no schedules in {args.store!r}")
+        print(f"no schedules in {shown(args.store)!r}")
         return EXIT_OK
     rows = [["ID", "WORKFLOW", "RULE", "NEXT DUE", "LAST FIRED", "LAST RUN", "OVERLAP", "CATCH-UP",
              "FIRED", "SKIPPED"]]
@@ -109,8 +108,8 @@ def add_schedule_commands(add: Any) -> None:
             "commands only edit or read the store.")
     p.set_defaults(fn=_help(p))
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", metavar="PATH", default=argparse.SUPPRESS,
-                        help=f"the LMDB store directory (default: {DEFAULT_STORE})")
+    common.add_argument("--store", metavar="URL", default=argparse.SUPPRESS,
+                        help=f"the store (default: $ATOMR_STORE, else {DEFAULT_STORE}; see atomr --help)")
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show tracebacks and log messages")
     sub = p.add_subparsers(dest="schedule_command", metavar="ACTION", parser_class=type(p))

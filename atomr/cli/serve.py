@@ -1,6 +1,6 @@
 """``atomr serve MODULE:WORKFLOW...``: the HTTP API, /metrics and the web UI on one store.
 
-One runtime on the ``--store`` directory runs the given workflows behind
+One runtime on the ``--store`` (a directory or a store URL) runs the given workflows behind
 uvicorn (the ``server`` extra). Runs a crash left "running" are carried on
 first. SIGTERM / Ctrl-C stop it gracefully: no new connection is accepted,
 requests in flight get up to :data:`GRACE_S` seconds, then the runtime
@@ -18,7 +18,7 @@ import signal
 from typing import Any
 
 from atomr.cli.base import EXIT_FAILED, EXIT_OK, CliError, load_workflow
-from atomr.cli.stores import runtime
+from atomr.cli.stores import runtime, shown
 
 __all__ = ["DEFAULT_PORT", "add_serve_args", "cmd_serve", "is_loopback"]
 
@@ -91,7 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server = uvicorn.Server(config)
         auth = "token required" if token else "no auth"
         print(f"atomr serve: {', '.join(sorted(specs))} on http://{args.host}:{args.port} "
-              f"(store {args.store!r}, {auth}); Ctrl-C stops", flush=True)
+              f"(store {shown(args.store)!r}, {auth}); Ctrl-C stops", flush=True)
         stopped_by = _run_until_signalled(server)
         if not server.started:
             return EXIT_FAILED

@@ -1,41 +1,164 @@
-"""Opening the store and a Runtime on it for a command."""
+"""Opening the store and a Runtime on it for a command.
+
+``--store`` (default: ``$ATOMR_STORE``, else ``.atomr``) takes what
+:func:`atomr.open_store` takes: a directory or ``lmdb:DIR`` (LMDB),
+``sqlite:///FILE``, ``postgresql://USER@HOST:PORT/DB?schema=NAME`` or
+``memory:``. Commands that only read or change existing runs never create a
+store: :func:`existing_store` says clearly when there is none. Wherever a
+store is shown, its password is masked (:func:`shown`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import os
+import re
 from collections.abc import Iterator
+from urllib.parse import unquote
 
-from atomr.cli.base import CliError, load_workflow
-from atomr.errors import RunNotFound
+from atomr.cli.base import DEFAULT_STORE, CliError, load_workflow
+from atomr.errors import RunNotFound, StoreError, StoreUrlError
 from atomr.runtime import Runtime
-from atomr.store.lmdb import LmdbStore
+from atomr.store.base import Store
+from atomr.store.url import open_store, redact
 
-__all__ = ["existing_store", "has_store", "runtime", "runtime_for_run"]
+__all__ = ["backend", "default_store", "describe", "existing_store", "has_store", "lmdb_path", "maybe_store",
+           "runtime", "runtime_for_run", "same_store", "shown", "sqlite_path", "writable_store"]
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
+#: what each backend is called in messages
+NAMES = {"lmdb": "LMDB", "sqlite": "SQLite", "postgres": "Postgres", "memory": "in-memory"}
 
 
-def has_store(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "data.mdb"))
+def default_store() -> str:
+    """The store a command uses without ``--store``: ``$ATOMR_STORE``, else ``.atomr``."""
+    return os.environ.get("ATOMR_STORE", "").strip() or DEFAULT_STORE
 
 
-def existing_store(path: str, readonly: bool = False) -> LmdbStore:
-    """The store at ``path``; a CliError (rather than a new, empty store) when there is none."""
-    if not has_store(path):
+def shown(url: str) -> str:
+    """The store as it may be printed: any password masked."""
+    return redact(url)
+
+
+def backend(url: str) -> str:
+    """``"lmdb"``, ``"sqlite"``, ``"postgres"`` or ``"memory"``: what ``url`` opens
+    (StoreUrlError for an unknown scheme)."""
+    m = _SCHEME.match(url.strip())
+    scheme = m.group(1).lower() if m else None
+    if scheme is None:
+        return "lmdb"
+    if scheme in ("postgresql", "postgres"):
+        return "postgres"
+    if scheme in ("lmdb", "sqlite", "memory"):
+        return scheme
+    raise StoreUrlError(f"unknown store URL scheme {scheme!r} in {shown(url)!r}; use a path, lmdb:PATH, "
+                        "sqlite:///FILE, postgresql://USER@HOST:PORT/DB or memory: (a directory whose name "
+                        "has a colon: write it as ./NAME)")
+
+
+def lmdb_path(url: str) -> str:
+    """The directory of an LMDB store URL (a plain path or ``lmdb:PATH``)."""
+    text = url.strip()
+    if text[:5].lower() == "lmdb:":
+        text = text[5:]
+        text = text[2:] if text.startswith("//") else text
+        if not text:
+            raise StoreUrlError(f"lmdb: needs a directory, e.g. lmdb:runs/ (got {url!r})")
+    return text
+
+
+def sqlite_path(url: str) -> str:
+    """The database file of a ``sqlite:///FILE`` URL (StoreUrlError when malformed)."""
+    text = url.strip()
+    rest = text[len("sqlite:"):]
+    path = rest[3:].partition("?")[0]
+    if not rest.startswith("///") or not path:
+        raise StoreUrlError(f"malformed SQLite URL {text!r}: write sqlite:///relative.db or "
+                            "sqlite:////absolute/path.db (three slashes, then the path)")
+    return unquote(path)
+
+
+def _where(url: str) -> tuple[str, str]:
+    """``(backend, location)``: what a store URL names, for comparing two of them."""
+    kind = backend(url)
+    if kind == "lmdb":
+        return kind, os.path.realpath(lmdb_path(url))
+    if kind == "sqlite":
+        return kind, os.path.realpath(sqlite_path(url))
+    return kind, url.strip()
+
+
+def same_store(a: str, b: str) -> bool:
+    """True when two store URLs name one store (as far as can be told without opening them)."""
+    return _where(a) == _where(b)
+
+
+def maybe_store(url: str, readonly: bool = True) -> tuple[Store | None, str]:
+    """``(the existing store, "")``, or ``(None, why there is none)``. Opening
+    read-only creates nothing; an unknown scheme, a malformed URL or an
+    unreachable server raise their named errors."""
+    kind = backend(url)
+    if kind == "memory":
+        return None, "memory: keeps runs in one process only, nothing is left of them for this command"
+    if kind == "lmdb":
+        path = lmdb_path(url)
+        if not os.path.isfile(os.path.join(path, "data.mdb")):
+            return None, ""
+        # read-only opens take no lock: they work while another process runs the store
+        return open_store(url, readonly=readonly), ""
+    if kind == "sqlite" and not os.path.isfile(sqlite_path(url)):
+        return None, "no such file"
+    try:
+        probe = open_store(url, readonly=True)
+    except StoreError as exc:
+        if type(exc) is not StoreError:  # unreachable server, malformed URL, newer format, damage...
+            raise
+        return None, str(exc)  # no file, no atomr tables, no schema
+    if readonly:
+        return probe, ""
+    probe.close()
+    return open_store(url), ""
+
+
+def has_store(url: str) -> bool:
+    store, _ = maybe_store(url)
+    if store is None:
+        return False
+    store.close()
+    return True
+
+
+def existing_store(url: str, readonly: bool = False) -> Store:
+    """The store at ``url``; a CliError (rather than a new, empty store) when there is none."""
+    store, why = maybe_store(url, readonly)
+    if store is not None:
+        return store
+    if backend(url) == "lmdb":
         raise CliError(
-            f"no atomr store at {path!r}; start a run first (atomr run MODULE:WORKFLOW) "
+            f"no atomr store at {shown(url)!r}; start a run first (atomr run MODULE:WORKFLOW) "
             "or point at one with --store PATH"
         )
-    # read-only opens take no lock: they work while another process runs the store
-    return LmdbStore(path, readonly=readonly)
+    head = why if why.startswith("no atomr store") else f"no atomr store at {shown(url)!r} ({why})"
+    raise CliError(f"{head}; start a run first (atomr run MODULE:WORKFLOW) or point at one with --store URL")
+
+
+def writable_store(url: str) -> Store:
+    """The store at ``url`` opened for writing; created when there is none."""
+    return open_store(url)  # type: ignore[no-any-return]
+
+
+def describe(url: str) -> str:
+    """``the LMDB store at '.atomr'`` and the like (password masked)."""
+    return f"the {NAMES[backend(url)]} store at {shown(url)!r}"
 
 
 @contextlib.contextmanager
-def runtime(args: argparse.Namespace, store: LmdbStore | None = None) -> Iterator[Runtime]:
-    """A Runtime on ``store`` (default: the --store directory, created when missing)."""
+def runtime(args: argparse.Namespace, store: Store | None = None) -> Iterator[Runtime]:
+    """A Runtime on ``store`` (default: the --store, created when missing)."""
     durability = getattr(args, "durability", None) or "sync"
     if store is None:
-        store = LmdbStore(args.store)
+        store = writable_store(args.store)
     try:
         rt = Runtime(store=store, durability=durability)
     except BaseException:

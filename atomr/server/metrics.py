@@ -23,6 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from atomr.store.base import STATUSES
+from atomr.store.url import redact
 
 if TYPE_CHECKING:
     from atomr.runtime import Runtime
@@ -68,6 +69,10 @@ class _RuntimeCollector:
             yield GaugeMetricFamily("atomr_dispatcher_queue_depth",
                                     "Run actors waiting for a dispatcher thread (queued runs)", value=depth())
         yield GaugeMetricFamily("atomr_workflows", "Registered workflows", value=len(rt.workflows))
+        info = GaugeMetricFamily("atomr_store_info", "The store this server runs on: its class and where it is "
+                                 "(a password in a DSN masked)", labels=["backend", "location"])
+        info.add_metric([type(rt.store).__name__, redact(str(getattr(rt.store, "path", None) or ""))], 1)
+        yield info
         cp = _checkpointer(rt)
         if cp is not None:
             yield CounterMetricFamily("atomr_checkpointer_commits", "Write transactions of the checkpointer",
