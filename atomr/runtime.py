@@ -18,7 +18,7 @@ from typing import Any
 
 import pykka
 
-from atomr.actors.checkpointer import Checkpointer
+from atomr.actors.checkpointer import Checkpointer, WriterGate
 from atomr.actors.core import Core
 from atomr.actors.dispatcher import Dispatcher
 from atomr.actors.admission import Admission
@@ -134,9 +134,10 @@ class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
         self.executor = executor
         executor.start()
         supervisor = Supervisor()
-        checkpointer = Checkpointer.start(store) if store.single_writer else None
+        gate = WriterGate()
+        checkpointer = Checkpointer.start(store, gate) if store.single_writer else None
         self._core = Core(store, checkpointer, executor, Scheduler(), supervisor, durability,
-                          dispatcher, inline=bool(inline_steps))
+                          dispatcher, inline=bool(inline_steps), gate=gate)
         supervisor.core = self._core
         self._core.sleeper = Sleeper(self._core)
         self._core.limiter = Limiter(self._core)

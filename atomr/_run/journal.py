@@ -16,8 +16,11 @@ outbox until the durability strategy sends it:
   fails; a kill -9 loses the execution since the last pause (it runs again).
 
 In every mode an outcome is reported only once it is durable. A batch goes to
-the checkpointer actor (LMDB) or straight into a store that takes writes from
-any thread (MemoryStore); either way a refusal comes back as ``Committed(error)``.
+the checkpointer actor (LMDB, SQLite, Postgres) — or, when the run waits for
+it and nothing else is queued, into the store in the run's own turn (see
+:class:`~atomr.actors.checkpointer.WriterGate`) — or straight into a store that
+takes writes from any thread (MemoryStore); either way a refusal comes back as
+``Committed(error)``.
 """
 
 from __future__ import annotations
@@ -121,7 +124,12 @@ class Journal:
             self.first_token = token
         cp = self.core.checkpointer
         if cp is None:
-            err = self.core.store.write([batch])[0]
+            done, err = True, self.core.store.write([batch])[0]
+        elif wait:  # a lone run writes itself when the writer is idle (no hand-offs)
+            done, err = self.core.gate.try_write(self.core.store, batch)
+        else:
+            done, err = False, None
+        if done:
             if err is None:
                 self.ever_committed = True
                 return True
@@ -129,6 +137,7 @@ class Journal:
             self.ack_token = token
             self.ref.tell(Committed(token, err))
             return False
+        self.core.gate.told()
         cp.tell(Append(batch, self.ref, token, wait))
         if wait:
             self.ack_token = token

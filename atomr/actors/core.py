@@ -38,5 +38,7 @@ class Core:
     admission: Any = None
     #: the cancel flag of each live run (ctx.cancelled); set by rt.cancel at once
     cancel_flags: dict[tuple[str, str], Any] = field(default_factory=dict)
+    #: serializes the checkpointer's writes with a lone run's inline commit (None: no checkpointer)
+    gate: Any = None
     #: runs whose turn is in a step right now (set/discard are atomic)
     stepping: set[tuple[str, str]] = field(default_factory=set)
