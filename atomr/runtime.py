@@ -27,14 +27,7 @@ from atomr.actors.sleeper import Sleeper
 from atomr.actors.scheduler import Scheduler
 from atomr.actors.pool import LocalExecutor
 from atomr.actors.supervisor import Supervisor
-from atomr.errors import (
-    AtomrError,
-    RunNotFound,
-    RunNotPaused,
-    RuntimeClosed,
-    WorkflowExists,
-    WorkflowNotFound,
-)
+from atomr.errors import AtomrError, RunNotFound, RunNotPaused, RuntimeClosed, WorkflowExists, WorkflowNotFound
 from atomr import _maintain
 from atomr._check import check_number
 from atomr._maintain import check_run_id
