@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from atomr.errors import FormatVersionError, StoreClosed, StoreError
+from atomr.errors import FormatVersionError, StoreClosed, StoreError, StoreUnavailable
 from atomr.store import format as fmt
 from atomr.store.base import AppendBatch, RunSummary, Store, now_ms
 from atomr.store.sql._reads import SUMMARY_COLS, SqlReads
@@ -168,6 +168,7 @@ class SqlStore(SqlReads, Store):
         except Exception as first:  # noqa: BLE001 - isolated below
             if isinstance(first, StoreClosed):
                 return [first] * len(batches)
+            unknown = isinstance(first, StoreUnavailable)
         # one batch was refused: apply them one at a time, reading each run's
         # index row afresh, so the others land and the bad one gets its reason
         results: list[BaseException | None] = []
@@ -176,8 +177,21 @@ class SqlStore(SqlReads, Store):
                 self._write_txn([b], fresh=True)
                 results.append(None)
             except Exception as exc:  # noqa: BLE001 - reported to the run that wrote it
-                results.append(exc)
+                unsure = unknown or isinstance(exc, StoreUnavailable)
+                results.append(None if unsure and self._landed(b) else exc)
         return results
+
+    def _landed(self, b: AppendBatch) -> bool:
+        """True when the store holds ``b`` already, record for record: after a
+        connection broke as a group committed (the client never heard whether it
+        did), a batch that did land is not refused when it is tried again."""
+        if not b.records:
+            return False
+        try:
+            got = list(self._journal_raw(b.workflow_id, b.run_id, b.first_seq, b.last_seq))
+        except Exception:  # noqa: BLE001 - unknown: keep the write's own error
+            return False
+        return got == [(seq, bytes(rec)) for seq, rec in enumerate(b.records, b.first_seq)]
 
     def _write_txn(self, batches: Sequence[AppendBatch], fresh: bool = False) -> None:
         self._check_writable()

@@ -272,10 +272,16 @@ class PostgresStore(SqlStore):
         try:
             with (conn.pipeline() if pipeline else contextlib.nullcontext()) as self._pipe, conn.transaction():
                 yield conn.cursor()
-        except self._psycopg.OperationalError:
-            if conn.broken or conn.closed:
+        except self._psycopg.OperationalError as exc:
+            if self._dead(conn, exc):
                 self._lose_writer(conn)
             raise
+
+    def _dead(self, conn: Any, exc: BaseException) -> bool:
+        """True when the writer connection is of no more use (the server went away or
+        ended the session): the next write connects again and wins the lock again."""
+        state = getattr(exc, "sqlstate", None) or ""
+        return bool(conn.broken or conn.closed or not state or state[:2] == "08" or state[:3] == "57P")
 
     @contextlib.contextmanager
     def _reading(self, consistent: bool = True) -> Iterator[Any]:
@@ -313,18 +319,18 @@ class PostgresStore(SqlStore):
         fewer rows than it should, ``1 / 0`` fails the statement, so nothing of
         it is stored (reported as "index row changed")."""
         conn = self._writer_conn()
-        g = stage(lambda key: self._summary_in(conn.cursor(), key))
-        cols = [list(c) for c in zip(*g.events)] if g.events else [[], [], [], []]
-        cols += [list(c) for c in zip(*g.snaps)] if g.snaps else [[], [], [], []]
-        cols += [list(c) for c in zip(*g.inserts)] if g.inserts else [[]] * 10
-        cols += [list(c) for c in zip(*g.updates)] if g.updates else [[]] * 10
         try:
+            g = stage(lambda key: self._summary_in(conn.cursor(), key))
+            cols = [list(c) for c in zip(*g.events)] if g.events else [[], [], [], []]
+            cols += [list(c) for c in zip(*g.snaps)] if g.snaps else [[], [], [], []]
+            cols += [list(c) for c in zip(*g.inserts)] if g.inserts else [[]] * 10
+            cols += [list(c) for c in zip(*g.updates)] if g.updates else [[]] * 10
             conn.execute(self._q_group, (*cols, len(g.updates)), prepare=True)
         except self._psycopg.errors.DivisionByZero:
             raise StoreError("a run's index row changed under this store (another writer?); the group was "
                              "refused and nothing of it was stored") from None
-        except self._psycopg.OperationalError:
-            if conn.broken or conn.closed:
+        except self._psycopg.OperationalError as exc:
+            if self._dead(conn, exc):
                 self._lose_writer(conn)
             raise
 
