@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from atomr._check import check_int
-from atomr.errors import StoreError, StoreFull, StoreLocked
+from atomr.errors import CorruptStore, StoreError, StoreFull, StoreLocked
 from atomr.store.sql.base import SqlStore
 from atomr.store.sql.schema import SQLITE, create_statements
 
@@ -114,8 +114,7 @@ class SqliteStore(SqlStore):
                 self._open_writer()
         except sqlite3.Error as exc:
             self._abandon()
-            raise StoreError(f"cannot open SQLite store {self.path!r}: {exc}; check the path and its "
-                             "permissions") from None
+            raise self._db_error(exc, "opening") from None
         except BaseException:
             self._abandon()
             raise
@@ -233,20 +232,34 @@ class SqliteStore(SqlStore):
 
     @contextlib.contextmanager
     def _reading(self, consistent: bool = True) -> Iterator[Any]:
-        with self._reader() as conn:
-            # one cursor per connection, reused: sqlite3 keeps a weak reference to every
-            # cursor a connection made and drops the dead ones only every 200 cursors
-            cur = self._cursors.get(conn)
-            if cur is None:
-                cur = self._cursors[conn] = conn.cursor()
-            if not consistent:
-                yield cur
-                return
-            cur.execute("BEGIN")
-            try:
-                yield cur
-            finally:
-                cur.execute("COMMIT")
+        try:
+            with self._reader() as conn:
+                # one cursor per connection, reused: sqlite3 keeps a weak reference to every
+                # cursor a connection made and drops the dead ones only every 200 cursors
+                cur = self._cursors.get(conn)
+                if cur is None:
+                    cur = self._cursors[conn] = conn.cursor()
+                if not consistent:
+                    yield cur
+                    return
+                cur.execute("BEGIN")
+                try:
+                    yield cur
+                finally:
+                    cur.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._db_error(exc, "reading") from None
+
+    def _db_error(self, exc: sqlite3.Error, what: str) -> StoreError:
+        """A named error for an SQLite error of an open or a read."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code == sqlite3.SQLITE_CORRUPT:
+            return CorruptStore(self.path, f"SQLite reports {exc} while {what} it")
+        if code == sqlite3.SQLITE_NOTADB:
+            return StoreError(f"{self.path!r} is not an SQLite database ({exc}); check the path")
+        if what == "opening":
+            return StoreError(f"cannot open SQLite store {self.path!r}: {exc}; check the path and its permissions")
+        return StoreError(f"{what} SQLite store {self.path!r} failed ({exc}); check the file and its disk")
 
     @contextlib.contextmanager
     def _writing(self, pipeline: bool = False) -> Iterator[Any]:
@@ -280,6 +293,8 @@ class SqliteStore(SqlStore):
         if code == sqlite3.SQLITE_FULL:
             return StoreError(f"the disk holding {self.path!r} is full; free space, then call rt.recover() "
                               "to carry the runs on: nothing committed was lost")
+        if code == sqlite3.SQLITE_CORRUPT:
+            return CorruptStore(self.path, f"SQLite reports {exc} while writing it (nothing of the write was stored)")
         return StoreError(f"the write to SQLite store {self.path!r} failed ({exc}); nothing of it was stored")
 
     # -- size, verify, backup, close ---------------------------------------------------------
