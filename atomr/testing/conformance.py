@@ -20,7 +20,8 @@ overwrites one journal record in place (the corruption tests are skipped for a
 backend without it). Run state is rebuilt with the same pure fold the runtime
 uses (:mod:`atomr.graph.superstep`) over a small real workflow plan.
 
-The tests are grouped in mixins (journal, history, robustness, schedules) over a shared
+The tests are grouped in mixins (journal, history, robustness, schedules, ids
+and values of every kind) over a shared
 base of hooks and helpers; the plan and journals they use come from
 :mod:`atomr.testing.journals`.
 """
@@ -28,6 +29,7 @@ base of hooks and helpers; the plan and journals they use come from
 from __future__ import annotations
 
 from atomr.testing._history_tests import HistoryTests
+from atomr.testing._ids_tests import IdsTests
 from atomr.testing._journal_tests import JournalTests
 from atomr.testing._robustness_tests import RobustnessTests
 from atomr.testing._schedule_tests import ScheduleTests
@@ -53,6 +55,6 @@ __all__ = [
 ]
 
 
-class StoreConformance(JournalTests, HistoryTests, RobustnessTests, ScheduleTests):
+class StoreConformance(JournalTests, HistoryTests, RobustnessTests, ScheduleTests, IdsTests):
     """Behaviour every Store backend shares. Subclass it and implement :meth:`make_store`
     (and :meth:`reopen_store` for a backend that keeps data across close())."""
