@@ -29,10 +29,10 @@ from typing import Any
 
 from atomr.cli.base import EXIT_FAILED, EXIT_OK, CliError
 from atomr.cli.render import json_text
-from atomr.cli.stores import backend, existing_store, lmdb_path, same_store, shown, writable_store
+from atomr.cli.stores import backend, existing_store, lmdb_path, same_store, shown, sqlite_path, writable_store
 from atomr.errors import CorruptStore, StoreError
 from atomr.store._sqlbackup import backup_sqlite, pg_dump_hint
-from atomr.store._sqlverify import verify_sql
+from atomr.store._sqlverify import verify_sql, verify_sqlite_file
 from atomr.store._verify import backup_store, verify_store
 from atomr.store.copy import RunCopy, copy_store
 from atomr.store.url import split_schema
@@ -42,15 +42,23 @@ __all__ = ["add_care_commands", "cmd_backup", "cmd_copy", "cmd_verify"]
 
 def cmd_verify(args: argparse.Namespace) -> int:
     kind = backend(args.store)
-    store = existing_store(args.store, readonly=True)  # a clear error when there is none
     try:
-        if kind == "lmdb":
+        store = existing_store(args.store, readonly=True)  # a clear error when there is none
+    except CorruptStore:
+        if kind != "sqlite":
+            raise
+        store = None  # its pages are damaged: SQLite's own check says where
+    if store is None:
+        report = verify_sqlite_file(sqlite_path(args.store), deep=not args.quick)
+    else:
+        try:
+            if kind == "lmdb":
+                store.close()
+                report = verify_store(lmdb_path(args.store), deep=not args.quick)
+            else:
+                report = verify_sql(store, deep=not args.quick)
+        finally:
             store.close()
-            report = verify_store(lmdb_path(args.store), deep=not args.quick)
-        else:
-            report = verify_sql(store, deep=not args.quick)
-    finally:
-        store.close()
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

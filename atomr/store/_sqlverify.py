@@ -19,16 +19,17 @@ LMDB report does; reading a damaged run raises CorruptRecord, the others are fin
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from typing import Any
 
-from atomr.errors import CodecError, UnregisteredType
+from atomr.errors import CodecError, CorruptStore, UnregisteredType
 from atomr.store import format as fmt
 from atomr.store._verify import Damage, VerifyReport
 from atomr.store.schedules import ScheduleRecord
 
-__all__ = ["verify_sql", "pg_tool_command"]
+__all__ = ["verify_sql", "verify_sqlite_file", "pg_tool_command"]
 
 _MAX_PROBLEMS = 1000
 _COLS = "workflow_id, run_id, status, super_step, last_seq, first_seq, snapshot_seq, created_ms, updated_ms, meta"
@@ -164,6 +165,44 @@ class _Walk:
                 self.problem("schedules", f"damaged schedule record: {exc}", key=key)
 
 
+_SQLITE_RESTORE = ("restore the database file from a backup (atomr backup DEST.db makes one with SQLite's online "
+                   "backup); or copy the readable runs out with atomr copy")
+
+
+def _sqlite_check(cur: Any, deep: bool) -> str:
+    """What SQLite's own check finds ("" when the file is sound)."""
+    cur.execute("PRAGMA integrity_check" if deep else "PRAGMA quick_check")
+    found = [str(r[0]) for r in cur.fetchall()]
+    if found == ["ok"]:
+        return ""
+    return "SQLite's integrity check: " + "; ".join(found[:5]) + (
+        f" (and {len(found) - 5} more)" if len(found) > 5 else "")
+
+
+def _sqlite_note(deep: bool, ok: bool) -> str:
+    return (f"SQLite PRAGMA {'integrity_check' if deep else 'quick_check'}: {'ok' if ok else 'DAMAGED'}"
+            + ("; every run's records walked" + (" and decoded" if deep else " (sequence numbers only)")
+               if ok else ""))
+
+
+def verify_sqlite_file(path: str, *, deep: bool = True) -> VerifyReport:
+    """SQLite's own check of a database file, on a connection of its own: the
+    report on a file the store cannot open (its pages are damaged)."""
+    t0 = time.perf_counter()
+    uri = "file:" + path.replace("?", "%3f").replace("#", "%23") + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=10)
+        try:
+            detail = _sqlite_check(conn.cursor(), deep)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        detail = f"SQLite cannot read the database: {exc}"
+    size = os.path.getsize(path) if os.path.exists(path) else 0
+    return VerifyReport(path, not detail, detail, (), 0, {}, 0, size, time.perf_counter() - t0, deep,
+                        (_sqlite_note(deep, not detail),), _SQLITE_RESTORE, "tables")
+
+
 def verify_sql(store: Any, *, deep: bool = True) -> VerifyReport:
     """Check an open SqliteStore or PostgresStore (see the module docstring)."""
     t0 = time.perf_counter()
@@ -172,22 +211,16 @@ def verify_sql(store: Any, *, deep: bool = True) -> VerifyReport:
     detail, notes = "", []
     try:
         with store._reading(consistent=True) as cur:
-            if sqlite:
-                cur.execute("PRAGMA integrity_check" if deep else "PRAGMA quick_check")
-                found = [str(r[0]) for r in cur.fetchall()]
-                if found != ["ok"]:
-                    detail = "SQLite's integrity check: " + "; ".join(found[:5]) + (
-                        f" (and {len(found) - 5} more)" if len(found) > 5 else "")
+            detail = _sqlite_check(cur, deep) if sqlite else ""
             if not detail:
                 walk.walk(cur)
-    except sqlite3.DatabaseError as exc:  # the file is damaged past reading
-        detail = f"SQLite cannot read the database: {exc}"
+    except (sqlite3.DatabaseError, CorruptStore):  # SQLite's pages are damaged past reading
+        if not sqlite:
+            raise
+        return verify_sqlite_file(store.path, deep=deep)
     if sqlite:
-        notes.append(f"SQLite PRAGMA {'integrity_check' if deep else 'quick_check'}: "
-                     f"{'ok' if not detail else 'DAMAGED'}; every run's records walked"
-                     + (" and decoded" if deep else " (sequence numbers only)"))
-        restore = ("restore the database file from a backup (atomr backup DEST.db makes one with SQLite's online "
-                   "backup); or copy the readable runs out with atomr copy")
+        notes.append(_sqlite_note(deep, not detail))
+        restore = _SQLITE_RESTORE
     else:
         notes.append("the physical checks (pages, indexes) are the Postgres server's: run "
                      + pg_tool_command("pg_amcheck", store._dsn, f"--schema={store.schema}",
