@@ -184,7 +184,7 @@ class _Writing:
         cur = txn.cursor(db=db)
         if not cur.set_range(rkey):
             return False
-        key = cur.key()
+        key = bytes(cur.key())
         return key.startswith(rkey) and len(key) == len(rkey) + 8
 
     def _put_schedule_raw(self, key: bytes, data: bytes) -> None:
