@@ -176,3 +176,46 @@ def test_atomr_store_is_the_default_and_store_overrides_it(tmp_path):
     assert p.returncode == 0 and "done: orders/e1" in p.stdout, p.stderr
     p = atomr(tmp_path, "--help", env=env)
     assert "ATOMR_STORE" in p.stdout and str(db) not in p.stdout
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_serve_on_a_store_url(kind, tmp_path, request, capsys):
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("uvicorn")
+    import signal
+    import time
+
+    from test_server_support import free_port
+
+    url = (f"sqlite:///{tmp_path / 's.db'}" if kind == "sqlite"
+           else f"{PG_DSN}?schema={request.getfixturevalue('pg_schema')}")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("ATOMR_TOKEN", "ATOMR_STORE")}
+    env.update(PYTHONPATH=str(ROOT), ATOMR_STORE=url)  # the store comes from the environment
+    p = subprocess.Popen([sys.executable, "-m", "atomr", "serve", ORDER, "--port", str(port)], cwd=tmp_path, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert p.poll() is None, p.communicate()
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "atomr serve did not come up"
+            time.sleep(0.05)
+        r = httpx.post(f"{base}/api/workflows/orders/runs", json={"input": json.loads(BIG_ORDER), "run_id": "w1"},
+                       timeout=30)
+        assert r.status_code == 201, r.text
+        assert httpx.get(f"{base}/api/runs/orders/w1/wait", params={"timeout": 20}, timeout=30).json()[
+            "outcome"] == "paused"
+    finally:
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, out + err
+    assert f"(store {url!r}, no auth)" in out
+    assert [(r["run_id"], r["status"]) for r in json.loads(cli(capsys, "--store", url, "runs", "--json"))] == [
+        ("w1", "paused")]
+    assert "done: orders/w1" in cli(capsys, "--store", url, "resume", "orders", "w1", "--resume", '"yes"')
