@@ -18,7 +18,9 @@ the row still holds the last sequence number this store wrote, and the
 journal's primary key refuses a second event at one sequence number: a write
 that does not continue the journal is refused by the database itself, and
 the batches are then retried one at a time so that only the run at fault is
-refused (with the precise reason, read fresh from the database).
+refused (with the precise reason, read fresh from the database). What is
+retried when, and the staging of a group's rows, is in
+:mod:`atomr.store.sql._writes`.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from atomr.errors import FormatVersionError, StoreClosed, StoreError, StoreUnavailable
+from atomr.errors import FormatVersionError, StoreClosed, StoreError
 from atomr.store import format as fmt
 from atomr.store.base import AppendBatch, RunSummary, Store, now_ms
 from atomr.store.sql._reads import SUMMARY_COLS, SqlReads
+from atomr.store.sql._writes import GroupWrites, _Group
 from atomr.store.sql.schema import MIGRATIONS, SQL_FORMAT_VERSION, Dialect, escape_id, unescape_id
 
 __all__ = ["SqlStore"]
@@ -43,19 +46,7 @@ def _same(text: str) -> str:
     return text
 
 
-class _Group:
-    """The rows of one group commit, as parameter tuples of the statements."""
-
-    __slots__ = ("events", "snaps", "inserts", "updates")
-
-    def __init__(self) -> None:
-        self.events: list[tuple[str, str, int, bytes]] = []   # journal rows
-        self.snaps: list[tuple[str, str, int, bytes]] = []    # snapshot rows
-        self.inserts: list[tuple[Any, ...]] = []              # index rows of new runs
-        self.updates: list[tuple[Any, ...]] = []              # index rows: new values..., key, old last_seq
-
-
-class SqlStore(SqlReads, Store):
+class SqlStore(GroupWrites, SqlReads, Store):
     """Common behaviour of the SQL backends (see the module docstring)."""
 
     single_writer = True
@@ -159,40 +150,6 @@ class SqlStore(SqlReads, Store):
         if self._closed:
             raise StoreClosed(f"store {self!r} is closed; open it again to use it")
 
-    def write(self, batches: Sequence[AppendBatch]) -> list[BaseException | None]:
-        if not batches:
-            return []
-        try:
-            self._write_txn(batches)
-            return [None] * len(batches)
-        except Exception as first:  # noqa: BLE001 - isolated below
-            if isinstance(first, StoreClosed):
-                return [first] * len(batches)
-            unknown = isinstance(first, StoreUnavailable)
-        # one batch was refused: apply them one at a time, reading each run's
-        # index row afresh, so the others land and the bad one gets its reason
-        results: list[BaseException | None] = []
-        for b in batches:
-            try:
-                self._write_txn([b], fresh=True)
-                results.append(None)
-            except Exception as exc:  # noqa: BLE001 - reported to the run that wrote it
-                unsure = unknown or isinstance(exc, StoreUnavailable)
-                results.append(None if unsure and self._landed(b) else exc)
-        return results
-
-    def _landed(self, b: AppendBatch) -> bool:
-        """True when the store holds ``b`` already, record for record: after a
-        connection broke as a group committed (the client never heard whether it
-        did), a batch that did land is not refused when it is tried again."""
-        if not b.records:
-            return False
-        try:
-            got = list(self._journal_raw(b.workflow_id, b.run_id, b.first_seq, b.last_seq))
-        except Exception:  # noqa: BLE001 - unknown: keep the write's own error
-            return False
-        return got == [(seq, bytes(rec)) for seq, rec in enumerate(b.records, b.first_seq)]
-
     def _write_txn(self, batches: Sequence[AppendBatch], fresh: bool = False) -> None:
         self._check_writable()
         staged: dict[tuple[str, str], RunSummary] = {}
@@ -222,47 +179,6 @@ class SqlStore(SqlReads, Store):
                 cache[key] = s
             else:
                 cache.pop(key, None)
-
-    def _stage(self, batches: Sequence[AppendBatch], fresh: bool, read: Callable[[tuple[str, str]], Any],
-               staged: dict[tuple[str, str], RunSummary]) -> _Group:
-        """The rows of one group commit (``staged``: each run's new summary).
-
-        A run's index row is read (with ``read``) only when this store has no
-        cached summary of it, or ``fresh``; a run's first batch needs no read:
-        the inserts of its index row and of its event 1 fail if it exists.
-        """
-        enc = self._enc
-        ts = now_ms()
-        base: dict[tuple[str, str], RunSummary | None] = {}
-        g = _Group()
-        for b in batches:
-            key = (b.workflow_id, b.run_id)
-            old = staged.get(key)
-            if old is None and key not in base:
-                if fresh:
-                    old = read(key)
-                elif b.first_seq != 1:
-                    old = self._cache.get(key) or read(key)
-                base[key] = old
-            staged[key] = self._next_summary(old, b, ts)
-            w, r = enc(b.workflow_id), enc(b.run_id)
-            seq = b.first_seq
-            for rec in b.records:
-                g.events.append((w, r, seq, rec))
-                seq += 1
-            if b.snapshot is not None:
-                g.snaps.append((w, r, b.last_seq, bytes(b.snapshot)))
-        for key, s in staged.items():
-            w, r = enc(key[0]), enc(key[1])
-            meta = fmt.encode_obj(s.meta, "the run's meta")
-            old = base[key]
-            if old is None:
-                g.inserts.append((w, r, s.status, s.super_step, s.last_seq, s.first_seq, s.snapshot_seq,
-                                  s.created_ms, s.updated_ms, meta))
-            else:
-                g.updates.append((s.status, s.super_step, s.last_seq, s.first_seq, s.snapshot_seq,
-                                  s.updated_ms, meta, w, r, old.last_seq))
-        return g
 
     def _commit_group(self, stage: Callable[[Callable[[tuple[str, str]], Any]], _Group]) -> None:
         """Stage a group (reading index rows in the transaction) and apply it in one transaction."""

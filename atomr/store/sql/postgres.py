@@ -199,9 +199,14 @@ class PostgresStore(SqlStore):
         try:
             return self._psycopg.connect(self._dsn, **self._connect_kw)
         except self._psycopg.OperationalError as exc:
-            raise StoreUnavailable(
+            err = StoreUnavailable(
                 f"cannot connect to Postgres at {self._shown!r}: {self._reason(exc)}; check that the server "
-                "runs and the DSN is right") from None
+                "runs and the DSN is right")
+            err.unreachable = True  # type: ignore[attr-defined]
+            raise err from None
+
+    def _unreachable(self, exc: BaseException) -> bool:
+        return bool(getattr(exc, "unreachable", False))
 
     def _reason(self, exc: BaseException) -> str:
         text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())

@@ -1,0 +1,153 @@
+"""How the SQL stores write a group of batches (a mixin of
+:class:`~atomr.store.sql.base.SqlStore`): which retries follow a refusal, and
+the rows one group commit stages. No SQL here: every statement is in
+:mod:`atomr.store.sql.base` (and the Postgres group statement in its module).
+
+A refused group is retried one batch at a time, so that only the run at
+fault is refused. A group whose connection broke (Postgres ended the session,
+the network dropped: StoreUnavailable) is first tried once more whole, on a
+new connection; then batch by batch, each at most LOST_ATTEMPTS times while
+connections keep breaking under it; a batch the store already holds, record
+for record, counts as written (its commit went through, its answer was lost).
+A server that cannot be reached at all fails the whole group at once: each
+batch would wait again for a connection that will not come.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from atomr.errors import StoreClosed, StoreUnavailable
+from atomr.store import format as fmt
+from atomr.store.base import AppendBatch, RunSummary, now_ms
+
+__all__ = ["GroupWrites", "LOST_ATTEMPTS"]
+
+#: tries of one batch while the connections under it keep breaking
+LOST_ATTEMPTS = 3
+
+
+class _Group:
+    """The rows of one group commit, as parameter tuples of the statements."""
+
+    __slots__ = ("events", "snaps", "inserts", "updates")
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, int, bytes]] = []   # journal rows
+        self.snaps: list[tuple[str, str, int, bytes]] = []    # snapshot rows
+        self.inserts: list[tuple[Any, ...]] = []              # index rows of new runs
+        self.updates: list[tuple[Any, ...]] = []              # index rows: new values..., key, old last_seq
+
+
+class GroupWrites:
+    """write(): one transaction for a group, and the retries after a refusal."""
+
+    # provided by SqlStore, its readers and Store (declared, not defined: the MRO must reach them)
+    _enc: Callable[[str], str]
+    _cache: dict[tuple[str, str], RunSummary]
+    _write_txn: Callable[..., None]
+    _journal_raw: Callable[..., Any]
+    _next_summary: Callable[[RunSummary | None, AppendBatch, int], RunSummary]
+
+    def _unreachable(self, exc: BaseException) -> bool:
+        """True when ``exc`` says the database server cannot be reached at all."""
+        return False
+
+    def write(self, batches: Sequence[AppendBatch]) -> list[BaseException | None]:
+        n = len(batches)
+        if not n:
+            return []
+        try:
+            self._write_txn(batches)
+            return [None] * n
+        except Exception as first:  # noqa: BLE001 - isolated below
+            if isinstance(first, StoreClosed) or self._unreachable(first):
+                return [first] * n
+            lost = isinstance(first, StoreUnavailable)
+        if lost:  # once more, whole, on a new connection, each run's index row read afresh
+            try:
+                self._write_txn(batches, fresh=True)
+                return [None] * n
+            except Exception as again:  # noqa: BLE001 - isolated below
+                if isinstance(again, StoreClosed) or self._unreachable(again):
+                    return [again] * n
+        # one batch at a time, so the others land and the bad one gets its reason
+        results: list[BaseException | None] = []
+        for b in batches:
+            err = self._write_alone(b, lost)
+            results.append(err)
+            if err is not None and self._unreachable(err):
+                results += [err] * (n - len(results))
+                break
+        return results
+
+    def _write_alone(self, b: AppendBatch, lost: bool) -> BaseException | None:
+        err: BaseException | None = None
+        for _ in range(LOST_ATTEMPTS):
+            try:
+                self._write_txn([b], fresh=True)
+                return None
+            except Exception as exc:  # noqa: BLE001 - reported to the run that wrote it
+                err = exc
+            if self._unreachable(err):
+                return err
+            lost = lost or isinstance(err, StoreUnavailable)
+            if lost and self._landed(b):
+                return None
+            if not isinstance(err, StoreUnavailable):
+                return err
+        return err
+
+    def _landed(self, b: AppendBatch) -> bool:
+        """True when the store holds ``b`` already, record for record: after a
+        connection broke as a group committed (the client never heard whether it
+        did), a batch that did land is not refused when it is tried again."""
+        if not b.records:
+            return False
+        try:
+            got = list(self._journal_raw(b.workflow_id, b.run_id, b.first_seq, b.last_seq))
+        except Exception:  # noqa: BLE001 - unknown: keep the write's own error
+            return False
+        return got == [(seq, bytes(rec)) for seq, rec in enumerate(b.records, b.first_seq)]
+
+    def _stage(self, batches: Sequence[AppendBatch], fresh: bool, read: Callable[[tuple[str, str]], Any],
+               staged: dict[tuple[str, str], RunSummary]) -> _Group:
+        """The rows of one group commit (``staged``: each run's new summary).
+
+        A run's index row is read (with ``read``) only when this store has no
+        cached summary of it, or ``fresh``; a run's first batch needs no read:
+        the inserts of its index row and of its event 1 fail if it exists.
+        """
+        enc = self._enc
+        ts = now_ms()
+        base: dict[tuple[str, str], RunSummary | None] = {}
+        g = _Group()
+        for b in batches:
+            key = (b.workflow_id, b.run_id)
+            old = staged.get(key)
+            if old is None and key not in base:
+                if fresh:
+                    old = read(key)
+                elif b.first_seq != 1:
+                    old = self._cache.get(key) or read(key)
+                base[key] = old
+            staged[key] = self._next_summary(old, b, ts)
+            w, r = enc(b.workflow_id), enc(b.run_id)
+            seq = b.first_seq
+            for rec in b.records:
+                g.events.append((w, r, seq, rec))
+                seq += 1
+            if b.snapshot is not None:
+                g.snaps.append((w, r, b.last_seq, bytes(b.snapshot)))
+        for key, s in staged.items():
+            w, r = enc(key[0]), enc(key[1])
+            meta = fmt.encode_obj(s.meta, "the run's meta")
+            old = base[key]
+            if old is None:
+                g.inserts.append((w, r, s.status, s.super_step, s.last_seq, s.first_seq, s.snapshot_seq,
+                                  s.created_ms, s.updated_ms, meta))
+            else:
+                g.updates.append((s.status, s.super_step, s.last_seq, s.first_seq, s.snapshot_seq,
+                                  s.updated_ms, meta, w, r, old.last_seq))
+        return g
