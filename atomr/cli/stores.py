@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import os
 import re
+import sqlite3
 from collections.abc import Iterator
 from urllib.parse import unquote
 
@@ -107,18 +108,40 @@ def maybe_store(url: str, readonly: bool = True) -> tuple[Store | None, str]:
             return None, ""
         # read-only opens take no lock: they work while another process runs the store
         return open_store(url, readonly=readonly), ""
-    if kind == "sqlite" and not os.path.isfile(sqlite_path(url)):
-        return None, "no such file"
+    if kind == "sqlite":
+        path = sqlite_path(url)
+        if not os.path.isfile(path):
+            return None, "no such file"
+        if _sqlite_tables(path) is False:
+            return None, f"{path!r} is an SQLite database without atomr's tables"
     try:
-        probe = open_store(url, readonly=True)
+        probe = open_store(url, readonly=True)  # any other problem of the file is the store's to name
     except StoreError as exc:
-        if type(exc) is not StoreError:  # unreachable server, malformed URL, newer format, damage...
-            raise
-        return None, str(exc)  # no file, no atomr tables, no schema
+        # a schema without atomr's tables; an unreachable server, a malformed URL... are raised
+        if kind == "postgres" and type(exc) is StoreError and str(exc).startswith("no atomr store"):
+            return None, str(exc)
+        raise
     if readonly:
         return probe, ""
     probe.close()
     return open_store(url), ""
+
+
+def _sqlite_tables(path: str) -> bool | None:
+    """Whether the SQLite file holds atomr's tables; None when SQLite cannot tell
+    (not a database, damaged: opening the store then says what is wrong)."""
+    uri = "file:" + path.replace("?", "%3f").replace("#", "%23") + "?mode=ro"
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=10)
+    except sqlite3.Error:
+        return None
+    try:
+        row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'atomr_meta'").fetchone()
+        return row is not None
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
 
 
 def has_store(url: str) -> bool:
