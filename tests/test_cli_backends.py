@@ -127,6 +127,10 @@ def test_sqlite_file_without_atomr_tables_is_no_store(tmp_path, capsys):
     line = cli_error(capsys, "--store", f"sqlite:///{path}", "show", "w", "r")
     assert "without atomr's tables" in line
     assert "no runs in" in cli(capsys, "--store", f"sqlite:///{path}", "runs")
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database file, nor anything else" * 100)
+    for command in (["runs"], ["show", "w", "r"], ["verify"]):  # an error, never "no runs"
+        assert "not an SQLite database" in cli_error(capsys, "--store", f"sqlite:///{junk}", *command)
 
 
 @pytest.mark.parametrize(("url", "needle"), [
