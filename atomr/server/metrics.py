@@ -75,11 +75,13 @@ class _RuntimeCollector:
         yield info
         cp = _checkpointer(rt)
         if cp is not None:
-            yield CounterMetricFamily("atomr_checkpointer_commits", "Write transactions of the checkpointer",
-                                      value=getattr(cp, "commits", 0))
+            # a lone run's inline commit (WriterGate) is a transaction of one batch
+            inline = getattr(rt._core.gate, "inline_writes", 0)
+            yield CounterMetricFamily("atomr_checkpointer_commits", "Write transactions of the store's writer "
+                                      "(group commits, and lone runs' own)", value=getattr(cp, "commits", 0) + inline)
             yield CounterMetricFamily("atomr_checkpointer_batches",
-                                      "Run batches written by the checkpointer (over all transactions)",
-                                      value=getattr(cp, "batches", 0))
+                                      "Run batches written (over all transactions)",
+                                      value=getattr(cp, "batches", 0) + inline)
 
 
 def _checkpointer(rt: Runtime) -> Any:
