@@ -343,7 +343,8 @@ class Runtimes:
         self.tmp_path = tmp_path
         self._open: list[Runtime] = []
         self._n = 0
-        self._paths: dict[int, tuple[str, Path]] = {}
+        self._paths: dict[int, Path] = {}  # by id(runtime) (some tests read it)
+        self._kinds: dict[int, str] = {}
         self._schemas: dict[Path, str] = {}
 
     def __call__(self, kind: str = "memory", durability: str = "sync", path: Path | str | None = None,
@@ -357,7 +358,8 @@ class Runtimes:
             schema = self._schemas.setdefault(path, new_pg_schema())
         rt = Runtime(store=make_store(kind, path, schema), durability=durability, **kw)
         self._open.append(rt)
-        self._paths[id(rt)] = (kind, path)
+        self._paths[id(rt)] = path
+        self._kinds[id(rt)] = kind
         for wf in workflows:
             rt.register(wf)
         return rt
@@ -365,7 +367,7 @@ class Runtimes:
     def reopen(self, rt: Runtime, durability: str | None = None, **kw: Any) -> Runtime:
         """Close ``rt`` (on a persistent store) and open a new runtime on the same
         files (or Postgres schema), with the same workflows registered."""
-        kind, path = self._paths[id(rt)]
+        kind, path = self._kinds[id(rt)], self._paths[id(rt)]
         assert kind in PERSISTENT, f"a {kind} store does not survive a reopen"
         wfs = list(rt.workflows.values())
         rt.close()
