@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +19,6 @@ from atomr import (
     Done,
     LastWriteWins,
     LmdbStore,
-    MemoryStore,
     Paused,
     Runtime,
     StateSchema,
@@ -28,6 +26,7 @@ from atomr import (
 )
 from atomr import events as ev
 from atomr.errors import RunExists, RunNotPaused
+from workflows import ALL_STORES, PERSISTENT, Reopener, reopeners
 
 T = 60.0
 N_RUNS = 50  # resumed by share, one thread each
@@ -52,10 +51,14 @@ def _workflow() -> Workflow:
     return Workflow("conc", dag, schema)
 
 
-@pytest.fixture(params=["memory", "lmdb"])
-def rt(request: Any, tmp_path: Path) -> Any:
-    store = MemoryStore() if request.param == "memory" else LmdbStore(tmp_path / "store", map_size=64 << 20)
-    r = Runtime(store=store, durability="sync")
+#: many threads against one runtime, on every store (the SQL stores' group commit and readers too)
+any_store = reopeners(*ALL_STORES)
+reopen_store = reopeners(*PERSISTENT)
+
+
+@pytest.fixture
+def rt(any_store: Reopener) -> Any:
+    r = Runtime(store=any_store(), durability="sync")
     r.register(_workflow())
     yield r
     r.close()
@@ -237,10 +240,9 @@ def test_same_run_id_started_by_many_threads_at_once(rt: Runtime) -> None:
         assert rt.get_state("conc", rid).values["n"] == k
 
 
-def test_recover_called_from_many_threads_at_once(tmp_path: Path) -> None:
+def test_recover_called_from_many_threads_at_once(reopen_store: Reopener) -> None:
     """Runs left "running" by a runtime that went away are carried on once,
     however many threads call recover() at the same moment."""
-    path = tmp_path / "store"
     gate = threading.Event()
     entered = threading.Semaphore(0)
 
@@ -259,7 +261,7 @@ def test_recover_called_from_many_threads_at_once(tmp_path: Path) -> None:
         return Workflow("rec", dag, StateSchema({"log": AppendList()}))
 
     n = 6
-    old = Runtime(store=LmdbStore(path, map_size=64 << 20), durability="sync", step_workers=n)
+    old = Runtime(store=reopen_store(), durability="sync", step_workers=n)
     try:
         old.register(wf(slow))
         old.start_many("rec", [{}] * n, [f"r{i}" for i in range(n)])
@@ -269,7 +271,7 @@ def test_recover_called_from_many_threads_at_once(tmp_path: Path) -> None:
         old.close(timeout=2)  # runs stay "running" in the store
         gate.set()
 
-    with Runtime(store=LmdbStore(path, map_size=64 << 20), durability="sync") as rt:
+    with Runtime(store=reopen_store(), durability="sync") as rt:
         rt.register(wf(fast))
         assert len(rt.runs(status="running")) == n
         go = threading.Barrier(4, timeout=T)

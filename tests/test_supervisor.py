@@ -5,8 +5,9 @@ import threading
 import pykka
 import pytest
 
-from atomr import Command, Dag, Done, Failed, LastWriteWins, LmdbStore, MemoryStore, Runtime, StateSchema, Workflow
+from atomr import Command, Dag, Done, Failed, LastWriteWins, Runtime, StateSchema, Workflow
 from atomr._run import actor as wmod
+from workflows import ALL_STORES, reopeners
 
 T = 30
 
@@ -20,10 +21,13 @@ def _wf():
     return Workflow("chain", b.build(), StateSchema({"n": (LastWriteWins(), 0)}))
 
 
-@pytest.fixture(params=["memory", "lmdb"])
-def rt(request, tmp_path):
-    store = MemoryStore() if request.param == "memory" else LmdbStore(tmp_path / "s")
-    with Runtime(store=store) as rt:
+#: a crashed run actor is rehydrated from the store: every store
+any_store = reopeners(*ALL_STORES)
+
+
+@pytest.fixture
+def rt(any_store):
+    with Runtime(store=any_store()) as rt:
         rt.register(_wf())
         yield rt
 
