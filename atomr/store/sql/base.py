@@ -38,12 +38,34 @@ from atomr.store.sql._reads import SUMMARY_COLS, SqlReads
 from atomr.store.sql._writes import GroupWrites, _Group
 from atomr.store.sql.schema import MIGRATIONS, SQL_FORMAT_VERSION, Dialect, escape_id, unescape_id
 
-__all__ = ["SqlStore"]
+__all__ = ["SqlStore", "PG_GROUP"]
 
 log = logging.getLogger("atomr.store")
 
 def _same(text: str) -> str:
     return text
+
+
+_B = "::bigint[]"
+#: A group commit on Postgres as ONE statement (PostgresStore._commit_group): the rows of
+#: SqlStore's journal, snapshot and run index statements, as unnest()ed arrays; ``1 / 0``
+#: refuses the whole statement when an index update misses its row.
+PG_GROUP = (
+    "WITH j AS (INSERT INTO {t}journal (workflow_id, run_id, seq, record) "
+    "SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::bytea[])), "
+    "s AS (INSERT INTO {t}snapshots (workflow_id, run_id, seq, record) "
+    "SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::bytea[]) "
+    "ON CONFLICT (workflow_id, run_id, seq) DO UPDATE SET record = excluded.record), "
+    "n AS (INSERT INTO {t}runs (workflow_id, run_id, status, super_step, last_seq, first_seq, snapshot_seq, "
+    "created_ms, updated_ms, meta) SELECT * FROM unnest(?::text[], ?::text[], ?::text[], "
+    + ", ".join(["?" + _B] * 6) + ", ?::bytea[])), "
+    "u AS (UPDATE {t}runs AS r SET status = v.status, super_step = v.super_step, last_seq = v.last_seq, "
+    "first_seq = v.first_seq, snapshot_seq = v.snapshot_seq, updated_ms = v.updated_ms, meta = v.meta "
+    "FROM unnest(?::text[], " + ", ".join(["?" + _B] * 5) + ", ?::bytea[], ?::text[], ?::text[], ?::bigint[]) "
+    "AS v(status, super_step, last_seq, first_seq, snapshot_seq, updated_ms, meta, workflow_id, run_id, old_last) "
+    "WHERE r.workflow_id = v.workflow_id AND r.run_id = v.run_id AND r.last_seq = v.old_last RETURNING 1) "
+    "SELECT 1 / (count(*) = ?)::int FROM u"
+)
 
 
 class SqlStore(GroupWrites, SqlReads, Store):

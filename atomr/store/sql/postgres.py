@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import re
+import select
 import threading
 import time
 import zlib
@@ -35,7 +36,7 @@ from typing import Any
 
 from atomr._check import check_int, check_number
 from atomr.errors import StoreError, StoreLocked, StoreUnavailable, StoreUrlError
-from atomr.store.sql.base import SqlStore
+from atomr.store.sql.base import PG_GROUP, SqlStore
 from atomr.store.sql.schema import create_statements, postgres_dialect
 from atomr.store.url import redact, scrub, split_schema
 
@@ -56,24 +57,15 @@ _HELD: set[tuple[Any, ...]] = set()
 _HELD_LOCK = threading.Lock()
 
 
-_B = "::bigint[]"
-#: One group commit (see PostgresStore._commit_group); columns as unnest()ed arrays.
-_GROUP = (
-    "WITH j AS (INSERT INTO {t}journal (workflow_id, run_id, seq, record) "
-    "SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::bytea[])), "
-    "s AS (INSERT INTO {t}snapshots (workflow_id, run_id, seq, record) "
-    "SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::bytea[]) "
-    "ON CONFLICT (workflow_id, run_id, seq) DO UPDATE SET record = excluded.record), "
-    "n AS (INSERT INTO {t}runs (workflow_id, run_id, status, super_step, last_seq, first_seq, snapshot_seq, "
-    "created_ms, updated_ms, meta) SELECT * FROM unnest(?::text[], ?::text[], ?::text[], "
-    + ", ".join(["?" + _B] * 6) + ", ?::bytea[])), "
-    "u AS (UPDATE {t}runs AS r SET status = v.status, super_step = v.super_step, last_seq = v.last_seq, "
-    "first_seq = v.first_seq, snapshot_seq = v.snapshot_seq, updated_ms = v.updated_ms, meta = v.meta "
-    "FROM unnest(?::text[], " + ", ".join(["?" + _B] * 5) + ", ?::bytea[], ?::text[], ?::text[], ?::bigint[]) "
-    "AS v(status, super_step, last_seq, first_seq, snapshot_seq, updated_ms, meta, workflow_id, run_id, old_last) "
-    "WHERE r.workflow_id = v.workflow_id AND r.run_id = v.run_id AND r.last_seq = v.old_last RETURNING 1) "
-    "SELECT 1 / (count(*) = ?)::int FROM u"
-)
+def _check_reader(conn: Any) -> None:
+    """The pool's check of a reader it hands out: a connection the server ended (a
+    restart, pg_terminate_backend) is replaced instead of failing the read. A
+    healthy idle connection has nothing to read, so it costs no round trip; one
+    the server ended has its goodbye (or EOF) waiting, and fails the check."""
+    if select.select([conn.fileno()], [], [], 0)[0]:
+        import psycopg_pool
+
+        psycopg_pool.ConnectionPool.check_connection(conn)
 
 
 def _import_psycopg() -> tuple[Any, Any]:
@@ -135,7 +127,7 @@ class PostgresStore(SqlStore):
         self.schema = check_schema(schema)
         self._init_sql(postgres_dialect(self.schema))
         self._closed = True
-        self._q_group = self.dialect.sql(_GROUP)
+        self._q_group = self.dialect.sql(PG_GROUP)
         self._shown = redact(dsn)
         self.path = f"{self._shown} schema {self.schema}"
         self._label = f"schema {self.schema!r} of {self._shown!r}"
@@ -181,7 +173,7 @@ class PostgresStore(SqlStore):
                     self._check_format(cur, write=True)
             self._pool = psycopg_pool.ConnectionPool(
                 dsn, min_size=1, max_size=pool_size, kwargs=dict(self._connect_kw), configure=self._configure,
-                name=f"atomr-{self.schema}", timeout=60, open=True)
+                check=_check_reader, name=f"atomr-{self.schema}", timeout=60, open=True)
         except psycopg.Error as exc:
             self._abandon()
             raise self._error(exc, "open") from None
