@@ -418,6 +418,29 @@ def test_a_writer_connection_the_server_ends_reconnects_and_loses_nothing(pg_sch
         assert rt.recover() == []
 
 
+def test_reader_connections_the_server_ends_are_replaced_not_failed(pg_schema: str) -> None:
+    import psycopg
+
+    app = f"atomr-{pg_schema}"  # this test's sessions alone
+    with Runtime(store=PostgresStore(PG_DSN, schema=pg_schema, pool_size=3, application_name=app)) as rt:
+        rt.register(chain("c", 3))
+        assert all(isinstance(rt.start("c", {}, run_id=f"a{i}").result(timeout=T), Done) for i in range(5))
+        for _ in range(3):
+            rt.get_state("c", "a0")
+        writer = rt.store._writer.info.backend_pid  # noqa: SLF001
+        with psycopg.connect(PG_DSN, autocommit=True) as c:
+            readers = [p for (p,) in c.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND pid <> %s", (app, writer))]
+            assert readers
+            for pid in readers:
+                c.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        time.sleep(0.2)
+        for i in range(5):  # each dead reader is replaced as it is taken: no read fails
+            assert rt.get_state("c", f"a{i}").status == "done"
+            assert len(rt.history("c", f"a{i}")) == 5
+        assert isinstance(rt.start("c", {}, run_id="after").result(timeout=T), Done)
+
+
 def test_a_commit_whose_answer_was_lost_is_not_refused_when_tried_again(pg_schema: str) -> None:
     import psycopg
 
