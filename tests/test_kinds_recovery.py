@@ -1,6 +1,7 @@
 """Step kinds after kill -9: a real subprocess is killed while one unit of work
 blocks; a new Runtime + register + recover() finishes the run, and no unit whose
-completion was committed runs again."""
+completion was committed runs again — on LMDB, SQLite (synchronous full and
+normal) and Postgres."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ import pytest
 from atomr import Command, Done, LmdbStore, Paused, Runtime
 from atomr import events as ev
 from kinds_scripts import crash
+from workflows import CRASH_KINDS, CrashTarget, crash_targets
+
+crash_target = crash_targets(*CRASH_KINDS)
 
 T = 60.0
 SCRIPT = Path(crash.__file__).resolve()
@@ -29,13 +33,12 @@ def _pump(stream: Any, out: queue.Queue) -> None:
     out.put(None)
 
 
-def kill_when_ready(scenario: str, tmp_path: Path) -> tuple[Path, str, str]:
-    """Run the scenario in a subprocess, SIGKILL it once it says READY."""
-    store_dir = tmp_path / "store"
+def kill_when_ready(scenario: str, tmp_path: Path, target: CrashTarget) -> tuple[CrashTarget, str, str]:
+    """Run the scenario in a subprocess on ``target``, SIGKILL it once it says READY."""
     side = str(tmp_path / "side.txt")
     go = str(tmp_path / "go")
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), scenario, str(store_dir), side, go],
+        [sys.executable, str(SCRIPT), scenario, target.url, side, go],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
@@ -52,11 +55,11 @@ def kill_when_ready(scenario: str, tmp_path: Path) -> tuple[Path, str, str]:
     assert got == "READY", f"script said {got!r}; stderr:\n{err}"
     assert proc.returncode == -signal.SIGKILL
     Path(go).touch()  # nothing blocks from now on
-    return store_dir, side, go
+    return target, side, go
 
 
-def recovering_runtime(scenario: str, store_dir: Path, side: str, go: str) -> Runtime:
-    rt = Runtime(store=LmdbStore(store_dir, map_size=64 << 20), durability="sync")
+def recovering_runtime(scenario: str, target: CrashTarget, side: str, go: str) -> Runtime:
+    rt = Runtime(store=target.open(), durability="sync")
     rt.register(crash.workflow(scenario, side, go))
     return rt
 
@@ -65,10 +68,10 @@ def journal(rt: Runtime, wid: str, run_id: str) -> list[Any]:
     return [e for _, e in rt.store.journal(wid, run_id)]
 
 
-def test_map_after_kill_runs_only_unfinished_elements(tmp_path):
-    store_dir, side, go = kill_when_ready("map", tmp_path)
+def test_map_after_kill_runs_only_unfinished_elements(tmp_path, crash_target):
+    target, side, go = kill_when_ready("map", tmp_path, crash_target)
     assert crash.lines(side) == ["item 0", "item 1", "item 2"]
-    with recovering_runtime("map", store_dir, side, go) as rt:
+    with recovering_runtime("map", target, side, go) as rt:
         assert rt.get_state("crash-map", crash.RUN_ID).status == "running"
         [h] = rt.recover()
         out = h.result(timeout=T)
@@ -84,9 +87,9 @@ def test_map_after_kill_runs_only_unfinished_elements(tmp_path):
         assert sorted(done) == crash.ITEMS  # each element completed once in the journal
 
 
-def test_loop_after_kill_resumes_at_the_cut_iteration(tmp_path):
-    store_dir, side, go = kill_when_ready("loop", tmp_path)
-    with recovering_runtime("loop", store_dir, side, go) as rt:
+def test_loop_after_kill_resumes_at_the_cut_iteration(tmp_path, crash_target):
+    target, side, go = kill_when_ready("loop", tmp_path, crash_target)
+    with recovering_runtime("loop", target, side, go) as rt:
         # the two merged iterations are checkpoints already
         labels = [c.label for c in rt.history("crash-loop", crash.RUN_ID)]
         assert labels[-2:] == ["loop:lp:1", "loop:lp:2"]
@@ -102,10 +105,10 @@ def test_loop_after_kill_resumes_at_the_cut_iteration(tmp_path):
         assert its == [1, 2, 3, 4, 5]
 
 
-def test_branch_decision_is_replayed_not_taken_again_after_kill(tmp_path):
-    store_dir, side, go = kill_when_ready("branch", tmp_path)
+def test_branch_decision_is_replayed_not_taken_again_after_kill(tmp_path, crash_target):
+    target, side, go = kill_when_ready("branch", tmp_path, crash_target)
     assert crash.lines(side).count("route") == 1
-    with recovering_runtime("branch", store_dir, side, go) as rt:
+    with recovering_runtime("branch", target, side, go) as rt:
         [h] = rt.recover()
         out = h.result(timeout=T)
         assert isinstance(out, Done), out
@@ -118,10 +121,10 @@ def test_branch_decision_is_replayed_not_taken_again_after_kill(tmp_path):
         assert taken == [ev.BranchTaken("t", ["first"])]
 
 
-def test_subgraph_after_kill_recovers_through_the_parent(tmp_path):
-    store_dir, side, go = kill_when_ready("subgraph", tmp_path)
+def test_subgraph_after_kill_recovers_through_the_parent(tmp_path, crash_target):
+    target, side, go = kill_when_ready("subgraph", tmp_path, crash_target)
     child_wid, child_run = "crash-subgraph-child", f"crash-subgraph/{crash.RUN_ID}/sub"
-    with recovering_runtime("subgraph", store_dir, side, go) as rt:
+    with recovering_runtime("subgraph", target, side, go) as rt:
         assert rt.get_state(child_wid, child_run).status == "running"
         handles = rt.recover()
         # the child is driven by its parent: only the parent is recovered directly
@@ -136,9 +139,9 @@ def test_subgraph_after_kill_recovers_through_the_parent(tmp_path):
         assert rt.get_state(child_wid, child_run).status == "done"
 
 
-def test_human_wait_survives_kill(tmp_path):
-    store_dir, side, go = kill_when_ready("human", tmp_path)
-    with recovering_runtime("human", store_dir, side, go) as rt:
+def test_human_wait_survives_kill(tmp_path, crash_target):
+    target, side, go = kill_when_ready("human", tmp_path, crash_target)
+    with recovering_runtime("human", target, side, go) as rt:
         assert rt.recover() == []  # paused, not running
         view = rt.get_state("crash-human", crash.RUN_ID)
         assert view.status == "paused"

@@ -3,7 +3,9 @@
 Imported by tests/test_kinds_recovery.py (the workflows), and run as a script
 in a subprocess that the test kills with SIGKILL:
 
-    python crash.py SCENARIO STORE_DIR SIDE_FILE GO_FILE
+    python crash.py SCENARIO STORE SIDE_FILE GO_FILE
+
+STORE: an LMDB directory or a store URL (``sqlite:///…``, ``postgresql://…?schema=…``).
 
 Every unit of work (a Map element, a Loop iteration, a router call, a step)
 appends one line to SIDE_FILE before doing anything else. One unit blocks
@@ -160,11 +162,18 @@ def committed(store: Any, scenario: str) -> bool:
     return True
 
 
+def open_target(target: str) -> Any:
+    """As ``workflows.open_target``: a store URL, or an LMDB directory."""
+    from atomr import LmdbStore, open_store
+
+    return open_store(target) if "://" in target else LmdbStore(target, map_size=64 << 20)
+
+
 def main(argv: list[str]) -> None:
-    from atomr import LmdbStore, Paused, Runtime
+    from atomr import Paused, Runtime
 
     scenario, store_dir, side, go = argv
-    rt = Runtime(store=LmdbStore(store_dir, map_size=64 << 20), durability="sync")
+    rt = Runtime(store=open_target(store_dir), durability="sync")
     rt.register(workflow(scenario, side, go))
     h = rt.start(f"crash-{scenario}", {"items": ITEMS}, run_id=RUN_ID)
     deadline = time.monotonic() + 60
