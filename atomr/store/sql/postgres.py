@@ -6,9 +6,11 @@ Every table of :mod:`atomr.store.sql.schema` lives in one schema (default
 Connections say who they are (``application_name``, default ``atomr``):
 one writer connection, used by one thread at a time (the checkpointer's
 once a Runtime owns the store), and a bounded pool of reader connections
-(``psycopg_pool``; at most ``pool_size``). A checkpointer batch is one
-transaction sent in pipeline mode: the journal rows, snapshots and run index
-rows of many runs in a few round trips.
+(``psycopg_pool``; at most ``pool_size``). A group commit is one statement
+in autocommit (base.PG_GROUP): the journal rows, snapshots and run index rows
+of many runs in one round trip. When the server ends the writer's session,
+the next write connects again (see :mod:`atomr.store.sql._writes` for the
+retries); a reader it ended is replaced when the pool hands it out.
 
 Processes: the writer connection holds a session-level advisory lock on the
 schema, so a second writing process gets :class:`~atomr.errors.StoreLocked`
