@@ -4,17 +4,18 @@ the rows one group commit stages. No SQL here: every statement is in
 :mod:`atomr.store.sql.base` (and the Postgres group statement in its module).
 
 A refused group is retried one batch at a time, so that only the run at
-fault is refused. A group whose connection broke (Postgres ended the session,
-the network dropped: StoreUnavailable) is first tried once more whole, on a
-new connection; then batch by batch, each at most LOST_ATTEMPTS times while
-connections keep breaking under it; a batch the store already holds, record
-for record, counts as written (its commit went through, its answer was lost).
-A server that cannot be reached at all fails the whole group at once: each
-batch would wait again for a connection that will not come.
+fault is refused. While the server is away (its session ended, the network
+dropped, a restart refuses connections: StoreUnavailable) a write goes on
+trying, whole, on a new connection, for up to ``_lost_retry_s`` seconds
+(Postgres: its connect_timeout) before it reports the error; a batch the store
+already holds, record for record, counts as written (its commit went through,
+its answer was lost). Once out of time, a server that cannot be reached fails
+the rest of the group at once: each batch would wait again for it.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,10 +23,7 @@ from atomr.errors import StoreClosed, StoreUnavailable
 from atomr.store import format as fmt
 from atomr.store.base import AppendBatch, RunSummary, now_ms
 
-__all__ = ["GroupWrites", "LOST_ATTEMPTS"]
-
-#: tries of one batch while the connections under it keep breaking
-LOST_ATTEMPTS = 3
+__all__ = ["GroupWrites"]
 
 
 class _Group:
@@ -40,6 +38,27 @@ class _Group:
         self.updates: list[tuple[Any, ...]] = []              # index rows: new values..., key, old last_seq
 
 
+class _Retry:
+    """The budget of one write while the server is away: tries after a pause
+    (50 ms, doubling up to 1 s) until ``budget`` seconds have passed."""
+
+    __slots__ = ("budget", "deadline", "pause", "lost")
+
+    def __init__(self, budget: float) -> None:
+        self.budget, self.deadline, self.pause, self.lost = budget, 0.0, 0.05, False
+
+    def again(self) -> bool:
+        """A connection broke or was refused: True after the pause, False when out of time."""
+        now = time.monotonic()
+        if not self.lost:
+            self.lost, self.deadline = True, now + self.budget
+        if now + self.pause > self.deadline:
+            return False
+        time.sleep(self.pause)
+        self.pause = min(self.pause * 2, 1.0)
+        return True
+
+
 class GroupWrites:
     """write(): one transaction for a group, and the retries after a refusal."""
 
@@ -50,6 +69,10 @@ class GroupWrites:
     _journal_raw: Callable[..., Any]
     _next_summary: Callable[[RunSummary | None, AppendBatch, int], RunSummary]
 
+    #: seconds a write goes on trying while the server is away (connections broken
+    #: or refused) before it reports StoreUnavailable; 0: no retries
+    _lost_retry_s: float = 0.0
+
     def _unreachable(self, exc: BaseException) -> bool:
         """True when ``exc`` says the database server cannot be reached at all."""
         return False
@@ -58,46 +81,38 @@ class GroupWrites:
         n = len(batches)
         if not n:
             return []
-        try:
-            self._write_txn(batches)
-            return [None] * n
-        except Exception as first:  # noqa: BLE001 - isolated below
-            if isinstance(first, StoreClosed) or self._unreachable(first):
-                return [first] * n
-            lost = isinstance(first, StoreUnavailable)
-        if lost:  # once more, whole, on a new connection, each run's index row read afresh
+        retry = _Retry(self._lost_retry_s)
+        while True:  # the whole group, again while the server is away (within the budget)
             try:
-                self._write_txn(batches, fresh=True)
+                self._write_txn(batches, fresh=retry.lost)
                 return [None] * n
-            except Exception as again:  # noqa: BLE001 - isolated below
-                if isinstance(again, StoreClosed) or self._unreachable(again):
-                    return [again] * n
-        # one batch at a time, so the others land and the bad one gets its reason
+            except Exception as exc:  # noqa: BLE001 - isolated below
+                if isinstance(exc, StoreClosed) or (isinstance(exc, StoreUnavailable) and not retry.again()):
+                    return [exc] * n
+                if not isinstance(exc, StoreUnavailable):
+                    break
+        # refused: one batch at a time, so the others land and the bad one gets its reason
         results: list[BaseException | None] = []
         for b in batches:
-            err = self._write_alone(b, lost)
+            err = self._write_alone(b, retry)
             results.append(err)
-            if err is not None and self._unreachable(err):
+            if err is not None and self._unreachable(err):  # the rest would wait for it too
                 results += [err] * (n - len(results))
                 break
         return results
 
-    def _write_alone(self, b: AppendBatch, lost: bool) -> BaseException | None:
-        err: BaseException | None = None
-        for _ in range(LOST_ATTEMPTS):
+    def _write_alone(self, b: AppendBatch, retry: _Retry) -> BaseException | None:
+        while True:
             try:
                 self._write_txn([b], fresh=True)
                 return None
             except Exception as exc:  # noqa: BLE001 - reported to the run that wrote it
                 err = exc
-            if self._unreachable(err):
-                return err
-            lost = lost or isinstance(err, StoreUnavailable)
-            if lost and self._landed(b):
+            lost = isinstance(err, StoreUnavailable)
+            if (retry.lost or lost) and not self._unreachable(err) and self._landed(b):
                 return None
-            if not isinstance(err, StoreUnavailable):
+            if not lost or not retry.again():
                 return err
-        return err
 
     def _landed(self, b: AppendBatch) -> bool:
         """True when the store holds ``b`` already, record for record: after a

@@ -100,7 +100,8 @@ class PostgresStore(SqlStore):
 
     ``pool_size``: reader connections at most (plus one writer).
     ``connect_timeout``: seconds to wait for the server before
-    :class:`~atomr.errors.StoreUnavailable`. ``readonly=True``: read an
+    :class:`~atomr.errors.StoreUnavailable` (a write whose connection broke
+    goes on trying on new ones that long). ``readonly=True``: read an
     existing store without taking the writer's lock.
     """
 
@@ -144,6 +145,7 @@ class PostgresStore(SqlStore):
                               hint="pass how many reader connections to keep at most, e.g. 4")
         self.connect_timeout = check_number(connect_timeout, "connect_timeout", lo=0.1, hi=3600, error=StoreError,
                                             hint="pass seconds, e.g. 10")
+        self._lost_retry_s = self.connect_timeout  # a write waits that long for the server to come back
         psycopg, psycopg_pool = _import_psycopg()
         self._psycopg = psycopg
         try:
@@ -279,8 +281,7 @@ class PostgresStore(SqlStore):
     def _dead(self, conn: Any, exc: BaseException) -> bool:
         """True when the writer connection is of no more use (the server went away or
         ended the session): the next write connects again and wins the lock again."""
-        state = getattr(exc, "sqlstate", None) or ""
-        return bool(conn.broken or conn.closed or not state or state[:2] == "08" or state[:3] == "57P")
+        return bool(conn.broken or conn.closed or isinstance(self._error(exc, "write"), StoreUnavailable))
 
     @contextlib.contextmanager
     def _reading(self, consistent: bool = True) -> Iterator[Any]:
@@ -342,7 +343,8 @@ class PostgresStore(SqlStore):
         return isinstance(exc, self._psycopg.errors.UniqueViolation)
 
     def _error(self, exc: BaseException, what: str) -> BaseException:
-        if isinstance(exc, self._psycopg.OperationalError):
+        state = getattr(exc, "sqlstate", None) or ""  # a lost connection: none, 08xxx or 57Pxx
+        if isinstance(exc, self._psycopg.OperationalError) and (not state or state[:2] == "08" or state[:3] == "57P"):
             return StoreUnavailable(f"lost the connection to Postgres at {self._shown!r} during a {what}: "
                                     f"{self._reason(exc)}")
         return StoreError(f"Postgres refused a {what} of {self!r}: {self._reason(exc)}")
