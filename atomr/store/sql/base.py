@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from atomr.errors import FormatVersionError, StoreClosed, StoreError
+from atomr.errors import CodecError, CorruptRecord, FormatVersionError, StoreClosed, StoreError
 from atomr.store import format as fmt
 from atomr.store.base import AppendBatch, RunSummary, Store, now_ms
 from atomr.store.sql._reads import SUMMARY_COLS, SqlReads
@@ -234,7 +234,12 @@ class SqlStore(GroupWrites, SqlReads, Store):
         cur = self._side_cursor(cur)
         cur.execute(self._q_summary, (self._enc(key[0]), self._enc(key[1])))
         row = cur.fetchone()
-        return None if row is None else self._row_summary(key[0], key[1], row)
+        if row is None:
+            return None
+        try:
+            return self._row_summary(key[0], key[1], row)
+        except CodecError as exc:  # a write to that run is refused as a read of it is
+            raise CorruptRecord(key[0], key[1], 0, f"its run index entry is damaged ({exc})") from None
 
     def truncate(self, workflow_id: str, run_id: str, upto_seq: int, snapshot: bytes) -> int:
         self._check_writable()

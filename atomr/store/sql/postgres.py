@@ -360,6 +360,7 @@ class PostgresStore(SqlStore):
 
     def stored_bytes(self) -> int:
         """Bytes the schema's tables take in the database (with indexes and TOAST)."""
+        self._check_open()
         with self._reading(consistent=False) as cur:
             cur.execute("SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint FROM pg_class c "
                         "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",

@@ -89,7 +89,12 @@ class SqliteStore(SqlStore):
                                  hint="pass a size in bytes, e.g. 1 << 30 (1 GiB), or None for no limit")
         if not isinstance(path, (str, os.PathLike)) or not str(os.fspath(path)).strip():
             raise StoreError(f"path must be a file path, got {path!r}; pass e.g. 'runs.db'")
+        if "\x00" in str(os.fspath(path)):
+            raise StoreError(f"store path {str(os.fspath(path))!r} holds a NUL character; pass a path without one")
         self.path = os.path.abspath(os.fspath(path))
+        if os.path.isdir(self.path):
+            raise StoreError(f"store path {self.path!r} is a directory, not a file; pass a file path, e.g. "
+                             f"{os.path.join(self.path, 'runs.db')!r}")
         self._label = f"store {self.path!r}"
         self.synchronous = synchronous
         self.max_size = max_size
@@ -115,6 +120,10 @@ class SqliteStore(SqlStore):
         except sqlite3.Error as exc:
             self._abandon()
             raise self._db_error(exc, "opening") from None
+        except OSError as exc:  # its directory, its file or its lock file cannot be made
+            self._abandon()
+            raise StoreError(f"cannot create SQLite store {self.path!r}: {exc.strerror or exc}; pass a path "
+                             "you may create files at, or check its permissions") from None
         except BaseException:
             self._abandon()
             raise
@@ -301,6 +310,7 @@ class SqliteStore(SqlStore):
 
     def stored_bytes(self) -> int:
         """Bytes of the database file in use (pages times page size), without the WAL."""
+        self._check_open()
         with self._reading(consistent=False) as cur:
             pages = cur.execute("PRAGMA page_count").fetchone()[0]
             free = cur.execute("PRAGMA freelist_count").fetchone()[0]
