@@ -26,6 +26,7 @@ import os
 import random
 import re
 import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
@@ -40,8 +41,9 @@ import pytest
 from atomr import (AppendList, Dag, Done, Failed, LastWriteWins, PostgresStore, Runtime, SqliteStore, StateSchema,
                    Workflow, open_store)
 from atomr import events as ev
-from atomr.errors import (AtomrError, CodecError, CorruptStore, FormatVersionError, StoreError, StoreFull,
-                          StoreLocked, StoreUrlError)
+from atomr.errors import (AtomrError, CodecError, CorruptRecord, CorruptStore, FormatVersionError, StoreClosed,
+                          StoreError, StoreFull, StoreLocked, StoreUrlError)
+from atomr.store import format as fmt
 from atomr.testing import encode_batch, filler_events
 from conftest import PG_DSN
 from workflows import ALL_STORES, PERSISTENT, CrashTarget, Reopener, chain, crash_targets, reopeners
@@ -548,3 +550,145 @@ def test_a_full_sqlite_store_refuses_the_write_and_recover_carries_the_run_on(tm
         (h,) = rt.recover()
         done = h.result(timeout=T)
         assert isinstance(done, Done) and len(done.state["w"]) == 400_000
+
+
+# --- the LMDB store's own checks, on the SQL stores ----------------------------------------------------
+
+sql_store = reopeners("sqlite", "postgres")
+
+
+def _damage_index(opener: Reopener, run_id: str) -> None:
+    """Garbage in one run's meta column (the run index entry), as a bad disk would leave it."""
+    if opener.kind == "postgres":
+        import psycopg
+
+        with psycopg.connect(PG_DSN, autocommit=True) as c:
+            c.execute(f'UPDATE "{opener.schema}".runs SET meta = %s WHERE run_id = %s', (b"\x01junk", run_id))
+    else:
+        with sqlite3.connect(opener.path) as c:
+            c.execute("UPDATE atomr_runs SET meta = ? WHERE run_id = ?", (b"\x01junk", run_id))
+        c.close()
+
+
+def test_a_damaged_run_index_entry_is_that_runs_error(sql_store: Reopener) -> None:
+    s = sql_store()
+    try:
+        for r in ("alpha", "victim", "omega"):
+            assert s.write([encode_batch("wf", r, 1, filler_events(3))]) == [None]
+    finally:
+        s.close()
+    _damage_index(sql_store, "victim")
+    s = sql_store()
+    try:
+        assert sorted(r.run_id for r in s.runs()) == ["alpha", "omega"]
+        assert s.damaged_entries()[0][:2] == ("wf", "victim")
+        with pytest.raises(CorruptRecord, match="run index entry is damaged"):
+            s.summary("wf", "victim")
+        # a write to the damaged run is refused with the same error, the others go on
+        res = s.write([encode_batch("wf", "victim", 4, filler_events(1, 4)),
+                       encode_batch("wf", "alpha", 4, filler_events(1, 4))])
+        assert isinstance(res[0], CorruptRecord) and res[1] is None, res
+        assert [q for q, _ in s.journal("wf", "alpha")] == [1, 2, 3, 4]
+    finally:
+        s.close()
+
+
+def test_a_first_commit_that_does_not_fit_says_the_run_was_not_created(tmp_path: Path) -> None:
+    limit = 256 * 1024
+    s = SqliteStore(tmp_path / "runs.db", max_size=limit, synchronous="normal")
+    try:
+        assert s.write([encode_batch("wf", "small", 1, filler_events(2))]) == [None]
+        batch = encode_batch("wf", "huge", 1, filler_events(1))
+        batch.records = batch.records + [fmt.encode_obj({"blob": b"z" * (2 * limit)})]
+        (err,) = s.write([batch])
+        assert isinstance(err, StoreFull)
+        msg = str(err)
+        assert "huge" in msg and "was not started" in msg and "start it again" in msg
+        assert "rt.recover()" not in msg and f"max_size={2 * limit}" in msg
+        assert s.summary("wf", "huge") is None and list(s.journal("wf", "huge")) == []
+        assert [r.run_id for r in s.runs()] == ["small"]
+        more = encode_batch("wf", "small", 3, filler_events(1, 3))
+        more.records = [fmt.encode_obj({"blob": b"z" * (2 * limit)})]
+        (err,) = s.write([more])
+        assert isinstance(err, StoreFull) and "rt.recover()" in str(err)
+        assert [q for q, _ in s.journal("wf", "small")] == [1, 2]
+    finally:
+        s.close()
+
+
+def test_data_survives_many_open_close_cycles(sql_store: Reopener) -> None:
+    expected: list[int] = []
+    for i in range(5):
+        s = sql_store()
+        try:
+            assert [q for q, _ in s.journal("wf", "r")] == expected
+            first = 7 * i + 1
+            assert s.write([encode_batch("wf", "r", first, filler_events(7, first))]) == [None]
+            expected += list(range(first, first + 7))
+            if i == 2:
+                s.truncate("wf", "r", 10, fmt.encode_obj({"cut": 10}))
+                expected = [q for q in expected if q > 10]
+        finally:
+            s.close()
+    s = sql_store()
+    try:
+        assert [q for q, _ in s.journal("wf", "r")] == expected
+        assert s.summary("wf", "r").first_seq == 11  # type: ignore[union-attr]
+    finally:
+        s.close()
+
+
+def test_a_closed_store_raises_store_closed(sql_store: Reopener) -> None:
+    s = sql_store()
+    s.write([encode_batch("wf", "r", 1, filler_events(2))])
+    s.close()
+    s.close()  # twice is fine
+    for call in (lambda: s.summary("wf", "r"), lambda: s.runs(), lambda: list(s.journal("wf", "r")),
+                 lambda: s.snapshots("wf", "r"), lambda: s.latest_snapshot("wf", "r"), lambda: s.delete_run("wf", "r"),
+                 lambda: s.truncate("wf", "r", 1, b""), lambda: s.list_schedules(), lambda: s.stored_bytes()):
+        with pytest.raises(StoreClosed):
+            call()
+    (err,) = s.write([encode_batch("wf", "r", 3, filler_events(1, 3))])
+    assert isinstance(err, StoreClosed)
+
+
+def test_sqlite_files_are_private_and_bad_paths_are_named_errors(tmp_path: Path) -> None:
+    where = tmp_path / "new" / "dir"
+    s = SqliteStore(where / "runs.db")
+    s.write([encode_batch("wf", "r", 1, filler_events(2))])
+    assert stat.S_IMODE(os.stat(where).st_mode) == 0o700
+    for name in os.listdir(where):  # the database, its WAL and shared memory, the lock
+        assert stat.S_IMODE(os.stat(where / name).st_mode) == 0o600, name
+    s.close()
+    for path, words in [(where, "is a directory"), (str(where / "bad\x00name.db"), "NUL"), ("", "file path"),
+                        ("/proc/no/such/dir/runs.db", "cannot create")]:
+        with pytest.raises(StoreError, match=words) as info:
+            SqliteStore(path)
+        assert type(info.value) is StoreError and has_a_hint(str(info.value)), info.value
+    SqliteStore(where / "runs.db").close()  # the refusals left nothing held
+
+
+@pytest.mark.parametrize("kw", [{"synchronous": "sometimes"}, {"max_size": 10}, {"snapshot_every": 0},
+                                {"readonly": "yes"}, {"readers": 0}],
+                         ids=lambda kw: ",".join(kw))
+def test_bad_sqlite_options_are_named_errors(tmp_path: Path, kw: dict[str, Any]) -> None:
+    with pytest.raises(StoreError) as info:
+        SqliteStore(tmp_path / "runs.db", **kw)
+    assert type(info.value) is StoreError and next(iter(kw)) in str(info.value) and has_a_hint(str(info.value))
+    assert not (tmp_path / "runs.db").exists()
+
+
+@pytest.mark.parametrize("kw", [{"pool_size": 0}, {"connect_timeout": 0}, {"connect_timeout": math.nan},
+                                {"snapshot_every": 0}, {"readonly": "yes"}, {"application_name": "x" * 64}],
+                         ids=lambda kw: ",".join(kw))
+def test_bad_postgres_options_are_named_errors(kw: dict[str, Any]) -> None:
+    with pytest.raises(StoreError) as info:
+        PostgresStore(NOWHERE, schema="atomr", **kw)  # refused before connecting
+    assert type(info.value) is StoreError and next(iter(kw)) in str(info.value)
+    assert "s3cret" not in str(info.value)
+
+
+def has_a_hint(message: str) -> bool:
+    from test_bad_input import has_hint
+
+    return has_hint(message)
