@@ -5,13 +5,13 @@ Threads: the caller's, except the feeder thread of :func:`recover_runs`.
 
 from __future__ import annotations
 
-import logging
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from atomr._check import check_int
+from atomr._hooks import logger
 from atomr._maintain import check_run_id
 from atomr.codec import check_encodable
 from atomr.errors import AtomrError, RunExists
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["check_meta", "view_of", "prepare_starts", "recover_runs"]
 
-log = logging.getLogger("atomr.runtime")
+log = logger("atomr.runtime")
 
 
 def check_meta(meta: Any) -> dict[str, Any] | None:

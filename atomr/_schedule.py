@@ -12,11 +12,11 @@ Threads: the caller's; records are written in the store's writer thread.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from atomr._hooks import logger
 from atomr.actors.cron import Cron, upsert
 from atomr.actors.cron_rules import Schedule, ScheduleError, ScheduleNotFound, define, describe
 from atomr.store.base import now_ms
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Schedules", "Schedule", "ScheduleError", "ScheduleNotFound"]
 
-log = logging.getLogger("atomr.schedules")
+log = logger("atomr.schedules")
 _CREATE = threading.Lock()
 
 

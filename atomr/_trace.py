@@ -23,6 +23,12 @@ Spans (all with ``atomr.workflow_id`` and ``atomr.run_id``):
 
 Threads: spans are started and ended in run actors' turns; the step's thread
 only makes its span current. The dicts here are changed one key at a time.
+
+Every hook is guarded (:mod:`atomr._hooks`): the OpenTelemetry SDK calls span
+processors (``on_start``, ``on_end``) and exporters unguarded, so an exception
+from one of them is logged once and dropped here, and the run goes on (that
+span may be missing from the trace). The bookkeeping is done before the SDK is
+called, so a failing hook leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import collections
 from collections.abc import Callable
 from typing import Any
 
+from atomr._hooks import guarded
 from atomr.messages import INTERRUPT, OK
 
 __all__ = ["enabled", "setup", "teardown", "advance", "launch", "step_done", "in_span", "enter",
@@ -66,6 +73,8 @@ _paused: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict
 _PAUSED_MAX = 10_000
 
 _OUTCOMES = {"Done": "done", "Paused": "paused", "Failed": "failed", "Cancelled": "cancelled"}
+#: the name failures of these hooks are logged and counted under (atomr._hooks.failures)
+HOOK = "tracing (an OpenTelemetry span processor, exporter or tracer)"
 
 
 def setup(tracer: Any) -> None:
@@ -100,12 +109,14 @@ def _start_run(actor: Any) -> _RunTrace:
     return rt
 
 
+@guarded(HOOK)
 def advance(actor: Any) -> None:
     """A run actor advances: its execution span starts, if it has none yet."""
     if actor.key not in _runs and not actor.released and actor.p.status == "running":
         _start_run(actor)
 
 
+@guarded(HOOK)
 def launch(actor: Any, msgs: list[Any]) -> None:
     """Steps are sent (or run in the actor's turn): their super-step's span and
     one span per attempt (once per token)."""
@@ -113,8 +124,7 @@ def launch(actor: Any, msgs: list[Any]) -> None:
     ss = actor.p.next_super_step
     if rt.layer != ss:
         if rt.layer_span is not None:
-            rt.layer_span.set_attribute("atomr.outcome", "committed")
-            rt.layer_span.end()
+            _end(rt.layer_span, {"atomr.outcome": "committed"})
         wid, rid = actor.key
         rt.layer = ss
         rt.layer_span = _tracer.start_span("atomr.super_step", context=rt.ctx, attributes={
@@ -133,6 +143,7 @@ def launch(actor: Any, msgs: list[Any]) -> None:
         rt.steps.add(m.token)
 
 
+@guarded(HOOK)
 def step_done(actor: Any, d: Any) -> None:
     """A step attempt's result reached its run actor: its span ends."""
     entry = _steps.pop(d.token, None)
@@ -158,15 +169,25 @@ def step_done(actor: Any, d: Any) -> None:
 def in_span(msg: Any, fn: Callable[[Any, Any], Any], loop: Any) -> Any:
     """``fn(msg, loop)`` with the step's span current in this thread."""
     entry = _steps.get(msg.token)
-    if entry is None:
-        return fn(msg, loop)
-    token = _context.attach(entry[1])
+    token = _attach(entry[1]) if entry is not None else None
     try:
-        return fn(msg, loop)
+        return fn(msg, loop)  # the step itself: its exceptions are its own
     finally:
-        _context.detach(token)
+        if token is not None:
+            _detach(token)
 
 
+@guarded(HOOK)
+def _attach(ctx: Any) -> Any:
+    return _context.attach(ctx)
+
+
+@guarded(HOOK)
+def _detach(token: Any) -> None:
+    _context.detach(token)
+
+
+@guarded(HOOK)
 def enter(msg: Any) -> None:
     """Make the step's span current in the calling asyncio task (each task has
     its own context, which ends with it: nothing to detach)."""
@@ -175,6 +196,7 @@ def enter(msg: Any) -> None:
         _context.attach(entry[1])
 
 
+@guarded(HOOK)
 def carrier(token: int) -> dict[str, str] | None:
     """The W3C trace context of a step's span, to send with it to another process."""
     entry = _steps.get(token)
@@ -194,38 +216,53 @@ def remote(carrier: dict[str, str], fn: Callable[[Any], Any], msg: Any) -> Any:
         from opentelemetry import context, propagate
     except ImportError:
         return fn(msg)
-    token = context.attach(propagate.extract(carrier))
+    try:
+        token = context.attach(propagate.extract(carrier))
+    except Exception:  # noqa: BLE001 - a broken propagator: the step runs untraced
+        return fn(msg)
     try:
         return fn(msg)
     finally:
-        context.detach(token)
+        try:
+            context.detach(token)
+        except Exception:  # noqa: BLE001
+            pass
 
 
+@guarded(HOOK)
 def outcome(actor: Any, result: Any) -> None:
     """The run reports ``result``: every span of this execution ends."""
     rt = _runs.pop(actor.key, None)
     if rt is None:
         return
+    steps = [e for e in (_steps.pop(token, None) for token in rt.steps) if e is not None]
+    rt.steps.clear()  # nothing of this execution stays in the tables, whatever the SDK does below
     name = _OUTCOMES.get(type(result).__name__, "ended")
-    for token in rt.steps:
-        entry = _steps.pop(token, None)
-        if entry is not None:
-            entry[0].set_attribute("atomr.outcome", "abandoned")
-            entry[0].end()
+    for span, _ in steps:
+        _end(span, {"atomr.outcome": "abandoned"})
     if rt.layer_span is not None:
         committed = actor.p.super_step >= rt.layer
-        rt.layer_span.set_attribute("atomr.outcome", "committed" if committed else name)
-        rt.layer_span.end()
+        _end(rt.layer_span, {"atomr.outcome": "committed" if committed else name})
     span = rt.span
-    span.set_attribute("atomr.outcome", name)
-    span.set_attribute("atomr.super_step", actor.p.super_step)
+    attrs: dict[str, Any] = {"atomr.outcome": name, "atomr.super_step": actor.p.super_step}
+    status = None
     if name == "failed":
-        span.set_attribute("error.type", result.error_type)
+        attrs["error.type"] = result.error_type
         if result.step_id is not None:
-            span.set_attribute("atomr.step_id", result.step_id)
-        span.set_status(_ERROR, result.message)
+            attrs["atomr.step_id"] = result.step_id
+        status = result.message
     elif name == "paused":
         _paused[actor.key] = span.get_span_context()
         if len(_paused) > _PAUSED_MAX:
             _paused.popitem(last=False)
+    _end(span, attrs, status)
+
+
+@guarded(HOOK)
+def _end(span: Any, attrs: dict[str, Any], error: str | None = None) -> None:
+    """Set ``attrs`` (and an ERROR status) on ``span`` and end it: one span's
+    failing processor does not keep the others open."""
+    span.set_attributes(attrs)
+    if error is not None:
+        span.set_status(_ERROR, error)
     span.end()

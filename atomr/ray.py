@@ -41,19 +41,19 @@ callbacks, which Ray runs on its own thread; they only tell the run actor.
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from typing import Any
 
 from atomr import _trace, _usertypes
+from atomr._hooks import logger
 from atomr.actors.step import execute_sync
 from atomr.errors import AtomrError
 from atomr.messages import ERROR, Execute, StepDone
 
 __all__ = ["RayExecutor", "ray_available"]
 
-log = logging.getLogger("atomr.ray")
+log = logger("atomr.ray")
 
 #: Ray task options that only atomr may set (Ray must never retry a step itself).
 _FIXED_OPTIONS = {"max_retries": 0, "retry_exceptions": False}

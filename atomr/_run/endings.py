@@ -6,11 +6,11 @@ Mixin of :class:`~atomr._run.actor.WorkflowActor`; runs in its turn.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 from atomr import _trace
 from atomr import events as ev
+from atomr._hooks import logger
 from atomr.graph import drive
 from atomr.kinds import Subgraph
 from atomr._run.journal import FLUSH_TICK, FlushTick, now_ms
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Endings"]
 
-log = logging.getLogger("atomr.run")
+log = logger("atomr.run")
 #: what the run does once the commit it waits for is durable
 GO, LAUNCH, REPORT = "go", "launch", "report"
 

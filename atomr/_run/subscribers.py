@@ -6,16 +6,16 @@ Runs in the run actor's turn. A broken target never breaks the run.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import pykka
 
+from atomr._hooks import logger
 from atomr.types import StepEvent
 
 __all__ = ["tell", "Subscribers"]
 
-log = logging.getLogger("atomr.run")
+log = logger("atomr.run")
 
 
 def tell(target: Any, message: Any) -> None:

@@ -23,18 +23,18 @@ batch goes through group commit.
 
 from __future__ import annotations
 
-import logging
 import threading
 from typing import Any
 
 import pykka
 
+from atomr._hooks import logger
 from atomr.messages import Append, Committed, Flush, Maintain
 from atomr.store.base import Store
 
 __all__ = ["Checkpointer", "WriterGate"]
 
-log = logging.getLogger("atomr.checkpointer")
+log = logger("atomr.checkpointer")
 
 #: Commit at the latest after this many buffered batches, even under load.
 MAX_GROUP = 512

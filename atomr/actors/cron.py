@@ -16,12 +16,12 @@ Threads: ``arm``/``disarm`` from any thread; ``tell`` from the timer thread.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import deque
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from atomr._hooks import logger
 from atomr.actors.cron_rules import ACTIVE, due_text, iso_ms, merge, plan, run_id_for
 from atomr.errors import AtomrError, RuntimeClosed, StoreError
 from atomr.store.base import Store, now_ms
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Cron", "upsert", "record_firing"]
 
-log = logging.getLogger("atomr.schedules")
+log = logger("atomr.schedules")
 
 
 def upsert(store: Store, new: ScheduleRecord) -> ScheduleRecord:

@@ -29,7 +29,6 @@ Threads: ``threads`` daemon threads per dispatcher, started with it.
 
 from __future__ import annotations
 
-import logging
 import queue
 import sys
 import itertools
@@ -43,11 +42,12 @@ import pykka
 from pykka import ActorDeadError, ActorRegistry, ThreadingFuture
 from pykka.messages import _ActorStop
 
+from atomr._hooks import logger
 from atomr.errors import AtomrError
 
 __all__ = ["Dispatcher", "DispatchedActor", "Mailbox", "default_dispatcher"]
 
-log = logging.getLogger("atomr.dispatcher")
+log = logger("atomr.dispatcher")
 
 _STOP = object()
 

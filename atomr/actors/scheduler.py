@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 import math
 import threading
 import time
 from typing import Any
 
+from atomr._hooks import logger
 from atomr.errors import RunError
 
 __all__ = ["Scheduler"]
 
-log = logging.getLogger("atomr.scheduler")
+log = logger("atomr.scheduler")
 
 #: Longest single wait of the timer thread (a later deadline is waited for in steps).
 _MAX_WAIT = min(threading.TIMEOUT_MAX, 3600.0)

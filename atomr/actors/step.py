@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import math
 import inspect
-import logging
 import time
 from typing import Any
 
@@ -21,6 +20,7 @@ import pykka
 
 from atomr import _trace
 from atomr import events as ev
+from atomr._hooks import logger
 from atomr.codec import check_encodable
 from atomr.errors import AtomrError, CodecError, StepCrashed, UnknownChannelError
 from atomr.graph.progress import SLEEP_KEY
@@ -30,7 +30,7 @@ from atomr.store import format as fmt
 
 __all__ = ["StepContext", "execute_sync", "finish", "safe_text", "call", "tell_done"]
 
-log = logging.getLogger("atomr.step")
+log = logger("atomr.step")
 
 
 class _InterruptSignal(BaseException):

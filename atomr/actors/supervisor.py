@@ -14,7 +14,6 @@ request): a lock-protected registry called from any thread.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pykka
 
 from atomr import events as ev
+from atomr._hooks import logger
 from atomr._load import load_progress
 from atomr._run.actor import WorkflowActor
 from atomr._run.journal import batch_of
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Supervisor"]
 
-log = logging.getLogger("atomr.supervisor")
+log = logger("atomr.supervisor")
 
 
 class Supervisor:

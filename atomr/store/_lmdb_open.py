@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import logging
 import os
 import sys
 import threading
@@ -18,6 +17,7 @@ from typing import Any
 
 import lmdb
 
+from atomr._hooks import logger
 from atomr.errors import CorruptStore, FormatVersionError, StoreError, StoreLocked
 from atomr.store import format as fmt
 from atomr.store._verify import run_walk
@@ -25,7 +25,7 @@ from atomr.store.base import now_ms
 
 __all__ = ["VERIFY_AUTO_MAX_BYTES", "_Gate", "_Opening"]
 
-log = logging.getLogger("atomr.store")
+log = logger("atomr.store")
 
 #: verify="auto" checks a data file up to this size on open (0.15-0.5 s at most).
 VERIFY_AUTO_MAX_BYTES = 64 << 20
