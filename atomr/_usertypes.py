@@ -17,8 +17,11 @@ returns, stored like any value (so it may hold other registered values):
 * anything else: the ``encode`` / ``decode`` pair given to ``register``.
 
 Decoding looks the name up in this process's registry and never imports
-anything: a name that is not registered raises :class:`~atomr.errors.CodecError`
-saying how to register it. Nothing is pickled.
+anything: a name that is not registered raises :class:`~atomr.errors.UnregisteredType`
+saying how to register it; stored data the registered class no longer accepts
+(a required field added since) raises :class:`~atomr.errors.StoredTypeMismatch`
+saying how to read or migrate it. Neither is damage: the record is sound.
+Nothing is pickled.
 
 Threads: registering takes a lock; encoding and decoding read two dicts that
 are only ever replaced whole (thread-safe without the lock).
@@ -36,7 +39,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar, overload
 
-from atomr.errors import CodecError, UnregisteredType
+from atomr.errors import CodecError, StoredTypeMismatch, UnregisteredType
 
 __all__ = ["Entry", "register", "unregister", "registered", "entry_of", "payload", "load", "dump",
            "snapshot", "adopt"]
@@ -257,10 +260,8 @@ def load(payload: Any) -> Any:
     try:
         return entry.load(data)
     except Exception as exc:  # noqa: BLE001 - whatever validation or user code raises
-        raise CodecError(
-            f"cannot rebuild a stored {name!r} ({entry.cls.__qualname__}): {type(exc).__name__}: "
-            f"{' '.join(str(exc).split())}; the class changed incompatibly since it was stored: register it with "
-            "decode= that reads the old form") from None
+        raise StoredTypeMismatch(name, entry.cls, f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}") \
+            from None
 
 
 def snapshot() -> tuple[tuple[Any, ...], ...]:

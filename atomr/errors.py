@@ -9,7 +9,8 @@ happened and what to do about it::
     │       UnreachableStepError, NotCallableError, BranchError, JoinError
     ├── StateError            a write or a reducer went wrong
     │   └── UnknownChannelError, ReducerError, StepResultError, SchemaError
-    ├── CodecError            a value cannot be encoded / a record cannot be decoded (UnregisteredType)
+    ├── CodecError            a value cannot be encoded / a record cannot be decoded
+    │   └── UnregisteredType, StoredTypeMismatch   a sound record this process's classes cannot read
     ├── StoreError            the store cannot be opened, read or written
     │   └── StoreLocked, StoreFull, CorruptRecord, CorruptStore, FormatVersionError,
     │       StoreClosed, StoreUrlError, StoreUnavailable, CopyError (StoreNotEmpty)
@@ -61,7 +62,7 @@ __all__ = [
     "LoopLimitError", "Rejected", "StepCrashed", "ResultTimeout", "RuntimeClosed",
     "error_class", "JoinError", "SchemaError", "StreamOverflow", "WorkflowSpecError", "RunOver",
     "VersionMismatch", "ScheduleError", "ScheduleNotFound", "UnregisteredType", "StoreUrlError",
-    "StoreUnavailable", "CopyError", "StoreNotEmpty",
+    "StoreUnavailable", "CopyError", "StoreNotEmpty", "StoredTypeMismatch",
 ]
 
 
@@ -175,6 +176,34 @@ class CodecError(AtomrError):
 
 class UnregisteredType(CodecError):
     """A stored value names a type not registered in this process (atomr.codec.register)."""
+
+
+class StoredTypeMismatch(CodecError):
+    """A stored value's shape no longer fits the class registered under its name.
+
+    The record is sound: the class changed since the value was stored (a
+    required field added, a field's type narrowed, an enum member removed).
+    ``type_name``: the stored name; ``class_name``: the class registered under
+    it (``module.QualName``); ``where``: the record (run and seq) when known."""
+
+    def __init__(self, type_name: str, cls: type | str, detail: str, where: str = "") -> None:
+        name = cls if isinstance(cls, str) else f"{cls.__module__}.{cls.__qualname__}"
+        self.type_name, self.class_name, self.detail, self.where = type_name, name, detail, where
+        short = name.rsplit(".", 1)[-1]
+        at = f" in {where}" if where else ""
+        super().__init__(
+            f"the stored {type_name!r} value{at} does not fit the registered class {name} any more ({detail}): "
+            "the class changed after the value was stored. The record is sound, not damaged: keep it. Read "
+            f"it by registering the class with a decoder for the stored shape, atomr.codec.register({short}, "
+            "encode=..., decode=...) (a new dataclass or pydantic field only needs a default); or migrate: "
+            f"keep the old class registered as {type_name!r} and register the new one under another name=")
+
+    def located(self, where: str) -> StoredTypeMismatch:
+        """The same error, naming the record it was read from."""
+        return StoredTypeMismatch(self.type_name, self.class_name, self.detail, where)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (StoredTypeMismatch, (self.type_name, self.class_name, self.detail, self.where))
 
 
 class RunError(AtomrError):

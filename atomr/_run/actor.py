@@ -32,7 +32,7 @@ from atomr._run.endings import LAUNCH, Endings, RunDeadline
 from atomr._run.kinds import DRIVEN, KindDriving
 from atomr._run.requests import Requests
 from atomr._run.results import StepResults
-from atomr._run.subscribers import Subscribers
+from atomr._run.subscribers import Subscribers, tell
 from atomr.actors.dispatcher import DispatchedActor
 from atomr.actors.step import execute_sync, safe_text
 from atomr.errors import BranchError, ReducerError, StepCrashed
@@ -105,6 +105,10 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         if self._load_error is not None:
             if type(message) in (Run, Resume, Recover):
                 self._reject(message, self._load_error)
+            elif type(message) is Subscribe:  # a stream hears why, rather than waiting for ever
+                tell(message.sink, Rejected(*self.key, self._load_error))
+                if self._idle():
+                    self._release_and_stop()
             return None
         try:
             if self.cancel_flag.is_set() and type(message) is not Cancel and self._cancellable():

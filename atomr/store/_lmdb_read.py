@@ -3,19 +3,19 @@ transactions in whatever thread asks; damage is reported per run."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from typing import Any
 
 import lmdb
 
+from atomr._hooks import logger
 from atomr.errors import CodecError, CorruptRecord
 from atomr.store import format as fmt
 from atomr.store.base import RunSummary
 
 __all__ = ["_Reading"]
 
-log = logging.getLogger("atomr.store")
+log = logger("atomr.store")
 
 
 class _Reading:
@@ -34,6 +34,8 @@ class _Reading:
     def _decode_summary(wf: str, run: str, raw: bytes) -> RunSummary:
         try:
             return RunSummary.from_record(wf, run, raw)
+        except fmt.SOUND as exc:  # sound: its meta holds a type this process cannot read
+            raise fmt.corrupt(wf, run, 0, exc) from None
         except CodecError as exc:
             raise CorruptRecord(wf, run, 0, f"its run index entry is damaged ({exc})") from None
 
@@ -73,11 +75,19 @@ class _Reading:
                 continue
             try:
                 out.append(RunSummary.from_record(wf, run, v))
+            except fmt.SOUND as exc:
+                self._skip(k, wf, run, f"{fmt.corrupt(wf, run, 0, exc)}", damaged=False)
             except CodecError as exc:
                 self._skip(k, wf, run, f"damaged run index entry of run {wf}/{run}: {exc}")
         return iter(out)
 
-    def _skip(self, key: bytes, wf: str | None, run: str | None, what: str) -> None:
+    def _skip(self, key: bytes, wf: str | None, run: str | None, what: str, damaged: bool = True) -> None:
+        if not damaged:  # a sound entry this process's classes cannot read: not damage
+            told = self.__dict__.setdefault("_unreadable", set())
+            if key not in told:
+                told.add(key)
+                log.warning("store %s: %s; the run is left out of runs() until it can be read", self.path, what)
+            return
         if key not in self._damaged:
             self._damaged[key] = (wf, run, what)
             log.warning("store %s: %s; the run is left out of runs() (`atomr verify` reports every "

@@ -24,7 +24,7 @@ import sqlite3
 import time
 from typing import Any
 
-from atomr.errors import CodecError, CorruptStore, UnregisteredType
+from atomr.errors import CodecError, CorruptStore
 from atomr.store import format as fmt
 from atomr.store._verify import Damage, VerifyReport
 from atomr.store.schedules import ScheduleRecord
@@ -85,8 +85,8 @@ class _Walk:
                 fmt.decode_event(bytes(rec))
             else:
                 fmt.decode_obj(bytes(rec))
-        except UnregisteredType:
-            pass  # a sound record naming a type this process has not registered
+        except fmt.SOUND:
+            pass  # a sound record naming a type this process has not registered, or reads otherwise now
         except CodecError as exc:
             self.problem(db, f"damaged record: {exc}", wf, run, seq)
 
@@ -102,6 +102,8 @@ class _Walk:
                 continue
             try:
                 s = self.store._row_summary(wf, run, row[2:])
+            except fmt.SOUND:
+                continue  # sound: its meta holds a type this process's classes cannot read
             except CodecError as exc:
                 self.problem("runs", f"damaged run index entry: {exc}", wf, run)
                 continue
@@ -160,6 +162,8 @@ class _Walk:
             try:
                 name = self.store._dec(sid)
                 ScheduleRecord.from_record(name, bytes(rec))
+            except fmt.SOUND:
+                pass  # sound: its input holds a type this process's classes cannot read
             except Exception as exc:  # noqa: BLE001 - CodecError, or a damaged escaped id
                 key = fmt.SCHEDULE_PREFIX + str(sid).encode(errors="replace")
                 self.problem("schedules", f"damaged schedule record: {exc}", key=key)

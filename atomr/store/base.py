@@ -13,19 +13,19 @@ for LMDB). Every read method may be called from any thread at any time.
 from __future__ import annotations
 
 import abc
-import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from atomr.errors import CodecError, StoreError
+from atomr._hooks import logger
+from atomr.errors import CodecError, StoredTypeMismatch, StoreError
 from atomr.store import format as fmt
 from atomr.store.schedules import ScheduleRecord
 
 __all__ = ["AppendBatch", "RunSummary", "Store", "STATUSES", "now_ms"]
 
-log = logging.getLogger("atomr.store")
+log = logger("atomr.store")
 
 #: Run statuses as stored in the run index.
 STATUSES = ("running", "paused", "done", "failed", "cancelled", "sleeping", "queued")
@@ -256,6 +256,10 @@ class Store(abc.ABC):
             return None
         try:
             return ScheduleRecord.from_record(schedule_id, raw)
+        except StoredTypeMismatch as exc:  # sound: its input's class changed since
+            raise exc.located(f"the input of schedule {schedule_id!r}") from None
+        except fmt.SOUND:
+            raise
         except CodecError as exc:
             raise StoreError(f"the record of schedule {schedule_id!r} is damaged ({exc}); remove the "
                              f"schedule (atomr schedule rm {schedule_id}) and add it again") from None
@@ -270,8 +274,9 @@ class Store(abc.ABC):
                 warned = self.__dict__.setdefault("_bad_schedules", set())
                 if key not in warned:
                     warned.add(key)
-                    log.warning("store %s: skipping the damaged schedule record %r (%s)", self.path or self,
-                                key, exc)
+                    what = "cannot be read by this process's classes" if isinstance(exc, fmt.SOUND) else "is damaged"
+                    log.warning("store %s: skipping the schedule record %r, which %s (%s)", self.path or self,
+                                key, what, exc)
         out.sort(key=lambda r: r.schedule_id)
         return out
 

@@ -228,6 +228,8 @@ def _source_schedules(src: Store) -> list[tuple[bytes, bytes]]:
     for key, data in src._schedules_raw():
         try:
             ScheduleRecord.from_record(fmt.parse_schedule_key(key), bytes(data))
+        except fmt.SOUND:
+            pass  # sound: its input holds a type this process's classes cannot read; copied as it is
         except CodecError as exc:
             raise CopyError(f"schedule record {key!r} of {src!r} is damaged ({exc}); nothing was copied: "
                             "remove the schedule (atomr schedule rm ID) and add it again, then copy") from None

@@ -47,7 +47,7 @@ import zlib
 from typing import Any
 
 from atomr import codec, events as ev
-from atomr.errors import CodecError, CorruptRecord, StoreError, UnregisteredType
+from atomr.errors import CodecError, CorruptRecord, StoredTypeMismatch, StoreError, UnregisteredType
 
 __all__ = [
     "FORMAT_VERSION",
@@ -337,9 +337,18 @@ def decode_obj(data: bytes) -> Any:
     return _unpack(unframe(data))
 
 
+#: decoding errors of a sound record: this process's classes cannot read it (not damage)
+SOUND = (UnregisteredType, StoredTypeMismatch)
+
+
 def corrupt(workflow_id: str, run_id: str, seq: int, exc: Exception) -> Exception:
     """What to raise for a record that cannot be read: CorruptRecord, unless
-    the record is sound and only names a type this process has not registered."""
+    the record is sound and only this process's classes cannot read it
+    (:data:`SOUND`: a type not registered, or one whose stored shape no longer
+    fits its class): then that error, naming the record."""
+    if isinstance(exc, StoredTypeMismatch):
+        return exc.located(f"record {seq} of run {workflow_id}/{run_id}" if seq
+                           else f"the run index entry of run {workflow_id}/{run_id}")
     if isinstance(exc, UnregisteredType):
         return exc
     return CorruptRecord(workflow_id, run_id, seq, str(exc))

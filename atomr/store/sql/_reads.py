@@ -5,17 +5,17 @@ index row are read in one read transaction (one snapshot)."""
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from atomr._hooks import logger
 from atomr.errors import CodecError, CorruptRecord, StoreError
 from atomr.store import format as fmt
 from atomr.store.base import STATUSES, RunSummary
 
 __all__ = ["SqlReads", "SUMMARY_COLS"]
 
-log = logging.getLogger("atomr.store")
+log = logger("atomr.store")
 
 #: The run index columns a RunSummary is read from, in its constructor's order.
 SUMMARY_COLS = "status, super_step, last_seq, first_seq, snapshot_seq, created_ms, updated_ms, meta"
@@ -59,6 +59,8 @@ class SqlReads:
             return None
         try:
             return self._row_summary(workflow_id, run_id, row)
+        except fmt.SOUND as exc:  # sound: its meta holds a type this process cannot read
+            raise fmt.corrupt(workflow_id, run_id, 0, exc) from None
         except CodecError as exc:
             raise CorruptRecord(workflow_id, run_id, 0, f"its run index entry is damaged ({exc})") from None
 
@@ -90,6 +92,12 @@ class SqlReads:
             wf, run = self._dec(row[0]), self._dec(row[1])
             try:
                 out.append(self._row_summary(wf, run, row[2:]))
+            except fmt.SOUND as exc:  # not damage: logged once, left out until it can be read
+                told = self.__dict__.setdefault("_unreadable", set())
+                if (wf, run) not in told:
+                    told.add((wf, run))
+                    log.warning("store %r: %s; the run is left out of runs() until it can be read", self,
+                                fmt.corrupt(wf, run, 0, exc))
             except CodecError as exc:
                 if (wf, run) not in self._damaged:
                     what = f"damaged run index entry of run {wf}/{run}: {exc}"
