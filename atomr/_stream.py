@@ -33,7 +33,7 @@ from atomr._wake import resolve
 from atomr.errors import AtomrError, ResultTimeout, RunNotFound, RuntimeClosed, StreamOverflow
 from atomr.graph import superstep as algo
 from atomr.graph.drive import outcome_of
-from atomr.messages import Custom, Flush, StreamEnd, StreamLost, Subscribe, Subscribed, Tap
+from atomr.messages import Custom, Flush, Rejected, StreamEnd, StreamLost, Subscribe, Subscribed, Tap
 from atomr.store import format as fmt
 from atomr.types import Interrupt, StepEvent
 
@@ -85,7 +85,7 @@ class Sink:
         self._q: collections.deque[Any] = collections.deque()
         self._cond = threading.Condition()
         self.capacity = capacity
-        #: set by the consumer when it stops: the run drops the sink
+        #: set when its stream stops (see close): the run drops the sink
         self.closed = False
         self.overflowed = False
         self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
@@ -103,16 +103,28 @@ class Sink:
         if waiter is not None:
             resolve(waiter[1])
 
+    def close(self) -> None:
+        """Any thread: hold nothing more, and wake the consumer waiting in get / aget."""
+        with self._cond:
+            self.closed = True
+            self._q.clear()
+            self._cond.notify_all()
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            resolve(waiter[1])
+
     def _take(self) -> Any:
         if self._q:
             return self._q.popleft()
         if self.overflowed:
             return _OVERFLOW
+        if self.closed:
+            return _CLOSED
         return None
 
     def get(self, timeout: float | None) -> Any:
         with self._cond:
-            self._cond.wait_for(lambda: self._q or self.overflowed, timeout)
+            self._cond.wait_for(lambda: self._q or self.overflowed or self.closed, timeout)
             return self._take()
 
     async def aget(self, timeout: float | None) -> Any:
@@ -131,6 +143,8 @@ class Sink:
 
 
 _OVERFLOW = object()
+#: what a closed sink gives its consumer
+_CLOSED = object()
 
 
 class Stream:
@@ -147,6 +161,11 @@ class Stream:
         self.sink: Sink | None = None
         self.done = False
         self.reopened = 0
+        #: closed (by its consumer, or by rt.close()): it subscribes no more; ``error`` says why
+        self._lock = threading.Lock()
+        self._closed = False
+        self.error: BaseException | None = None
+        rt._streams.add(self)
         self._p: algo.RunProgress | None = None
         self._attempts: dict[str, int] = {}
 
@@ -162,14 +181,29 @@ class Stream:
                 self._p = load_progress_at(rt.store, wf.plan, wf.id, self.run_id, self.cursor)
             else:
                 self._p = algo.RunProgress(wf.id, self.run_id)
-        sink = self.sink = Sink(self.capacity)
+        with self._lock:  # a close() from now on closes this sink; one before stops us here
+            if self._closed:
+                raise self._end_error()
+            if self.sink is not None:
+                self.sink.close()  # the last subscription's (its actor went away)
+            sink = self.sink = Sink(self.capacity)
+        try:
+            return self._subscribe(sink, timeout)
+        except BaseException:
+            sink.close()  # nobody will read it: the run drops it
+            raise
+
+    def _subscribe(self, sink: Sink, timeout: float | None) -> list[StreamItem]:
+        rt, wf = self.rt, self.wf
         rt._core.supervisor.route(wf, self.run_id, Subscribe(sink))
         sub = sink.get(timeout)
+        if sub is _CLOSED:
+            raise self._end_error()
+        if isinstance(sub, Rejected):  # the run cannot be loaded: say why
+            raise sub.error
         if not isinstance(sub, Subscribed):
-            sink.closed = True
             raise ResultTimeout(f"run {wf.id}/{self.run_id} did not answer a stream request within {timeout}s")
         if sub.status == "new":
-            sink.closed = True
             raise RunNotFound(wf.id, self.run_id)
         out: list[StreamItem] = []
         stored_to = sub.pending_first - 1
@@ -184,12 +218,23 @@ class Stream:
             if seq > self.cursor:
                 out.extend(self._items(seq, fmt.decode_event(record)))
         if sub.status not in ("running", "sleeping", "queued"):  # settled: nothing follows
+            assert self._p is not None
             out.append(self._end(outcome_of(self._p)))
         return out
 
-    def close(self) -> None:
-        if self.sink is not None:
-            self.sink.closed = True
+    def close(self, error: BaseException | None = None) -> None:
+        """Any thread, any time (also while :meth:`open` runs): unsubscribe and
+        wake the consumer; it then raises ``error`` (default RuntimeClosed)."""
+        with self._lock:
+            if not self._closed:
+                self._closed, self.error = True, error
+            sink = self.sink
+        if sink is not None:
+            sink.close()
+
+    def _end_error(self) -> BaseException:
+        return self.error or RuntimeClosed(f"the stream of run {self.wf.id}/{self.run_id} was closed; reopen it "
+                                           f"with after={self.cursor}")
 
     # -- live --------------------------------------------------------------------
 
@@ -207,6 +252,8 @@ class Stream:
             return [self._end(msg.outcome)]
         if t is StreamLost:
             return None
+        if msg is _CLOSED:
+            raise self._end_error()
         if msg is _OVERFLOW:
             self.close()
             raise StreamOverflow(

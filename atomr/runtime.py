@@ -9,7 +9,6 @@ from __future__ import annotations
 import atexit
 import itertools
 import os
-import logging
 import threading
 import time
 import weakref
@@ -18,6 +17,7 @@ from typing import Any
 
 import pykka
 
+from atomr._hooks import logger
 from atomr.actors.checkpointer import Checkpointer, WriterGate
 from atomr.actors.core import Core
 from atomr.actors.dispatcher import Dispatcher
@@ -47,7 +47,7 @@ from atomr.workflow import Workflow
 
 __all__ = ["Runtime", "RunHandle", "DURABILITY_MODES"]
 
-log = logging.getLogger("atomr.runtime")
+log = logger("atomr.runtime")
 
 DURABILITY_MODES = ("sync", "async", "exit")
 
@@ -114,6 +114,7 @@ class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
         store._atomr_runtime = self  # type: ignore[attr-defined]
         #: every handle's inbox, told RuntimeClosed on close()
         self._inboxes: weakref.WeakSet[_Inbox] = weakref.WeakSet()
+        self._streams: weakref.WeakSet[Any] = weakref.WeakSet()  # open streams (atomr._stream.Stream)
         self._starts: Any = None  # the asyncio API's starter thread (lazy)
         self.durability = durability
         self.timeout = timeout
@@ -164,6 +165,8 @@ class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
         for inbox in list(self._inboxes):
             if inbox.outcome is None:
                 inbox.tell(Rejected(inbox.key[0], inbox.key[1], closed))
+        for stream in list(self._streams):  # also one still opening, waiting for a busy run
+            stream.close(closed)
         # run actors send what they hold (finished steps' writes) as they stop
         core.supervisor.stop_all(timeout)
         if core.checkpointer is not None:

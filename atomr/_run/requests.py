@@ -176,6 +176,9 @@ class Requests:
         p, j = self.p, self.journal
         msg.sink.tell(Subscribed(p.seq, p.status, j.first_seq, list(j.outbox)))
         if p.status in ("running", "sleeping", "queued") or not self._idle():
+            if getattr(msg.sink, "closed", False):
+                return  # its stream stopped while it was opening
+            j.taps[:] = [s for s in j.taps if not getattr(s, "closed", False)]  # those that stopped since
             j.taps.append(msg.sink)  # a sleeping run's watchers wait here for its wake
         elif not self.driving:
             self._release_and_stop()  # settled (or unknown): nothing will follow
