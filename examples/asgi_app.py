@@ -64,7 +64,8 @@ def make_app(rt: Runtime) -> Starlette:
         h = rt.handle("notes", run_id)
 
         async def sse() -> AsyncIterator[str]:
-            after = int(last) if last and last.isdigit() else None
+            # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
+            after = int(last) if last and last.isascii() and last.isdigit() and len(last) < 20 else None
             async for item in h.astream(["updates", "custom"], after=after, timeout=60):
                 data = {"mode": item.mode, "data": _plain(item.data)}
                 yield f"id: {item.cursor}\nevent: {item.mode}\ndata: {json.dumps(data)}\n\n"

@@ -3,7 +3,8 @@
 One runtime on the ``--store`` (a directory or a store URL) runs the given workflows behind
 uvicorn (the ``server`` extra). Runs a crash left "running" are carried on
 first. SIGTERM / Ctrl-C stop it gracefully: no new connection is accepted,
-requests in flight get up to :data:`GRACE_S` seconds, then the runtime
+long polls (``/wait``) and event streams end at once, other requests in
+flight get up to :data:`GRACE_S` seconds, then the runtime
 closes (what is queued is committed; runs still executing are carried on
 at the next start) and the command exits 0. A non-loopback ``--host`` needs a token (``--token`` or
 the ``ATOMR_TOKEN`` environment variable).
@@ -88,7 +89,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config = uvicorn.Config(app, host=args.host, port=args.port, lifespan="on",
                                 log_level="info" if args.debug else "warning",
                                 timeout_graceful_shutdown=GRACE_S, server_header=False)
-        server = uvicorn.Server(config)
+        server = _server_class(uvicorn)(config, app.state.atomr.shutdown.begin)
         auth = "token required" if token else "no auth"
         print(f"atomr serve: {', '.join(sorted(specs))} on http://{args.host}:{args.port} "
               f"(store {shown(args.store)!r}, {auth}); Ctrl-C stops", flush=True)
@@ -97,6 +98,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return EXIT_FAILED
     print(f"atomr serve: stopped{f' ({stopped_by})' if stopped_by else ''}; the store is closed", flush=True)
     return EXIT_OK
+
+
+def _server_class(uvicorn: Any) -> Any:
+    """uvicorn's Server, that ends the app's long polls and event streams as soon as
+    its graceful shutdown begins: they end within the grace, not at its expiry."""
+
+    class Server(uvicorn.Server):  # type: ignore[misc,name-defined]
+        def __init__(self, config: Any, on_shutdown: Any) -> None:
+            super().__init__(config)
+            self._on_shutdown = on_shutdown
+
+        async def shutdown(self, *args: Any, **kwargs: Any) -> None:
+            self._on_shutdown()
+            await super().shutdown(*args, **kwargs)
+
+    return Server
 
 
 def _run_until_signalled(server: Any) -> str | None:

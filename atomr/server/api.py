@@ -9,7 +9,6 @@ nothing is sent to the runtime before a request's body has been checked.
 from __future__ import annotations
 
 import asyncio
-import base64
 import bisect
 import inspect
 import json
@@ -21,8 +20,10 @@ from starlette.requests import Request
 from atomr.errors import ResultTimeout
 from atomr.server import progress
 from atomr.server.encode import checkpoint_json, outcome_json, summary_json, to_json, view_json
-from atomr.server.http import JSON, ApiError, field, query_int, read_json
+from atomr.server import params
+from atomr.server.http import JSON, ApiError, field, read_json
 from atomr.server.metrics import Metrics
+from atomr.server.shutdown import Shutdown
 from atomr.store.base import STATUSES
 from atomr.types import Command
 
@@ -41,6 +42,8 @@ class Context:
     modules: dict[str, str] = dc_field(default_factory=dict)
     metrics: Any = None
     heartbeat_s: float = 15.0
+    #: ends every long wait (a /wait, an event stream) once the server begins to shut down
+    shutdown: Shutdown = dc_field(default_factory=Shutdown)
     _graphs: dict[str, dict[str, Any]] = dc_field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -62,7 +65,7 @@ def _ctx(request: Request) -> Context:
 
 
 def _ids(request: Request) -> tuple[str, str]:
-    return request.path_params["wf"], request.path_params["run"]
+    return params.ids(request)
 
 
 def _run_id(doc: dict[str, Any], name: str = "run_id") -> str | None:
@@ -91,7 +94,7 @@ async def list_workflows(request: Request) -> JSON:
 
 async def get_workflow(request: Request) -> JSON:
     ctx = _ctx(request)
-    return JSON(ctx.workflow_doc(ctx.rt.workflow(request.path_params["wf"])))
+    return JSON(ctx.workflow_doc(ctx.rt.workflow(params.path_id(request, "wf"))))
 
 
 async def start_run(request: Request) -> JSON:
@@ -99,7 +102,7 @@ async def start_run(request: Request) -> JSON:
     doc = await read_json(request, ctx.max_body, ("input", "run_id", "if_exists", "meta"))
     data, run_id = field(doc, "input", "object"), _run_id(doc)
     if_exists, meta = field(doc, "if_exists", "string"), field(doc, "meta", "object")
-    wf = rt.workflow(request.path_params["wf"])
+    wf = rt.workflow(params.path_id(request, "wf"))
     kwargs: dict[str, Any] = {}
     if if_exists is not None:
         if _accepts(rt.astart, "if_exists"):
@@ -126,37 +129,20 @@ async def start_run(request: Request) -> JSON:
 # -- runs -----------------------------------------------------------------------------
 
 
-def _cursor_key(text: str) -> tuple[int, str, str]:
-    try:
-        created, wf, run = json.loads(base64.urlsafe_b64decode(text.encode("ascii") + b"=="))
-        if type(created) is not int or not isinstance(wf, str) or not isinstance(run, str):
-            raise ValueError
-    except (ValueError, TypeError, UnicodeError, json.JSONDecodeError):
-        raise ApiError(400, f"cursor {text[:40]!r} is not a cursor this server gave (next_cursor)") from None
-    return -created, wf, run
-
-
-def _cursor_of(key: tuple[int, str, str]) -> str:
-    raw = json.dumps([-key[0], key[1], key[2]], separators=(",", ":")).encode("utf-8")
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
 async def list_runs(request: Request) -> JSON:
     """Newest first (by creation); ``next_cursor`` pages on (null on the last page)."""
-    ctx, q = _ctx(request), request.query_params
-    status = q.get("status") or None
-    if status is not None and status not in STATUSES:
-        raise ApiError(400, f"status={status!r} is not a run status; use one of {', '.join(STATUSES)}")
-    limit = query_int(request, "limit", 100, 1, 1000)
-    start = _cursor_key(q["cursor"]) if q.get("cursor") else None
-    summaries = await ctx.rt.aruns(status, q.get("workflow_id") or None)
+    ctx = _ctx(request)
+    status = params.query_choice(request, "status", STATUSES, "a run status")
+    limit = params.query_int(request, "limit", 100, 1, 1000)
+    start = params.page_cursor(request)
+    summaries = await ctx.rt.aruns(status, params.query_text(request, "workflow_id"))
     keyed = sorted(((-s.created_ms, s.workflow_id, s.run_id), s) for s in summaries)
     keys = [k for k, _ in keyed]
     i = bisect.bisect_right(keys, start) if start is not None else 0
     page = keyed[i:i + limit]
     more = i + limit < len(keyed)
     return JSON({"runs": [summary_json(s) for _, s in page],
-                 "next_cursor": _cursor_of(page[-1][0]) if more and page else None})
+                 "next_cursor": params.cursor_of_page(page[-1][0]) if more and page else None})
 
 
 async def get_run(request: Request) -> JSON:
@@ -197,15 +183,10 @@ def settled_outcome(v: Any) -> dict[str, Any] | None:
 
 async def wait_run(request: Request) -> JSON:
     """Long poll: the run's outcome once there is one (at once for a settled
-    run); after ``timeout`` seconds without one, 200 ``{"outcome": null, "status"}``."""
+    run); after ``timeout`` seconds without one, or as soon as the server begins
+    to shut down, 200 ``{"outcome": null, "status"}``."""
     ctx = _ctx(request)
-    text = request.query_params.get("timeout") or "30"
-    try:
-        timeout = float(text)
-    except ValueError:
-        raise ApiError(400, f"timeout={text[:40]!r} is not a number of seconds") from None
-    if not 0 <= timeout <= MAX_WAIT_S:
-        raise ApiError(400, f"timeout={text[:40]} is out of range 0..{MAX_WAIT_S:g} seconds")
+    timeout = params.query_seconds(request, "timeout", 30.0, MAX_WAIT_S)
     wf, run = _ids(request)
     rt = ctx.rt
     is_live = getattr(getattr(rt, "_core", None), "supervisor", None)
@@ -225,9 +206,9 @@ async def wait_run(request: Request) -> JSON:
             if item.mode == "outcome":
                 out = item.data
 
-    try:
-        await asyncio.wait_for(watch(), max(timeout, 0.001))
-    except (asyncio.TimeoutError, ResultTimeout):
+    try:  # until the outcome, the timeout, or the server's shutdown: then what is known now
+        await ctx.shutdown.wait(watch(), max(timeout, 0.001))
+    except ResultTimeout:
         pass
     if out is not None:
         return JSON(outcome_json(out))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -16,14 +15,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from atomr._hooks import logger
 from atomr.errors import AtomrError
 from atomr.server import api, ui
-from atomr.server.http import JSON, ApiError, AuthMiddleware, error_response
+from atomr.server.http import JSON, ApiError, AuthMiddleware, ErrorsMiddleware, error_response
 from atomr.server.sse import run_events
 
 __all__ = ["DEFAULT_MAX_BODY", "create_app"]
 
-log = logging.getLogger("atomr.server")
+log = logger("atomr.server")
 
 #: the default request body limit (bytes)
 DEFAULT_MAX_BODY = 16 * 2**20
@@ -48,7 +48,7 @@ async def metrics(request: Request) -> Response:
 
 
 async def _error(request: Request, exc: Exception) -> Response:
-    return error_response(exc)
+    return error_response(exc, request.scope)
 
 
 def create_app(runtime: Any, token: str | None = None, max_body: int = DEFAULT_MAX_BODY, *,
@@ -64,6 +64,11 @@ def create_app(runtime: Any, token: str | None = None, max_body: int = DEFAULT_M
     runtime when the server shuts down (its lifespan ends): what is queued is
     committed, runs still executing are carried on by ``recover()`` at the
     next start. ``heartbeat_s``: the keep-alive period of event streams.
+
+    Shutting down: ``app.state.atomr.shutdown.begin()`` (any thread) ends every
+    ``/wait`` long poll and event stream at once; call it when your server
+    begins its graceful shutdown (``atomr serve`` does, on SIGTERM / Ctrl-C),
+    else they end when the lifespan ends.
     """
     if not isinstance(max_body, int) or isinstance(max_body, bool) or max_body < 1:
         raise AtomrError(f"max_body must be a positive number of bytes, got {max_body!r}")
@@ -80,6 +85,7 @@ def create_app(runtime: Any, token: str | None = None, max_body: int = DEFAULT_M
         try:
             yield
         finally:
+            ctx.shutdown.begin()  # long polls and streams still open end now
             ctx.metrics.close()
             if close_runtime:
                 await asyncio.to_thread(runtime.close)
@@ -96,8 +102,8 @@ def create_app(runtime: Any, token: str | None = None, max_body: int = DEFAULT_M
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(AuthMiddleware, token=token)],
-        exception_handlers={AtomrError: _error, ApiError: _error, HTTPException: _error, Exception: _error},
+        middleware=[Middleware(AuthMiddleware, token=token), Middleware(ErrorsMiddleware)],
+        exception_handlers={AtomrError: _error, ApiError: _error, HTTPException: _error},
         lifespan=lifespan,
     )
     app.state.atomr = ctx

@@ -5,41 +5,52 @@ Every error answer is ``{"error": NAME, "message": TEXT}``. ``NAME`` is the
 ``UnknownChannelError``...); errors of HTTP itself have their own names:
 ``BadRequest`` (malformed JSON, a missing or wrongly typed field),
 ``Unauthorized`` (401), ``PayloadTooLarge`` (413), ``NotFound`` (404, no such
-route), ``MethodNotAllowed`` (405), ``NotImplemented`` (501).
+route), ``MethodNotAllowed`` (405), ``NotImplemented`` (501), ``InternalError``
+(500: a bug). A 500 (and a 507) never carries an exception's text: the answer
+names the atomr error class (or ``InternalError``) and a reference that the
+server's log line carries with the details. Headers, query and path values are
+read by :mod:`atomr.server.params` only.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-import logging
 import math
+import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from atomr import errors as E
+from atomr._hooks import logger
 from atomr.server.encode import dumps
+from atomr.server.params import HTTP_NAMES, ApiError, content_length
 
-__all__ = ["ApiError", "AuthMiddleware", "JSON", "error_response", "field", "query_int", "read_json",
+__all__ = ["ApiError", "AuthMiddleware", "ErrorsMiddleware", "JSON", "error_response", "field", "read_json",
            "status_of"]
 
-log = logging.getLogger("atomr.server")
+log = logger("atomr.server")
 
 #: atomr errors that name a state conflict (409); matched by class name along
 #: the class's MRO, so that a refusal class added later is classified too
 CONFLICT = frozenset({"RunExists", "RunNotPaused", "RunOver", "WorkflowExists"})
 NOT_FOUND = frozenset({"RunNotFound", "WorkflowNotFound", "CheckpointNotFound"})
+#: a stored value this server's code cannot read as the class registered for it: the record is
+#: sound, the request cannot be served until the code reads it (409, the message says how)
+STORED_TYPES = frozenset({"StoredTypeMismatch", "UnregisteredType"})
 #: the server's side, not the request's
 UNAVAILABLE = {"RuntimeClosed": 503, "StoreClosed": 503, "StoreFull": 507, "ResultTimeout": 504,
                "StoreLocked": 503, "CorruptRecord": 500, "CorruptStore": 500, "FormatVersionError": 500,
                "StepCrashed": 500}
-HTTP_NAMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
-              405: "MethodNotAllowed", 413: "PayloadTooLarge", 501: "NotImplemented"}
+#: what a 500 / 507 answer says instead of the exception's text (which goes to the log)
+_SERVER_SIDE = {"CorruptRecord": "a stored record of this run cannot be read (damaged)",
+                "CorruptStore": "the server's store is damaged", "StoreFull": "the server's store is full",
+                "FormatVersionError": "the server's store has a format this atomr cannot read"}
 
 
 class JSON(JSONResponse):
@@ -49,19 +60,12 @@ class JSON(JSONResponse):
         return dumps(content).encode("utf-8")
 
 
-class ApiError(Exception):
-    """A refusal of the HTTP layer itself (bad body, bad query parameter...)."""
-
-    def __init__(self, status: int, message: str, name: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.name = name or HTTP_NAMES.get(status, "Error")
-
-
 def status_of(exc: BaseException) -> int:
     """The HTTP status of an atomr error: 404 unknown, 409 conflict, 400 bad input."""
     names = [c.__name__ for c in type(exc).__mro__]
     for name in names:
+        if name in STORED_TYPES:
+            return 409
         if name in NOT_FOUND:
             return 404
         if name in CONFLICT:
@@ -73,7 +77,9 @@ def status_of(exc: BaseException) -> int:
     return 400  # every other AtomrError refuses what the request asked
 
 
-def error_response(exc: BaseException) -> JSON:
+def error_response(exc: BaseException, scope: Scope | None = None) -> JSON:
+    """The JSON answer for ``exc``. A 500 or a 507 names the error class and a
+    reference, never the exception's text: that goes to the log, with the reference."""
     if isinstance(exc, ApiError):
         status, name = exc.status, exc.name
     elif isinstance(exc, HTTPException):
@@ -83,10 +89,53 @@ def error_response(exc: BaseException) -> JSON:
     elif isinstance(exc, E.AtomrError):
         status, name = status_of(exc), type(exc).__name__
     else:
-        log.error("unexpected error", exc_info=exc)
-        status, name = 500, type(exc).__name__
+        status, name = 500, "InternalError"
+    if status in (500, 507) and not isinstance(exc, ApiError):
+        ref = secrets.token_hex(4)
+        where = f"{scope.get('method', '')} {scope.get('path', '')}" if scope else "a request"
+        if isinstance(exc, E.AtomrError):
+            log.error("%s answered %d %s (ref %s): %s", where, status, name, ref, " ".join(str(exc).split()))
+        else:
+            log.error("%s failed (ref %s)", where, ref, exc_info=exc)
+        what = _SERVER_SIDE.get(name, "the server could not answer this request")
+        return JSON({"error": name, "message": f"{what}; the server's log has the details (ref {ref})"},
+                    status_code=status)
     message = " ".join(str(exc).split()) or name
     return JSON({"error": name, "message": message}, status_code=status)
+
+
+class ErrorsMiddleware:
+    """Turns an exception no handler answered into a 500 JSON answer (see
+    :func:`error_response`), logged once; the connection stays usable.
+
+    Starlette's own last resort logs it, answers, then raises it again to the
+    ASGI server (which logs it a second time and drops the connection)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except ClientDisconnect:
+            return  # the client went away before its request was read: nobody to answer
+        except Exception as exc:  # noqa: BLE001 - every error becomes an answer
+            if started:  # a stream that had begun: it ends here
+                log.error("%s %s failed while answering", scope.get("method", ""), scope.get("path", ""),
+                          exc_info=exc)
+                return
+            await error_response(exc, scope)(scope, receive, send)
 
 
 async def read_json(request: Request, max_body: int, fields: Iterable[str] = ()) -> dict[str, Any]:
@@ -94,11 +143,9 @@ async def read_json(request: Request, max_body: int, fields: Iterable[str] = ())
 
     Raises ApiError 413 past the limit (read no further), 400 when it is not a
     JSON object or names a field not in ``fields``."""
-    length = request.headers.get("content-length")
+    length = content_length(request)
     if length is not None:
-        if not length.isdigit():
-            raise ApiError(400, f"Content-Length {length!r} is not a number of bytes")
-        if int(length) > max_body:
+        if length > max_body:
             raise ApiError(413, f"the request body has {length} bytes, over the limit of {max_body} "
                                 "(atomr serve --max-body)")
     chunks, size = [], 0
@@ -148,19 +195,6 @@ def field(doc: Mapping[str, Any], name: str, kind: str) -> Any:
     if not ok:
         shown = json.dumps(value) if isinstance(value, (bool, int, float, str)) else type(value).__name__
         raise ApiError(400, f"field {name!r} must be a JSON {kind}, got {shown[:80]}")
-    return value
-
-
-def query_int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
-    text = request.query_params.get(name)
-    if text is None or text == "":
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ApiError(400, f"query parameter {name}={text!r:.40} is not an integer") from None
-    if not lo <= value <= hi:
-        raise ApiError(400, f"query parameter {name}={value} is out of range {lo}..{hi}")
     return value
 
 

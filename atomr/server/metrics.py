@@ -18,10 +18,10 @@ What is measured, and where:
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from atomr import _hooks
 from atomr.store.base import STATUSES
 from atomr.store.url import redact
 
@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Metrics"]
 
-log = logging.getLogger("atomr.server")
+log = _hooks.logger("atomr.server")
+#: the name failures of these metrics are logged and counted under (atomr._hooks.failures)
+HOOK = "metrics (prometheus-client)"
 
 _LATENCY = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 _BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -84,6 +86,11 @@ class _RuntimeCollector:
                                       value=getattr(cp, "batches", 0) + inline)
 
 
+def _observe(seconds: Any, sizes: Any, elapsed: float, n: int) -> None:
+    seconds.observe(elapsed)
+    sizes.observe(n)
+
+
 def _checkpointer(rt: Runtime) -> Any:
     """The checkpointer actor object, read directly: asking it through its inbox
     would delay its group commit."""
@@ -131,9 +138,8 @@ class Metrics:
             t0 = time.perf_counter()
             try:
                 return write(batches)
-            finally:
-                seconds.observe(time.perf_counter() - t0)
-                sizes.observe(len(batches))
+            finally:  # the write's result or error stands, whatever the histograms do
+                _hooks.call(HOOK, _observe, seconds, sizes, time.perf_counter() - t0, len(batches))
 
         timed._atomr_timed = True  # type: ignore[attr-defined]
         try:
@@ -152,10 +158,12 @@ class Metrics:
     # -- the server's edge ------------------------------------------------------
 
     def track(self, handle: Any, kind: str) -> None:
-        """Count a start or resume, and its outcome when it comes."""
+        """Count a start or resume, and its outcome when it comes (a metric that
+        raises is logged once and dropped: the request and the run go on)."""
         if not self.available:
             return
-        (self.started if kind == "start" else self.resumed).labels(handle.workflow_id).inc()
+        _hooks.call(HOOK, lambda: (self.started if kind == "start" else self.resumed)
+                    .labels(handle.workflow_id).inc())
         task = asyncio.get_running_loop().create_task(self._outcome(handle))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -168,7 +176,7 @@ class Metrics:
         except Exception:  # noqa: BLE001 - the runtime closed: no outcome to count
             return
         status = str(getattr(out, "status", type(out).__name__.lower()))
-        self.finished.labels(handle.workflow_id, status).inc()
+        _hooks.call(HOOK, lambda: self.finished.labels(handle.workflow_id, status).inc())
 
     async def render(self) -> tuple[bytes, str]:
         import prometheus_client as pc

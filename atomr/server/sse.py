@@ -10,11 +10,14 @@ items can share a cursor (a step's completion is an "events" and an "updates"
 item): they are sent together, before anything that comes after them.
 While nothing happens a comment line (``: keep-alive``) is sent every
 ``heartbeat_s`` seconds. ``?modes=events,updates`` (the default) picks the modes.
+When the server begins to shut down the stream ends at once, after a comment
+line (``: the server is shutting down``): the client reconnects where it was.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,33 +26,13 @@ from starlette.responses import StreamingResponse
 
 from atomr.errors import AtomrError, ResultTimeout, StreamOverflow
 from atomr.server.encode import dumps, outcome_json, to_json
-from atomr.server.http import ApiError
+from atomr.server import params
+from atomr.server.http import error_response
 
 __all__ = ["run_events", "MODES"]
 
 MODES = ("events", "updates", "values", "custom")
 DEFAULT_MODES = ("events", "updates")
-
-
-def _after(request: Request) -> int | None:
-    text = request.headers.get("last-event-id") or request.query_params.get("after")
-    if text is None or not text.strip():
-        return None
-    text = text.strip()
-    if not text.isdigit() or len(text) > 19:
-        raise ApiError(400, f"Last-Event-ID {text[:40]!r} is not a cursor this server sent (an id: line)")
-    return int(text)
-
-
-def _modes(request: Request) -> list[str]:
-    text = request.query_params.get("modes")
-    if not text:
-        return list(DEFAULT_MODES)
-    modes = [m.strip() for m in text.split(",") if m.strip()]
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        raise ApiError(400, f"modes={text[:60]!r}: use a comma-separated list of {', '.join(MODES)}")
-    return modes
 
 
 def frame(item: Any) -> str:
@@ -61,31 +44,34 @@ def frame(item: Any) -> str:
 
 async def run_events(request: Request) -> StreamingResponse:
     ctx = request.app.state.atomr
-    wf, run = request.path_params["wf"], request.path_params["run"]
-    after, modes = _after(request), _modes(request)
+    wf, run = params.ids(request)
+    after, modes = params.last_event_id(request), params.modes(request, MODES, DEFAULT_MODES)
     handle = await asyncio.to_thread(ctx.rt.handle, wf, run)  # 404 before the stream starts
-    heartbeat = ctx.heartbeat_s
+    heartbeat, shutdown = ctx.heartbeat_s, ctx.shutdown
 
     async def sse() -> AsyncIterator[str]:
         cursor = after
         yield f"retry: 2000\n: {handle.workflow_id}/{handle.run_id}\n\n"
-        while True:
+        while not shutdown.begun:
             try:
-                async for item in handle.astream(modes, after=cursor, timeout=heartbeat):
-                    if item.mode != "custom":
-                        cursor = item.cursor
-                    yield frame(item)
-                    if item.mode == "outcome":
-                        return
-                return
+                items = shutdown.iterate(handle.astream(modes, after=cursor, timeout=heartbeat))
+                async with contextlib.aclosing(items):  # closed also when the client goes away
+                    async for item in items:
+                        if item.mode != "custom":
+                            cursor = item.cursor
+                        yield frame(item)
+                        if item.mode == "outcome":
+                            return
+                break  # ended without an outcome: the shutdown began
             except ResultTimeout:
                 yield ": keep-alive\n\n"  # then reopen after the last item sent
             except StreamOverflow:
                 continue
-            except AtomrError as exc:
-                doc = {"error": type(exc).__name__, "message": " ".join(str(exc).split())}
-                yield f"event: error\ndata: {dumps(doc)}\n\n"
+            except AtomrError as exc:  # as an error answer says it (a server-side one: no details)
+                yield f"event: error\ndata: {error_response(exc, request.scope).body.decode()}\n\n"
                 return
+        if shutdown.begun:
+            yield ": the server is shutting down; reconnect with Last-Event-ID\n\n"
 
     return StreamingResponse(sse(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -23,6 +23,8 @@ from pathlib import Path
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from atomr.server import params
+
 __all__ = ["STATIC", "page_runs", "page_run", "page_workflows", "static_file"]
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -133,7 +135,7 @@ async def page_runs(request: Request) -> HTMLResponse:
 
 
 async def page_run(request: Request) -> HTMLResponse:
-    wf, run = request.path_params["wf"], request.path_params["run"]
+    wf, run = params.ids(request)
     body = _RUN.format(wf=html.escape(wf), run=html.escape(run), wf_attr=html.escape(wf, quote=True))
     return _shell(f"{wf}/{run}", "run", body, {"wf": wf, "run": run})
 
@@ -143,7 +145,7 @@ async def page_workflows(request: Request) -> HTMLResponse:
 
 
 async def static_file(request: Request) -> Response:
-    name = request.path_params["name"]
+    name = params.path_id(request, "name")
     path = STATIC / name
     if "/" in name or name.startswith(".") or path.suffix not in _TYPES or not path.is_file():
         return Response("not found", status_code=404, media_type="text/plain")
