@@ -26,11 +26,11 @@ retried when, and the staging of a group's rows, is in
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from atomr._hooks import logger
 from atomr.errors import CodecError, CorruptRecord, FormatVersionError, StoreClosed, StoreError
 from atomr.store import format as fmt
 from atomr.store.base import AppendBatch, RunSummary, Store, now_ms
@@ -40,7 +40,7 @@ from atomr.store.sql.schema import MIGRATIONS, SQL_FORMAT_VERSION, Dialect, esca
 
 __all__ = ["SqlStore", "PG_GROUP"]
 
-log = logging.getLogger("atomr.store")
+log = logger("atomr.store")
 
 def _same(text: str) -> str:
     return text

@@ -26,7 +26,6 @@ DSN with it masked (:func:`atomr.store.url.redact`).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 import select
@@ -37,6 +36,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from atomr._check import check_int, check_number
+from atomr._hooks import logger
 from atomr.errors import StoreError, StoreLocked, StoreUnavailable, StoreUrlError
 from atomr.store.sql.base import PG_GROUP, SqlStore
 from atomr.store.sql.schema import create_statements, postgres_dialect
@@ -44,7 +44,7 @@ from atomr.store.url import redact, scrub, split_schema
 
 __all__ = ["PostgresStore", "SCHEMA_NAME"]
 
-log = logging.getLogger("atomr.store")
+log = logger("atomr.store")
 
 #: What a schema name may be: a lower-case SQL identifier (never quoted user text).
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
