@@ -64,12 +64,12 @@ class CorruptRecord(StoreError):
 class CorruptStore(StoreError):
     """The files of a store are damaged (its B-tree, not one run's records)."""
 
-    def __init__(self, path: str, detail: str) -> None:
+    def __init__(self, path: str, detail: str, *, restore: str = "made with `atomr backup`, or LMDB's "
+                 "compacting copy env.copy(path, compact=True)") -> None:
         self.path = path
         super().__init__(
             f"store {path!r} is damaged: {detail}; it was not opened, to keep reading it from "
-            "crashing the process. Restore it from a backup (made with `atomr backup`, or "
-            "LMDB's compacting copy env.copy(path, compact=True)); `atomr verify` reports "
+            f"crashing the process. Restore it from a backup ({restore}); `atomr verify` reports "
             "what is damaged"
         )
 

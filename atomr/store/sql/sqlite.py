@@ -36,6 +36,8 @@ __all__ = ["SqliteStore", "SYNCHRONOUS"]
 SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 
 _BUSY_MS = 10_000
+#: how a damaged SQLite store is restored (CorruptStore's advice)
+_RESTORE = "made with `atomr backup`, SQLite's online backup; or `sqlite3 FILE .recover` to salvage it"
 _OPEN = threading.Lock()
 #: real paths of the stores open for writing in this process
 _OPEN_PATHS: set[str] = set()
@@ -263,7 +265,7 @@ class SqliteStore(SqlStore):
         """A named error for an SQLite error of an open or a read."""
         code = getattr(exc, "sqlite_errorcode", None)
         if code == sqlite3.SQLITE_CORRUPT:
-            return CorruptStore(self.path, f"SQLite reports {exc} while {what} it")
+            return CorruptStore(self.path, f"SQLite reports {exc} while {what} it", restore=_RESTORE)
         if code == sqlite3.SQLITE_NOTADB:
             return StoreError(f"{self.path!r} is not an SQLite database ({exc}); check the path")
         if what == "opening":
@@ -303,7 +305,8 @@ class SqliteStore(SqlStore):
             return StoreError(f"the disk holding {self.path!r} is full; free space, then call rt.recover() "
                               "to carry the runs on: nothing committed was lost")
         if code == sqlite3.SQLITE_CORRUPT:
-            return CorruptStore(self.path, f"SQLite reports {exc} while writing it (nothing of the write was stored)")
+            return CorruptStore(self.path, f"SQLite reports {exc} while writing it (nothing of the write was stored)",
+                                restore=_RESTORE)
         return StoreError(f"the write to SQLite store {self.path!r} failed ({exc}); nothing of it was stored")
 
     # -- size, verify, backup, close ---------------------------------------------------------
