@@ -262,6 +262,51 @@ def lg_backend_available(backend: str) -> tuple[bool, str]:
     return (True, "") if backend == "sqlite" else lg_postgres_available()
 
 
+def runnable(ctx: Any, backends: Any) -> dict[str, tuple[str, ...]]:
+    """backend -> the systems that run it (a backend that cannot run here is left out)."""
+    out = {}
+    for backend in backends:
+        if skip_reason(backend) is None:
+            lg = ctx.lg and lg_backend_available(backend)[0]
+            out[backend] = ("atomr", "langgraph") if lg else ("atomr",)
+    return out
+
+
+def samples_count(ctx: Any, backends: Any) -> int:
+    return sum(ctx.reps * len(systems) for systems in runnable(ctx, backends).values())
+
+
+def run_cases(ctx: Any, name: str, cases: dict[str, tuple[str, str]], atomr_fn: Callable[[str], float],
+              lg_fn: Callable[[str], float], describe: Callable[[str], str], extra_notes: tuple[str, ...] = (),
+              params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Sample both systems on every runnable backend of ``cases`` (backend -> (what,
+    target key)); a row per backend, a skipped entry (with the reason) per other one."""
+    from benchmarks._common import TARGETS, make_row, sample_loop
+
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    can = runnable(ctx, cases)
+    for backend, (what, target_key) in cases.items():
+        row_id = f"{name}.{backend}"
+        if backend not in can:
+            skipped.append({"id": row_id, "reason": skip_reason(backend) or "not runnable"})
+            continue
+        fns = {"atomr": lambda b=backend: atomr_fn(b)}
+        notes = []
+        if "langgraph" in can[backend]:
+            fns["langgraph"] = lambda b=backend: lg_fn(b)
+        elif ctx.lg:
+            notes.append(lg_backend_available(backend)[1])
+        notes.extend(extra_notes)
+        samples = sample_loop(ctx, f"{name} {backend}", fns)
+        rows.append(make_row(row_id, describe(what), "super-steps/s", "higher", samples,
+                             target=TARGETS[target_key], note="; ".join(notes)))
+    out: dict[str, Any] = {"params": params or {}, "rows": rows, "skipped": skipped}
+    if "postgres" in can:
+        out["postgres"] = pg_server()
+    return out
+
+
 @contextlib.contextmanager
 def atomr_store(backend: str, directory: str) -> Iterator[Any]:
     """A fresh atomr store: ``SqliteStore(<directory>/atomr.sqlite, synchronous="full")``, or

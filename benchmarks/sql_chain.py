@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks import _sql
-from benchmarks._common import RESULT_TIMEOUT, TARGETS, Ctx, check, make_row, sample_loop, timed
+from benchmarks._common import RESULT_TIMEOUT, Ctx, check, timed
 
 NAME = "sql_chain"
 STEPS = 40
@@ -35,18 +35,8 @@ def params(ctx: Ctx) -> dict[str, Any]:
     return {"steps": STEPS, "durability": "sync", "pg_dsn": _sql.masked_dsn()}
 
 
-def _runnable(ctx: Ctx) -> dict[str, tuple[str, ...]]:
-    """backend -> the systems that run it (a backend that cannot run is left out)."""
-    out = {}
-    for backend in CASES:
-        if _sql.skip_reason(backend) is None:
-            lg = ctx.lg and _sql.lg_backend_available(backend)[0]
-            out[backend] = ("atomr", "langgraph") if lg else ("atomr",)
-    return out
-
-
 def samples_count(ctx: Ctx) -> int:
-    return sum(ctx.reps * len(systems) for systems in _runnable(ctx).values())
+    return _sql.samples_count(ctx, CASES)
 
 
 def atomr_sample(ctx: Ctx, backend: str, steps: int) -> float:
@@ -95,25 +85,5 @@ def lg_sample(ctx: Ctx, backend: str, steps: int) -> float:
 
 
 def run(ctx: Ctx) -> dict[str, Any]:
-    p = params(ctx)
-    rows: list[dict[str, Any]] = []
-    skipped: list[dict[str, str]] = []
-    runnable = _runnable(ctx)
-    for backend, (what, target_key) in CASES.items():
-        row_id = f"{NAME}.{backend}"
-        if backend not in runnable:
-            skipped.append({"id": row_id, "reason": _sql.skip_reason(backend) or "not runnable"})
-            continue
-        fns = {"atomr": lambda b=backend: atomr_sample(ctx, b, STEPS)}
-        note = ""
-        if "langgraph" in runnable[backend]:
-            fns["langgraph"] = lambda b=backend: lg_sample(ctx, b, STEPS)
-        elif ctx.lg:
-            note = _sql.lg_backend_available(backend)[1]
-        samples = sample_loop(ctx, f"{NAME} {backend}", fns)
-        rows.append(make_row(row_id, f"chain {STEPS} steps, {what}, durability=sync", "super-steps/s", "higher",
-                             samples, target=TARGETS[target_key], note=note))
-    out: dict[str, Any] = {"params": p, "rows": rows, "skipped": skipped}
-    if "postgres" in runnable:
-        out["postgres"] = _sql.pg_server()
-    return out
+    return _sql.run_cases(ctx, NAME, CASES, lambda b: atomr_sample(ctx, b, STEPS), lambda b: lg_sample(ctx, b, STEPS),
+                          lambda what: f"chain {STEPS} steps, {what}, durability=sync", params=params(ctx))

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from benchmarks import _sql
-from benchmarks._common import RESULT_TIMEOUT, TARGETS, Ctx, check, make_row, sample_loop, timed
+from benchmarks._common import RESULT_TIMEOUT, Ctx, check, timed
 
 NAME = "sql_concurrent"
 RUNS, STEPS, QUICK_RUNS = 96, 25, 16
@@ -49,17 +49,8 @@ def params(ctx: Ctx) -> dict[str, Any]:
             "pg_dsn": _sql.masked_dsn()}
 
 
-def _runnable(ctx: Ctx) -> dict[str, tuple[str, ...]]:
-    out = {}
-    for backend in CASES:
-        if _sql.skip_reason(backend) is None:
-            lg = ctx.lg and _sql.lg_backend_available(backend)[0]
-            out[backend] = ("atomr", "langgraph") if lg else ("atomr",)
-    return out
-
-
 def samples_count(ctx: Ctx) -> int:
-    return sum(ctx.reps * len(systems) for systems in _runnable(ctx).values())
+    return _sql.samples_count(ctx, CASES)
 
 
 def atomr_sample(ctx: Ctx, backend: str, runs: int, steps: int) -> float:
@@ -146,27 +137,7 @@ def lg_sample(ctx: Ctx, backend: str, runs: int, steps: int, mode: str = LG_PG_M
 def run(ctx: Ctx) -> dict[str, Any]:
     p = params(ctx)
     runs = p["runs"]
-    rows: list[dict[str, Any]] = []
-    skipped: list[dict[str, str]] = []
-    runnable = _runnable(ctx)
-    for backend, (what, target_key) in CASES.items():
-        row_id = f"{NAME}.{backend}"
-        if backend not in runnable:
-            skipped.append({"id": row_id, "reason": _sql.skip_reason(backend) or "not runnable"})
-            continue
-        fns = {"atomr": lambda b=backend: atomr_sample(ctx, b, runs, STEPS)}
-        notes = []
-        if "langgraph" in runnable[backend]:
-            fns["langgraph"] = lambda b=backend: lg_sample(ctx, b, runs, STEPS)
-        elif ctx.lg:
-            notes.append(_sql.lg_backend_available(backend)[1])
-        if runs != RUNS:
-            notes.append(f"quick size; the target is for {RUNS} runs")
-        samples = sample_loop(ctx, f"{NAME} {backend}", fns)
-        rows.append(make_row(row_id, f"{runs} concurrent runs x {STEPS} steps (rt.start one by one), {what}, sync",
-                             "super-steps/s", "higher", samples, target=TARGETS[target_key],
-                             note="; ".join(notes)))
-    out: dict[str, Any] = {"params": p, "rows": rows, "skipped": skipped}
-    if "postgres" in runnable:
-        out["postgres"] = _sql.pg_server()
-    return out
+    return _sql.run_cases(
+        ctx, NAME, CASES, lambda b: atomr_sample(ctx, b, runs, STEPS), lambda b: lg_sample(ctx, b, runs, STEPS),
+        lambda what: f"{runs} concurrent runs x {STEPS} steps (rt.start one by one), {what}, sync",
+        extra_notes=() if runs == RUNS else (f"quick size; the target is for {RUNS} runs",), params=p)
