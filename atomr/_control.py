@@ -44,7 +44,7 @@ class RunControl:
             if p is not None:
                 self._core.sleeper.arm(wf, s.run_id, algo.pending_sleeps(p))
 
-    def _send_cancel(self: Runtime, workflow_id: str, run_id: str, reason: Any) -> Any:
+    def _send_cancel(self: Runtime, workflow_id: str, run_id: str, reason: Any, local: bool = False) -> Any:
         self._check_open()
         wf = self.workflow(workflow_id)
         check_run_id(run_id)
@@ -60,6 +60,15 @@ class RunControl:
         if summary is not None and summary.status == "done":
             raise RunOver(f"run {wf.id}/{run_id} is done: there is nothing to cancel; "
                           "fork it (rt.fork) to run it again")
+        if not local and summary is not None and summary.status == "running" and self._core.follow is not None \
+                and not self._core.supervisor.is_live(wf.id, run_id):
+            # it executes in another worker (or waits for one): ask its owner, follow the outcome
+            inbox = self._inbox(wf.id, run_id)
+            if self.store.ask_cancel(wf.id, run_id, reason):  # type: ignore[attr-defined]
+                self._core.follow.watch((wf.id, run_id), inbox)
+                if self._worker is not None:
+                    self._worker.poke()
+                return inbox
         flag = self._core.cancel_flags.get((wf.id, run_id))
         if flag is not None:
             flag.reason = reason

@@ -90,13 +90,37 @@ def prepare_starts(rt: Runtime, wf: Workflow, inputs: Any, run_ids: Any,
     return datas, ids, existing
 
 
+def _recoverable(rt: Runtime, wanted: set[str] | None) -> Iterable[Any]:
+    """The runs recover() carries on: every running one; on a shared store those
+    no live worker executes (claimed here first: dead owners, expired leases)."""
+    store = rt.store
+    if rt._worker is None:
+        yield from store.runs(status="running")
+        return
+    store.reap()  # type: ignore[attr-defined]
+    wfs = [w for w in rt._core.workflows if wanted is None or w in wanted]
+    sup = rt._core.supervisor
+    while True:
+        found = store.claimable(wfs, 500)  # type: ignore[attr-defined]
+        took = 0
+        for wf_id, run_id, epoch in found:
+            if sup.is_live(wf_id, run_id) or not store.claim(wf_id, run_id, epoch):  # type: ignore[attr-defined]
+                continue
+            took += 1
+            s = store.summary(wf_id, run_id)
+            if s is not None and s.status == "running":
+                yield s
+        if len(found) < 500 or not took:
+            return
+
+
 def recover_runs(rt: Runtime, workflow_ids: Iterable[str] | None, max_active: int | None) -> list[RunHandle]:
     """See :meth:`Runtime.recover`."""
     if max_active is not None:
         check_int(max_active, "max_active", lo=1, error=AtomrError, hint="or pass None for all at once")
     wanted = set(workflow_ids) if workflow_ids is not None else None
     todo: list[tuple[Workflow, str, _Inbox]] = []
-    for s in rt.store.runs(status="running"):
+    for s in _recoverable(rt, wanted):
         if wanted is not None and s.workflow_id not in wanted:
             continue
         wf = rt._core.workflows.get(s.workflow_id)

@@ -11,7 +11,8 @@ from atomr._text import human_bytes as _human
 
 __all__ = [
     "CopyError", "CorruptRecord", "CorruptStore", "FormatVersionError", "StoreClosed", "StoreError",
-    "StoreFull", "StoreLocked", "StoreNotEmpty", "StoreUnavailable", "StoreUrlError",
+    "StoreFull", "StoreLocked", "StoreNotEmpty", "StoreUnavailable", "StoreUrlError", "WorkerIdInUse",
+    "OwnershipLost", "RunOwnedElsewhere",
 ]
 
 
@@ -31,7 +32,8 @@ class StoreLocked(StoreError):
             holder = f"process {pid}" if pid else "another process"
             msg = (f"store {path!r} is locked by {holder}; only one process may open an LMDB store "
                    "for writing: stop that process or wait for it to close the store, open it "
-                   "with readonly=True to read it, or open a different path")
+                   "with readonly=True to read it, or open a different path; to run several "
+                   "processes (workers) on one store, use an SqliteStore or a PostgresStore")
         super().__init__(msg)
 
 
@@ -98,7 +100,40 @@ class StoreNotEmpty(CopyError):
     """A copy's destination already holds runs or schedules (it is left unchanged)."""
 
 
+class WorkerIdInUse(StoreLocked):
+    """A live worker on this store already has the worker id (one worker per id at a time)."""
+
+    def __init__(self, worker_id: str, where: str) -> None:
+        self.worker_id = worker_id
+        super().__init__(where, None, detail=(
+            f"worker id {worker_id!r} is in use by a live worker of {where}; give this worker another id "
+            "(Runtime(worker_id=...), atomr worker --id), or leave worker_id=None for a fresh one"))
+
+
+class OwnershipLost(StoreError):
+    """A write for a run this worker no longer owns was refused (another worker
+    took the run over: this one was fenced). Nothing of the write was stored."""
+
+    def __init__(self, workflow_id: str, run_id: str, owner: str | None) -> None:
+        self.workflow_id, self.run_id, self.owner = workflow_id, run_id, owner
+        now = f"worker {owner!r} owns it now" if owner else "it was released meanwhile"
+        super().__init__(
+            f"run {workflow_id}/{run_id} was taken over by another worker ({now}); this worker's write was "
+            "refused and nothing of it was stored: the run carries on there")
+
+
+class RunOwnedElsewhere(StoreError):
+    """The run executes in another worker: this process may not write it or hold its actor."""
+
+    def __init__(self, workflow_id: str, run_id: str, owner: str) -> None:
+        self.workflow_id, self.run_id, self.owner = workflow_id, run_id, owner
+        super().__init__(
+            f"run {workflow_id}/{run_id} is executing in worker {owner!r}; follow it with rt.handle() "
+            "(result, events, streams work from any process) or cancel it with rt.cancel()")
+
+
 for _cls in (StoreError, StoreLocked, StoreFull, CorruptRecord, CorruptStore, FormatVersionError, StoreUrlError,
-             StoreUnavailable, StoreClosed, CopyError, StoreNotEmpty):
+             StoreUnavailable, StoreClosed, CopyError, StoreNotEmpty, WorkerIdInUse, OwnershipLost,
+             RunOwnedElsewhere):
     _cls.__module__ = "atomr.errors"
 del _cls

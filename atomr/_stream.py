@@ -195,7 +195,10 @@ class Stream:
 
     def _subscribe(self, sink: Sink, timeout: float | None) -> list[StreamItem]:
         rt, wf = self.rt, self.wf
-        rt._core.supervisor.route(wf, self.run_id, Subscribe(sink))
+        if rt._remote(wf.id, self.run_id):  # it executes in another process: follow it via the store
+            rt._core.follow.subscribe((wf.id, self.run_id), sink)
+        else:
+            rt._core.supervisor.route(wf, self.run_id, Subscribe(sink))
         sub = sink.get(timeout)
         if sub is _CLOSED:
             raise self._end_error()

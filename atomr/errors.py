@@ -12,8 +12,9 @@ happened and what to do about it::
     ├── CodecError            a value cannot be encoded / a record cannot be decoded
     │   └── UnregisteredType, StoredTypeMismatch   a sound record this process's classes cannot read
     ├── StoreError            the store cannot be opened, read or written
-    │   └── StoreLocked, StoreFull, CorruptRecord, CorruptStore, FormatVersionError,
-    │       StoreClosed, StoreUrlError, StoreUnavailable, CopyError (StoreNotEmpty)
+    │   └── StoreLocked (WorkerIdInUse), StoreFull, CorruptRecord, CorruptStore, FormatVersionError,
+    │       StoreClosed, StoreUrlError, StoreUnavailable, CopyError (StoreNotEmpty),
+    │       OwnershipLost, RunOwnedElsewhere   (workers: a run executes in one worker at a time)
     ├── WorkflowSpecError     a MODULE:WORKFLOW spec cannot be loaded
     ├── ScheduleError         a schedule is invalid (ScheduleNotFound)
     └── RunError              a run-level request was refused or a run failed
@@ -48,6 +49,9 @@ from atomr._errors_store import (  # defined apart to keep this module short; th
     StoreNotEmpty,
     StoreUnavailable,
     StoreUrlError,
+    WorkerIdInUse,
+    OwnershipLost,
+    RunOwnedElsewhere,
 )
 from atomr._text import names as _names
 
@@ -62,7 +66,8 @@ __all__ = [
     "LoopLimitError", "Rejected", "StepCrashed", "ResultTimeout", "RuntimeClosed",
     "error_class", "JoinError", "SchemaError", "StreamOverflow", "WorkflowSpecError", "RunOver",
     "VersionMismatch", "ScheduleError", "ScheduleNotFound", "UnregisteredType", "StoreUrlError",
-    "StoreUnavailable", "CopyError", "StoreNotEmpty", "StoredTypeMismatch",
+    "StoreUnavailable", "CopyError", "StoreNotEmpty", "StoredTypeMismatch", "WorkerIdInUse", "OwnershipLost",
+    "RunOwnedElsewhere",
 ]
 
 

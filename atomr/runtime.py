@@ -27,7 +27,11 @@ from atomr.actors.sleeper import Sleeper
 from atomr.actors.scheduler import Scheduler
 from atomr.actors.pool import LocalExecutor
 from atomr.actors.supervisor import Supervisor
-from atomr.errors import AtomrError, RunNotFound, RunNotPaused, RuntimeClosed, WorkflowExists, WorkflowNotFound
+from atomr.errors import (AtomrError, RunNotFound, RunNotPaused, RunOwnedElsewhere, RuntimeClosed, WorkflowExists,
+                          WorkflowNotFound)
+from atomr._follow import Follower
+from atomr._worker import Worker, check_worker_args
+from atomr.store.sql._owners import WorkerInfo
 from atomr import _maintain
 from atomr._check import check_number
 from atomr._maintain import check_run_id
@@ -94,6 +98,10 @@ class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
         timeout: float = DEFAULT_TIMEOUT,
         dispatcher_threads: int = 4,
         throughput: int = 16,
+        worker_id: str | None = None,
+        lease_s: float = 10.0,
+        execute: bool = True,
+        concurrency: int = 1000,
     ) -> None:
         if durability not in DURABILITY_MODES:
             raise AtomrError(f"unknown durability {durability!r}; use one of {', '.join(DURABILITY_MODES)}")
@@ -110,8 +118,16 @@ class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
         if owner is not None and not owner._closed:
             raise AtomrError("this store object is already used by an open Runtime; share that Runtime, "
                              "or close it before creating another on the same store")
+        shared = getattr(store, "shared", False)
+        worker_id, lease_s, concurrency = check_worker_args(store, shared, worker_id, lease_s, execute, concurrency)
+        if not execute:
+            durability = "sync"  # a client hands a request over once it is durable
         self.store = store
         store._atomr_runtime = self  # type: ignore[attr-defined]
+        #: this runtime's worker id on a shared store (None: LMDB / memory, or a client)
+        self.worker_id: str | None = worker_id if shared and execute else None
+        #: False: a client (starts, resumes, cancels, reads, waits; executes nothing)
+        self.execute = execute
         #: every handle's inbox, told RuntimeClosed on close()
         self._inboxes: weakref.WeakSet[_Inbox] = weakref.WeakSet()
         self._streams: weakref.WeakSet[Any] = weakref.WeakSet()  # open streams (atomr._stream.Stream)
@@ -132,10 +148,22 @@ class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
         checkpointer = Checkpointer.start(store, gate) if store.single_writer else None
         self._core = Core(store, checkpointer, executor, Scheduler(), supervisor, durability,
                           dispatcher, inline=bool(inline_steps), gate=gate)
+        self._core.execute = execute
         supervisor.core = self._core
         self._core.sleeper = Sleeper(self._core)
         self._core.limiter = Limiter(self._core)
         self._core.admission = Admission(self._core)
+        self._worker: Worker | None = None
+        if shared:
+            self._core.follow = Follower(self)
+            if execute:
+                self._worker = Worker(self, worker_id, lease_s, concurrency)
+                try:
+                    self._worker.start()
+                except BaseException:
+                    self._worker = None
+                    self.close()
+                    raise
         _RUNTIMES.add(self)
 
     # -- lifecycle -----------------------------------------------------------
@@ -174,6 +202,10 @@ class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
                 core.checkpointer.stop(block=True, timeout=max(0.1, deadline - time.monotonic()))
             except Exception:  # noqa: BLE001
                 log.exception("checkpointer did not stop cleanly")
+        if self._worker is not None:
+            self._worker.close()  # its runs go to the other workers at once
+        if core.follow is not None:
+            core.follow.close()
         core.executor.close()
         core.scheduler.close()
         core.dispatcher.close(timeout=max(0.1, min(0.5, deadline - time.monotonic())))
@@ -202,9 +234,12 @@ class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
             if known is not None:
                 raise WorkflowExists(workflow.id)
             self._core.workflows[workflow.id] = workflow
-        self._arm_sleepers(workflow)  # its runs that were sleeping when a process stopped
-        self._core.admission.on_register(workflow)  # and its queued runs
-        self._arm_schedules(workflow)  # its stored schedules start runs while this runtime is open
+        if self.execute:  # a client leaves timers, queues and schedules to the workers
+            self._arm_sleepers(workflow)  # its runs that were sleeping when a process stopped
+            self._core.admission.on_register(workflow)  # and its queued runs
+            self._arm_schedules(workflow)  # its stored schedules start runs while this runtime is open
+        if self._worker is not None:
+            self._worker.poke()  # its runs that wait for a worker
         for fn in workflow.dag.steps.values():
             # a Subgraph given a Workflow object registers its child too
             if isinstance(fn, Subgraph) and not isinstance(fn.workflow, str):
@@ -347,9 +382,16 @@ class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
         return recover_runs(self, workflow_ids, max_active)
 
     def ref(self, workflow_id: str, run_id: str) -> pykka.ActorRef[Any]:
-        """The run's ActorRef (spawning or rehydrating it): tell it Run/Resume."""
+        """The run's ActorRef (spawning or rehydrating it): tell it Run/Resume.
+        RunOwnedElsewhere when another worker executes the run."""
         self._check_open()
-        return self._core.supervisor.ref(self.workflow(workflow_id), check_run_id(run_id))
+        wf = self.workflow(workflow_id)
+        check_run_id(run_id)
+        if self._core.follow is not None and not self._core.supervisor.is_live(wf.id, run_id):
+            owner = self.store.live_owner(wf.id, run_id)  # type: ignore[attr-defined]
+            if owner is not None:
+                raise RunOwnedElsewhere(wf.id, run_id, owner)
+        return self._core.supervisor.ref(wf, run_id)
 
     # -- fork / maintenance ------------------------------------------------
 
@@ -395,3 +437,19 @@ class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
     def live_runs(self) -> int:
         """How many runs hold an actor right now (none holds a thread)."""
         return len(self._core.supervisor.live())
+
+    def workers(self) -> list[WorkerInfo]:
+        """The live workers of this runtime's shared store (id, host, pid, started,
+        last heartbeat, lease, runs owned); [] for a store only one process opens."""
+        self._check_open()
+        if self._core.follow is None:
+            return []
+        return self.store.workers()  # type: ignore[attr-defined,no-any-return]
+
+    def _remote(self, workflow_id: str, run_id: str) -> bool:
+        """True when the run executes (or is to execute) in another process: follow it via the store."""
+        if self._core.follow is None or self._core.supervisor.is_live(workflow_id, run_id):
+            return False
+        if not self.execute:
+            return True
+        return self.store.live_owner(workflow_id, run_id) is not None  # type: ignore[attr-defined]

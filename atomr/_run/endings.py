@@ -16,6 +16,7 @@ from atomr.kinds import Subgraph
 from atomr._run.journal import FLUSH_TICK, FlushTick, now_ms
 from atomr._run.subscribers import tell
 from atomr.actors.step import safe_text
+from atomr.errors import OwnershipLost, RunOwnedElsewhere
 from atomr.messages import Cancel, Committed, Rejected, StreamEnd, StreamLost
 from atomr.types import Cancelled, Failed, Interrupt, Paused
 
@@ -73,6 +74,9 @@ class Endings:
 
     def _store_failed(self: WorkflowActor, err: BaseException, first: bool = False) -> None:
         """The store refused our events: the stored run stays at its last durable point."""
+        if isinstance(err, OwnershipLost) or (isinstance(err, RunOwnedElsewhere) and self.accepted):
+            self._handed_over(f"taken over by worker {err.owner!r}" if err.owner else "released")
+            return
         log.error("run %s/%s: store write failed: %s", *self.key, err)
         self.journal.ack_token = None
         self._after_commit = None
@@ -180,6 +184,26 @@ class Endings:
         if self.journal.taps:
             self.journal.tap(StreamEnd(outcome))
             self.journal.taps.clear()
+
+    def _handed_over(self: WorkflowActor, why: str) -> None:
+        """Another worker executes the run now (this one was fenced), or this
+        runtime is a client that handed it to the workers: whoever waits here
+        follows it through the store; nothing more is written from here."""
+        if why:
+            log.warning("run %s/%s was %s; this worker dropped it", *self.key, why)
+        self.journal.outbox = []
+        self.journal.ack_token = None
+        self._after_commit = None
+        reply_to, listeners = self.subs.take()
+        follow = self.core.follow
+        for target in {id(t): t for t in reply_to + listeners}.values():
+            if follow is not None:
+                follow.watch(self.key, target)
+        j = self.journal
+        if j.taps:
+            j.tap(StreamLost())  # its streams subscribe again: to the follower
+            j.taps.clear()
+        self._release_and_stop()
 
     def _release_and_stop(self: WorkflowActor) -> None:
         if self.released:

@@ -210,6 +210,10 @@ class Requests:
 
     def _accepted_go(self: WorkflowActor) -> None:
         self.accepted = True
+        if not self.core.execute:  # a client: the request is durable, a worker executes the run
+            self.subs.to_listeners(Accepted(*self.key, self.request_seq))
+            self._handed_over("")
+            return
         self._mark_driving()  # before Accepted: a racing resume must see it
         self.subs.to_listeners(Accepted(*self.key, self.request_seq))
         self._advance()

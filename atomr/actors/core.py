@@ -42,3 +42,7 @@ class Core:
     gate: Any = None
     #: runs whose turn is in a step right now (set/discard are atomic)
     stepping: set[tuple[str, str]] = field(default_factory=set)
+    #: False for a client (Runtime(execute=False)): requests are written, workers execute them
+    execute: bool = True
+    #: follows runs executing in other processes (atomr._follow.Follower; None: store not shared)
+    follow: Any = None

@@ -95,6 +95,8 @@ class Store(abc.ABC):
     snapshot_every: int = 50
     #: True when writes must go through a single writer thread (LMDB).
     single_writer: bool = False
+    #: True when several processes may write it at once (workers on SQLite, Postgres)
+    shared: bool = False
     path: str | None = None
 
     # -- writer side -------------------------------------------------------

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from atomr.errors import StoreClosed, StoreUnavailable
+from atomr.errors import RunOwnedElsewhere, StoreClosed, StoreUnavailable
 from atomr.store import format as fmt
 from atomr.store.base import AppendBatch, RunSummary, now_ms
 
@@ -35,7 +35,7 @@ class _Group:
         self.events: list[tuple[str, str, int, bytes]] = []   # journal rows
         self.snaps: list[tuple[str, str, int, bytes]] = []    # snapshot rows
         self.inserts: list[tuple[Any, ...]] = []              # index rows of new runs
-        self.updates: list[tuple[Any, ...]] = []              # index rows: new values..., key, old last_seq
+        self.updates: list[tuple[Any, ...]] = []              # index rows: new values..., key, old last_seq, epoch
 
 
 class _Retry:
@@ -65,6 +65,8 @@ class GroupWrites:
     # provided by SqlStore, its readers and Store (declared, not defined: the MRO must reach them)
     _enc: Callable[[str], str]
     _cache: dict[tuple[str, str], RunSummary]
+    _owned: dict[tuple[str, str], int]
+    worker_id: str | None
     _write_txn: Callable[..., None]
     _journal_raw: Callable[..., Any]
     _next_summary: Callable[[RunSummary | None, AppendBatch, int], RunSummary]
@@ -127,12 +129,19 @@ class GroupWrites:
         return got == [(seq, bytes(rec)) for seq, rec in enumerate(b.records, b.first_seq)]
 
     def _stage(self, batches: Sequence[AppendBatch], fresh: bool, read: Callable[[tuple[str, str]], Any],
-               staged: dict[tuple[str, str], RunSummary]) -> _Group:
-        """The rows of one group commit (``staged``: each run's new summary).
+               staged: dict[tuple[str, str], RunSummary],
+               read_owner: Callable[[tuple[str, str]], Any] | None = None,
+               owned: dict[tuple[str, str], int | None] | None = None) -> _Group:
+        """The rows of one group commit (``staged``: each run's new summary;
+        ``owned``: each run's epoch after it, None when nobody owns it then).
 
         A run's index row is read (with ``read``) only when this store has no
         cached summary of it, or ``fresh``; a run's first batch needs no read:
         the inserts of its index row and of its event 1 fail if it exists.
+        Every index update is conditional on the run's epoch (fencing, see
+        :mod:`atomr.store.sql._owners`): the epoch this worker holds, or, for a
+        run it does not hold, the one read now — refused (RunOwnedElsewhere)
+        when another worker owns it.
         """
         enc = self._enc
         ts = now_ms()
@@ -155,14 +164,28 @@ class GroupWrites:
                 seq += 1
             if b.snapshot is not None:
                 g.snaps.append((w, r, b.last_seq, bytes(b.snapshot)))
+        me = self.worker_id
         for key, s in staged.items():
             w, r = enc(key[0]), enc(key[1])
             meta = fmt.encode_obj(s.meta, "the run's meta")
             old = base[key]
+            owner = me if s.status == "running" else None
             if old is None:
+                epoch = 1 if owner is not None else 0
                 g.inserts.append((w, r, s.status, s.super_step, s.last_seq, s.first_seq, s.snapshot_seq,
-                                  s.created_ms, s.updated_ms, meta))
+                                  s.created_ms, s.updated_ms, meta, owner, epoch))
             else:
+                held = self._owned.get(key)
+                if held is None:  # not ours yet: take it (a resume, a cancel) unless a worker runs it
+                    row = read_owner(key) if read_owner is not None else None
+                    was, held = (row if row is not None else (None, 0))
+                    if was is not None and was != me:
+                        raise RunOwnedElsewhere(key[0], key[1], was)
+                    epoch = held + 1 if owner is not None else held
+                else:
+                    epoch = held
                 g.updates.append((s.status, s.super_step, s.last_seq, s.first_seq, s.snapshot_seq,
-                                  s.updated_ms, meta, w, r, old.last_seq))
+                                  s.updated_ms, meta, owner, epoch, w, r, old.last_seq, held))
+            if owned is not None:
+                owned[key] = epoch if owner is not None else None
         return g

@@ -31,9 +31,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from atomr._hooks import logger
-from atomr.errors import CodecError, CorruptRecord, FormatVersionError, StoreClosed, StoreError
+from atomr.errors import CodecError, CorruptRecord, FormatVersionError, OwnershipLost, StoreClosed, StoreError
 from atomr.store import format as fmt
 from atomr.store.base import AppendBatch, RunSummary, Store, now_ms
+from atomr.store.sql._owners import Owners
 from atomr.store.sql._reads import SUMMARY_COLS, SqlReads
 from atomr.store.sql._writes import GroupWrites, _Group
 from atomr.store.sql.schema import MIGRATIONS, SQL_FORMAT_VERSION, Dialect, escape_id, unescape_id
@@ -57,21 +58,26 @@ PG_GROUP = (
     "SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::bytea[]) "
     "ON CONFLICT (workflow_id, run_id, seq) DO UPDATE SET record = excluded.record), "
     "n AS (INSERT INTO {t}runs (workflow_id, run_id, status, super_step, last_seq, first_seq, snapshot_seq, "
-    "created_ms, updated_ms, meta) SELECT * FROM unnest(?::text[], ?::text[], ?::text[], "
-    + ", ".join(["?" + _B] * 6) + ", ?::bytea[])), "
+    "created_ms, updated_ms, meta, owner, epoch) SELECT * FROM unnest(?::text[], ?::text[], ?::text[], "
+    + ", ".join(["?" + _B] * 6) + ", ?::bytea[], ?::text[], ?::bigint[])), "
     "u AS (UPDATE {t}runs AS r SET status = v.status, super_step = v.super_step, last_seq = v.last_seq, "
-    "first_seq = v.first_seq, snapshot_seq = v.snapshot_seq, updated_ms = v.updated_ms, meta = v.meta "
-    "FROM unnest(?::text[], " + ", ".join(["?" + _B] * 5) + ", ?::bytea[], ?::text[], ?::text[], ?::bigint[]) "
-    "AS v(status, super_step, last_seq, first_seq, snapshot_seq, updated_ms, meta, workflow_id, run_id, old_last) "
-    "WHERE r.workflow_id = v.workflow_id AND r.run_id = v.run_id AND r.last_seq = v.old_last RETURNING 1) "
+    "first_seq = v.first_seq, snapshot_seq = v.snapshot_seq, updated_ms = v.updated_ms, meta = v.meta, "
+    "owner = v.owner, epoch = v.epoch, cancel = CASE WHEN v.status = 'running' THEN r.cancel END "
+    "FROM unnest(?::text[], " + ", ".join(["?" + _B] * 5) + ", ?::bytea[], ?::text[], ?::bigint[], ?::text[], "
+    "?::text[], ?::bigint[], ?::bigint[]) AS v(status, super_step, last_seq, first_seq, snapshot_seq, updated_ms, "
+    "meta, owner, epoch, workflow_id, run_id, old_last, old_epoch) "
+    "WHERE r.workflow_id = v.workflow_id AND r.run_id = v.run_id AND r.last_seq = v.old_last "
+    "AND r.epoch = v.old_epoch RETURNING 1) "
     "SELECT 1 / (count(*) = ?)::int FROM u"
 )
 
 
-class SqlStore(GroupWrites, SqlReads, Store):
+class SqlStore(Owners, GroupWrites, SqlReads, Store):
     """Common behaviour of the SQL backends (see the module docstring)."""
 
     single_writer = True
+    #: several processes (workers) may open it at once: see atomr.store.sql._owners
+    shared = True
     dialect: Dialect
     readonly: bool = False
     #: how messages name the store ("store '/x/runs.db'", "schema 'atomr' of '…'")
@@ -86,6 +92,7 @@ class SqlStore(GroupWrites, SqlReads, Store):
         #: summaries of running runs as last written here (the conditional update checks them)
         self._cache: dict[tuple[str, str], RunSummary] = {}
         self._damaged: dict[tuple[str, str], tuple[str | None, str | None, str]] = {}
+        self._init_owners()
         q = dialect.sql
         self._q_summary = q(f"SELECT {SUMMARY_COLS} FROM {{t}}runs WHERE workflow_id = ? AND run_id = ?")
         self._q_insert_event = q("INSERT INTO {t}journal (workflow_id, run_id, seq, record) VALUES (?, ?, ?, ?)")
@@ -94,10 +101,12 @@ class SqlStore(GroupWrites, SqlReads, Store):
             "ON CONFLICT (workflow_id, run_id, seq) DO UPDATE SET record = excluded.record")
         self._q_insert_run = q(
             "INSERT INTO {t}runs (workflow_id, run_id, status, super_step, last_seq, first_seq, snapshot_seq, "
-            "created_ms, updated_ms, meta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            "created_ms, updated_ms, meta, owner, epoch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
         self._q_update_run = q(
             "UPDATE {t}runs SET status = ?, super_step = ?, last_seq = ?, first_seq = ?, snapshot_seq = ?, "
-            "updated_ms = ?, meta = ? WHERE workflow_id = ? AND run_id = ? AND last_seq = ?")
+            "updated_ms = ?, meta = ?, owner = ?, epoch = ?, cancel = CASE WHEN ? = 'running' THEN cancel END "
+            "WHERE workflow_id = ? AND run_id = ? AND last_seq = ? AND epoch = ?")
+        self._q_owner = q("SELECT owner, epoch FROM {t}runs WHERE workflow_id = ? AND run_id = ?")
 
     # -- what a backend provides ------------------------------------------------------
 
@@ -177,14 +186,18 @@ class SqlStore(GroupWrites, SqlReads, Store):
         staged: dict[tuple[str, str], RunSummary] = {}
         new_run = (f"{batches[0].workflow_id}/{batches[0].run_id}"
                    if len(batches) == 1 and batches[0].first_seq == 1 else None)
+        owned: dict[tuple[str, str], int | None] = {}
         try:
             with self._wlock:
-                self._commit_group(lambda read: self._stage(batches, fresh, read, staged))
+                self._commit_group(lambda read, read_owner: self._stage(batches, fresh, read, staged,
+                                                                        read_owner, owned))
         except StoreError:
             self._forget(staged)
+            self._fenced(batches)
             raise
         except Exception as exc:  # the database refused the transaction: nothing of it is stored
             self._forget(staged)
+            self._fenced(batches)
             if self._is_conflict(exc):
                 b = batches[0]
                 raise StoreError(
@@ -195,17 +208,46 @@ class SqlStore(GroupWrites, SqlReads, Store):
                     "the group was refused and is retried one batch at a time") from None
             raise self._write_error(exc, new_run) from None
         # committed: only running runs stay cached (they write again soon)
-        cache = self._cache
+        cache, held = self._cache, self._owned
         for key, s in staged.items():
-            if s.status == "running":
+            epoch = owned.get(key)
+            if epoch is None:
+                held.pop(key, None)
+            else:
+                held[key] = epoch
+            if s.status == "running" and epoch is not None:
                 cache[key] = s
             else:
                 cache.pop(key, None)
 
-    def _commit_group(self, stage: Callable[[Callable[[tuple[str, str]], Any]], _Group]) -> None:
+    def _fenced(self, batches: Sequence[AppendBatch]) -> None:
+        """After a refused write of one run this worker held: OwnershipLost when
+        another worker took the run over (its epoch moved on)."""
+        if len(batches) != 1:
+            return
+        key = (batches[0].workflow_id, batches[0].run_id)
+        held = self._owned.get(key)
+        if held is None:
+            return
+        try:
+            now = self.owner_of(*key)
+        except Exception:  # noqa: BLE001 - unknown: keep the write's own error
+            return
+        if now is not None and now[1] != held:
+            self._owned.pop(key, None)
+            self._cache.pop(key, None)
+            raise OwnershipLost(key[0], key[1], now[0])
+
+    def _owner_in(self, cur: Any, key: tuple[str, str]) -> tuple[str | None, int] | None:
+        cur = self._side_cursor(cur)
+        cur.execute(self._q_owner, (self._enc(key[0]), self._enc(key[1])))
+        row = cur.fetchone()
+        return None if row is None else (row[0], int(row[1]))
+
+    def _commit_group(self, stage: Callable[..., _Group]) -> None:
         """Stage a group (reading index rows in the transaction) and apply it in one transaction."""
         with self._writing(pipeline=True) as cur:
-            g = stage(lambda key: self._summary_in(cur, key))
+            g = stage(lambda key: self._summary_in(cur, key), lambda key: self._owner_in(cur, key))
             if g.events:
                 cur.executemany(self._q_insert_event, g.events)
             if g.snaps:
@@ -219,7 +261,7 @@ class SqlStore(GroupWrites, SqlReads, Store):
         """Apply the conditional index updates; refuse the transaction when a row
         no longer holds the sequence number this store last wrote."""
         cur = self._side_cursor(cur)  # its own cursor: its row count is this statement's alone
-        cur.executemany(self._q_update_run, updates)
+        cur.executemany(self._q_update_run, [(*u[:9], u[0], *u[9:]) for u in updates])
         matched = self._count(cur)
         if matched != len(updates):
             raise StoreError(
@@ -284,7 +326,7 @@ class SqlStore(GroupWrites, SqlReads, Store):
             with self._wlock, self._writing() as cur:
                 cur.execute(self._q_insert_run, (w, r, s.status, s.super_step, s.last_seq, s.first_seq,
                                                  s.snapshot_seq, s.created_ms, s.updated_ms,
-                                                 fmt.encode_obj(s.meta, "the run's meta")))
+                                                 fmt.encode_obj(s.meta, "the run's meta"), None, 0))
                 if journal:
                     cur.executemany(self._q_insert_event, [(w, r, seq, bytes(v)) for seq, v in journal])
                 if snapshots:

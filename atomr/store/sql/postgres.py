@@ -12,12 +12,13 @@ of many runs in one round trip. When the server ends the writer's session,
 the next write connects again (see :mod:`atomr.store.sql._writes` for the
 retries); a reader it ended is replaced when the pool hands it out.
 
-Processes: the writer connection holds a session-level advisory lock on the
-schema, so a second writing process gets :class:`~atomr.errors.StoreLocked`
-(naming the holder's pid and application); the server releases it when that
-session ends, also when its process is killed (an open waits LOCK_GRACE_S
-for a lock whose session is ending; a store that closes unlocks at once).
-``readonly=True`` takes no lock.
+Processes: any number, on any machines, open one schema for writing; each
+:class:`~atomr.Runtime` is a worker (:mod:`atomr.store.sql._owners`) whose
+liveness lock is a session-level advisory lock held by its writer
+connection: the server releases it when that session ends, also when its
+process is killed or its machine vanishes (once TCP keepalive or the server
+notices). A worker id in use waits LOCK_GRACE_S for a lock whose session is
+ending before :class:`~atomr.errors.WorkerIdInUse`.
 
 A password in the DSN is never printed: ``repr()``, errors and logs show the
 DSN with it masked (:func:`atomr.store.url.redact`).
@@ -37,7 +38,7 @@ from typing import Any
 
 from atomr._check import check_int, check_number
 from atomr._hooks import logger
-from atomr.errors import StoreError, StoreLocked, StoreUnavailable, StoreUrlError
+from atomr.errors import StoreError, StoreUnavailable, StoreUrlError, WorkerIdInUse
 from atomr.store.sql.base import PG_GROUP, SqlStore
 from atomr.store.sql.schema import create_statements, postgres_dialect
 from atomr.store.url import redact, scrub, split_schema
@@ -54,9 +55,7 @@ _LOCK_SPACE = 0x61746F6D
 #: StoreLocked: the server drops the lock of a session that closed or whose process
 #: was killed only once that backend has noticed and exited (usually milliseconds)
 LOCK_GRACE_S = 2.0
-#: (host, port, db, server pid) of the writer sessions of this process's stores
-_HELD: set[tuple[Any, ...]] = set()
-_HELD_LOCK = threading.Lock()
+
 
 
 def _check_reader(conn: Any) -> None:
@@ -120,7 +119,6 @@ class PostgresStore(SqlStore):
         self._writer: Any = None
         self._pool: Any = None
         self._pipe: Any = None
-        self._held: tuple[Any, ...] = ()
         if not isinstance(dsn, str) or not dsn.strip():
             raise StoreUrlError(f"dsn must be a Postgres URL or key=value string, got {type(dsn).__name__}; "
                                 "pass e.g. 'postgresql://user@localhost:5432/db'")
@@ -157,7 +155,7 @@ class PostgresStore(SqlStore):
         self._connect_kw = {"autocommit": True, "application_name": application_name,
                             "connect_timeout": max(1, int(round(self.connect_timeout)))}
         k2 = zlib.crc32(self.schema.encode()) - (1 << 31)
-        self._lock_key = (_LOCK_SPACE, k2)
+        self._worker_space = zlib.crc32(b"atomr-worker:" + self.schema.encode()) - (1 << 31)
         try:
             first = self._connect()
             if readonly:
@@ -168,7 +166,6 @@ class PostgresStore(SqlStore):
                     first.close()
             else:
                 self._writer = first
-                self._take_lock(first)
                 with self._writing() as cur:
                     cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (_LOCK_SPACE + 1, k2))
                     cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
@@ -212,60 +209,62 @@ class PostgresStore(SqlStore):
         conn.isolation_level = self._psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
 
-    def _take_lock(self, conn: Any) -> None:
-        """Win the schema's writer lock, or StoreLocked naming its holder: at once
-        when a store of this process holds it, after LOCK_GRACE_S otherwise."""
-        deadline = time.monotonic() + LOCK_GRACE_S
-        with conn.cursor() as cur:
-            while True:
-                cur.execute("SELECT pg_try_advisory_lock(%s, %s)", self._lock_key)
-                if cur.fetchone()[0]:
-                    self._held = (conn.info.host, conn.info.port, conn.info.dbname, conn.info.backend_pid)
-                    with _HELD_LOCK:
-                        _HELD.add(self._held)
-                    return
-                cur.execute(
-                    "SELECT a.pid, a.application_name, host(a.client_addr) FROM pg_locks l "
-                    "JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
-                    "AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid AND l.objsubid = 2 LIMIT 1",
-                    (self._lock_key[0], self._lock_key[1] & 0xFFFFFFFF))
-                row = cur.fetchone()
-                if row is not None and (conn.info.host, conn.info.port, conn.info.dbname, row[0]) in _HELD:
-                    raise StoreLocked(self.path, os.getpid(), detail=(
-                        f"schema {self.schema!r} of {self._shown!r} is already open for writing in this process "
-                        "(by another PostgresStore object); use that object, or close() it first"))
-                if time.monotonic() >= deadline:
-                    break
-                time.sleep(0.02)
-        who = (f"server process {row[0]} ({row[1] or 'no application_name'}"
-               f"{', from ' + row[2] if row[2] else ''})") if row else "another session"
-        raise StoreLocked(self.path, None, detail=(
-            f"schema {self.schema!r} of {self._shown!r} is locked by {who}: one process writes an atomr "
-            "store at a time; stop that process, open it with readonly=True to read it, or use another "
-            "schema"))
+    # -- workers: liveness locks (see atomr.store.sql._owners) -----------------------------------
+
+    def _now_sql(self) -> str:
+        return "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+
+    def _worker_key(self, worker_id: str) -> tuple[int, int]:
+        return (self._worker_space, zlib.crc32(worker_id.encode()) - (1 << 31))
+
+    def _hold_worker(self, worker_id: str) -> None:
+        """Win the worker's advisory lock on the writer's session (waiting up to
+        LOCK_GRACE_S for a session that is ending), or WorkerIdInUse."""
+        with self._wlock:
+            self._hold_worker_on(self._writer_conn(), worker_id)
+
+    def _drop_worker(self) -> None:
+        conn = self._writer
+        if conn is not None and not conn.closed:
+            with contextlib.suppress(Exception):
+                # at once: ending the session drops it too, but only once the server has noticed
+                conn.execute("SELECT pg_advisory_unlock_all()")
+
+    def _worker_dead(self, cur: Any, worker_id: str) -> bool:
+        cur.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", self._worker_key(worker_id))
+        return bool(cur.fetchone()[0])
 
     def _lose_writer(self, conn: Any) -> None:
         """Forget the writer connection (closed, or broken: the next write connects again)."""
         self._writer = None
-        with _HELD_LOCK:
-            _HELD.discard(self._held)
         with contextlib.suppress(Exception):
             conn.close()
 
     def _writer_conn(self) -> Any:
         conn = self._writer
         if conn is None and not self.readonly and not self._closed:
-            # the connection broke (server restart, network): a new one must win the lock again
+            # the connection broke (server restart, network): a new one must hold the worker's lock again
             conn = self._connect()
-            try:
-                self._take_lock(conn)
-            except BaseException:
-                conn.close()
-                raise
+            if self.worker_id is not None:
+                try:
+                    self._hold_worker_on(conn, self.worker_id)
+                except BaseException:
+                    conn.close()
+                    raise
             self._writer = conn
         if conn is None:
             raise StoreError(f"store {self!r} was opened read-only; open it without readonly=True to write")
         return conn
+
+    def _hold_worker_on(self, conn: Any, worker_id: str) -> None:
+        deadline = time.monotonic() + LOCK_GRACE_S
+        while True:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s, %s)", self._worker_key(worker_id)).fetchone()
+            if row[0]:
+                return
+            if time.monotonic() >= deadline:
+                raise WorkerIdInUse(worker_id, self._label)
+            time.sleep(0.02)
 
     @contextlib.contextmanager
     def _writing(self, pipeline: bool = False) -> Iterator[Any]:
@@ -320,11 +319,11 @@ class PostgresStore(SqlStore):
         it is stored (reported as "index row changed")."""
         conn = self._writer_conn()
         try:
-            g = stage(lambda key: self._summary_in(conn.cursor(), key))
+            g = stage(lambda key: self._summary_in(conn.cursor(), key), lambda key: self._owner_in(conn.cursor(), key))
             cols = [list(c) for c in zip(*g.events)] if g.events else [[], [], [], []]
             cols += [list(c) for c in zip(*g.snaps)] if g.snaps else [[], [], [], []]
-            cols += [list(c) for c in zip(*g.inserts)] if g.inserts else [[]] * 10
-            cols += [list(c) for c in zip(*g.updates)] if g.updates else [[]] * 10
+            cols += [list(c) for c in zip(*g.inserts)] if g.inserts else [[]] * 12
+            cols += [list(c) for c in zip(*g.updates)] if g.updates else [[]] * 13
             conn.execute(self._q_group, (*cols, len(g.updates)), prepare=True)
         except self._psycopg.errors.DivisionByZero:
             raise StoreError("a run's index row changed under this store (another writer?); the group was "
@@ -376,10 +375,7 @@ class PostgresStore(SqlStore):
     def _abandon(self) -> None:
         with self._wlock if hasattr(self, "_wlock") else contextlib.nullcontext():
             if self._writer is not None:
-                with contextlib.suppress(Exception):
-                    # dropped at once (ending the session drops it too, but only once the
-                    # server has noticed: an open right after could still find it held)
-                    self._writer.execute("SELECT pg_advisory_unlock(%s, %s)", self._lock_key)
+                self._drop_worker()
                 self._lose_writer(self._writer)
         if self._pool is not None:
             with contextlib.suppress(Exception):

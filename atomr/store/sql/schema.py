@@ -12,7 +12,13 @@ database's own tools. Each dialect gives a table prefix (SQLite:
                                                                 'created_ms', 'store_id'
     runs        workflow_id, run_id TEXT | status TEXT,         the run index: one row per run
                 super_step, first_seq, last_seq, snapshot_seq,  (meta: framed msgpack of the run's
-                created_ms, updated_ms BIGINT | meta BLOB       meta dict)
+                created_ms, updated_ms BIGINT | meta BLOB |     meta dict); owner: the worker
+                owner TEXT NULL | epoch BIGINT |                executing it (NULL: nobody, e.g.
+                cancel TEXT NULL                                paused, or started by a client);
+                                                                epoch: bumped by every claim (fencing);
+                                                                cancel: a cancel asked of its owner
+    workers     worker_id TEXT | host TEXT, pid, started_ms,    the live workers: heartbeat and
+                heartbeat_ms, lease_ms BIGINT                   lease by the database's clock
     journal     workflow_id, run_id TEXT, seq BIGINT |          the events, gap-free from first_seq
                 record BLOB                                     to last_seq (record: framed event)
     snapshots   workflow_id, run_id TEXT, seq BIGINT |          folded run state after event seq
@@ -27,7 +33,9 @@ U+0001 + base64url of its UTF-8 bytes (:func:`escape_id`); every other id is
 stored as it is, so ``SELECT * FROM atomr.runs WHERE run_id = 'order-7'``
 works. SQLite text holds NUL, so its ids are never escaped.
 
-Format versions (``SQL_FORMAT_VERSION``): 1 — the tables above. A store at an
+Format versions (``SQL_FORMAT_VERSION``): 1 — the tables above without
+``workers`` and the runs' ``owner``, ``epoch`` and ``cancel``; 2 — with them
+(workers: :mod:`atomr.store.sql._owners`). A store at an
 older version is migrated on open, in one transaction, by the statements in
 :data:`MIGRATIONS`; a newer one is refused with
 :class:`~atomr.errors.FormatVersionError`.
@@ -50,14 +58,17 @@ __all__ = [
     "unescape_id",
 ]
 
-SQL_FORMAT_VERSION = 1
+SQL_FORMAT_VERSION = 2
 
 #: Table names (before the dialect's prefix), in the order they are created.
-TABLES = ("meta", "runs", "journal", "snapshots", "schedules")
+TABLES = ("meta", "runs", "journal", "snapshots", "schedules", "workers")
 
 #: version -> statements that bring a store from that version to the next one.
-#: (Version 1 is the first SQL format: nothing to migrate yet.)
-MIGRATIONS: dict[int, tuple[str, ...]] = {}
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE {t}runs ADD COLUMN owner TEXT",
+        "ALTER TABLE {t}runs ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE {t}runs ADD COLUMN cancel TEXT"),
+}
 
 
 @dataclass(frozen=True)
@@ -98,7 +109,8 @@ def create_statements(d: Dialect) -> list[str]:
         f"workflow_id TEXT NOT NULL, run_id TEXT NOT NULL, status TEXT NOT NULL, "
         f"super_step {i} NOT NULL, first_seq {i} NOT NULL, last_seq {i} NOT NULL, "
         f"snapshot_seq {i} NOT NULL, created_ms {i} NOT NULL, updated_ms {i} NOT NULL, "
-        f"meta {b} NOT NULL, PRIMARY KEY (workflow_id, run_id)){w}",
+        f"meta {b} NOT NULL, owner TEXT, epoch {i} NOT NULL DEFAULT 0, cancel TEXT, "
+        f"PRIMARY KEY (workflow_id, run_id)){w}",
         f"CREATE TABLE IF NOT EXISTS {d.t('journal')} ("
         f"workflow_id TEXT NOT NULL, run_id TEXT NOT NULL, seq {i} NOT NULL, record {b} NOT NULL, "
         f"PRIMARY KEY (workflow_id, run_id, seq)){w}",
@@ -106,6 +118,8 @@ def create_statements(d: Dialect) -> list[str]:
         f"workflow_id TEXT NOT NULL, run_id TEXT NOT NULL, seq {i} NOT NULL, record {b} NOT NULL, "
         f"PRIMARY KEY (workflow_id, run_id, seq)){w}",
         f"CREATE TABLE IF NOT EXISTS {d.t('schedules')} (schedule_id TEXT PRIMARY KEY, record {b} NOT NULL){w}",
+        f"CREATE TABLE IF NOT EXISTS {d.t('workers')} (worker_id TEXT PRIMARY KEY, host TEXT NOT NULL, "
+        f"pid {i} NOT NULL, started_ms {i} NOT NULL, heartbeat_ms {i} NOT NULL, lease_ms {i} NOT NULL){w}",
         f"CREATE INDEX IF NOT EXISTS {p}runs_status ON {d.t('runs')} (status, created_ms)",
         f"CREATE INDEX IF NOT EXISTS {p}runs_created ON {d.t('runs')} (created_ms)",
     ]

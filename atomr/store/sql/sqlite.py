@@ -8,9 +8,12 @@ checkpointer's once a Runtime owns the store); readers take a connection of
 a small pool, each in its own read transaction (WAL: readers never wait for
 the writer, nor the writer for them).
 
-Processes: a writer holds an exclusive ``flock`` on ``<path>-atomr.lock``
-(holding its pid): a second writing process gets
-:class:`~atomr.errors.StoreLocked`; ``readonly=True`` opens take no lock.
+Processes: any number on one machine open the file for writing; each
+:class:`~atomr.Runtime` is a worker (:mod:`atomr.store.sql._owners`) whose
+liveness lock is an ``flock`` on ``<path>-atomr-worker-<hash>.lock`` (the
+kernel drops it when the process dies). SQLite lets one write transaction
+in at a time: the others wait (``busy_timeout``, 10 s). A process stopped
+*inside* a write transaction (SIGSTOP) holds the file for every worker.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import queue
 import sqlite3
@@ -26,7 +30,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from atomr._check import check_int
-from atomr.errors import CorruptStore, StoreError, StoreFull, StoreLocked
+from atomr.errors import CorruptStore, StoreError, StoreFull, WorkerIdInUse
 from atomr.store.sql.base import SqlStore
 from atomr.store.sql.schema import SQLITE, create_statements
 
@@ -38,9 +42,6 @@ SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL"}
 _BUSY_MS = 10_000
 #: how a damaged SQLite store is restored (CorruptStore's advice)
 _RESTORE = "made with `atomr backup`, SQLite's online backup; or `sqlite3 FILE .recover` to salvage it"
-_OPEN = threading.Lock()
-#: real paths of the stores open for writing in this process
-_OPEN_PATHS: set[str] = set()
 
 
 class SqliteStore(SqlStore):
@@ -102,7 +103,7 @@ class SqliteStore(SqlStore):
         self.max_size = max_size
         self.readonly = readonly
         self._lock_fd = -1
-        self._key: str | None = None
+        self._lock_path = ""
         self._writer: sqlite3.Connection | None = None
         self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._made = 0
@@ -140,7 +141,6 @@ class SqliteStore(SqlStore):
         parent = os.path.dirname(self.path)
         if parent and not os.path.isdir(parent):
             os.makedirs(parent, mode=0o700, exist_ok=True)
-        self._acquire_lock()
         if not os.path.exists(self.path):  # created 0600; SQLite gives -wal and -shm the same mode
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=_BUSY_MS / 1000)
@@ -166,35 +166,55 @@ class SqliteStore(SqlStore):
             raise StoreError(f"{self.path!r} is an SQLite database without atomr's tables; open it "
                              "for writing once to create them, or check the path")
 
-    def _acquire_lock(self) -> None:
-        real = os.path.realpath(self.path)
-        with _OPEN:
-            if real in _OPEN_PATHS:
-                raise StoreLocked(self.path, os.getpid(), detail=(
-                    f"store {self.path!r} is already open for writing in this process (by another "
-                    "SqliteStore object); use that object, or close() it first"))
-            _OPEN_PATHS.add(real)
-            self._key = real
-        lock_path = self.path + "-atomr.lock"
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    # -- workers: liveness locks (see atomr.store.sql._owners) -----------------------------------
+
+    def _now_sql(self) -> str:
+        # the clock of the machine all of an SQLite store's workers run on
+        return "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+
+    def _worker_lock_path(self, worker_id: str) -> str:
+        return f"{self.path}-atomr-worker-{hashlib.sha1(worker_id.encode()).hexdigest()[:16]}.lock"
+
+    def _hold_worker(self, worker_id: str) -> None:
+        path = self._worker_lock_path(worker_id)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            try:
-                pid = int(os.pread(fd, 32, 0).decode().strip() or 0) or None
-            except (OSError, ValueError):
-                pid = None
             os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                holder = f"process {pid}" if pid else "another process"
-                raise StoreLocked(self.path, pid, detail=(
-                    f"store {self.path!r} is locked by {holder}: one process writes an SQLite store at "
-                    "a time; stop that process, open it with readonly=True to read it, or open "
-                    "another path")) from None
+                raise WorkerIdInUse(worker_id, self.path) from None
             raise
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {worker_id}".encode(), 0)
         self._lock_fd = fd
+        self._lock_path = path
+
+    def _drop_worker(self) -> None:
+        if self._lock_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.unlink(self._lock_path)  # still holding it: a checker finds the file gone (dead)
+            try:
+                os.close(self._lock_fd)
+            finally:
+                self._lock_fd = -1
+
+    def _worker_dead(self, cur: Any, worker_id: str) -> bool:
+        path = self._worker_lock_path(worker_id)
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return True
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False  # held: its process lives
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # holding it: a worker of that id starting now makes a new one
+            return True
+        finally:
+            os.close(fd)
 
     # -- connections ---------------------------------------------------------------------------
 
@@ -343,12 +363,4 @@ class SqliteStore(SqlStore):
                 c.close()
             except sqlite3.Error:
                 pass
-        if self._lock_fd >= 0:
-            try:
-                os.close(self._lock_fd)
-            finally:
-                self._lock_fd = -1
-        if self._key is not None:
-            with _OPEN:
-                _OPEN_PATHS.discard(self._key)
-            self._key = None
+        self._drop_worker()
