@@ -92,26 +92,24 @@ def prepare_starts(rt: Runtime, wf: Workflow, inputs: Any, run_ids: Any,
 
 def _recoverable(rt: Runtime, wanted: set[str] | None) -> Iterable[Any]:
     """The runs recover() carries on: every running one; on a shared store those
-    no live worker executes (claimed here first: dead owners, expired leases)."""
+    this worker executes or takes now (dead owners, expired leases: claimed here
+    first), never one a live worker executes."""
     store = rt.store
     if rt._worker is None:
         yield from store.runs(status="running")
         return
     store.reap()  # type: ignore[attr-defined]
     wfs = [w for w in rt._core.workflows if wanted is None or w in wanted]
-    sup = rt._core.supervisor
     while True:
         found = store.claimable(wfs, 500)  # type: ignore[attr-defined]
-        took = 0
-        for wf_id, run_id, epoch in found:
-            if sup.is_live(wf_id, run_id) or not store.claim(wf_id, run_id, epoch):  # type: ignore[attr-defined]
-                continue
-            took += 1
-            s = store.summary(wf_id, run_id)
-            if s is not None and s.status == "running":
-                yield s
+        took = sum(1 for wf_id, run_id, epoch in found if (wf_id, run_id) not in store._owned  # type: ignore[attr-defined]
+                   and store.claim(wf_id, run_id, epoch))  # type: ignore[attr-defined]
         if len(found) < 500 or not took:
-            return
+            break
+    mine = dict(store._owned)  # type: ignore[attr-defined]
+    for s in store.runs(status="running"):
+        if (s.workflow_id, s.run_id) in mine:
+            yield s
 
 
 def recover_runs(rt: Runtime, workflow_ids: Iterable[str] | None, max_active: int | None) -> list[RunHandle]:

@@ -12,7 +12,7 @@ from atomr._text import human_bytes as _human
 __all__ = [
     "CopyError", "CorruptRecord", "CorruptStore", "FormatVersionError", "StoreClosed", "StoreError",
     "StoreFull", "StoreLocked", "StoreNotEmpty", "StoreUnavailable", "StoreUrlError", "WorkerIdInUse",
-    "OwnershipLost", "RunOwnedElsewhere",
+    "OwnershipLost", "RunOwnedElsewhere", "StoreNotShared",
 ]
 
 
@@ -132,8 +132,13 @@ class RunOwnedElsewhere(StoreError):
             "(result, events, streams work from any process) or cancel it with rt.cancel()")
 
 
+class StoreNotShared(StoreError):
+    """Workers (``atomr worker``, ``atomr serve --workers``) need a store several
+    processes share, SQLite or Postgres; this one (LMDB, memory) is opened by one process."""
+
+
 for _cls in (StoreError, StoreLocked, StoreFull, CorruptRecord, CorruptStore, FormatVersionError, StoreUrlError,
              StoreUnavailable, StoreClosed, CopyError, StoreNotEmpty, WorkerIdInUse, OwnershipLost,
-             RunOwnedElsewhere):
+             RunOwnedElsewhere, StoreNotShared):
     _cls.__module__ = "atomr.errors"
 del _cls

@@ -72,12 +72,16 @@ class Worker:
         """Look for runs to take now (a workflow was registered, a NOTIFY came)."""
         self._wake.set()
 
-    def close(self) -> None:
-        """Stop looking, and give up every run this worker owns (others take them at once)."""
+    def stop(self) -> None:
+        """Stop looking (the runtime is closing)."""
         self._stopped.set()
         self._wake.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+
+    def close(self) -> None:
+        """Stop looking, and give up every run this worker owns (others take them at once)."""
+        self.stop()
         try:
             self.rt.store.leave()  # type: ignore[attr-defined]
         except Exception:  # noqa: BLE001 - their leases expire anyway
@@ -126,10 +130,11 @@ class Worker:
         found = rt.store.claimable(list(workflows), want)  # type: ignore[attr-defined]
         took = 0
         sup = rt._core.supervisor
+        mine = rt.store._owned  # type: ignore[attr-defined]
         for wf_id, run_id, epoch in found:
             wf = workflows.get(wf_id)
-            if wf is None or sup.is_live(wf_id, run_id):
-                continue
+            if wf is None or (wf_id, run_id) in mine or sup.is_live(wf_id, run_id):
+                continue  # ours already (one the store refused waits for rt.recover(), as on LMDB)
             if not rt.store.claim(wf_id, run_id, epoch):  # type: ignore[attr-defined]
                 continue  # another worker was first
             took += 1

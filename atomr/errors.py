@@ -14,7 +14,8 @@ happened and what to do about it::
     ├── StoreError            the store cannot be opened, read or written
     │   └── StoreLocked (WorkerIdInUse), StoreFull, CorruptRecord, CorruptStore, FormatVersionError,
     │       StoreClosed, StoreUrlError, StoreUnavailable, CopyError (StoreNotEmpty),
-    │       OwnershipLost, RunOwnedElsewhere   (workers: a run executes in one worker at a time)
+    │       OwnershipLost, RunOwnedElsewhere   (workers: a run executes in one worker at a time),
+    │       StoreNotShared   (workers need SQLite or Postgres)
     ├── WorkflowSpecError     a MODULE:WORKFLOW spec cannot be loaded
     ├── ScheduleError         a schedule is invalid (ScheduleNotFound)
     └── RunError              a run-level request was refused or a run failed
@@ -52,6 +53,7 @@ from atomr._errors_store import (  # defined apart to keep this module short; th
     WorkerIdInUse,
     OwnershipLost,
     RunOwnedElsewhere,
+    StoreNotShared,
 )
 from atomr._text import names as _names
 
@@ -67,7 +69,7 @@ __all__ = [
     "error_class", "JoinError", "SchemaError", "StreamOverflow", "WorkflowSpecError", "RunOver",
     "VersionMismatch", "ScheduleError", "ScheduleNotFound", "UnregisteredType", "StoreUrlError",
     "StoreUnavailable", "CopyError", "StoreNotEmpty", "StoredTypeMismatch", "WorkerIdInUse", "OwnershipLost",
-    "RunOwnedElsewhere",
+    "RunOwnedElsewhere", "StoreNotShared",
 ]
 
 

@@ -186,6 +186,8 @@ class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
             self._closed = True
         core = self._core
         deadline = time.monotonic() + timeout
+        if self._worker is not None:
+            self._worker.stop()  # takes no more runs
         core.supervisor.refuse_new()  # from here on a start or a resume gets RuntimeClosed
         # whoever waits on a run of this runtime hears it now, not at its timeout
         closed = RuntimeClosed("the Runtime was closed; the run is kept as last committed: open the "

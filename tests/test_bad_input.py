@@ -447,7 +447,11 @@ def _map_size_out_of_range(b: Bench) -> None:
 
 
 def _store_opened_twice(b: Bench) -> None:
-    b.opener(map_size=32 << 20)  # the same LMDB directory, SQLite file or Postgres schema
+    if b.kind == "lmdb":
+        b.opener(map_size=32 << 20)  # the same LMDB directory: one writer per store
+        return
+    # an SQLite file or a Postgres schema takes many workers, but one worker id is one live worker
+    Runtime(store=b.opener(), worker_id=b.rt.worker_id)
 
 
 CASES = [
@@ -507,8 +511,8 @@ CASES = [
     Case("store path is a file", E.StoreError, _store_path_is_a_file, words=("is a file",), store=False),
     Case("store path holds NUL", E.StoreError, _store_path_nul, words=("NUL",), store=False),
     Case("map_size out of range", E.StoreError, _map_size_out_of_range, words=("map_size",), store=False),
-    Case("store opened twice in this process", E.StoreLocked, _store_opened_twice,
-         words=("already open", "in this process")),
+    Case("store opened twice (LMDB) / a worker id twice (SQL)", E.StoreLocked, _store_opened_twice,
+         words=("already", "in")),
 ]
 
 

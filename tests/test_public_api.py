@@ -43,7 +43,7 @@ PUBLIC_ALL = {
         "RunError", "RunExists", "RunNotFound", "RunNotPaused", "RunOver", "RunOwnedElsewhere", "RuntimeClosed",
         "ScheduleError", "ScheduleNotFound", "SchemaError", "StateError", "StepCrashed",
         "StepResultError", "StepTimeout", "StoreClosed", "StoreError", "StoreFull",
-        "StoreLocked", "StoreNotEmpty", "StoreUnavailable", "StoreUrlError", "StoredTypeMismatch", "StreamOverflow",
+        "StoreLocked", "StoreNotEmpty", "StoreNotShared", "StoreUnavailable", "StoreUrlError", "StoredTypeMismatch", "StreamOverflow",
         "UnknownChannelError", "UnknownInterruptError",
         "UnknownStepError", "UnreachableStepError", "UnregisteredType", "VersionMismatch",
         "WorkerIdInUse", "WorkflowExists", "WorkflowNotFound", "WorkflowSpecError", "error_class",

@@ -3,8 +3,8 @@
 * values and run ids (NUL bytes, emoji, 480-character ids, 5 MB strings, NaN,
   u64, bytes) round-trip through a Runtime on every store, and what LMDB
   refuses is refused on the others with the same named error;
-* one writing process per SQLite file / Postgres schema: a second one gets
-  StoreLocked and the first keeps working; read-only opens read while a
+* several processes write one SQLite file / Postgres schema (workers); one
+  worker id is one live worker (WorkerIdInUse); read-only opens read while a
   writer runs, and write nothing;
 * a store of a newer format is refused (FormatVersionError), a damaged format
   row is a StoreError; a hostile Postgres schema name is a StoreUrlError
@@ -41,8 +41,10 @@ import pytest
 from atomr import (AppendList, Dag, Done, Failed, LastWriteWins, PostgresStore, Runtime, SqliteStore, StateSchema,
                    Workflow, open_store)
 from atomr import events as ev
+from atomr.store.sql.schema import SQL_FORMAT_VERSION
 from atomr.errors import (AtomrError, CodecError, CorruptRecord, CorruptStore, FormatVersionError, StoreClosed,
-                          StoreError, StoreFull, StoreLocked, StoreUrlError)
+                          StoreError, StoreFull, StoreLocked, StoreUrlError,
+                          WorkerIdInUse)
 from atomr.store import format as fmt
 from atomr.testing import encode_batch, filler_events
 from conftest import PG_DSN
@@ -176,38 +178,59 @@ def _child_open(url: str, readonly: bool = False) -> tuple[int, str, str]:
     return p.returncode, name, rest + p.stderr[-2000:]
 
 
-def test_a_second_writing_process_gets_store_locked_and_the_first_keeps_working(sql_target: CrashTarget) -> None:
-    with Runtime(store=sql_target.open()) as rt:
+WORKER_IN_CHILD = textwrap.dedent("""
+    import sys
+    from atomr import Runtime, open_store
+    from atomr.errors import AtomrError
+    try:
+        rt = Runtime(open_store(sys.argv[1]), worker_id=sys.argv[2])
+    except AtomrError as exc:
+        print(type(exc).__name__, exc, sep="|", flush=True)
+        sys.exit(3)
+    print("opened", len(rt.runs()), sep="|", flush=True)
+    rt.close()
+""")
+
+
+def test_a_second_process_opens_the_store_as_another_worker_and_the_first_keeps_working(
+        sql_target: CrashTarget) -> None:
+    with Runtime(store=sql_target.open(), worker_id="first") as rt:
         rt.register(chain("c", 3))
         assert isinstance(rt.start("c", {}, run_id="before").result(timeout=T), Done)
-        code, name, message = _child_open(sql_target.url)
-        assert (code, name) == (3, "StoreLocked"), message
-        assert "stop that process" in message and "readonly=True" in message
-        if sql_target.kind == "postgres":
-            assert "server process" in message and "atomr" in message  # the holder, named
-        else:
-            assert str(os.getpid()) in message
-        # a read-only open is fine meanwhile, and the writer goes on
+        code, name, count = _child_open(sql_target.url)  # several processes share an SQL store
+        assert (code, name, count.split("\n")[0]) == (0, "opened", "1"), count
+        # ... but one worker id is one live worker
+        p = subprocess.run([sys.executable, "-c", WORKER_IN_CHILD, sql_target.url, "first"],
+                           capture_output=True, text=True, timeout=T, cwd=ROOT)
+        name, _, message = p.stdout.strip().partition("|")
+        assert (p.returncode, name) == (3, "WorkerIdInUse"), message + p.stderr[-2000:]
+        assert "'first'" in message and "another id" in message
         code, name, count = _child_open(sql_target.url, readonly=True)
         assert (code, name, count.split("\n")[0]) == (0, "opened", "1"), count
         assert isinstance(rt.start("c", {}, run_id="after").result(timeout=T), Done)
         assert [s.status for s in rt.runs()] == ["done", "done"]
-    # once it has closed, the next writer opens at once
-    code, name, count = _child_open(sql_target.url)
-    assert (code, name, count.split("\n")[0]) == (0, "opened", "2"), count
+    # once it has closed, its id is free at once
+    p = subprocess.run([sys.executable, "-c", WORKER_IN_CHILD, sql_target.url, "first"],
+                       capture_output=True, text=True, timeout=T, cwd=ROOT)
+    assert p.stdout.startswith("opened|2"), p.stdout + p.stderr[-2000:]
 
 
-def test_a_second_store_object_in_one_process_is_refused_at_once(sql_target: CrashTarget) -> None:
+def test_a_second_store_object_in_one_process_is_another_worker(sql_target: CrashTarget) -> None:
     store = sql_target.open()
+    other = sql_target.open()
     try:
-        t0 = time.monotonic()
-        with pytest.raises(StoreLocked, match="in this process"):
-            sql_target.open()
-        assert time.monotonic() - t0 < 1.5  # no grace waited for a holder that is ourselves
         store.write([encode_batch("wf", "r", 1, filler_events(2), status="done")])
-        assert [s.run_id for s in store.runs()] == ["r"]
+        assert [s.run_id for s in other.runs()] == ["r"]
+        store.join("w1", 5.0)
+        t0 = time.monotonic()
+        with pytest.raises(WorkerIdInUse, match="w1"):
+            other.join("w1", 5.0)
+        assert time.monotonic() - t0 < 4
+        other.join("w2", 5.0)
+        assert sorted(w.worker_id for w in store.workers()) == ["w1", "w2"]
     finally:
         store.close()
+        other.close()
     sql_target.open().close()
 
 
@@ -291,13 +314,13 @@ def test_a_store_of_a_newer_format_is_refused(sql_target: CrashTarget) -> None:
         rt.register(chain("c", 2))
         assert isinstance(rt.start("c", {}, run_id="r").result(timeout=T), Done)
     before = _dump(sql_target)
-    _set_format(sql_target, "2")
+    _set_format(sql_target, str(SQL_FORMAT_VERSION + 1))
     for readonly in (False, True):
         with pytest.raises(FormatVersionError, match="upgrade atomr"):
             open_store(sql_target.url, readonly=readonly)
     code, name, message = _child_open(sql_target.url)  # the refusal released the lock
     assert (code, name) == (3, "FormatVersionError"), message
-    _set_format(sql_target, "1")
+    _set_format(sql_target, str(SQL_FORMAT_VERSION))
     assert _dump(sql_target) == before  # untouched
     _set_format(sql_target, "one")
     with pytest.raises(StoreError, match="damaged format version"):

@@ -23,6 +23,7 @@ from atomr.cli.commands import (
     cmd_show,
 )
 from atomr.cli.serve import add_serve_args, cmd_serve
+from atomr.cli.worker import add_worker_command
 from atomr.cli.stores import default_store
 
 __all__ = ["STORE_HELP", "build_parser", "split_bench"]
@@ -149,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_care_commands(add)
     add_schedule_commands(add)
 
+    add_worker_command(add)
     add_serve_args(add("serve", cmd_serve, "serve the HTTP API, /metrics and the web UI for MODULE:WORKFLOW...",
                        "Run the given workflows on the store behind an HTTP server (the server extra): "
                        "a JSON API, server-sent events, Prometheus /metrics and a web UI at /.",

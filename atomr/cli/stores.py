@@ -16,16 +16,18 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import unquote
 
 from atomr.cli.base import DEFAULT_STORE, CliError, load_workflow
-from atomr.errors import RunNotFound, StoreError, StoreUrlError
+from atomr.errors import RunNotFound, StoreError, StoreNotShared, StoreUrlError
 from atomr.runtime import Runtime
 from atomr.store.base import Store
 from atomr.store.url import open_store, redact
 
-__all__ = ["backend", "default_store", "describe", "existing_store", "has_store", "lmdb_path", "maybe_store",
-           "runtime", "runtime_for_run", "same_store", "shown", "sqlite_path", "writable_store"]
+__all__ = ["EXECUTING", "backend", "default_store", "describe", "existing_store", "has_store", "lmdb_path",
+           "maybe_store", "refuse_unshared", "runtime", "runtime_for_run", "same_store", "shared", "shown",
+           "sqlite_path", "writable_store"]
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")
 #: what each backend is called in messages
@@ -176,19 +178,58 @@ def describe(url: str) -> str:
     return f"the {NAMES[backend(url)]} store at {shown(url)!r}"
 
 
+#: the commands that execute runs; on a shared store (SQLite, Postgres) every other one is a client
+#: (``Runtime(execute=False)``): it hands its requests to the workers, so a short command never
+#: takes a run over only to drop it when it exits
+EXECUTING = ("run", "recover", "worker", "serve", "demo")
+
+
+def shared(store: Store) -> bool:
+    """True for a store several processes share (SQLite, Postgres): one with workers."""
+    return bool(getattr(store, "shared", False))
+
+
+def refuse_unshared(url: str, what: str) -> None:
+    """StoreNotShared unless ``url`` names an SQLite or Postgres store (checked before opening it)."""
+    kind = backend(url)
+    if kind not in ("sqlite", "postgres"):
+        hint = " (move its runs with atomr copy SRC DST)" if kind == "lmdb" else ""
+        raise StoreNotShared(
+            f"{what} needs a store that several processes share: SQLite (--store sqlite:///FILE) or Postgres "
+            f"(--store postgresql://USER@HOST:PORT/DB); {describe(url)} is opened by one process only{hint}")
+
+
+def _live_worker(store: Store) -> bool:
+    try:
+        return any(w.alive for w in store.workers())  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a store without worker rows (an older format): none
+        return False
+
+
 @contextlib.contextmanager
-def runtime(args: argparse.Namespace, store: Store | None = None) -> Iterator[Runtime]:
-    """A Runtime on ``store`` (default: the --store, created when missing)."""
+def runtime(args: argparse.Namespace, store: Store | None = None, *,
+            execute: bool | None = None, **options: Any) -> Iterator[Runtime]:
+    """A Runtime on ``store`` (default: the --store, created when missing).
+
+    On a shared store only the :data:`EXECUTING` commands execute runs (or
+    ``execute`` says); the others are clients. ``resume`` streams the run to its
+    outcome: it is a client while a worker is alive on the store, else it
+    executes the run itself (as ``run`` does). ``options`` go to the Runtime."""
+    command = getattr(args, "command", None)
     durability = getattr(args, "durability", None) or "sync"
     if store is None:
         store = writable_store(args.store)
     try:
-        rt = Runtime(store=store, durability=durability)
+        if not shared(store):
+            execute = True
+        elif execute is None:
+            execute = command in EXECUTING or (command == "resume" and not _live_worker(store))
+        rt = Runtime(store=store, durability=durability, execute=execute, **options)
     except BaseException:
         store.close()
         raise
     # a short command (cancel, resume, fork, prune...) must not start scheduled runs
-    rt.fire_schedules = getattr(args, "command", None) in ("run", "recover", "serve")
+    rt.fire_schedules = command in EXECUTING and command != "demo"
     with rt:
         yield rt
 

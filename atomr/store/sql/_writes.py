@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from atomr.errors import RunOwnedElsewhere, StoreClosed, StoreUnavailable
+from atomr.errors import OwnershipLost, RunOwnedElsewhere, StoreClosed, StoreUnavailable
 from atomr.store import format as fmt
 from atomr.store.base import AppendBatch, RunSummary, now_ms
 
@@ -91,6 +91,8 @@ class GroupWrites:
             except Exception as exc:  # noqa: BLE001 - isolated below
                 if isinstance(exc, StoreClosed) or (isinstance(exc, StoreUnavailable) and not retry.again()):
                     return [exc] * n
+                if n == 1 and isinstance(exc, (OwnershipLost, RunOwnedElsewhere)):
+                    return [exc]  # final: another worker executes the run
                 if not isinstance(exc, StoreUnavailable):
                     break
         # refused: one batch at a time, so the others land and the bad one gets its reason
