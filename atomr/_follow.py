@@ -9,9 +9,9 @@ journal grew it reads the new events, tells them to the watching streams as
 outcome (and each stream :class:`~atomr.messages.StreamEnd`).
 
 Wake-ups: on Postgres, a ``NOTIFY`` that every group commit sends (the
-listener of :mod:`atomr._listen`; an outcome reaches a waiting client
-within milliseconds of its commit), with a poll every second as a safety
-net; on SQLite, a poll every ``poll_s`` (50 ms). ``ctx.emit`` items stay in
+follower's own LISTENing connection; an outcome reaches a waiting client
+within milliseconds of its commit), looking at least every 100 ms; on
+SQLite, a poll every ``poll_s`` (50 ms). ``ctx.emit`` items stay in
 the executing process (they are not journaled).
 
 Threads: one daemon thread per runtime (lazy, ``atomr-follow``); ``watch`` /
@@ -20,7 +20,9 @@ Threads: one daemon thread per runtime (lazy, ``atomr-follow``); ``watch`` /
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -51,15 +53,17 @@ class _Watch:
 class Follower:
     """Watches runs executing elsewhere (see the module docstring)."""
 
-    def __init__(self, rt: Runtime, poll_s: float = 0.05, notified: bool = False) -> None:
+    def __init__(self, rt: Runtime, poll_s: float = 0.05) -> None:
         self.rt = rt
-        #: seconds between polls; with NOTIFY wake-ups a slow safety-net poll
-        self.poll_s = 1.0 if notified else poll_s
+        #: seconds between polls (without NOTIFY wake-ups)
+        self.poll_s = poll_s
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._watches: dict[tuple[str, str], _Watch] = {}
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._conn: Any = None  # Postgres: the LISTENing connection
+        self._retry_at = 0.0
 
     # -- any thread ----------------------------------------------------------------------
 
@@ -106,10 +110,39 @@ class Follower:
                     self._thread = threading.Thread(target=self._loop, name="atomr-follow", daemon=True)
                     self._thread.start()
 
-    def _loop(self) -> None:
-        while not self._stopped:
+    def _wait(self) -> None:
+        """Until a commit (Postgres NOTIFY), a poke, or ``poll_s``."""
+        listen = getattr(self.rt.store, "listener", None)
+        if listen is not None and self._conn is None and time.monotonic() >= self._retry_at:
+            try:
+                self._conn = listen()
+            except Exception:  # noqa: BLE001 - poll until the server is back
+                self._retry_at = time.monotonic() + 5
+        if self._conn is None:
             self._wake.wait(self.poll_s)
             self._wake.clear()
+            return
+        try:
+            for _ in self._conn.notifies(timeout=0.0 if self._wake.is_set() else 0.1, stop_after=1):
+                pass
+        except Exception:  # noqa: BLE001 - the connection broke: poll, and listen again later
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+            self._retry_at = time.monotonic() + 1
+        self._wake.clear()
+
+    def _loop(self) -> None:
+        try:
+            self._run()
+        finally:
+            if self._conn is not None:
+                with contextlib.suppress(Exception):
+                    self._conn.close()
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wait()
             if self._stopped:
                 return
             try:

@@ -128,28 +128,16 @@ class Worker:
         workflows = rt._core.workflows
         want = min(room, 64)
         found = rt.store.claimable(list(workflows), want)  # type: ignore[attr-defined]
-        took = 0
         sup = rt._core.supervisor
         mine = rt.store._owned  # type: ignore[attr-defined]
-        for wf_id, run_id, epoch in found:
-            wf = workflows.get(wf_id)
-            if wf is None or (wf_id, run_id) in mine or sup.is_live(wf_id, run_id):
-                continue  # ours already (one the store refused waits for rt.recover(), as on LMDB)
-            if not rt.store.claim(wf_id, run_id, epoch):  # type: ignore[attr-defined]
-                continue  # another worker was first
-            took += 1
-            self.taken += 1
-            try:
-                owner = rt.store.owner_of(wf_id, run_id)  # type: ignore[attr-defined]
-                if owner is not None and owner[2] is not None:  # a cancel was asked before we took it
-                    flag = rt._core.cancel_flags.get((wf_id, run_id))
-                    if flag is None:
-                        from atomr._run.attempts import CancelFlag
-
-                        flag = rt._core.cancel_flags.setdefault((wf_id, run_id), CancelFlag())
-                    flag.reason = owner[2]
-                    flag.set()
-                sup.route(wf, run_id, Recover(None, None))
+        todo = [(w, r, e) for w, r, e in found if w in workflows and (w, r) not in mine
+                and not sup.is_driving(w, r)]  # ours already: one the store refused waits for rt.recover()
+        won = rt.store.claim_many(todo)  # type: ignore[attr-defined]
+        took = len(won)
+        self.taken += took
+        for wf_id, run_id in won:
+            try:  # a cancel asked before we took it is carried out by _cancels, next
+                sup.route(workflows[wf_id], run_id, Recover(None, None))
             except Exception:  # noqa: BLE001
                 log.exception("worker %s: could not carry on run %s/%s", self.worker_id, wf_id, run_id)
         return len(found) >= want and took > 0

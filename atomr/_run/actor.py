@@ -132,6 +132,16 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
             self.p = p
             self.journal = Journal(self.core, self.actor_ref, p.seq + 1)
 
+    def _reload(self) -> None:
+        """Read the run again from the store (it was taken over here from another worker)."""
+        p = load_progress(self.core.store, self.plan, *self.key)
+        if p is not None and p.seq != self.p.seq:
+            self.p = p
+            old = self.journal
+            if old.taps:
+                old.tap(StreamLost())  # its streams subscribe again, replaying what they missed
+            self.journal = Journal(self.core, self.actor_ref, p.seq + 1)
+
     def on_stop(self) -> None:
         j = self.journal
         if j.taps:

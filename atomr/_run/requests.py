@@ -104,6 +104,8 @@ class Requests:
     def _on_recover(self: WorkflowActor, msg: Recover) -> None:
         if self._elsewhere(msg):
             return
+        if not self.driving and self._idle() and not self.journal.outbox and self.core.follow is not None:
+            self._reload()  # held only to be watched: another worker may have written since it loaded
         p = self.p
         if not self._version_ok(msg):
             return

@@ -2,7 +2,9 @@
 
 One runtime on the ``--store`` (a directory or a store URL) runs the given workflows behind
 uvicorn (the ``server`` extra). Runs a crash left "running" are carried on
-first. SIGTERM / Ctrl-C stop it gracefully: no new connection is accepted,
+first. With ``--workers N`` (SQLite, Postgres) this runtime is a client that
+executes nothing: N ``atomr worker`` processes (:mod:`atomr.cli.pool`) execute
+the runs, restarted when one dies, stopped after the server. SIGTERM / Ctrl-C stop it gracefully: no new connection is accepted,
 long polls (``/wait``) and event streams end at once, other requests in
 flight get up to :data:`GRACE_S` seconds, then the runtime
 closes (what is queued is committed; runs still executing are carried on
@@ -19,7 +21,9 @@ import signal
 from typing import Any
 
 from atomr.cli.base import EXIT_FAILED, EXIT_OK, CliError, load_workflow
-from atomr.cli.stores import runtime, shown
+from atomr.cli.pool import WorkerPool
+from atomr.cli.stores import refuse_unshared, runtime, shown
+from atomr.cli.worker import DRAIN_S, load_specs
 
 __all__ = ["DEFAULT_PORT", "add_serve_args", "cmd_serve", "is_loopback"]
 
@@ -28,6 +32,10 @@ DEFAULT_PORT = 8080
 DEFAULT_MAX_BODY = 16 * 2**20
 #: seconds requests in flight (event streams too) get at shutdown
 GRACE_S = 5
+#: the most worker processes --workers starts
+MAX_WORKERS = 256
+#: seconds a worker process gets to stop at shutdown (it drains for DRAIN_S) before it is killed
+WORKER_GRACE_S = DRAIN_S + 10
 
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:
@@ -40,7 +48,9 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="require Authorization: Bearer TOKEN on /api and /metrics (default: $ATOMR_TOKEN)")
     p.add_argument("--max-body", metavar="BYTES", type=int, default=DEFAULT_MAX_BODY,
                    help=f"the request body limit (default: {DEFAULT_MAX_BODY}, 16 MiB)")
-    p.add_argument("--shards", metavar="N", type=int, help="front N sharded runtimes (not supported yet)")
+    p.add_argument("--workers", metavar="N", type=int,
+                   help="run N worker processes (atomr worker) on the store, restarted when one dies; this "
+                        "process then only serves (SQLite or Postgres stores)")
 
 
 def is_loopback(host: str) -> bool:
@@ -53,9 +63,6 @@ def is_loopback(host: str) -> bool:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    if args.shards is not None:
-        raise CliError("atomr serve --shards is not supported yet: it fronts one runtime on one store; "
-                       "leave --shards out")
     token = args.token if args.token is not None else os.environ.get("ATOMR_TOKEN") or None
     if not is_loopback(args.host) and not token:
         raise CliError(f"refusing to listen on {args.host!r} without a token: pass --token TOKEN (or set "
@@ -64,6 +71,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(f"--port must be 0..65535, got {args.port}")
     if args.max_body < 1:
         raise CliError(f"--max-body must be a positive number of bytes, got {args.max_body}")
+    if args.workers is not None:
+        if not 0 <= args.workers <= MAX_WORKERS:
+            raise CliError(f"--workers must be 0..{MAX_WORKERS}, got {args.workers}")
+        refuse_unshared(args.store, "atomr serve --workers")
     try:
         import uvicorn
 
@@ -71,29 +82,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CliError(f"atomr serve needs the server extra (missing: {exc.name}): "
                        "pip install 'atomr[server]'") from None
-    specs = {}
-    workflows = []
-    for spec in args.workflows:
-        wf = load_workflow(spec)
-        if wf.id in specs and specs[wf.id] != spec:
-            raise CliError(f"{spec} and {specs[wf.id]} both define workflow {wf.id!r}; serve one of them")
-        specs[wf.id] = spec
-        workflows.append(wf)
-    with runtime(args) as rt:
+    specs, workflows = load_specs(args.workflows, "serve")
+    pool = None
+    # with --workers this process is a client: the worker processes execute the runs
+    with runtime(args, execute=None if args.workers is None else False) as rt:
         for wf in workflows:
             rt.register(wf)
-        recovered = rt.recover(list(specs))
-        if recovered:
-            print(f"atomr serve: carrying on {len(recovered)} run(s) left running", flush=True)
+        if rt.execute:
+            recovered = rt.recover(list(specs))
+            if recovered:
+                print(f"atomr serve: carrying on {len(recovered)} run(s) left running", flush=True)
         app = create_app(rt, token=token, max_body=args.max_body, modules=specs)
         config = uvicorn.Config(app, host=args.host, port=args.port, lifespan="on",
                                 log_level="info" if args.debug else "warning",
                                 timeout_graceful_shutdown=GRACE_S, server_header=False)
         server = _server_class(uvicorn)(config, app.state.atomr.shutdown.begin)
-        auth = "token required" if token else "no auth"
-        print(f"atomr serve: {', '.join(sorted(specs))} on http://{args.host}:{args.port} "
-              f"(store {shown(args.store)!r}, {auth}); Ctrl-C stops", flush=True)
-        stopped_by = _run_until_signalled(server)
+        if args.workers:
+            durability = getattr(args, "durability", None) or "sync"
+            pool = WorkerPool(args.workers, args.store, list(specs.values()), debug=args.debug,
+                              extra=["--durability", durability])
+            pool.start()
+        try:
+            auth = "token required" if token else "no auth"
+            workers = f", {args.workers} worker process(es)" if args.workers is not None else ""
+            print(f"atomr serve: {', '.join(sorted(specs))} on http://{args.host}:{args.port} "
+                  f"(store {shown(args.store)!r}, {auth}{workers}); Ctrl-C stops", flush=True)
+            stopped_by = _run_until_signalled(server)
+        finally:
+            if pool is not None:
+                pool.stop(WORKER_GRACE_S)
         if not server.started:
             return EXIT_FAILED
     print(f"atomr serve: stopped{f' ({stopped_by})' if stopped_by else ''}; the store is closed", flush=True)

@@ -1,4 +1,4 @@
-"""The JSON API's handlers: workflows, runs, state, history, wait, resume, fork, cancel.
+"""The JSON API's handlers: workflows, runs, state, history, wait, resume, fork, cancel, workers.
 
 Each handler only awaits: starts and resumes are the runtime's asyncio API,
 store reads go to a worker thread (``asyncio.to_thread``). An atomr error
@@ -146,7 +146,28 @@ async def list_runs(request: Request) -> JSON:
 
 
 async def get_run(request: Request) -> JSON:
-    return JSON(view_json(await _ctx(request).rt.aget_state(*_ids(request))))
+    """The run's state, and ``owner``: the worker executing it (null: none, or a store without workers)."""
+    rt = _ctx(request).rt
+    wf, run = _ids(request)
+    doc = view_json(await rt.aget_state(wf, run))
+    doc["owner"] = await asyncio.to_thread(run_owner, rt, wf, run)
+    return JSON(doc)
+
+
+def run_owner(rt: Any, workflow_id: str, run_id: str) -> str | None:
+    """The worker that owns the run (``store.owner_of``) on a shared store; None otherwise."""
+    store = getattr(rt, "store", None)
+    owner_of = getattr(store, "owner_of", None) if getattr(store, "shared", False) else None
+    found = owner_of(workflow_id, run_id) if owner_of is not None else None
+    return None if found is None or found[0] is None else str(found[0])
+
+
+async def list_workers(request: Request) -> JSON:
+    """The live workers of a shared store (``rt.workers()``); [] for a store one process opens."""
+    rt = _ctx(request).rt
+    workers = getattr(rt, "workers", None)
+    found = await asyncio.to_thread(workers) if workers is not None else []
+    return JSON({"workers": [w.to_dict() for w in found]})
 
 
 async def get_history(request: Request) -> JSON:
@@ -267,4 +288,5 @@ ROUTES: list[tuple[str, Any, list[str]]] = [
     ("/api/runs/{wf}/{run}/resume", resume_run, ["POST"]),
     ("/api/runs/{wf}/{run}/fork", fork_run, ["POST"]),
     ("/api/runs/{wf}/{run}/cancel", cancel_run, ["POST"]),
+    ("/api/workers", list_workers, ["GET"]),
 ]

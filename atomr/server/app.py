@@ -97,6 +97,7 @@ def create_app(runtime: Any, token: str | None = None, max_body: int = DEFAULT_M
         Route("/healthz", healthz, methods=["GET"]),
         Route("/", ui.page_runs, methods=["GET"]),
         Route("/workflows", ui.page_workflows, methods=["GET"]),
+        Route("/workers", ui.page_workers, methods=["GET"]),
         Route("/runs/{wf}/{run}", ui.page_run, methods=["GET"]),
         Route("/static/{name}", ui.static_file, methods=["GET"]),
     ]

@@ -1,4 +1,4 @@
-"""The web UI: three server-rendered page shells, one script, one style sheet.
+"""The web UI: four server-rendered page shells, one script, one style sheet.
 
 The pages hold no run data: the script (``static/app.js``) reads everything
 from the JSON API with the token the person gave (kept in the tab's
@@ -11,7 +11,10 @@ without the token. Nothing is loaded from elsewhere: no CDN, no build step.
   interrupts with a JSON form that answers them, the history as a timeline
   (the state at a checkpoint and what changed from the one before), fork
   from a checkpoint, cancel;
-- ``/workflows``: each workflow's drawing, a form to start a run, its runs.
+- ``/workflows``: each workflow's drawing, a form to start a run, its runs;
+- ``/workers``: the worker processes of a shared store (SQLite, Postgres):
+  id, host, pid, started, last heartbeat, runs owned, alive; refreshed every
+  two seconds. A run's page names the worker executing it.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from starlette.responses import HTMLResponse, Response
 
 from atomr.server import params
 
-__all__ = ["STATIC", "page_runs", "page_run", "page_workflows", "static_file"]
+__all__ = ["STATIC", "page_runs", "page_run", "page_workers", "page_workflows", "static_file"]
 
 STATIC = Path(__file__).resolve().parent / "static"
 _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
@@ -42,7 +45,8 @@ _SHELL = """<!doctype html>
 <body data-page="{page}"{data}>
 <header class="top">
   <a class="brand" href="/">atomr</a>
-  <nav><a href="/"{runs_cur}>Runs</a> <a href="/workflows"{wfs_cur}>Workflows</a></nav>
+  <nav><a href="/"{runs_cur}>Runs</a> <a href="/workflows"{wfs_cur}>Workflows</a>
+    <a href="/workers"{wks_cur}>Workers</a></nav>
   <span id="flash" role="status"></span>
 </header>
 <main>
@@ -115,6 +119,15 @@ _RUN = """<h1><a href="/workflows#{wf_attr}" class="muted">{wf}</a> / <span id="
 </section>
 """
 
+_WORKERS = """<h1>Workers</h1>
+<p class="muted" id="workers-note">The processes executing runs on this store (atomr worker, atomr serve --workers).</p>
+<table class="runs" id="workers-table">
+  <thead><tr><th>Worker</th><th>Host</th><th>PID</th><th>Started</th><th>Last heartbeat</th><th>Runs owned</th>
+  <th>Alive</th></tr></thead>
+  <tbody id="workers-body"><tr><td colspan="7" class="muted">loading…</td></tr></tbody>
+</table>
+"""
+
 _WORKFLOWS = """<h1>Workflows</h1>
 <div id="workflows"><p class="muted">loading…</p></div>
 """
@@ -124,7 +137,8 @@ def _shell(title: str, page: str, body: str, data: dict[str, str] | None = None)
     attrs = "".join(f' data-{k}="{html.escape(v, quote=True)}"' for k, v in (data or {}).items())
     text = _SHELL.format(title=html.escape(title), page=page, data=attrs, body=body,
                          runs_cur=' aria-current="page"' if page in ("runs", "run") else "",
-                         wfs_cur=' aria-current="page"' if page == "workflows" else "")
+                         wfs_cur=' aria-current="page"' if page == "workflows" else "",
+                         wks_cur=' aria-current="page"' if page == "workers" else "")
     return HTMLResponse(text, headers={"Cache-Control": "no-store",
                                        "Content-Security-Policy": "default-src 'self'; style-src 'self' "
                                        "'unsafe-inline'; img-src 'self' data:"})
@@ -142,6 +156,10 @@ async def page_run(request: Request) -> HTMLResponse:
 
 async def page_workflows(request: Request) -> HTMLResponse:
     return _shell("Workflows", "workflows", _WORKFLOWS)
+
+
+async def page_workers(request: Request) -> HTMLResponse:
+    return _shell("Workers", "workers", _WORKERS)
 
 
 async def static_file(request: Request) -> Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -56,6 +57,12 @@ class ShardedRunHandle:
 class ShardedRuntime:
     """A router over ``shards`` runtimes, each on its own store under ``root``.
 
+    Deprecated: each shard owns its own LMDB file, so a shard cannot fail over
+    to another machine, and on one machine it is slower than one process.
+    Run workers on a shared store instead (``atomr worker`` / ``Runtime`` on a
+    :class:`~atomr.SqliteStore` or :class:`~atomr.PostgresStore`; Ray may place
+    those worker processes). It warns once (DeprecationWarning) when built.
+
     ``workflows``: ``"module:attr"`` specs every shard imports. ``durability``,
     ``step_workers``, ``timeout``: as for :class:`~atomr.Runtime` (per shard).
     ``step_executor``: ``"local"`` (steps run in the shard's process) or
@@ -86,6 +93,9 @@ class ShardedRuntime:
         num_cpus: int | None = None,
         **ray_init_kwargs: Any,
     ) -> None:
+        warnings.warn("ShardedRuntime is deprecated: its shards cannot fail over and on one machine it is slower "
+                      "than one process; run workers on a shared SqliteStore or PostgresStore instead "
+                      "(atomr worker, Runtime(store, worker_id=...))", DeprecationWarning, stacklevel=2)
         if not isinstance(shards, int) or shards < 1:
             raise AtomrError(f"shards must be an int >= 1, got {shards!r}")
         specs = [workflows] if isinstance(workflows, str) else list(workflows)

@@ -249,6 +249,7 @@ async function pageRun() {
     if (view.next.length) facts.push(`next: ${view.next.join(", ")}`);
     if (view.pause_reason) facts.push(`paused: ${view.pause_reason}`);
     if (view.meta.forked_from) facts.push(`forked from ${view.meta.forked_from}`);
+    if (view.owner) facts.push(`executing in worker ${view.owner}`);
     $("#run-facts").textContent = facts.join(" · ");
     $("#run-error").textContent = view.error
       ? `${view.error.error_type} at ${view.error.step_id || "?"}: ${view.error.message}` : "";
@@ -328,5 +329,22 @@ async function pageWorkflows() {
   if (target) target.scrollIntoView();
 }
 
-const PAGES = { runs: pageRuns, run: pageRun, workflows: pageWorkflows };
+// -- workers ------------------------------------------------------------------------------
+
+async function pageWorkers() {
+  const body = $("#workers-body");
+  const row = (w) => el("tr", { "data-worker": w.worker_id },
+    el("td", {}, el("code", { text: w.worker_id })), el("td", { text: w.host }),
+    el("td", { class: "num", text: w.pid }), el("td", { text: when(w.started_ms) }),
+    el("td", { text: when(w.heartbeat_ms) }), el("td", { class: "num", text: w.runs }),
+    el("td", {}, badge(w.alive ? "alive" : "hung")));
+  every(2000, async () => {
+    const doc = await api("/api/workers");
+    body.replaceChildren(...(doc.workers.length ? doc.workers.map(row)
+      : [el("tr", {}, el("td", { colspan: 7, class: "muted",
+        text: "no workers: runs execute in the serving process (an LMDB or in-memory store), or no worker is running" }))]));
+  });
+}
+
+const PAGES = { runs: pageRuns, run: pageRun, workflows: pageWorkflows, workers: pageWorkers };
 (PAGES[PAGE] || (async () => {}))().catch((e) => flash(`${e.name}: ${e.message}`, true));

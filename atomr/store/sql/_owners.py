@@ -215,23 +215,31 @@ class Owners:
         """Take over a running run seen at ``epoch`` (from :meth:`claimable`): True
         when this worker owns it now (its epoch bumped: the previous owner is fenced);
         False when another worker was first, or it is no longer claimable."""
+        return bool(self.claim_many([(workflow_id, run_id, epoch)]))
+
+    def claim_many(self, seen: Sequence[tuple[str, str, int]]) -> list[tuple[str, str]]:
+        """:meth:`claim` for many runs in one transaction (one commit); the runs won."""
         wid = self.worker_id
         if wid is None:
             raise StoreError("this store object has not joined as a worker; claim() is for workers")
+        if not seen:
+            return []
         q = self.dialect.sql
-        key = (workflow_id, run_id)
+        stmt = q(f"UPDATE {{t}}runs SET owner = ?, epoch = epoch + 1 WHERE workflow_id = ? AND run_id = ? "
+                 f"AND epoch = ? AND status = 'running' AND (owner IS NULL OR owner = ? OR NOT EXISTS "
+                 f"(SELECT 1 FROM {{t}}workers w WHERE w.worker_id = {{t}}runs.owner AND "
+                 f"w.heartbeat_ms >= {self._now_sql()} - w.lease_ms))")
+        won = []
         with self._wlock, self._writing() as cur:
-            cur.execute(q(
-                f"UPDATE {{t}}runs SET owner = ?, epoch = epoch + 1 WHERE workflow_id = ? AND run_id = ? "
-                f"AND epoch = ? AND status = 'running' AND (owner IS NULL OR owner = ? OR NOT EXISTS "
-                f"(SELECT 1 FROM {{t}}workers w WHERE w.worker_id = {{t}}runs.owner AND "
-                f"w.heartbeat_ms >= {self._now_sql()} - w.lease_ms))"),
-                (wid, self._enc(workflow_id), self._enc(run_id), epoch, wid))
-            won = self._rows(cur) == 1
-        self._cache.pop(key, None)  # read it afresh: the previous owner may have written since
-        if won:
-            self._owned[key] = epoch + 1
-        return won
+            for workflow_id, run_id, epoch in seen:
+                cur.execute(stmt, (wid, self._enc(workflow_id), self._enc(run_id), epoch, wid))
+                if self._rows(cur) == 1:
+                    won.append((workflow_id, run_id, epoch))
+        for workflow_id, run_id, epoch in seen:
+            self._cache.pop((workflow_id, run_id), None)  # read it afresh: the previous owner may have written
+        for workflow_id, run_id, epoch in won:
+            self._owned[(workflow_id, run_id)] = epoch + 1
+        return [(w, r) for w, r, _ in won]
 
     def owner_of(self, workflow_id: str, run_id: str) -> tuple[str | None, int, str | None] | None:
         """``(owner, epoch, cancel asked)`` of a run; None for an unknown run."""

@@ -31,7 +31,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from atomr._hooks import logger
-from atomr.errors import CodecError, CorruptRecord, FormatVersionError, OwnershipLost, StoreClosed, StoreError
+from atomr.errors import (CodecError, CorruptRecord, FormatVersionError, OwnershipLost, RunExists, StoreClosed,
+                          StoreError)
 from atomr.store import format as fmt
 from atomr.store.base import AppendBatch, RunSummary, Store, now_ms
 from atomr.store.sql._owners import Owners
@@ -50,7 +51,8 @@ def _same(text: str) -> str:
 _B = "::bigint[]"
 #: A group commit on Postgres as ONE statement (PostgresStore._commit_group): the rows of
 #: SqlStore's journal, snapshot and run index statements, as unnest()ed arrays; ``1 / 0``
-#: refuses the whole statement when an index update misses its row.
+#: refuses the whole statement when an index update misses its row. ``pg_notify`` wakes
+#: the clients following runs (sent at commit; never for a refused statement).
 PG_GROUP = (
     "WITH j AS (INSERT INTO {t}journal (workflow_id, run_id, seq, record) "
     "SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::bytea[])), "
@@ -68,7 +70,7 @@ PG_GROUP = (
     "meta, owner, epoch, workflow_id, run_id, old_last, old_epoch) "
     "WHERE r.workflow_id = v.workflow_id AND r.run_id = v.run_id AND r.last_seq = v.old_last "
     "AND r.epoch = v.old_epoch RETURNING 1) "
-    "SELECT 1 / (count(*) = ?)::int FROM u"
+    "SELECT 1 / (count(*) = ?)::int, pg_notify(?, '') FROM u"
 )
 
 
@@ -200,6 +202,8 @@ class SqlStore(Owners, GroupWrites, SqlReads, Store):
             self._fenced(batches)
             if self._is_conflict(exc):
                 b = batches[0]
+                if len(batches) == 1 and b.first_seq == 1:  # another process started this run id first
+                    raise RunExists(b.workflow_id, b.run_id) from None
                 raise StoreError(
                     f"the journal of run {b.workflow_id}/{b.run_id} already holds one of events "
                     f"{b.first_seq}..{b.last_seq}, or the run already exists; the batch was refused "

@@ -156,6 +156,8 @@ class PostgresStore(SqlStore):
                             "connect_timeout": max(1, int(round(self.connect_timeout)))}
         k2 = zlib.crc32(self.schema.encode()) - (1 << 31)
         self._worker_space = zlib.crc32(b"atomr-worker:" + self.schema.encode()) - (1 << 31)
+        #: the NOTIFY channel of this schema's commits (atomr._follow listens to it)
+        self.channel = f"atomr_{zlib.crc32(self.schema.encode()):08x}"
         try:
             first = self._connect()
             if readonly:
@@ -208,6 +210,12 @@ class PostgresStore(SqlStore):
     def _configure(self, conn: Any) -> None:
         conn.isolation_level = self._psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
+
+    def listener(self) -> Any:
+        """A new connection that LISTENs to this schema's commits (its owner closes it)."""
+        conn = self._connect()
+        conn.execute(f'LISTEN "{self.channel}"')
+        return conn
 
     # -- workers: liveness locks (see atomr.store.sql._owners) -----------------------------------
 
@@ -324,7 +332,7 @@ class PostgresStore(SqlStore):
             cols += [list(c) for c in zip(*g.snaps)] if g.snaps else [[], [], [], []]
             cols += [list(c) for c in zip(*g.inserts)] if g.inserts else [[]] * 12
             cols += [list(c) for c in zip(*g.updates)] if g.updates else [[]] * 13
-            conn.execute(self._q_group, (*cols, len(g.updates)), prepare=True)
+            conn.execute(self._q_group, (*cols, len(g.updates), self.channel), prepare=True)
         except self._psycopg.errors.DivisionByZero:
             raise StoreError("a run's index row changed under this store (another writer?); the group was "
                              "refused and nothing of it was stored") from None
