@@ -15,7 +15,6 @@ import weakref
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import pykka
 
 from atomr._hooks import logger
 from atomr.actors.checkpointer import Checkpointer, WriterGate
@@ -27,19 +26,18 @@ from atomr.actors.sleeper import Sleeper
 from atomr.actors.scheduler import Scheduler
 from atomr.actors.pool import LocalExecutor
 from atomr.actors.supervisor import Supervisor
-from atomr.errors import (AtomrError, RunNotFound, RunNotPaused, RunOwnedElsewhere, RuntimeClosed, WorkflowExists,
+from atomr.errors import (AtomrError, RunNotFound, RunNotPaused, RuntimeClosed, WorkflowExists,
                           WorkflowNotFound)
 from atomr._follow import Follower
 from atomr._worker import Worker, check_worker_args
-from atomr.store.sql._owners import WorkerInfo
-from atomr import _maintain
+from atomr._runs_api import RunsAPI
 from atomr._check import check_number
 from atomr._maintain import check_run_id
 from atomr._aio import AsyncAPI
 from atomr._control import RunControl
 from atomr._schedule import Schedules
 from atomr._inspect import Inspection
-from atomr._edge import check_meta, prepare_starts, recover_runs
+from atomr._edge import check_meta, prepare_starts
 from atomr.handle import DEFAULT_TIMEOUT, RunHandle, _Inbox
 from atomr.messages import Rejected, Resume, Run
 from atomr.kinds import Subgraph
@@ -68,7 +66,7 @@ def _close_all() -> None:  # pragma: no cover - interpreter exit
             pass
 
 
-class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
+class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
     """Runs registered workflows on a store.
 
     ``store``: a store — :class:`~atomr.LmdbStore` (default: ``LmdbStore(".atomr")``),
@@ -369,89 +367,6 @@ class Runtime(Inspection, RunControl, Schedules, AsyncAPI):
         self._core.supervisor.route(wf, run_id, Resume(command, inbox, inbox))
         return wf, inbox
 
-    def recover(self, workflow_ids: Iterable[str] | None = None,
-                max_active: int | None = 64) -> list[RunHandle]:
-        """Carry on every run left "running" in the store (after a crash).
-
-        Only runs of registered workflows are recovered (others are logged and
-        skipped). Returns their handles at once. At most ``max_active`` of them
-        execute at the same time (None: all at once); the rest start as
-        those finish, from a feeder thread — a thousand runs fighting over
-        the GIL at once finish later than in waves. A run that cannot be
-        recovered raises its error from ``handle.result()``.
-        """
-        self._check_open()
-        return recover_runs(self, workflow_ids, max_active)
-
-    def ref(self, workflow_id: str, run_id: str) -> pykka.ActorRef[Any]:
-        """The run's ActorRef (spawning or rehydrating it): tell it Run/Resume.
-        RunOwnedElsewhere when another worker executes the run."""
-        self._check_open()
-        wf = self.workflow(workflow_id)
-        check_run_id(run_id)
-        if self._core.follow is not None and not self._core.supervisor.is_live(wf.id, run_id):
-            owner = self.store.live_owner(wf.id, run_id)  # type: ignore[attr-defined]
-            if owner is not None:
-                raise RunOwnedElsewhere(wf.id, run_id, owner)
-        return self._core.supervisor.ref(wf, run_id)
-
-    # -- fork / maintenance ------------------------------------------------
-
-    def fork(
-        self,
-        workflow_id: str,
-        run_id: str,
-        super_step: int,
-        edits: Mapping[str, Any] | None = None,
-        new_run_id: str | None = None,
-    ) -> str:
-        """A new paused run starting from the state after ``super_step`` (edits go
-        through the reducers). Resume it with ``Command()``. Returns its run id."""
-        self._check_open()
-        return _maintain.fork(self, self.workflow(workflow_id), check_run_id(run_id), super_step, edits, new_run_id)
-
-    def prune(self, workflow_id: str, run_id: str, keep_last: int = 1) -> int:
-        """Drop the history of a run before its last ``keep_last`` checkpoints
-        (a snapshot is kept at the cut). Returns the number of records removed."""
-        self._check_open()
-        return _maintain.prune(self, self.workflow(workflow_id), check_run_id(run_id), keep_last)
-
-    def delete(self, workflow_id: str, run_id: str) -> bool:
-        """Remove a run from the store entirely (refused while it executes)."""
-        self._check_open()
-        return _maintain.delete(self, workflow_id, run_id)
-
-    def purge(self, older_than_s: float, statuses: Iterable[str] = ("done", "failed")) -> int:
-        """Delete runs with one of ``statuses`` not updated for ``older_than_s``
-        seconds (never a live run). Returns how many."""
-        self._check_open()
-        return _maintain.purge(self, older_than_s, statuses)
-
-    def _maintain(self, fn: Any) -> Any:
-        """Run ``fn(store)`` in the store's writer thread."""
-        return _maintain.maintain(self, fn)
-
-    def flush(self) -> None:
-        """Wait until everything queued for the store is committed."""
-        self._check_open()
-        _maintain.maintain(self, lambda store: None)
-
     def live_runs(self) -> int:
         """How many runs hold an actor right now (none holds a thread)."""
         return len(self._core.supervisor.live())
-
-    def workers(self) -> list[WorkerInfo]:
-        """The live workers of this runtime's shared store (id, host, pid, started,
-        last heartbeat, lease, runs owned); [] for a store only one process opens."""
-        self._check_open()
-        if self._core.follow is None:
-            return []
-        return self.store.workers()  # type: ignore[attr-defined,no-any-return]
-
-    def _remote(self, workflow_id: str, run_id: str) -> bool:
-        """True when the run executes (or is to execute) in another process: follow it via the store."""
-        if self._core.follow is None or self._core.supervisor.is_live(workflow_id, run_id):
-            return False
-        if not self.execute:
-            return True
-        return self.store.live_owner(workflow_id, run_id) is not None  # type: ignore[attr-defined]

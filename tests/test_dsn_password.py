@@ -114,8 +114,13 @@ def test_repr_paths_and_errors_of_the_store(url, pg_schema):
     try:
         for text in (repr(store), str(store.path), str(store)):
             assert SECRET not in text and "***" in text
-        with pytest.raises(StoreLocked) as locked:
-            PostgresStore(url)
+        store.join("w", 5.0)
+        other = PostgresStore(url)  # a second process (worker) is welcome, not with the same worker id
+        try:
+            with pytest.raises(StoreLocked) as locked:
+                other.join("w", 5.0)
+        finally:
+            other.close()
         assert SECRET not in str(locked.value) and pg_schema in str(locked.value)
     finally:
         store.close()

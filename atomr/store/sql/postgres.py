@@ -27,10 +27,8 @@ DSN with it masked (:func:`atomr.store.url.redact`).
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import select
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
