@@ -61,7 +61,8 @@ def test_loopback_hosts():
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--shards", "2"], "--shards is not supported yet"),
+    (["--shards", "2"], "unrecognized arguments: --shards"),
+    (["--workers", "2"], "--workers needs a store that several processes share"),
     (["--port", "70000"], "--port must be"),
     (["--max-body", "0"], "--max-body must be"),
 ])

@@ -6,6 +6,7 @@
     atomr show W RUN / atomr history W RUN       a run's state / its checkpoints
     atomr resume W RUN [--resume JSON] ...       carry on a paused run
     atomr fork / prune / purge / graph / recover / cancel / schedule / serve / bench
+    atomr worker MODULE:WORKFLOW...              execute runs of a shared store (SQLite, Postgres)
     atomr verify / backup DEST / copy SRC DST   look after a store (per backend)
 
 Every command works on the store ``--store`` names — a directory (LMDB),
@@ -20,7 +21,11 @@ Exit codes: 0 done (or success), 3 paused, 1 failed run or unexpected error,
 Modules: ``base`` (exit codes, CliError, specs, JSON input), ``render``
 (output), ``stores`` (store URLs, store and runtime per command), ``commands``,
 ``control`` (cancel), ``care`` (verify, backup, copy), ``schedule``, ``serve``,
-``bench``, ``parser``, ``app`` (``main``).
+``worker``, ``pool`` (serve's worker processes), ``bench``, ``parser``, ``app`` (``main``).
+
+On a shared store (SQLite, Postgres) only ``run``, ``recover``, ``worker``,
+``serve`` and ``demo`` execute runs; every other command is a client
+(``Runtime(execute=False)``), so a short command never takes a run over.
 """
 
 from __future__ import annotations

@@ -82,24 +82,34 @@ def _parent_gone(parent: int | None) -> bool:
     return parent is not None and os.getppid() != parent
 
 
-def _wait_for_signal(parent: int | None) -> str:
-    """Block until SIGTERM / SIGINT (or the parent process is gone); what stopped it."""
-    got: list[str] = []
-    stop = threading.Event()
+class _Signals:
+    """SIGTERM / SIGINT recorded from ``with`` on (also while the worker starts up); ``wait()`` for one."""
 
-    def handler(signum: int, _frame: Any) -> None:
-        got.append(signal.Signals(signum).name)
-        stop.set()
+    def __init__(self, parent: int | None) -> None:
+        self.parent = parent
+        self.got: list[str] = []
+        self._stop = threading.Event()
+        self._previous: dict[int, Any] = {}
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while not stop.wait(0.5):
-            if _parent_gone(parent):
-                return "its atomr serve is gone"
-        return got[0]
-    finally:
-        for sig, old in previous.items():
+    def __enter__(self) -> _Signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._previous.items():
             signal.signal(sig, old)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.got.append(signal.Signals(signum).name)
+        self._stop.set()
+
+    def wait(self) -> str:
+        """Block until a signal came (or the parent process is gone); what stopped the worker."""
+        while not self._stop.wait(0.5):
+            if _parent_gone(self.parent):
+                return "its atomr serve is gone"
+        return self.got[0]
 
 
 def _parent() -> int | None:
@@ -114,16 +124,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     check_worker_args(None, True, args.worker_id, args.lease_s, True, args.concurrency)  # before the store opens
     ids, workflows = load_specs(args.workflows, "execute")
     parent = _parent()
-    with runtime(args, execute=True, worker_id=args.worker_id, lease_s=args.lease_s,
-                 concurrency=args.concurrency) as rt:
+    with _Signals(parent) as signals, runtime(args, execute=True, worker_id=args.worker_id, lease_s=args.lease_s,
+                                             concurrency=args.concurrency) as rt:
         for wf in workflows:
             rt.register(wf)
         print(f"atomr worker: {rt.worker_id} executing {', '.join(sorted(ids))} on store {shown(args.store)!r} "
               f"(lease {args.lease_s:g}s, up to {args.concurrency} runs at once); SIGTERM stops", flush=True)
-        if _parent_gone(parent):
-            why = "its atomr serve is gone"
-        else:
-            why = _wait_for_signal(parent)
+        why = "its atomr serve is gone" if _parent_gone(parent) else signals.wait()
         left = drain(rt, DRAIN_S)
     handed = f"; {left} run(s) in flight handed to the other workers" if left else ""
     print(f"atomr worker: {rt.worker_id} stopped ({why}){handed}", flush=True)

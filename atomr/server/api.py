@@ -210,6 +210,9 @@ async def wait_run(request: Request) -> JSON:
     timeout = params.query_seconds(request, "timeout", 30.0, MAX_WAIT_S)
     wf, run = _ids(request)
     rt = ctx.rt
+    # the cursor before the state: an outcome committed after it is streamed, one before it is
+    # in the state read next (a run another worker executes may settle between the two reads)
+    summary = await asyncio.to_thread(rt.store.summary, wf, run)
     is_live = getattr(getattr(rt, "_core", None), "supervisor", None)
     if is_live is not None and not is_live.is_live(wf, run):
         # no actor holds the run: the store is the whole truth, no need to wake it
@@ -217,7 +220,6 @@ async def wait_run(request: Request) -> JSON:
         if view.status in SETTLED:
             return JSON(settled_outcome(view))
     h = await asyncio.to_thread(rt.handle, wf, run)
-    summary = await asyncio.to_thread(rt.store.summary, h.workflow_id, run)
     out = None
 
     async def watch() -> None:
