@@ -270,3 +270,44 @@ def test_the_pool_runs_a_real_worker_on_sqlite(tmp_path):
     finally:
         codes = pool.stop(grace_s=T)
     assert codes == [0]
+
+
+# -- the Workers page and a run's worker, in a real Chromium (skipped without one) -----------------
+
+
+def test_workers_page_and_the_run_page_name_the_worker(tmp_path):
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no Chromium: install Debian's chromium package to run the UI tests")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    GATE.clear()
+    rt = on(f"sqlite:///{tmp_path / 'runs.db'}", worker_id="w-page")
+    try:
+        with serve(rt) as (srv, _), sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                        args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(T * 1000)
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                httpx.post(f"{srv.url}/api/workflows/gated/runs", json={"run_id": "g1"}, timeout=T)
+                page.goto(f"{srv.url}/workers")
+                row = page.locator("#workers-body tr[data-worker=w-page]")
+                row.wait_for()
+                cells = row.locator("td").all_inner_texts()
+                assert cells[0] == "w-page" and cells[2] == str(os.getpid()) and cells[6] == "alive"
+                expect = sync_api.expect
+                expect(row.locator("td").nth(5)).to_have_text("1", timeout=T * 1000)  # runs owned
+                page.goto(f"{srv.url}/runs/gated/g1")
+                expect(page.locator("#run-facts")).to_contain_text("executing in worker w-page", timeout=T * 1000)
+                GATE.set()
+                expect(page.locator("#run-status")).to_have_text("done", timeout=T * 1000)
+                expect(page.locator("#run-facts")).not_to_contain_text("executing in worker", timeout=T * 1000)
+                assert errors == [], errors
+            finally:
+                browser.close()
+    finally:
+        GATE.set()
