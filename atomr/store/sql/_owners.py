@@ -229,17 +229,22 @@ class Owners:
                  f"AND epoch = ? AND status = 'running' AND (owner IS NULL OR owner = ? OR NOT EXISTS "
                  f"(SELECT 1 FROM {{t}}workers w WHERE w.worker_id = {{t}}runs.owner AND "
                  f"w.heartbeat_ms >= {self._now_sql()} - w.lease_ms))")
+        won = self._claim_rows(stmt, wid, seen)
+        for workflow_id, run_id, epoch in seen:
+            self._cache.pop((workflow_id, run_id), None)  # read it afresh: the previous owner may have written
+        for workflow_id, run_id, epoch in won:
+            self._owned[(workflow_id, run_id)] = epoch + 1
+        return [(w, r) for w, r, _ in won]
+
+    def _claim_rows(self, stmt: str, wid: str, seen: Sequence[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+        """Run the claim statement for each run in one transaction; the ones won."""
         won = []
         with self._wlock, self._writing() as cur:
             for workflow_id, run_id, epoch in seen:
                 cur.execute(stmt, (wid, self._enc(workflow_id), self._enc(run_id), epoch, wid))
                 if self._rows(cur) == 1:
                     won.append((workflow_id, run_id, epoch))
-        for workflow_id, run_id, epoch in seen:
-            self._cache.pop((workflow_id, run_id), None)  # read it afresh: the previous owner may have written
-        for workflow_id, run_id, epoch in won:
-            self._owned[(workflow_id, run_id)] = epoch + 1
-        return [(w, r) for w, r, _ in won]
+        return won
 
     def owner_of(self, workflow_id: str, run_id: str) -> tuple[str | None, int, str | None] | None:
         """``(owner, epoch, cancel asked)`` of a run; None for an unknown run."""
