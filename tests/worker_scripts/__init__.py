@@ -1,0 +1,1 @@
+"""Worker processes for tests/test_workers_processes.py."""
