@@ -102,8 +102,10 @@ class RunsAPI:
 
     def _remote(self: Runtime, workflow_id: str, run_id: str) -> bool:
         """True when the run executes (or is to execute) in another process: follow it via the store."""
-        if self._core.follow is None or self._core.supervisor.is_live(workflow_id, run_id):
+        if self._core.follow is None:
             return False
         if not self.execute:
-            return True
+            return True  # a client's actor only writes requests: it never streams a run
+        if self._core.supervisor.is_live(workflow_id, run_id):
+            return False
         return self.store.live_owner(workflow_id, run_id) is not None  # type: ignore[attr-defined]

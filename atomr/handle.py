@@ -228,7 +228,8 @@ class RunHandle:
         stream; see :meth:`stream`).
         """
         timeout = _check_timeout(timeout)
-        if after is not None or self._inbox is None:
+        rt = self.runtime
+        if after is not None or self._inbox is None or not rt.execute:  # a client: events come from the store
             for item in self.stream("events", after=after or 0, timeout=timeout):
                 if item.mode == "outcome":
                     yield StepEvent("outcome", self.workflow_id, self.run_id,

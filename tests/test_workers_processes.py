@@ -262,11 +262,6 @@ def test_clients_wait_for_and_stream_a_run_executed_by_a_worker_process(url, pro
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "core bugs: (1) RunHandle.events() of a handle whose run a worker process executes yields only the "
-    "outcome (the Follower tells inboxes outcomes, never step events); (2) a stream opened at once after a "
-    "client's start() is routed to the client's actor while it hands the run over, which forwards it to a "
-    "new, never-driving client actor that answers Subscribed and then never taps: the stream hangs"))
 def test_a_client_streams_the_run_it_just_started(url, procs, client):
     procs(url, "only", lease_s=10.0).ready()
     h = client.start(W.WID, {"n": 0})
