@@ -49,11 +49,9 @@ log = logger("atomr.store")
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 #: First key of atomr's advisory locks ("atom").
 _LOCK_SPACE = 0x61746F6D
-#: How long an open waits for a writer's lock that another session holds before
-#: StoreLocked: the server drops the lock of a session that closed or whose process
-#: was killed only once that backend has noticed and exited (usually milliseconds)
+#: How long a worker id's lock held by another session is waited for (the server drops the
+#: lock of a session whose process died once that backend has noticed: usually milliseconds)
 LOCK_GRACE_S = 2.0
-
 
 
 def _check_reader(conn: Any) -> None:
@@ -238,8 +236,7 @@ class PostgresStore(SqlStore):
         return (self._worker_space, zlib.crc32(worker_id.encode()) - (1 << 31))
 
     def _hold_worker(self, worker_id: str) -> None:
-        """Win the worker's advisory lock on the writer's session (waiting up to
-        LOCK_GRACE_S for a session that is ending), or WorkerIdInUse."""
+        """Win the worker's advisory lock on the writer's session, or WorkerIdInUse."""
         with self._wlock:
             self._hold_worker_on(self._writer_conn(), worker_id)
 
