@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from atomr._hooks import logger
 from atomr._load import load_progress
 from atomr._run.subscribers import tell
+from atomr.errors import RunNotFound
 from atomr.graph.drive import outcome_of
 from atomr.messages import Rejected, StreamEnd, Subscribed, Tap
 
@@ -193,8 +194,6 @@ class Follower:
             self._watches.pop(key, None)
             inboxes, sinks = w.inboxes, w.sinks
         if status is None:
-            from atomr.errors import RunNotFound
-
             out: Any = Rejected(key[0], key[1], RunNotFound(*key))
         else:
             wf = self.rt._core.workflows.get(key[0])

@@ -28,7 +28,9 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
+from atomr._check import check_int, check_number
 from atomr._hooks import logger
+from atomr.errors import AtomrError
 from atomr.messages import Recover
 
 if TYPE_CHECKING:
@@ -159,9 +161,6 @@ class Worker:
 def check_worker_args(store: object, shared: bool, worker_id: object, lease_s: object, execute: object,
                       concurrency: object) -> tuple[str, float, int]:
     """Runtime's worker arguments, checked (AtomrError naming the bad one); a fresh id for None."""
-    from atomr._check import check_int, check_number
-    from atomr.errors import AtomrError
-
     if not isinstance(execute, bool):
         raise AtomrError(f"execute must be True or False, got {execute!r}")
     if worker_id is None:

@@ -113,13 +113,10 @@ class Owners:
         self._hold_worker(worker_id)
         self.worker_id = worker_id
         self.lease_ms = max(1, int(lease_s * 1000))
-        q = self.dialect.sql
         try:
             with self._wlock, self._writing() as cur:
-                cur.execute(q(f"DELETE FROM {{t}}workers WHERE worker_id = ?"), (worker_id,))
-                cur.execute(q(f"INSERT INTO {{t}}workers (worker_id, host, pid, started_ms, heartbeat_ms, lease_ms) "
-                              f"VALUES (?, ?, ?, {self._now_sql()}, {self._now_sql()}, ?)"),
-                            (worker_id, socket.gethostname()[:255], os.getpid(), self.lease_ms))
+                cur.execute(self.dialect.sql("DELETE FROM {t}workers WHERE worker_id = ?"), (worker_id,))
+                self._insert_worker(cur)
         except BaseException:
             self.worker_id = None
             with self._wlock:
@@ -135,9 +132,18 @@ class Owners:
         with self._wlock, self._writing() as cur:
             cur.execute(q(f"UPDATE {{t}}workers SET heartbeat_ms = {self._now_sql()} WHERE worker_id = ?"), (wid,))
             if self._rows(cur) == 0:
-                cur.execute(q(f"INSERT INTO {{t}}workers (worker_id, host, pid, started_ms, heartbeat_ms, "
-                              f"lease_ms) VALUES (?, ?, ?, {self._now_sql()}, {self._now_sql()}, ?)"),
-                            (wid, socket.gethostname()[:255], os.getpid(), self.lease_ms))
+                self._insert_worker(cur)
+
+    def _insert_worker(self, cur: Any) -> None:
+        """This worker's row, its heartbeat now (in ``cur``'s write transaction)."""
+        now = self._now_sql()
+        cur.execute(self.dialect.sql(f"INSERT INTO {{t}}workers (worker_id, host, pid, started_ms, heartbeat_ms, "
+                                     f"lease_ms) VALUES (?, ?, ?, {now}, {now}, ?)"),
+                    (self.worker_id, socket.gethostname()[:255], os.getpid(), self.lease_ms))
+
+    def _live(self, w: str) -> str:
+        """SQL: the worker row aliased ``w`` has a lease that has not expired (database clock)."""
+        return f"{w}.heartbeat_ms >= {self._now_sql()} - {w}.lease_ms"
 
     def leave(self) -> int:
         """Give up every run this worker owns (others take them at once) and its row.
@@ -205,8 +211,8 @@ class Owners:
             cur.execute(q(
                 f"SELECT r.workflow_id, r.run_id, r.epoch FROM {{t}}runs r LEFT JOIN {{t}}workers w "
                 f"ON w.worker_id = r.owner WHERE r.status = 'running' AND r.workflow_id IN ({marks}) "
-                f"AND (r.owner IS NULL OR r.owner = ? OR w.worker_id IS NULL OR "
-                f"w.heartbeat_ms < {self._now_sql()} - w.lease_ms) ORDER BY r.updated_ms LIMIT ?"),
+                f"AND (r.owner IS NULL OR r.owner = ? OR w.worker_id IS NULL OR NOT ({self._live('w')})) "
+                "ORDER BY r.updated_ms LIMIT ?"),
                 (*wfs, self.worker_id or "", int(limit)))
             rows = cur.fetchall()
         return [(self._dec(r[0]), self._dec(r[1]), int(r[2])) for r in rows]
@@ -224,20 +230,19 @@ class Owners:
             raise StoreError("this store object has not joined as a worker; claim() is for workers")
         if not seen:
             return []
-        q = self.dialect.sql
-        stmt = q(f"UPDATE {{t}}runs SET owner = ?, epoch = epoch + 1 WHERE workflow_id = ? AND run_id = ? "
-                 f"AND epoch = ? AND status = 'running' AND (owner IS NULL OR owner = ? OR NOT EXISTS "
-                 f"(SELECT 1 FROM {{t}}workers w WHERE w.worker_id = {{t}}runs.owner AND "
-                 f"w.heartbeat_ms >= {self._now_sql()} - w.lease_ms))")
-        won = self._claim_rows(stmt, wid, seen)
+        won = self._claim_rows(wid, seen)
         for workflow_id, run_id, epoch in seen:
             self._cache.pop((workflow_id, run_id), None)  # read it afresh: the previous owner may have written
         for workflow_id, run_id, epoch in won:
             self._owned[(workflow_id, run_id)] = epoch + 1
         return [(w, r) for w, r, _ in won]
 
-    def _claim_rows(self, stmt: str, wid: str, seen: Sequence[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
-        """Run the claim statement for each run in one transaction; the ones won."""
+    def _claim_rows(self, wid: str, seen: Sequence[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
+        """One conditional update per run, in one transaction; the ones won (Postgres: one statement)."""
+        stmt = self.dialect.sql(
+            f"UPDATE {{t}}runs SET owner = ?, epoch = epoch + 1 WHERE workflow_id = ? AND run_id = ? AND epoch = ? "
+            f"AND status = 'running' AND (owner IS NULL OR owner = ? OR NOT EXISTS (SELECT 1 FROM {{t}}workers w "
+            f"WHERE w.worker_id = {{t}}runs.owner AND {self._live('w')}))")
         won = []
         with self._wlock, self._writing() as cur:
             for workflow_id, run_id, epoch in seen:
@@ -261,7 +266,7 @@ class Owners:
         with self._reading(consistent=False) as cur:
             cur.execute(q(f"SELECT r.owner FROM {{t}}runs r JOIN {{t}}workers w ON w.worker_id = r.owner "
                           f"WHERE r.workflow_id = ? AND r.run_id = ? AND r.status = 'running' AND r.owner <> ? "
-                          f"AND w.heartbeat_ms >= {self._now_sql()} - w.lease_ms"),
+                          f"AND {self._live('w')}"),
                         (self._enc(workflow_id), self._enc(run_id), self.worker_id or ""))
             row = cur.fetchone()
         return None if row is None else str(row[0])
@@ -293,16 +298,23 @@ class Owners:
             return int(cur.fetchone()[0])
 
     def positions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, str]]:
-        """``(last_seq, status)`` of each of ``keys`` that exists, read in few queries."""
+        """``(last_seq, status)`` of each of ``keys`` that exists. Postgres: one statement
+        whatever the number (arrays: its text, and so its prepared plan, never changes);
+        SQLite: one per 300 keys."""
         q = self.dialect.sql
-        out: dict[tuple[str, str], tuple[int, str]] = {}
         keys = list(keys)
+        rows: list[Any] = []
         with self._reading(consistent=False) as cur:
-            for i in range(0, len(keys), 300):
-                chunk = keys[i:i + 300]
-                cond = " OR ".join(["(workflow_id = ? AND run_id = ?)"] * len(chunk))
-                args = [self._enc(x) for k in chunk for x in k]
-                cur.execute(q(f"SELECT workflow_id, run_id, last_seq, status FROM {{t}}runs WHERE {cond}"), args)
-                for r in cur.fetchall():
-                    out[(self._dec(r[0]), self._dec(r[1]))] = (int(r[2]), str(r[3]))
-        return out
+            if self.dialect.name == "postgres":
+                cur.execute(q("SELECT r.workflow_id, r.run_id, r.last_seq, r.status FROM {t}runs r JOIN "
+                              "unnest(?::text[], ?::text[]) AS k(w, id) ON r.workflow_id = k.w AND r.run_id = k.id"),
+                            ([self._enc(w) for w, _ in keys], [self._enc(r) for _, r in keys]))
+                rows = cur.fetchall()
+            else:
+                for i in range(0, len(keys), 300):
+                    chunk = keys[i:i + 300]
+                    cond = " OR ".join(["(workflow_id = ? AND run_id = ?)"] * len(chunk))
+                    cur.execute(q(f"SELECT workflow_id, run_id, last_seq, status FROM {{t}}runs WHERE {cond}"),
+                                [self._enc(x) for k in chunk for x in k])
+                    rows += cur.fetchall()
+        return {(self._dec(r[0]), self._dec(r[1])): (int(r[2]), str(r[3])) for r in rows}
