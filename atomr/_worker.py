@@ -50,7 +50,7 @@ class Worker:
     """Heartbeats, reaping, takeovers and remote cancels (see the module docstring)."""
 
     def __init__(self, rt: Runtime, worker_id: str, lease_s: float, concurrency: int,
-                 poll_s: float = 0.1) -> None:
+                 poll_s: float = 0.05) -> None:
         self.rt = rt
         self.worker_id = worker_id
         self.lease_s = lease_s
@@ -115,7 +115,7 @@ class Worker:
                     return
                 log.warning("worker %s: a store operation failed; trying again", self.worker_id, exc_info=True)
                 self._stopped.wait(0.5)
-            if not busy:
+            if not busy:  # a full batch: look again at once (a backlog is waiting)
                 self._wake.wait(self.poll_s)
                 self._wake.clear()
 

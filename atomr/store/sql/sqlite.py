@@ -104,6 +104,7 @@ class SqliteStore(SqlStore):
         self.readonly = readonly
         self._lock_fd = -1
         self._lock_path = ""
+        self._turn_fd = -1  # <path>-atomr-write.lock: the writers' turns (see _writing)
         self._writer: sqlite3.Connection | None = None
         self._pool: queue.LifoQueue[sqlite3.Connection] = queue.LifoQueue()
         self._made = 0
@@ -143,6 +144,7 @@ class SqliteStore(SqlStore):
             os.makedirs(parent, mode=0o700, exist_ok=True)
         if not os.path.exists(self.path):  # created 0600; SQLite gives -wal and -shm the same mode
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self._turn_fd = os.open(self.path + "-atomr-write.lock", os.O_RDWR | os.O_CREAT, 0o600)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=_BUSY_MS / 1000)
         self._writer = conn
         self._all.append(conn)
@@ -300,14 +302,20 @@ class SqliteStore(SqlStore):
         cur = self._cursors.get(conn)
         if cur is None:
             cur = self._cursors[conn] = conn.cursor()
-        cur.execute("BEGIN IMMEDIATE")
+        # processes take turns on a kernel lock: a waiter wakes the moment the writer is done,
+        # where SQLite's busy handler would sleep and retry (1, 2, 5, 10... ms)
+        fcntl.flock(self._turn_fd, fcntl.LOCK_EX)
         try:
-            yield cur
-        except BaseException:
-            if conn.in_transaction:
-                cur.execute("ROLLBACK")
-            raise
-        cur.execute("COMMIT")
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                if conn.in_transaction:
+                    cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+        finally:
+            fcntl.flock(self._turn_fd, fcntl.LOCK_UN)
 
     def _side_cursor(self, cur: Any) -> Any:
         if self._side is None or self._side.connection is not cur.connection:
@@ -364,3 +372,6 @@ class SqliteStore(SqlStore):
             except sqlite3.Error:
                 pass
         self._drop_worker()
+        if self._turn_fd >= 0:
+            os.close(self._turn_fd)
+            self._turn_fd = -1
