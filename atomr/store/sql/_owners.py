@@ -297,24 +297,26 @@ class Owners:
             cur.execute(f"SELECT {self._now_sql()}")
             return int(cur.fetchone()[0])
 
-    def positions(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], tuple[int, str]]:
-        """``(last_seq, status)`` of each of ``keys`` that exists. Postgres: one statement
-        whatever the number (arrays: its text, and so its prepared plan, never changes);
-        SQLite: one per 300 keys."""
+    def positions(self, keys: Sequence[tuple[str, str]], settled: bool = False
+                  ) -> dict[tuple[str, str], tuple[int, str]]:
+        """``(last_seq, status)`` of each of ``keys`` that exists (``settled``: only of
+        those paused or ended). Postgres: one statement whatever the number (arrays: its
+        text, and so its prepared plan, never changes); SQLite: one per 300 keys."""
         q = self.dialect.sql
         keys = list(keys)
+        only = " AND r.status NOT IN ('running', 'queued', 'sleeping')" if settled else ""
         rows: list[Any] = []
         with self._reading(consistent=False) as cur:
             if self.dialect.name == "postgres":
                 cur.execute(q("SELECT r.workflow_id, r.run_id, r.last_seq, r.status FROM {t}runs r JOIN "
-                              "unnest(?::text[], ?::text[]) AS k(w, id) ON r.workflow_id = k.w AND r.run_id = k.id"),
+                              "unnest(?::text[], ?::text[]) AS k(w, id) ON r.workflow_id = k.w AND r.run_id = k.id" + only),
                             ([self._enc(w) for w, _ in keys], [self._enc(r) for _, r in keys]))
                 rows = cur.fetchall()
             else:
                 for i in range(0, len(keys), 300):
                     chunk = keys[i:i + 300]
                     cond = " OR ".join(["(workflow_id = ? AND run_id = ?)"] * len(chunk))
-                    cur.execute(q(f"SELECT workflow_id, run_id, last_seq, status FROM {{t}}runs WHERE {cond}"),
+                    cur.execute(q(f"SELECT workflow_id, run_id, last_seq, status FROM {{t}}runs r WHERE ({cond}){only}"),
                                 [self._enc(x) for k in chunk for x in k])
                     rows += cur.fetchall()
         return {(self._dec(r[0]), self._dec(r[1])): (int(r[2]), str(r[3])) for r in rows}
