@@ -176,9 +176,13 @@ class Follower:
                 w = self._watches.get(key)
             if w is None or (row is None and not w.sinks):
                 continue  # still moving
-            if row is None:  # deleted meanwhile
-                self._settle(key, w, None)
-                continue
+            if row is None:
+                s = store.summary(*key)  # read once more, on its own, before saying it is gone
+                if s is not None:
+                    row = (s.last_seq, s.status)
+                else:  # deleted meanwhile
+                    self._settle(key, w, None)
+                    continue
             last_seq, status = row
             if w.sinks and last_seq > min(seq for _, seq in w.sinks):
                 self._feed(key, w, last_seq)

@@ -100,6 +100,15 @@ class RunsAPI:
             return []
         return self.store.workers()  # type: ignore[attr-defined,no-any-return]
 
+    def drain(self: Runtime) -> None:
+        """Stop taking runs from the store (orphaned, expired or started by clients):
+        the runs this worker executes go on, its lease is kept, and runs it starts
+        itself still execute here. Before a graceful ``close()``: let in-flight runs
+        settle, then close to give the rest up at once. No effect off a shared store."""
+        self._check_open()
+        if self._worker is not None:
+            self._worker.drain()
+
     def _remote(self: Runtime, workflow_id: str, run_id: str) -> bool:
         """True when the run executes (or is to execute) in another process: follow it via the store."""
         if self._core.follow is None:

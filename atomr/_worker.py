@@ -74,6 +74,10 @@ class Worker:
         """Look for runs to take now (a workflow was registered, a NOTIFY came)."""
         self._wake.set()
 
+    def drain(self) -> None:
+        """Take no more runs from the store (heartbeats and remote cancels go on)."""
+        self.concurrency = 0
+
     def stop(self) -> None:
         """Stop looking (the runtime is closing)."""
         self._stopped.set()

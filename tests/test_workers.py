@@ -228,3 +228,68 @@ def test_the_lmdb_lock_message_says_how_to_run_several_processes(tmp_path: Any) 
     err = SL(str(tmp_path), 123)
     assert "SqliteStore or a PostgresStore" in str(err) and isinstance(err, StoreLocked)
     assert LmdbStore is not None and fmt is not None
+
+
+# --- run control across workers: sleeps, schedules, drain, metrics --------------------------------------------------
+
+
+def _napper(calls: list[int]) -> Any:
+    def nap(state: Any, ctx: Any) -> Any:
+        calls.append(1)  # once before the sleep, once after the wake
+        ctx.sleep(0.6)
+        return {"log": ["woke"]}
+    return build("nap", {"nap": nap})
+
+
+def test_a_durable_sleep_is_woken_by_exactly_one_of_two_workers(sql_target: CrashTarget) -> None:
+    calls: list[int] = []
+    with Runtime(sql_target.open(), worker_id="A") as a, Runtime(sql_target.open(), worker_id="B") as b:
+        a.register(_napper(calls))
+        h = a.start("nap", {}, run_id="r")
+        deadline = time.monotonic() + T
+        while a.store.summary("nap", "r").status != "sleeping" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        b.register(_napper(calls))  # B arms the same sleep: both timers fire, one wake wins
+        out = h.result(timeout=T)
+        assert isinstance(out, Done) and out.state["log"] == ["woke"]
+        time.sleep(0.5)  # the losing wake has had its chance
+        woke = [e for _, e in a.store.journal("nap", "r") if isinstance(e, ev.Resumed)]
+        assert len(woke) == 1 and len(calls) == 2, (woke, calls)
+        assert [e.layer for _, e in a.store.journal("nap", "r") if isinstance(e, ev.SuperStepCommitted)] == [0]
+
+
+def test_a_schedule_starts_each_due_run_once_across_two_workers(sql_target: CrashTarget) -> None:
+    with Runtime(sql_target.open(), worker_id="A") as a, Runtime(sql_target.open(), worker_id="B") as b:
+        a.register(chain("tick", 1))
+        b.register(chain("tick", 1))
+        a.schedule("every", "tick", every_s=0.5)
+        b._arm_schedules(b.workflow("tick"))  # noqa: SLF001 - B sees it as a process that registered later would
+        time.sleep(2.2)
+        a.unschedule("every")
+        a.flush()
+        runs = [s for s in a.runs() if s.workflow_id == "tick"]
+        dues = [s.meta.get("due") for s in runs]
+        assert 3 <= len(runs) <= 6 and len(set(dues)) == len(dues), dues  # one run per due time
+
+
+def test_drain_stops_taking_runs_and_workers_show_in_metrics(sql_target: CrashTarget) -> None:
+    pytest.importorskip("prometheus_client")
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from atomr.server.metrics import _RuntimeCollector as RuntimeCollector
+
+    with Runtime(sql_target.open(), worker_id="W") as w, Runtime(sql_target.open(), execute=False) as c:
+        w.register(chain("c", 2))
+        c.register(chain("c", 2))
+        assert isinstance(c.start("c", {}).result(timeout=T), Done)
+        w.drain()
+        h = c.start("c", {}, run_id="waits")
+        time.sleep(0.5)
+        assert c.store.summary("c", "waits").status == "running" and w.live_runs() == 0  # nobody took it
+        reg = CollectorRegistry()
+        reg.register(RuntimeCollector(c))
+        text = generate_latest(reg).decode()
+        assert 'atomr_worker_runs{host=' in text and 'worker_id="W"' in text and "atomr_workers 1.0" in text
+        with Runtime(sql_target.open(), worker_id="X") as x:  # another worker takes it
+            x.register(chain("c", 2))
+            assert isinstance(h.result(timeout=T), Done)

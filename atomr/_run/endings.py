@@ -74,8 +74,18 @@ class Endings:
 
     def _store_failed(self: WorkflowActor, err: BaseException, first: bool = False) -> None:
         """The store refused our events: the stored run stays at its last durable point."""
-        if isinstance(err, OwnershipLost) or (isinstance(err, RunOwnedElsewhere) and self.accepted):
-            self._handed_over(f"taken over by worker {err.owner!r}" if err.owner else "released")
+        moved = isinstance(err, (OwnershipLost, RunOwnedElsewhere))  # another process wrote the run first
+        if moved and self.accepted:
+            self._handed_over(f"taken over by worker {err.owner!r}" if err.owner else "carried on elsewhere")
+            return
+        if moved:  # a request (a resume, a sleep's wake) another process carried out first: refused
+            log.info("run %s/%s: %s", *self.key, err)
+            self.journal.ack_token = None
+            self._after_commit = None
+            reply_to, listeners = self.subs.take()
+            for target in {id(t): t for t in reply_to + listeners}.values():
+                tell(target, Rejected(self.key[0], self.key[1], err))
+            self._release_and_stop()  # its streams subscribe again: to whoever runs it now
             return
         log.error("run %s/%s: store write failed: %s", *self.key, err)
         self.journal.ack_token = None

@@ -69,9 +69,7 @@ def load_specs(specs: list[str], command: str) -> tuple[dict[str, str], list[Wor
 
 def drain(rt: Any, seconds: float) -> int:
     """Take no new run; wait up to ``seconds`` for the runs in flight to settle. Returns how many still execute."""
-    worker = getattr(rt, "_worker", None)
-    if worker is not None:
-        worker.concurrency = 0  # its loop claims no run while none is free (heartbeats go on)
+    rt.drain()  # claims no more runs (heartbeats go on)
     deadline = time.monotonic() + seconds
     while rt.live_runs() and time.monotonic() < deadline:
         time.sleep(0.05)

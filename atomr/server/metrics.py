@@ -71,6 +71,20 @@ class _RuntimeCollector:
             yield GaugeMetricFamily("atomr_dispatcher_queue_depth",
                                     "Run actors waiting for a dispatcher thread (queued runs)", value=depth())
         yield GaugeMetricFamily("atomr_workflows", "Registered workflows", value=len(rt.workflows))
+        workers = rt.workers()  # every worker of a shared store, as recorded in the store (any process)
+        if workers:
+            owned = GaugeMetricFamily("atomr_worker_runs", "Runs each live worker of the store executes",
+                                      labels=["worker_id", "host"])
+            age = GaugeMetricFamily("atomr_worker_heartbeat_age_seconds", "Seconds since each worker's last "
+                                    "heartbeat (by the database's clock; past its lease its runs are taken over)",
+                                    labels=["worker_id", "host"])
+            now = rt.store.db_now_ms()  # type: ignore[attr-defined]
+            for w in workers:
+                owned.add_metric([w.worker_id, w.host], w.runs)
+                age.add_metric([w.worker_id, w.host], max(0, now - w.heartbeat_ms) / 1000)
+            yield owned
+            yield age
+            yield GaugeMetricFamily("atomr_workers", "Live workers of the store", value=sum(w.alive for w in workers))
         info = GaugeMetricFamily("atomr_store_info", "The store this server runs on: its class and where it is "
                                  "(a password in a DSN masked)", labels=["backend", "location"])
         info.add_metric([type(rt.store).__name__, redact(str(getattr(rt.store, "path", None) or ""))], 1)

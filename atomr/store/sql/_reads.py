@@ -54,11 +54,11 @@ class SqlReads:
         self._check_open()
         with self._reading(consistent=False) as cur:
             cur.execute(self._q_summary, (self._enc(workflow_id), self._enc(run_id)))
-            row = cur.fetchone()
-        if row is None:
+            rows = cur.fetchall()  # to the end: an unfinished statement would keep SQLite's read snapshot open
+        if not rows:
             return None
         try:
-            return self._row_summary(workflow_id, run_id, row)
+            return self._row_summary(workflow_id, run_id, rows[0])
         except fmt.SOUND as exc:  # sound: its meta holds a type this process cannot read
             raise fmt.corrupt(workflow_id, run_id, 0, exc) from None
         except CodecError as exc:

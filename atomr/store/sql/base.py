@@ -225,19 +225,21 @@ class SqlStore(Owners, GroupWrites, SqlReads, Store):
                 cache.pop(key, None)
 
     def _fenced(self, batches: Sequence[AppendBatch]) -> None:
-        """After a refused write of one run this worker held: OwnershipLost when
-        another worker took the run over (its epoch moved on)."""
-        if len(batches) != 1:
+        """After a refused write of one run: OwnershipLost when another process
+        wrote the run first — took over a run this worker held (its epoch moved on),
+        or a worker now executes a run it held not (a resume, a sleep's wake it lost)."""
+        if len(batches) != 1 or batches[0].first_seq == 1:
             return
-        key = (batches[0].workflow_id, batches[0].run_id)
+        b = batches[0]
+        key = (b.workflow_id, b.run_id)
         held = self._owned.get(key)
-        if held is None:
-            return
         try:
             now = self.owner_of(*key)
+            moved = held is None and now is not None and now[0] not in (None, self.worker_id) \
+                and (s := self.summary(*key)) is not None and s.last_seq >= b.first_seq
         except Exception:  # noqa: BLE001 - unknown: keep the write's own error
             return
-        if now is not None and now[1] != held:
+        if now is not None and ((held is not None and now[1] != held) or moved):
             self._owned.pop(key, None)
             self._cache.pop(key, None)
             raise OwnershipLost(key[0], key[1], now[0])
