@@ -10,8 +10,10 @@ Spans (all with ``atomr.workflow_id`` and ``atomr.run_id``):
 
 * ``atomr.run <workflow>``: one execution of a run, from its start or resume
   to its outcome (``atomr.outcome``: done, paused, failed, cancelled); a
-  resumed execution links to the span of the execution that paused (in this
-  process);
+  resumed execution links to the span of the execution before it — the one
+  that paused in this process, or, resumed or taken over in another process
+  (or after a restart), the one the run's meta keeps (``atomr_trace``: each
+  execution writes its span context there with its next commit);
 * ``atomr.super_step``: child of the run span, from its first step sent to
   the next super-step (or the outcome);
 * ``atomr.step <step>``: child of its super-step, one per attempt (a retry is
@@ -97,15 +99,36 @@ def teardown() -> None:
     _paused.clear()
 
 
+#: the run meta key that keeps the span context of a run's last execution (any process links to it)
+TRACE_KEY = "atomr_trace"
+
+
+def _stored_link(actor: Any) -> Any:
+    """The span context of the run's last execution as the store keeps it (another
+    process's, or one before a restart); None when it has none."""
+    s = actor.core.store.summary(*actor.key)
+    text = s.meta.get(TRACE_KEY) if s is not None else None
+    try:
+        trace_id, span_id = (int(x, 16) for x in str(text).split("-"))
+    except ValueError:
+        return None
+    return _api.SpanContext(trace_id, span_id, is_remote=True, trace_flags=_api.TraceFlags(1))
+
+
 def _start_run(actor: Any) -> _RunTrace:
     wid, rid = actor.key
     link = _paused.pop(actor.key, None)
+    if link is None and actor.p.seq > 1:  # resumed or taken over here: link to where it was traced before
+        link = _stored_link(actor)
     span = _tracer.start_span(
         f"atomr.run {wid}", context=_context.Context(), links=[_Link(link)] if link is not None else None,
         attributes={"atomr.workflow_id": wid, "atomr.run_id": rid, "atomr.super_step": actor.p.super_step,
                     "atomr.resumed": link is not None or actor.p.super_step > 0})
     rt = _RunTrace(span, _api.set_span_in_context(span))
     _runs[actor.key] = rt
+    sc = span.get_span_context()  # kept with the run (its next commit): a later execution anywhere links here
+    j = actor.journal
+    j.meta_new = {**(j.meta_new or {}), TRACE_KEY: f"{sc.trace_id:032x}-{sc.span_id:016x}"}
     return rt
 
 

@@ -221,3 +221,27 @@ def test_trace_run_example_prints_the_tree():
     assert any(x.startswith("      GET /inventory") for x in lines)
     assert any(x.startswith("      llm.complete") for x in lines)
     assert any(x.startswith("atomr.run traced [done] linked to the paused execution") for x in lines)
+
+
+def test_a_run_resumed_in_another_process_links_to_its_earlier_execution(spans, tmp_path):
+    from atomr import SqliteStore
+
+    def ask(state, ctx):
+        return {"log": [ctx.interrupt("ok?")]}
+
+    def wf():
+        return Workflow("p", Dag.builder("ask").step("ask", ask).build(), StateSchema({"log": AppendList()}))
+
+    path = str(tmp_path / "runs.db")
+    with Runtime(store=SqliteStore(path), worker_id="A") as a:
+        a.register(wf())
+        assert isinstance(a.start("p", {}, run_id="r").result(timeout=T), Paused)
+    [first] = by_name(spans, "atomr.run p")
+    _trace._paused.clear()  # another process knows nothing of it: only the store does
+    with Runtime(store=SqliteStore(path), worker_id="B") as b:
+        b.register(wf())
+        assert isinstance(b.resume("p", "r", Command(resume="yes")).result(timeout=T), Done)
+        assert b.store.summary("p", "r").meta["atomr_trace"].endswith(f"{by_name(spans, 'atomr.run p')[-1].context.span_id:016x}")
+    second = [s for s in by_name(spans, "atomr.run p") if s.context.span_id != first.context.span_id]
+    assert [link.context.span_id for link in second[0].links] == [first.context.span_id]
+    assert second[0].links[0].context.trace_id == first.context.trace_id
