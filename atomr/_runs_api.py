@@ -110,11 +110,13 @@ class RunsAPI:
             self._worker.drain()
 
     def _remote(self: Runtime, workflow_id: str, run_id: str) -> bool:
-        """True when the run executes (or is to execute) in another process: follow it via the store."""
+        """True when a stream of the run follows it through the store: on a shared
+        store, unless this worker executes it (or holds it) now. A run another
+        worker executes, one waiting in a queue or asleep (any worker may carry it on
+        next) and a settled one are all read from the store."""
         if self._core.follow is None:
             return False
         if not self.execute:
             return True  # a client's actor only writes requests: it never streams a run
-        if self._core.supervisor.is_live(workflow_id, run_id):
-            return False
-        return self.store.live_owner(workflow_id, run_id) is not None  # type: ignore[attr-defined]
+        key = (workflow_id, run_id)
+        return not self._core.supervisor.is_driving(*key) and key not in self.store._owned  # type: ignore[attr-defined]

@@ -293,3 +293,37 @@ def test_drain_stops_taking_runs_and_workers_show_in_metrics(sql_target: CrashTa
         with Runtime(sql_target.open(), worker_id="X") as x:  # another worker takes it
             x.register(chain("c", 2))
             assert isinstance(h.result(timeout=T), Done)
+
+
+def test_max_concurrent_runs_counts_the_runs_of_every_worker(sql_target: CrashTarget) -> None:
+    gate = threading.Event()
+    peak: list[int] = []
+    active = [0]
+    lock = threading.Lock()
+
+    def step(state: Any, ctx: Any) -> Any:
+        with lock:
+            active[0] += 1
+            peak.append(active[0])
+        gate.wait(T)
+        with lock:
+            active[0] -= 1
+        return {"log": ["x"]}
+
+    def wf() -> Any:
+        return build("lim", {"a": step}, max_concurrent_runs=2)
+
+    with Runtime(sql_target.open(), worker_id="A") as a, Runtime(sql_target.open(), worker_id="B") as b:
+        a.register(wf())
+        b.register(wf())
+        hs = [a.start("lim", {}, run_id=f"a{i}") for i in range(2)]
+        deadline = time.monotonic() + T
+        while active[0] < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        hs += [b.start("lim", {}, run_id=f"b{i}") for i in range(2)]  # B counts A's two: its own wait
+        time.sleep(0.5)
+        assert active[0] == 2 and b.store.summary("lim", "b0").status == "queued"
+        gate.set()
+        for h in hs:
+            assert isinstance(h.result(timeout=T), Done)
+        assert max(peak) == 2

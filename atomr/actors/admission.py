@@ -3,7 +3,9 @@
 A start beyond the limit journals its run as "queued" (durable, in order) and
 holds nothing; when an executing run of the workflow settles, the oldest
 queued run is admitted (told ``Admit``) and starts. Queued runs survive a
-restart: registering the workflow admits them again up to the limit.
+restart: registering the workflow admits them again up to the limit. On a
+shared store the limit counts the runs every worker executes (read from the
+store at each admission).
 Threads: run actors' turns and the caller's; one lock.
 """
 
@@ -34,12 +36,22 @@ class Admission:
         limit = wf.max_concurrent_runs
         if limit is None:
             return True
+        elsewhere = self._elsewhere(wf)
         with self._lock:
             holders = self._holders.setdefault(wf.id, set())
-            if run_id in holders or len(holders) < limit:
+            if run_id in holders or len(holders | elsewhere) < limit:
                 holders.add(run_id)
                 return True
             return False
+
+    def _elsewhere(self, wf: Workflow) -> set[str]:
+        """On a shared store, the runs of ``wf`` executing in any worker (the limit counts
+        every worker's). Workers admitting at the same instant may each count a slot
+        that the other takes: the limit is then exceeded for a moment, by at most one
+        run per other worker admitting at once."""
+        if self.core.follow is None:
+            return set()
+        return {s.run_id for s in self.core.store.runs(status="running", workflow_id=wf.id)}
 
     def leave(self, wf: Workflow, run_id: str) -> None:
         """A run stopped executing: free its slot and admit the next queued run."""
@@ -55,15 +67,18 @@ class Admission:
         if limit is None:
             return
         chosen: list[str] = []
+        elsewhere = self._elsewhere(wf)
         with self._lock:
             holders = self._holders.setdefault(wf.id, set())
-            if len(holders) >= limit:
+            busy = holders | elsewhere
+            if len(busy) >= limit:
                 return
             for s in self.core.store.runs(status="queued", workflow_id=wf.id):  # oldest first
-                if len(holders) >= limit:
+                if len(busy) >= limit:
                     break
-                if s.run_id not in holders:
+                if s.run_id not in busy:
                     holders.add(s.run_id)
+                    busy.add(s.run_id)
                     chosen.append(s.run_id)
         for run_id in chosen:
             try:
