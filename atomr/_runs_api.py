@@ -119,4 +119,8 @@ class RunsAPI:
         if not self.execute:
             return True  # a client's actor only writes requests: it never streams a run
         key = (workflow_id, run_id)
-        return not self._core.supervisor.is_driving(*key) and key not in self.store._owned  # type: ignore[attr-defined]
+        sup = self._core.supervisor
+        if sup.is_driving(*key) or key in self.store._owned:  # type: ignore[attr-defined]
+            return False
+        # an actor here for a run the store does not hold yet: it is starting here
+        return not (sup.is_live(*key) and self.store.summary(*key) is None)

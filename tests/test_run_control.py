@@ -285,7 +285,8 @@ def test_queued_runs_survive_a_restart_and_can_be_cancelled(reopen_store):
     gate.set()
     with Runtime(store=reopen_store()) as rt2:
         rt2.register(_queue_wf(hold, limit=1))
-        assert [h.run_id for h in rt2.recover()] == ["r0"]
+        # a worker of a shared store takes r0 over as it registers: it may be done before recover()
+        assert [h.run_id for h in rt2.recover()] in ((["r0"], []) if rt2.store.shared else (["r0"],))
         for rid in ("r0", "r1", "r2"):
             assert isinstance(rt2.handle("q", rid).result(timeout=T), Done), rid
         assert rt2.get_state("q", "r3").status == "cancelled"
