@@ -206,6 +206,7 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
             self._worker.close()  # its runs go to the other workers at once
         if core.follow is not None:
             core.follow.close()
+        core.limiter.close()
         core.executor.close()
         core.scheduler.close()
         core.dispatcher.close(timeout=max(0.1, min(0.5, deadline - time.monotonic())))
@@ -233,6 +234,11 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
                 return workflow  # already here (e.g. as a Subgraph's child)
             if known is not None:
                 raise WorkflowExists(workflow.id)
+            if not getattr(self.store, "shared", False) and any(
+                    lim.scope == "global" for lim in workflow.step_limits.values()):
+                raise AtomrError(f"workflow {workflow.id!r} has a step Limit with scope='global', which counts "
+                                 f"the executions of every worker of a shared store; {type(self.store).__name__} "
+                                 "is opened by one process: use scope='worker', or an SqliteStore / PostgresStore")
             self._core.workflows[workflow.id] = workflow
         if self.execute:  # a client leaves timers, queues and schedules to the workers
             self._arm_sleepers(workflow)  # its runs that were sleeping when a process stopped

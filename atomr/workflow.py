@@ -67,11 +67,14 @@ class RetryPolicy:
 @dataclass(frozen=True)
 class Limit:
     """At most ``concurrency`` executions of a step at once, and at most
-    ``per_second`` starts per second, across every run of a runtime (None: no
-    limit). Waiting executions hold no thread."""
+    ``per_second`` starts per second (None: no limit), across every run of a
+    runtime (``scope="worker"``, the default) or of every worker of a shared
+    store (``scope="global"``: the slots are held in the store; needs an
+    SqliteStore or a PostgresStore). Waiting executions hold no thread."""
 
     concurrency: int | None = None
     per_second: float | None = None
+    scope: str = "worker"
 
     def __post_init__(self) -> None:
         if self.concurrency is not None:
@@ -82,6 +85,8 @@ class Limit:
                          hint="pass starts per second, or None")
         if self.concurrency is None and self.per_second is None:
             raise GraphError("a Limit needs concurrency=, per_second= or both")
+        if self.scope not in ("worker", "global"):
+            raise GraphError(f"Limit.scope must be 'worker' or 'global', got {self.scope!r}")
 
 
 class Workflow:

@@ -327,3 +327,60 @@ def test_max_concurrent_runs_counts_the_runs_of_every_worker(sql_target: CrashTa
         for h in hs:
             assert isinstance(h.result(timeout=T), Done)
         assert max(peak) == 2
+
+
+def test_a_global_step_limit_holds_across_workers(sql_target: CrashTarget) -> None:
+    from atomr import Limit
+
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def call(state: Any, ctx: Any) -> Any:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+        return {"log": ["x"]}
+
+    def wf() -> Any:
+        return build("api", {"a": call, "b": lambda state, ctx: {"log": ["b"]}}, [("a", "b")],
+                     step_limits={"a": Limit(concurrency=1, scope="global")})
+
+    with Runtime(sql_target.open(), worker_id="A") as a, Runtime(sql_target.open(), worker_id="B") as b:
+        a.register(wf())
+        b.register(wf())
+        hs = [rt.start("api", {}) for rt in (a, b) for _ in range(4)]
+        assert all(isinstance(h.result(timeout=T), Done) for h in hs)
+        assert peak[0] == 1  # one call at a time over both workers
+        assert b.store.take_slot("api\x1fa", 99, 1, None)  # every slot was given back
+        b.store.free_slot("api\x1fa", 99)
+
+
+def test_a_global_rate_limit_spaces_starts_across_workers(sql_target: CrashTarget) -> None:
+    from atomr import Limit
+
+    starts: list[float] = []
+
+    def call(state: Any, ctx: Any) -> Any:
+        starts.append(time.monotonic())
+        return {"log": ["x"]}
+
+    def wf() -> Any:
+        return build("rate", {"a": call}, step_limits={"a": Limit(per_second=10, scope="global")})
+
+    with Runtime(sql_target.open(), worker_id="A") as a, Runtime(sql_target.open(), worker_id="B") as b:
+        a.register(wf())
+        b.register(wf())
+        hs = [rt.start("rate", {}) for rt in (a, b) for _ in range(3)]
+        assert all(isinstance(h.result(timeout=T), Done) for h in hs)
+    starts.sort()
+    assert starts[-1] - starts[0] >= 0.4  # 6 starts at 10/s over both workers: at least 5 gaps of ~0.1 s
+
+
+def test_a_global_limit_needs_a_shared_store() -> None:
+    from atomr import Limit
+
+    with Runtime(MemoryStore()) as rt:
+        with pytest.raises(AtomrError, match="scope='global'"):
+            rt.register(build("g", {"a": lambda s, c: {}}, step_limits={"a": Limit(concurrency=1, scope="global")}))

@@ -39,9 +39,22 @@ class Limiter:
         #: token -> lane of executions sent and not finished
         self._admitted: dict[int, tuple[str, str]] = {}
         self._forgotten: set[int] = set()
+        #: the lanes of limits with scope="global" (lazy)
+        self._global: Any = None
+
+    def close(self) -> None:
+        if self._global is not None:
+            self._global.close()
 
     def submit(self, key: tuple[str, str], limit: Limit, msg: Any) -> None:
         """Send ``msg`` (an Execute) now if its step's limit allows, else queue it."""
+        if limit.scope == "global":
+            if self._global is None:
+                from atomr.actors.global_limits import GlobalLanes
+
+                self._global = GlobalLanes(self.core.store, self.core.executor.submit)
+            self._global.submit(key, limit, msg)
+            return
         with self._lock:
             lane = self._lanes.get(key)
             if lane is None:
@@ -52,6 +65,10 @@ class Limiter:
 
     def done(self, token: int) -> None:
         """An execution ended (or was abandoned): free its slot."""
+        g = self._global
+        if g is not None and token in g.tokens:
+            g.done(token)
+            return
         with self._lock:
             key = self._admitted.pop(token, None)
             if key is None:

@@ -157,6 +157,7 @@ class Owners:
                 cur.execute(q("UPDATE {t}runs SET owner = NULL WHERE owner = ?"), (wid,))
                 n = self._rows(cur)
                 cur.execute(q("DELETE FROM {t}workers WHERE worker_id = ?"), (wid,))
+                cur.execute(q("DELETE FROM {t}slots WHERE worker_id = ?"), (wid,))
         finally:
             self._owned.clear()
             self._cache.clear()
@@ -238,13 +239,22 @@ class Owners:
         return [(w, r) for w, r, _ in won]
 
     def _claim_rows(self, wid: str, seen: Sequence[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
-        """One conditional update per run, in one transaction; the ones won (Postgres: one statement)."""
-        stmt = self.dialect.sql(
-            f"UPDATE {{t}}runs SET owner = ?, epoch = epoch + 1 WHERE workflow_id = ? AND run_id = ? AND epoch = ? "
-            f"AND status = 'running' AND (owner IS NULL OR owner = ? OR NOT EXISTS (SELECT 1 FROM {{t}}workers w "
-            f"WHERE w.worker_id = {{t}}runs.owner AND {self._live('w')}))")
+        """The conditional claims, in one transaction; the ones won. Postgres: ONE statement
+        over arrays (one round trip); SQLite: one update per run (no round trips there)."""
+        claimable = (f"status = 'running' AND (owner IS NULL OR owner = ? OR NOT EXISTS (SELECT 1 FROM "
+                     f"{{t}}workers w WHERE w.worker_id = {{t}}runs.owner AND {self._live('w')}))")
+        q = self.dialect.sql
         won = []
         with self._wlock, self._writing() as cur:
+            if self.dialect.name == "postgres":
+                cur.execute(q(f"UPDATE {{t}}runs SET owner = ?, epoch = epoch + 1 FROM unnest(?::text[], ?::text[], "
+                              f"?::bigint[]) AS v(w, id, e) WHERE workflow_id = v.w AND run_id = v.id AND epoch = v.e "
+                              f"AND {claimable} RETURNING workflow_id, run_id, v.e"),
+                            (wid, [self._enc(w) for w, _, _ in seen], [self._enc(r) for _, r, _ in seen],
+                             [int(e) for _, _, e in seen], wid))
+                return [(self._dec(w), self._dec(r), int(e)) for w, r, e in cur.fetchall()]
+            stmt = q(f"UPDATE {{t}}runs SET owner = ?, epoch = epoch + 1 WHERE workflow_id = ? AND run_id = ? "
+                     f"AND epoch = ? AND {claimable}")
             for workflow_id, run_id, epoch in seen:
                 cur.execute(stmt, (wid, self._enc(workflow_id), self._enc(run_id), epoch, wid))
                 if self._rows(cur) == 1:
@@ -290,6 +300,41 @@ class Owners:
                           "AND status = 'running'"), (self.worker_id,))
             rows = cur.fetchall()
         return [(self._dec(r[0]), self._dec(r[1]), str(r[2])) for r in rows]
+
+    # -- step limits with scope="global" (atomr.actors.global_limits) ----------------------------
+
+    def take_slot(self, lane: str, token: int, concurrency: int | None, per_second: float | None) -> bool:
+        """Hold a slot of ``lane`` for execution ``token`` if its limit allows one now
+        (slots of live workers counted; starts spaced by the database's clock): True
+        when taken, in one transaction."""
+        q = self.dialect.sql
+        now = self._now_sql()
+        with self._wlock, self._writing() as cur:
+            self._lock_lane(cur, lane)
+            if concurrency is not None:
+                cur.execute(q(f"SELECT count(*) FROM {{t}}slots s JOIN {{t}}workers w ON w.worker_id = s.worker_id "
+                              f"WHERE s.lane = ? AND {self._live('w')}"), (lane,))
+                if int(cur.fetchone()[0]) >= concurrency:
+                    return False
+            if per_second is not None:
+                cur.execute(q("INSERT INTO {t}lanes (lane, next_ms) VALUES (?, 0) ON CONFLICT (lane) DO NOTHING"),
+                            (lane,))
+                cur.execute(q(f"UPDATE {{t}}lanes SET next_ms = (CASE WHEN next_ms > {now} THEN next_ms ELSE {now} "
+                              f"END) + ? WHERE lane = ? AND next_ms <= {now}"), (max(1, int(1000 / per_second)), lane))
+                if self._rows(cur) != 1:
+                    return False
+            cur.execute(q("INSERT INTO {t}slots (lane, worker_id, token) VALUES (?, ?, ?)"),
+                        (lane, self.worker_id or "", token))
+        return True
+
+    def free_slot(self, lane: str, token: int) -> None:
+        """Give back the slot ``take_slot`` took for ``token``."""
+        with self._wlock, self._writing() as cur:
+            cur.execute(self.dialect.sql("DELETE FROM {t}slots WHERE lane = ? AND worker_id = ? AND token = ?"),
+                        (lane, self.worker_id or "", token))
+
+    def _lock_lane(self, cur: Any, lane: str) -> None:
+        """Serialize the slot counts of one lane (SQLite: its write transactions are serial already)."""
 
     def db_now_ms(self) -> int:
         """The database's clock (what leases are timed by)."""

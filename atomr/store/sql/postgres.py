@@ -207,19 +207,8 @@ class PostgresStore(SqlStore):
         conn.isolation_level = self._psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
 
-    def _claim_rows(self, wid: str, seen: Any) -> list[tuple[str, str, int]]:
-        """Every claim in ONE statement (one round trip): the runs won."""
-        t = f'"{self.schema}".'
-        q = (f"UPDATE {t}runs AS r SET owner = %s, epoch = r.epoch + 1 FROM unnest(%s::text[], %s::text[], "
-             f"%s::bigint[]) AS v(w, id, e) WHERE r.workflow_id = v.w AND r.run_id = v.id AND r.epoch = v.e "
-             f"AND r.status = 'running' AND (r.owner IS NULL OR r.owner = %s OR NOT EXISTS (SELECT 1 FROM "
-             f"{t}workers k WHERE k.worker_id = r.owner AND {self._live('k')})) "
-             "RETURNING r.workflow_id, r.run_id, v.e")
-        with self._wlock, self._writing() as cur:
-            cur.execute(q, (wid, [self._enc(w) for w, _, _ in seen], [self._enc(r) for _, r, _ in seen],
-                            [int(e) for _, _, e in seen], wid))
-            rows = cur.fetchall()
-        return [(self._dec(w), self._dec(r), int(e)) for w, r, e in rows]
+    def _lock_lane(self, cur: Any, lane: str) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", self._worker_key("lane:" + lane))
 
     def listener(self) -> Any:
         """A new connection that LISTENs to this schema's commits (its owner closes it)."""

@@ -19,6 +19,10 @@ database's own tools. Each dialect gives a table prefix (SQLite:
                                                                 cancel: a cancel asked of its owner
     workers     worker_id TEXT | host TEXT, pid, started_ms,    the live workers: heartbeat and
                 heartbeat_ms, lease_ms BIGINT                   lease by the database's clock
+    slots       lane, worker_id TEXT, token BIGINT |            executions holding a slot of a step
+                                                                limit with scope="global"
+    lanes       lane TEXT | next_ms BIGINT                      the earliest next start of such a
+                                                                limit's per_second (database clock)
     journal     workflow_id, run_id TEXT, seq BIGINT |          the events, gap-free from first_seq
                 record BLOB                                     to last_seq (record: framed event)
     snapshots   workflow_id, run_id TEXT, seq BIGINT |          folded run state after event seq
@@ -34,7 +38,7 @@ stored as it is, so ``SELECT * FROM atomr.runs WHERE run_id = 'order-7'``
 works. SQLite text holds NUL, so its ids are never escaped.
 
 Format versions (``SQL_FORMAT_VERSION``): 1 — the tables above without
-``workers`` and the runs' ``owner``, ``epoch`` and ``cancel``; 2 — with them
+``workers``, ``slots``, ``lanes`` and the runs' ``owner``, ``epoch`` and ``cancel``; 2 — with them
 (workers: :mod:`atomr.store.sql._owners`). A store at an
 older version is migrated on open, in one transaction, by the statements in
 :data:`MIGRATIONS`; a newer one is refused with
@@ -61,7 +65,7 @@ __all__ = [
 SQL_FORMAT_VERSION = 2
 
 #: Table names (before the dialect's prefix), in the order they are created.
-TABLES = ("meta", "runs", "journal", "snapshots", "schedules", "workers")
+TABLES = ("meta", "runs", "journal", "snapshots", "schedules", "workers", "slots", "lanes")
 
 #: version -> statements that bring a store from that version to the next one.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -120,6 +124,9 @@ def create_statements(d: Dialect) -> list[str]:
         f"CREATE TABLE IF NOT EXISTS {d.t('schedules')} (schedule_id TEXT PRIMARY KEY, record {b} NOT NULL){w}",
         f"CREATE TABLE IF NOT EXISTS {d.t('workers')} (worker_id TEXT PRIMARY KEY, host TEXT NOT NULL, "
         f"pid {i} NOT NULL, started_ms {i} NOT NULL, heartbeat_ms {i} NOT NULL, lease_ms {i} NOT NULL){w}",
+        f"CREATE TABLE IF NOT EXISTS {d.t('slots')} (lane TEXT NOT NULL, worker_id TEXT NOT NULL, "
+        f"token {i} NOT NULL, PRIMARY KEY (lane, worker_id, token)){w}",
+        f"CREATE TABLE IF NOT EXISTS {d.t('lanes')} (lane TEXT PRIMARY KEY, next_ms {i} NOT NULL){w}",
         f"CREATE INDEX IF NOT EXISTS {p}runs_status ON {d.t('runs')} (status, created_ms)",
         f"CREATE INDEX IF NOT EXISTS {p}runs_created ON {d.t('runs')} (created_ms)",
     ]

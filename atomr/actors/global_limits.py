@@ -1,0 +1,130 @@
+"""Step limits across every worker of a shared store: ``Limit(..., scope="global")``.
+
+A global lane's slots are rows in the store (:meth:`~atomr.store.sql._owners.Owners.take_slot`):
+an execution starts once it holds one — at most ``concurrency`` rows of a lane
+held by live workers, and starts spaced by ``1 / per_second`` by the
+database's clock. A dead worker's slots stop counting with its lease (or at
+once, when it is reaped); a worker's own are dropped when it leaves.
+
+Executions over the limit wait here in a FIFO queue per lane, holding no
+thread. One daemon thread (``atomr-limits``, lazy) takes and frees the slots,
+so no run actor's turn waits for the database; it looks again every
+``poll_s`` while executions wait for a slot another worker holds.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from atomr._hooks import logger
+
+if TYPE_CHECKING:
+    from atomr.store.base import Store
+    from atomr.workflow import Limit
+
+__all__ = ["GlobalLanes", "lane_name"]
+
+log = logger("atomr.limits")
+
+
+def lane_name(key: tuple[str, str]) -> str:
+    """The store's name of the lane of step ``key[1]`` of workflow ``key[0]``."""
+    return f"{key[0]}\x1f{key[1]}"
+
+
+class GlobalLanes:
+    """The waiting executions of global lanes, and the thread that admits them."""
+
+    def __init__(self, store: Store, send: Callable[[Any], None], poll_s: float = 0.05) -> None:
+        self.store = store
+        self.send = send
+        self.poll_s = poll_s
+        self._cond = threading.Condition()
+        self._queues: dict[tuple[str, str], collections.deque[Any]] = {}
+        self._limits: dict[tuple[str, str], Limit] = {}
+        #: token -> lane of executions holding a slot
+        self._held: dict[int, tuple[str, str]] = {}
+        #: tokens submitted here and not done (Limiter.done routes them here)
+        self.tokens: set[int] = set()
+        self._forgotten: set[int] = set()
+        self._to_free: list[tuple[tuple[str, str], int]] = []
+        self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def submit(self, key: tuple[str, str], limit: Limit, msg: Any) -> None:
+        with self._cond:
+            self.tokens.add(msg.token)
+            self._limits[key] = limit
+            self._queues.setdefault(key, collections.deque()).append(msg)
+            self._cond.notify()
+        self._start()
+
+    def done(self, token: int) -> None:
+        """An execution ended or was abandoned: give its slot back (or drop it from its queue)."""
+        with self._cond:
+            self.tokens.discard(token)
+            key = self._held.pop(token, None)
+            if key is None:
+                self._forgotten.add(token)
+            else:
+                self._to_free.append((key, token))
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+
+    def _start(self) -> None:
+        if self._thread is None:
+            with self._cond:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._loop, name="atomr-limits", daemon=True)
+                    self._thread.start()
+
+    def _loop(self) -> None:
+        waiting = False
+        while True:
+            with self._cond:
+                if not self._to_free:
+                    self._cond.wait(self.poll_s if waiting else None)
+                if self._stopped:
+                    return
+                frees, self._to_free = self._to_free, []
+                lanes = [(k, q) for k, q in self._queues.items() if q]
+            try:
+                for key, token in frees:
+                    self.store.free_slot(lane_name(key), token)  # type: ignore[attr-defined]
+                waiting = False
+                for key, queue in lanes:
+                    waiting |= self._admit(key, queue)
+            except Exception:  # noqa: BLE001 - the store may be away a while: try again
+                log.warning("global step limits: a store operation failed; trying again", exc_info=True)
+                with self._cond:
+                    self._to_free[:0] = frees
+                waiting = True
+
+    def _admit(self, key: tuple[str, str], queue: collections.deque[Any]) -> bool:
+        """Send the lane's executions while slots are free; True when some still wait."""
+        limit = self._limits[key]
+        while True:
+            with self._cond:
+                while queue and queue[0].token in self._forgotten:
+                    self._forgotten.discard(queue.popleft().token)
+                if not queue:
+                    return False
+                msg = queue[0]
+            if not self.store.take_slot(lane_name(key), msg.token, limit.concurrency,  # type: ignore[attr-defined]
+                                        limit.per_second):
+                return True
+            with self._cond:
+                queue.popleft()
+                if msg.token in self._forgotten:  # abandoned while its slot was taken
+                    self._forgotten.discard(msg.token)
+                    self._to_free.append((key, msg.token))
+                    continue
+                self._held[msg.token] = key
+            self.send(msg)
