@@ -11,8 +11,9 @@ outcome (and each stream :class:`~atomr.messages.StreamEnd`).
 Wake-ups: on Postgres, a ``NOTIFY`` that every group commit sends (the
 follower's own LISTENing connection; an outcome reaches a waiting client
 within 20 ms of its commit: one look per 20 ms at most), looking at least every 100 ms; on
-SQLite, a poll every ``poll_s`` (50 ms). ``ctx.emit`` items stay in
-the executing process (they are not journaled).
+SQLite, a poll every ``poll_s`` (50 ms). ``ctx.emit`` items (never
+journaled) come as NOTIFY payloads on Postgres (:mod:`atomr.store.sql._pgnotify`);
+on SQLite they stay in the executing process.
 
 Threads: one daemon thread per runtime (lazy, ``atomr-follow``); ``watch`` /
 ``subscribe`` from any thread.
@@ -31,7 +32,8 @@ from atomr._load import load_progress
 from atomr._run.subscribers import tell
 from atomr.errors import RunNotFound
 from atomr.graph.drive import outcome_of
-from atomr.messages import Rejected, StreamEnd, Subscribed, Tap
+from atomr.messages import Custom, Rejected, StreamEnd, Subscribed, Tap
+from atomr.store.sql._pgnotify import decode_item
 
 if TYPE_CHECKING:
     from atomr.runtime import Runtime
@@ -126,14 +128,33 @@ class Follower:
             self._wake.clear()
             return
         try:
-            for _ in self._conn.notifies(timeout=0.0 if self._wake.is_set() else 0.1, stop_after=1):
-                pass
+            for n in self._conn.notifies(timeout=0.0 if self._wake.is_set() else 0.1, stop_after=1):
+                if n.payload:
+                    self._custom(n.payload)
+            while True:  # the rest that arrived meanwhile, without waiting
+                got = [n for n in self._conn.notifies(timeout=0.0, stop_after=50) if n.payload]
+                for n in got:
+                    self._custom(n.payload)
+                if not got:
+                    break
         except Exception:  # noqa: BLE001 - the connection broke: poll, and listen again later
             with contextlib.suppress(Exception):
                 self._conn.close()
             self._conn = None
             self._retry_at = time.monotonic() + 1
         self._wake.clear()
+
+    def _custom(self, text: str) -> None:
+        """A ``ctx.emit`` item another process sent (Postgres): to the streams of its run."""
+        item = decode_item(text)
+        if item is None:
+            return
+        wf, run, step, payload, seq = item
+        with self._lock:
+            w = self._watches.get((wf, run))
+            sinks = [s for s, _ in w.sinks] if w is not None else []
+        for sink in sinks:
+            tell(sink, Custom(step, payload, seq))
 
     def _loop(self) -> None:
         try:

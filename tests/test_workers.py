@@ -384,3 +384,33 @@ def test_a_global_limit_needs_a_shared_store() -> None:
     with Runtime(MemoryStore()) as rt:
         with pytest.raises(AtomrError, match="scope='global'"):
             rt.register(build("g", {"a": lambda s, c: {}}, step_limits={"a": Limit(concurrency=1, scope="global")}))
+
+
+pg_target = crash_targets("postgres")  # SQLite: ctx.emit items stay in the executing process (documented)
+
+
+def test_custom_items_reach_a_client_in_another_process_on_postgres(pg_target: CrashTarget) -> None:
+    sql_target = pg_target
+    gate = threading.Event()
+
+    def talk(state: Any, ctx: Any) -> Any:
+        i = 0
+        while not gate.wait(0.05):
+            ctx.emit({"token": i})
+            i += 1
+        return {"log": ["said"]}
+
+    with Runtime(sql_target.open(), worker_id="W") as w, Runtime(sql_target.open(), execute=False) as c:
+        w.register(build("talk", {"a": talk}))
+        c.register(build("talk", {"a": talk}))
+        h = c.start("talk", {}, run_id="r")
+        got: list[Any] = []
+        for item in h.stream(["custom"], timeout=T):
+            if item.mode == "custom":
+                got.append(item.data["payload"]["token"])
+                if len(got) == 3:
+                    gate.set()  # the step is still running: the items came live, from the other runtime
+            elif item.mode == "outcome":
+                break
+        assert len(got) >= 3 and got == sorted(got), got
+        assert isinstance(h.result(timeout=T), Done)

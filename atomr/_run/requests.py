@@ -186,12 +186,16 @@ class Requests:
             self._release_and_stop()  # settled (or unknown): nothing will follow
 
     def _emit_custom(self: WorkflowActor, step: str, payload: Any) -> None:
-        """``ctx.emit(payload)`` (the step's thread): straight to the live streams."""
+        """``ctx.emit(payload)`` (the step's thread): straight to the live streams (on
+        Postgres, also to those of other processes: a NOTIFY, atomr.store.sql._pgnotify)."""
         taps = self.journal.taps
         if taps:
             c = Custom(step, payload, self.p.seq)
             for sink in list(taps):
                 tell(sink, c)
+        emitter = getattr(self.core.store, "emitter", None)
+        if emitter is not None:
+            emitter.emit(self.key[0], self.key[1], step, payload, self.p.seq)
 
     def _reject(self: WorkflowActor, msg: Any, exc: BaseException) -> None:
         r = Rejected(self.key[0], self.key[1], exc)

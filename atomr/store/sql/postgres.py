@@ -37,6 +37,7 @@ from typing import Any
 from atomr._check import check_int, check_number
 from atomr._hooks import logger
 from atomr.errors import StoreError, StoreUnavailable, StoreUrlError, WorkerIdInUse
+from atomr.store.sql._pgnotify import Emitter
 from atomr.store.sql.base import PG_GROUP, SqlStore
 from atomr.store.sql.schema import create_statements, postgres_dialect
 from atomr.store.url import redact, scrub, split_schema
@@ -152,8 +153,9 @@ class PostgresStore(SqlStore):
                             "connect_timeout": max(1, int(round(self.connect_timeout)))}
         k2 = zlib.crc32(self.schema.encode()) - (1 << 31)
         self._worker_space = zlib.crc32(b"atomr-worker:" + self.schema.encode()) - (1 << 31)
-        #: the NOTIFY channel of this schema's commits (atomr._follow listens to it)
+        #: the NOTIFY channel of this schema's commits and ctx.emit items (atomr._follow listens to it)
         self.channel = f"atomr_{zlib.crc32(self.schema.encode()):08x}"
+        self.emitter = Emitter(self._connect, self.channel)
         try:
             first = self._connect()
             if readonly:
@@ -383,6 +385,8 @@ class PostgresStore(SqlStore):
             if self._writer is not None:
                 self._drop_worker()
                 self._lose_writer(self._writer)
+        if getattr(self, "emitter", None) is not None:
+            self.emitter.close()
         if self._pool is not None:
             with contextlib.suppress(Exception):
                 self._pool.close(timeout=5)
