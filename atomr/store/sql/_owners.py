@@ -70,7 +70,7 @@ class Owners:
     worker_id: str | None = None
     lease_ms: int = 10_000
 
-    def _writing(self, pipeline: bool = False) -> contextlib.AbstractContextManager[Any]:
+    def _writing(self, pipeline: bool = False, durable: bool = True) -> contextlib.AbstractContextManager[Any]:
         raise NotImplementedError
 
     def _reading(self, consistent: bool = True) -> contextlib.AbstractContextManager[Any]:
@@ -129,7 +129,7 @@ class Owners:
         if wid is None:
             return
         q = self.dialect.sql
-        with self._wlock, self._writing() as cur:
+        with self._wlock, self._writing(durable=False) as cur:
             cur.execute(q(f"UPDATE {{t}}workers SET heartbeat_ms = {self._now_sql()} WHERE worker_id = ?"), (wid,))
             if self._rows(cur) == 0:
                 self._insert_worker(cur)
@@ -240,12 +240,14 @@ class Owners:
 
     def _claim_rows(self, wid: str, seen: Sequence[tuple[str, str, int]]) -> list[tuple[str, str, int]]:
         """The conditional claims, in one transaction; the ones won. Postgres: ONE statement
-        over arrays (one round trip); SQLite: one update per run (no round trips there)."""
+        over arrays (one round trip); SQLite: one update per run (no round trips there).
+        Not synced: the first durable commit of a claimed run syncs its claim too (a claim
+        lost with a power cut was lost before anything that depends on it was committed)."""
         claimable = (f"status = 'running' AND (owner IS NULL OR owner = ? OR NOT EXISTS (SELECT 1 FROM "
                      f"{{t}}workers w WHERE w.worker_id = {{t}}runs.owner AND {self._live('w')}))")
         q = self.dialect.sql
         won = []
-        with self._wlock, self._writing() as cur:
+        with self._wlock, self._writing(durable=False) as cur:
             if self.dialect.name == "postgres":
                 cur.execute(q(f"UPDATE {{t}}runs SET owner = ?, epoch = epoch + 1 FROM unnest(?::text[], ?::text[], "
                               f"?::bigint[]) AS v(w, id, e) WHERE workflow_id = v.w AND run_id = v.id AND epoch = v.e "

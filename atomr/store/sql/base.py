@@ -112,10 +112,11 @@ class SqlStore(Owners, GroupWrites, SqlReads, Store):
 
     # -- what a backend provides ------------------------------------------------------
 
-    def _writing(self, pipeline: bool = False) -> contextlib.AbstractContextManager[Any]:
+    def _writing(self, pipeline: bool = False, durable: bool = True) -> contextlib.AbstractContextManager[Any]:
         """A cursor in a write transaction (committed when the block ends without
         error); ``pipeline``: the statements may be sent without waiting for each
-        result (only a fresh cursor's results are read back then)."""
+        result (only a fresh cursor's results are read back then); ``durable=False``:
+        its commit need not be synced (the next durable commit syncs it too)."""
         raise NotImplementedError
 
     def _write_error(self, exc: BaseException, new_run: str | None) -> BaseException:

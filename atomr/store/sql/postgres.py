@@ -275,11 +275,14 @@ class PostgresStore(SqlStore):
             time.sleep(0.02)
 
     @contextlib.contextmanager
-    def _writing(self, pipeline: bool = False) -> Iterator[Any]:
+    def _writing(self, pipeline: bool = False, durable: bool = True) -> Iterator[Any]:
         conn = self._writer_conn()
         try:
             with (conn.pipeline() if pipeline else contextlib.nullcontext()) as self._pipe, conn.transaction():
-                yield conn.cursor()
+                cur = conn.cursor()
+                if not durable:  # flushed by the next durable commit, whose WAL comes after it
+                    cur.execute("SET LOCAL synchronous_commit TO OFF")
+                yield cur
         except self._psycopg.OperationalError as exc:
             if self._dead(conn, exc):
                 self._lose_writer(conn)
