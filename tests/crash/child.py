@@ -111,8 +111,8 @@ class _StopAfterRows:
 
 class HookedSqlite(Hooks, SqliteStore):
     @contextlib.contextmanager
-    def _writing(self, pipeline: bool = False) -> Iterator[Any]:
-        with super()._writing(pipeline) as cur:
+    def _writing(self, pipeline: bool = False, durable: bool = True) -> Iterator[Any]:
+        with super()._writing(pipeline, durable) as cur:
             yield _StopAfterRows(cur, self) if self._hook_at else cur
 
 
