@@ -12,8 +12,8 @@ work in the database). :class:`Worker` keeps this one going:
   at most ``concurrency`` executing at once, those waiting longest first;
 * carries out cancels asked by other processes for the runs it owns.
 
-On Postgres a NOTIFY from any worker's commit wakes it at once; otherwise it
-looks every ``poll_s``.
+It looks every ``poll_s`` (50 ms) while it finds runs to take, less often
+while it finds none (up to ``IDLE_S``); registering a workflow looks at once.
 
 Threads: one daemon thread, ``atomr-worker``; ``close()`` from the caller's.
 """
@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 __all__ = ["Worker", "new_worker_id"]
 
 log = logger("atomr.worker")
+
+#: the longest a worker with nothing to take waits before it looks again (unless poked)
+IDLE_S = 0.4
 
 
 def new_worker_id() -> str:
@@ -100,9 +103,11 @@ class Worker:
         store = self.rt.store
         beat_every = max(0.05, self.lease_s / 3)
         next_beat = next_reap = 0.0
+        idle = self.poll_s
         while not self._stopped.is_set():
             now = time.monotonic()
             busy = False
+            taken_before = self.taken
             try:
                 if now >= next_beat:
                     store.heartbeat()  # type: ignore[attr-defined]
@@ -120,7 +125,10 @@ class Worker:
                 log.warning("worker %s: a store operation failed; trying again", self.worker_id, exc_info=True)
                 self._stopped.wait(0.5)
             if not busy:  # a full batch: look again at once (a backlog is waiting)
-                self._wake.wait(self.poll_s)
+                # nothing to take: look less often (up to IDLE_S); a run taken, a poke resets it
+                idle = self.poll_s if self.taken != taken_before else min(idle * 2, IDLE_S)
+                if self._wake.wait(idle):
+                    idle = self.poll_s
                 self._wake.clear()
 
     def _take(self) -> bool:

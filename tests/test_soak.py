@@ -185,6 +185,9 @@ def test_soak_many_runs(any_store: Reopener, traced: Any, request: Any) -> None:
     rt = Runtime(store=store, durability="sync", step_workers=WORKERS)
     try:
         rt.register(_diamond())
+        # a lone worker of a shared store takes nothing from others: its polls (allocations at
+        # times unrelated to the runs) would only blur the per-run slope measured here
+        rt.drain()
         # a warm-up first: reader pools, prepared statements and caches fill up
         r = soak(rt, n, batch=max(10, n // 100), delete=kind == "memory", warmup=WARMUP)
         # threads: flat, and only the runtime's own

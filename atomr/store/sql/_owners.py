@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -102,6 +103,35 @@ class Owners:
     def _init_owners(self) -> None:
         #: runs this worker owns (or wrote unowned) -> the epoch its writes are conditional on
         self._owned: dict[tuple[str, str], int] = {}
+        #: the worker thread's own reader connection (its polls never grow the reader pool)
+        self._poll_conn: Any = None
+        self._poll_lock = threading.Lock()
+
+    def _poll_connect(self) -> Any:
+        """A new reader connection in autocommit (the backend's)."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def _polling(self) -> Any:
+        """A cursor on the worker thread's own connection (made once, at the first poll)."""
+        with self._poll_lock:
+            try:
+                if self._poll_conn is None:
+                    self._poll_conn = self._poll_connect()
+                yield self._poll_conn.cursor()
+            except Exception:
+                conn, self._poll_conn = self._poll_conn, None  # broken? a new one next time
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                raise
+
+    def _close_polling(self) -> None:
+        with self._poll_lock:
+            conn, self._poll_conn = self._poll_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     # -- joining and leaving ---------------------------------------------------------------------
 
@@ -164,6 +194,7 @@ class Owners:
             self.worker_id = None
             with self._wlock:
                 self._drop_worker()
+            self._close_polling()
         return max(n, 0)
 
     def _rows(self, cur: Any) -> int:
@@ -175,7 +206,7 @@ class Owners:
         """Forget the workers whose process died (their liveness lock is free):
         their runs become claimable at once. Returns their ids."""
         q = self.dialect.sql
-        with self._reading(consistent=False) as cur:
+        with self._polling() as cur:
             cur.execute(q("SELECT worker_id FROM {t}workers WHERE worker_id <> ?"), (self.worker_id or "",))
             others = [r[0] for r in cur.fetchall()]
         gone = []
@@ -208,7 +239,7 @@ class Owners:
             return []
         q = self.dialect.sql
         marks = ", ".join("?" * len(wfs))
-        with self._reading(consistent=False) as cur:
+        with self._polling() as cur:
             cur.execute(q(
                 f"SELECT r.workflow_id, r.run_id, r.epoch FROM {{t}}runs r LEFT JOIN {{t}}workers w "
                 f"ON w.worker_id = r.owner WHERE r.status = 'running' AND r.workflow_id IN ({marks}) "
@@ -297,7 +328,7 @@ class Owners:
         if self.worker_id is None:
             return []
         q = self.dialect.sql
-        with self._reading(consistent=False) as cur:
+        with self._polling() as cur:
             cur.execute(q("SELECT workflow_id, run_id, cancel FROM {t}runs WHERE owner = ? AND cancel IS NOT NULL "
                           "AND status = 'running'"), (self.worker_id,))
             rows = cur.fetchall()

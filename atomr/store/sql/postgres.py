@@ -209,6 +209,9 @@ class PostgresStore(SqlStore):
         conn.isolation_level = self._psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
 
+    def _poll_connect(self) -> Any:
+        return self._connect()
+
     def _lock_lane(self, cur: Any, lane: str) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", self._worker_key("lane:" + lane))
 
@@ -390,6 +393,7 @@ class PostgresStore(SqlStore):
                 self._lose_writer(self._writer)
         if getattr(self, "emitter", None) is not None:
             self.emitter.close()
+            self._close_polling()
         if self._pool is not None:
             with contextlib.suppress(Exception):
                 self._pool.close(timeout=5)

@@ -174,6 +174,9 @@ class SqliteStore(SqlStore):
         # the clock of the machine all of an SQLite store's workers run on
         return "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 
+    def _poll_connect(self) -> Any:
+        return self._new_reader()
+
     def _worker_lock_path(self, worker_id: str) -> str:
         return f"{self.path}-atomr-worker-{hashlib.sha1(worker_id.encode()).hexdigest()[:16]}.lock"
 
@@ -377,6 +380,7 @@ class SqliteStore(SqlStore):
             except sqlite3.Error:
                 pass
         self._drop_worker()
+        self._close_polling()
         if self._turn_fd >= 0:
             os.close(self._turn_fd)
             self._turn_fd = -1
