@@ -49,6 +49,19 @@ def _expire(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+def _compact(e: StepEvent) -> tuple[Any, ...]:
+    """A StepEvent as a plain tuple (its list of writes as a tuple): the collector
+    stops tracking a plain tuple of plain values at its first pass, so the events
+    a handle keeps until they are read never weigh on a full collection."""
+    d = e.data
+    return (*e[:6], tuple(d), True) if type(d) is list else (*e[:6], d, False)
+
+
+def _expand(t: tuple[Any, ...]) -> StepEvent:
+    """The StepEvent :func:`_compact` kept."""
+    return StepEvent(*t[:6], list(t[6]) if t[7] else t[6])
+
+
 class _Inbox:
     """A thread-safe mailbox with a pykka-like ``tell`` for one RunHandle.
 
@@ -67,7 +80,8 @@ class _Inbox:
         self._cond = threading.Condition()
         self.accepted: Any = None  # Accepted | Rejected
         self.outcome: Any = None
-        self.events: collections.deque[StepEvent] = collections.deque(maxlen=100_000)
+        #: StepEvents kept as plain tuples (see :func:`_compact`) until read
+        self.events: collections.deque[tuple[Any, ...]] = collections.deque(maxlen=100_000)
         self._waiting = 0
         self.on_outcome: Any = None  # called once when the outcome arrives
         #: asyncio waiters: (loop, future, attribute awaited)
@@ -75,7 +89,7 @@ class _Inbox:
 
     def tell(self, message: Any) -> None:
         if type(message) is StepEvent:
-            self.events.append(message)
+            self.events.append(_compact(message))
             if self._waiting:
                 with self._cond:
                     self._cond.notify_all()
@@ -135,7 +149,7 @@ class _Inbox:
             finally:
                 self._waiting -= 1
             if self.events:
-                return self.events.popleft()
+                return _expand(self.events.popleft())
             return None
 
     def wait(self, attr: str, timeout: float | None) -> Any:

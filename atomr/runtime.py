@@ -34,6 +34,7 @@ from atomr._runs_api import RunsAPI
 from atomr._check import check_number
 from atomr._maintain import check_run_id
 from atomr._aio import AsyncAPI
+from atomr._tuning import tune_process
 from atomr._control import RunControl
 from atomr._schedule import Schedules
 from atomr._inspect import Inspection
@@ -101,6 +102,7 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         execute: bool = True,
         concurrency: int = 1000,
     ) -> None:
+        tune_process()  # once per process: the start-up heap frozen, a 1 ms GIL switch interval
         if durability not in DURABILITY_MODES:
             raise AtomrError(f"unknown durability {durability!r}; use one of {', '.join(DURABILITY_MODES)}")
         if store is None:

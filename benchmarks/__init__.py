@@ -35,7 +35,7 @@ from benchmarks._common import Ctx, Progress, fs_type, langgraph_available
 __all__ = ["WORKLOADS", "main"]
 
 WORKLOADS = ("chain", "concurrent", "fanout", "recovery", "agents", "store_size", "latency",
-             "sql_chain", "sql_concurrent", "pg_size")
+             "sql_chain", "sql_concurrent", "pg_size", "loop_gap")
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 

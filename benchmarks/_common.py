@@ -40,6 +40,7 @@ TARGETS = {
 # Limits on an absolute atomr figure (the row meets it when atomr's value <= limit).
 LIMITS = {
     "agents_threads": 32,
+    "loop_gap_ms": 20.0,
 }
 #: raw samples kept per side of a row in the JSON; beyond this only the statistics
 #: (and a few percentiles) are written, so result files stay small

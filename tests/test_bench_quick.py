@@ -10,7 +10,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKLOADS = ("chain", "concurrent", "fanout", "recovery", "agents", "store_size", "latency",
-             "sql_chain", "sql_concurrent", "pg_size")
+             "sql_chain", "sql_concurrent", "pg_size", "loop_gap")
 
 
 def _importable(*names: str) -> bool:
@@ -63,6 +63,8 @@ def test_quick_mode_writes_every_workload(tmp_path):
     assert agents["agents"]["target"] == 20
     assert agents["agents.peak_threads"]["limit"] == 32 and agents["agents.peak_threads"]["atomr"]["value"] >= 1
     assert {"concurrent.one_by_one", "concurrent.start_many"} <= {r["id"] for r in rows}
+    gap = {r["id"]: r for r in data["workloads"]["loop_gap"]["rows"]}
+    assert gap["loop_gap"]["limit"] == 20 and gap["loop_gap"]["unit"] == "ms"
     if _importable("matplotlib"):
         png = out.with_suffix(".png")
         assert png.exists() and png.stat().st_size > 0

@@ -96,7 +96,6 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         #: the journal seq the accepted request's events follow
         self.request_seq = 0
         self._after_commit: tuple[Any, ...] | None = None
-        self._emit_fn = self._emit_custom  # ctx.emit of this run's steps (any thread)
         self.cancel_flag = core.cancel_flags.setdefault(self.key, CancelFlag())
 
     # -- message loop ------------------------------------------------------
@@ -260,7 +259,7 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         return Execute(
             token, step, fn, MappingProxyType(p.layer_values if state is None else state), wid, rid, ss, attempt, key,
             algo.resume_values(p, unit), self.wf.channels, self.actor_ref, self.wf.retry.retry_on,
-            is_async, None if unit == step else unit, mode, index, item, self._emit_fn, self.cancel_flag,
+            is_async, None if unit == step else unit, mode, index, item, self._emit_custom, self.cancel_flag,
         )
 
     def _dispatch(self, steps: list[str]) -> StepDone | None:

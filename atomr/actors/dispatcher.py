@@ -322,6 +322,7 @@ class DispatchedActor(pykka.Actor):
             rest = list(mb._q)
             mb._q.clear()
             mb._scheduled = True  # never scheduled again
+            mb._actor = None  # no cycle left: a stopped actor is freed by refcount, not by the gc
         for envelope in rest:
             if envelope.reply_to is None:
                 continue
