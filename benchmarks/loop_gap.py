@@ -16,7 +16,8 @@ A ticker task on the same loop sleeps 1 ms at a time and records the longest
 time between two of its wake-ups: the loop's longest gap (ms), the figure
 against the limit of 20 ms for atomr. ``gc.callbacks`` time every garbage
 collection during the timed section (the longest and the generation-2 total
-are in the details). Every run must end Done with ``n == steps``.
+are in the details), and the details give the same ticker's longest gap on an
+idle loop right after each atomr sample: the floor the machine itself imposes. Every run must end Done with ``n == steps``.
 """
 
 from __future__ import annotations
@@ -112,6 +113,16 @@ async def measure(fn: Any) -> tuple[float, float, Any, dict[str, Any]]:
     return ticker.longest * 1000, secs, out, gct.summary()
 
 
+def idle_gap(seconds: float) -> float:
+    """The longest gap (ms) of the same ticker on a loop doing nothing else for
+    ``seconds``: what the machine itself imposes (a loaded box preempts the process)."""
+
+    async def idle() -> None:
+        await asyncio.sleep(seconds)
+
+    return asyncio.run(measure(idle))[0]
+
+
 def atomr_runs(rt: Any, runs: int, prefix: str = "r") -> Any:
     """The caller's side: one task per run, each ``await rt.astart(...)`` then ``await handle``."""
 
@@ -137,7 +148,8 @@ def atomr_sample(ctx: Ctx, runs: int, details: list[dict[str, Any]]) -> float:
         gap, secs, outs, gcs = asyncio.run(measure(atomr_runs(rt, runs)))
         bad = [o for o in outs if not (isinstance(o, Done) and o.state["n"] == STEPS)]
         check(len(outs) == runs and not bad, f"{len(bad)} atomr runs ended wrong, e.g. {bad[:1]!r}")
-    details.append({"system": "atomr", "runs": runs, "seconds": secs, "longest_gap_ms": gap, "gc": gcs})
+    details.append({"system": "atomr", "runs": runs, "seconds": secs, "longest_gap_ms": gap, "gc": gcs,
+                    "idle_loop_longest_gap_ms": idle_gap(min(secs, 3.0))})
     return gap
 
 
