@@ -131,20 +131,51 @@ class Progress:
             print(f"[bench {self.done}/{self.total}] {label}", file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def python_defaults() -> Iterator[None]:
+    """Run the block (a LangGraph sample) with Python's own collector and GIL
+    settings, not those the first atomr Runtime set for the whole process
+    (atomr._tuning: frozen heap, thresholds (700, 10, 100), 1 ms switch
+    interval); they are put back afterwards for atomr's samples."""
+    import gc
+
+    frozen = gc.get_freeze_count()
+    thresholds = gc.get_threshold()
+    interval = sys.getswitchinterval()
+    if frozen:
+        gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+    sys.setswitchinterval(0.005)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        sys.setswitchinterval(interval)
+        if frozen:
+            gc.collect()
+            gc.freeze()
+
+
 def sample_loop(
     ctx: Ctx, label: str, fns: dict[str, Callable[[], float | list[float]]], reps: int | None = None
 ) -> dict[str, list[float]]:
     """Call each system's sampler ``reps`` times, alternating which goes first.
 
     Each sampler sets up its own fresh store, does its own warm-up, times only
-    the measured section and returns one number (or a list of them).
+    the measured section and returns one number (or a list of them). LangGraph's
+    samples run with Python's default collector and GIL settings
+    (:func:`python_defaults`).
     """
     reps = ctx.reps if reps is None else reps
     out: dict[str, list[float]] = {s: [] for s in fns}
     order = list(fns)
     for rep in range(reps):
         for system in order if rep % 2 == 0 else order[::-1]:
-            got = fns[system]()
+            if system == "langgraph":
+                with python_defaults():
+                    got = fns[system]()
+            else:
+                got = fns[system]()
             if isinstance(got, list):
                 out[system].extend(float(x) for x in got)
             else:
