@@ -40,7 +40,7 @@ from atomr._inspect import Inspection
 from atomr._edge import check_meta, prepare_starts
 from atomr.handle import DEFAULT_TIMEOUT, RunHandle, _Inbox
 from atomr.messages import Rejected, Resume, Run
-from atomr.kinds import Subgraph
+from atomr.kinds import child_workflows
 from atomr.store.base import Store
 from atomr.store.lmdb import LmdbStore
 from atomr.store.url import open_store
@@ -246,14 +246,13 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
             self._arm_schedules(workflow)  # its stored schedules start runs while this runtime is open
         if self._worker is not None:
             self._worker.poke()  # its runs that wait for a worker
-        for fn in workflow.dag.steps.values():
-            # a Subgraph given a Workflow object registers its child too
-            if isinstance(fn, Subgraph) and not isinstance(fn.workflow, str):
-                known = self._core.workflows.get(fn.workflow.id)
-                if known is None:
-                    self.register(fn.workflow)
-                elif known is not fn.workflow:
-                    raise WorkflowExists(fn.workflow.id)
+        for child in child_workflows(workflow):
+            # a Subgraph given a Workflow object, a Loop's Dag body: registered too
+            known = self._core.workflows.get(child.id)
+            if known is None:
+                self.register(child)
+            elif known is not child:
+                raise WorkflowExists(child.id)
         return workflow
 
     @property

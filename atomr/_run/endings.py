@@ -12,7 +12,7 @@ from atomr import _trace
 from atomr import events as ev
 from atomr._hooks import logger
 from atomr.graph import drive
-from atomr.kinds import Subgraph
+from atomr.kinds import DagBody, Loop, Subgraph
 from atomr._run.journal import FLUSH_TICK, FlushTick, now_ms
 from atomr._run.subscribers import tell
 from atomr.actors.step import safe_text
@@ -150,19 +150,22 @@ class Endings:
         self._finish(Cancelled(self.key[0], self.key[1], p.super_step, reason))
 
     def _cancel_children(self: WorkflowActor, reason: str) -> None:
-        """Cancel the child runs of this layer's Subgraph steps, running or paused."""
+        """Cancel the child runs of this layer's Subgraph steps and Dag-body Loops, running or paused."""
         p = self.p
         if p.layer >= self.plan.n_layers:
             return
         why = f"parent {self.key[0]}/{self.key[1]}: {reason}"
         for step in self.plan.layers[p.layer]:
             kind = self.wf.dag.steps[step]
-            if not isinstance(kind, Subgraph):
+            if isinstance(kind, Loop) and isinstance(kind.body, DagBody):
+                child, child_run = self._loop_child(step, kind, p.iterations.get(step, 0))
+            elif isinstance(kind, Subgraph):
+                child = self.core.workflows.get(kind.workflow_id)
+                if child is None:
+                    continue
+                child_run = drive.child_run_id(self.key[0], self.key[1], step)
+            else:
                 continue
-            child = self.core.workflows.get(kind.workflow_id)
-            if child is None:
-                continue
-            child_run = drive.child_run_id(self.key[0], self.key[1], step)
             s = self.core.store.summary(child.id, child_run)
             if s is None or s.status in ("done", "cancelled"):
                 continue

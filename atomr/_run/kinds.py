@@ -1,6 +1,7 @@
 """Carrying out the decisions of the driven step kinds in a run actor.
 
-Map, Loop and Subgraph steps are driven from the run actor's turn; what to
+Map, Loop and Subgraph steps are driven from the run actor's turn (a Loop
+with a Dag body by :mod:`atomr._run.loops`); what to
 start and when a step is over is decided by the pure functions of
 :mod:`atomr.graph.drive`; this mixin journals and sends accordingly. Loop
 predicates run here (user code, expected to be quick); Loop bodies and Map
@@ -20,7 +21,8 @@ from atomr.errors import StepCrashed
 from atomr.graph import drive
 from atomr.graph.drive import Driven, Settle
 from atomr.graph.progress import interrupt_id
-from atomr.kinds import Loop, Map, Subgraph
+from atomr._run.loops import LoopBodies
+from atomr.kinds import DagBody, Loop, Map, Subgraph
 from atomr.messages import INTERRUPT, ITEM, LOOP_BODY, OK, Accepted, Recover, Rejected, Resume, Run, StepDone
 from atomr.types import Command, Done, Failed, Interrupt, Paused
 from atomr.workflow import is_async_step
@@ -33,7 +35,7 @@ __all__ = ["KindDriving", "DRIVEN"]
 DRIVEN = (Map, Loop, Subgraph)
 
 
-class KindDriving:
+class KindDriving(LoopBodies):
     """Mixin of :class:`~atomr._run.actor.WorkflowActor`: Map, Loop, Subgraph, any-join."""
 
     def _start_driver(self: WorkflowActor, step: str) -> None:
@@ -114,6 +116,9 @@ class KindDriving:
         nxt = drive.loop_next(step, p, go, kind.max_iterations)
         if isinstance(nxt, Settle):
             self._settle(step, nxt)
+            return
+        if isinstance(kind.body, DagBody):
+            self._pump_loop_dag(step, kind, d, nxt, seen)
             return
         d.inflight.add(nxt)
         self._submit([self._unit_msg(step, f"{step}#{nxt}", kind.body, LOOP_BODY, nxt,
@@ -213,6 +218,10 @@ class KindDriving:
         if step is None or d is None or type(m) is Accepted:
             return
         kind = self.wf.dag.steps[step]
+        if isinstance(kind, Loop):
+            self._on_loop_child(step, kind, d, m)
+            self._advance()
+            return
         d.inflight.clear()
         ss = self.p.next_super_step
         t = type(m)

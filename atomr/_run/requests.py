@@ -196,6 +196,9 @@ class Requests:
         emitter = getattr(self.core.store, "emitter", None)
         if emitter is not None:
             emitter.emit(self.key[0], self.key[1], step, payload, self.p.seq)
+        relay = self.core.relays.get(self.key)
+        if relay is not None:  # a Loop's Dag body: its parent streams it too
+            relay(step, payload)
 
     def _reject(self: WorkflowActor, msg: Any, exc: BaseException) -> None:
         r = Rejected(self.key[0], self.key[1], exc)

@@ -38,6 +38,8 @@ class Core:
     admission: Any = None
     #: the cancel flag of each live run (ctx.cancelled); set by rt.cancel at once
     cancel_flags: dict[tuple[str, str], Any] = field(default_factory=dict)
+    #: child run -> where its steps' ctx.emit go too (a Loop's Dag body: its parent's streams)
+    relays: dict[tuple[str, str], Any] = field(default_factory=dict)
     #: serializes the checkpointer's writes with a lone run's inline commit (None: no checkpointer)
     gate: Any = None
     #: runs whose turn is in a step right now (set/discard are atomic)
