@@ -25,3 +25,11 @@ def test_ci_runs_the_readme_test_command():
     lines = [ln for ln in README.read_text().splitlines() if ln.startswith('pip install -e ".[dev')]
     assert lines and lines[0].endswith("python -m pytest -q")
     assert "grep -m1 -E '^pip install -e \"\\.\\[dev' README.md" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_react_agent_in_the_readme_is_the_example_file():
+    text = README.read_text()
+    section = text[text.index("**The agent loop"):]
+    atomr_side = re.findall(r"```python\n(.*?)```", section, re.S)[1]
+    example = (ROOT / "examples" / "react_agent.py").read_text()
+    assert atomr_side.strip() in example, "README's atomr ReAct code differs from examples/react_agent.py"
