@@ -223,3 +223,38 @@ def test_a_run_journaled_by_the_one_unit_dag_body_resumes(runtimes, tmp_path, ki
     assert isinstance(out, Done), out
     assert out.state["n"] == 2 and out.state["log"] == ["a0", "b1", "a1", "b2"]
     assert [c.label for c in rt.history("w", "r") if c.label.startswith("loop:")] == ["loop:loop:1", "loop:loop:2"]
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_every_durability_merges_each_iteration(runtimes, durability):
+    calls: list[str] = []
+    rt = runtimes("lmdb", durability=durability,
+                  workflows=[_wf(_agent_body(calls), lambda s: s["answer"] is None)])
+    out = rt.start("w", {}, run_id="r").result(timeout=T)
+    assert isinstance(out, Done), out
+    assert out.state["log"] == ["model0", "tools1", "model1", "tools2", "model2"]
+    assert out.state["answer"] == "after 3"
+
+
+def test_a_failed_body_step_is_retried_when_the_run_is_resumed(runtimes):
+    broken = [True]
+    firsts: list[int] = []
+
+    def first(s: Any, c: Any) -> Any:
+        firsts.append(s["n"])
+        return {"log": [f"first{s['n']}"]}
+
+    def second(s: Any, c: Any) -> Any:
+        if broken[0]:
+            raise RuntimeError("the tool is down")
+        return {"n": s["n"] + 1}
+
+    body = Dag.builder("first").step("first", first).step("second", second).edge("first", "second").build()
+    rt = runtimes("memory", workflows=[_wf(body, lambda s: s["n"] < 2)])
+    out = rt.start("w", {}, run_id="r").result(timeout=T)
+    assert type(out).__name__ == "Failed" and out.error_type == "RuntimeError", out
+    assert "the tool is down" in out.message
+    broken[0] = False
+    out = rt.resume("w", "r", Command()).result(timeout=T)
+    assert isinstance(out, Done), out
+    assert out.state["log"] == ["first0", "first1"] and firsts == [0, 1]  # first ran once per iteration

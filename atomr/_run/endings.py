@@ -159,6 +159,7 @@ class Endings:
             kind = self.wf.dag.steps[step]
             if isinstance(kind, Loop) and isinstance(kind.body, DagBody):
                 child, child_run = self._loop_child(step, kind, p.iterations.get(step, 0))
+                self.core.relays.pop((child.id, child_run), None)
             elif isinstance(kind, Subgraph):
                 child = self.core.workflows.get(kind.workflow_id)
                 if child is None:
