@@ -84,7 +84,8 @@ class CycleError(GraphError):
         self.cycle = list(cycle)
         super().__init__(
             "cycle: " + " -> ".join(self.cycle) + "; a workflow must be acyclic: "
-            "remove one of these edges (use a Loop step for repetition)"
+            "remove one of these edges and repeat with a Loop step instead (its body may be a Dag of "
+            "the repeated steps, e.g. Loop(model -> tools, while_=...))"
         )
 
 

@@ -55,3 +55,11 @@ def test_dag_body_steps_are_checked_against_the_workflow_schema():
         Workflow("w", Dag.builder("loop").step("loop", Loop(body, while_=lambda s: False)).build(), _schema())
     with pytest.raises(GraphError, match="Loop body must be callable"):
         Loop(42, while_=lambda s: False)
+
+
+def test_a_cycle_is_refused_with_a_pointer_to_a_loop_with_a_dag_body():
+    from atomr.errors import CycleError
+
+    with pytest.raises(CycleError, match="Loop step instead .*body may be a Dag"):
+        (Dag.builder("model").step("model", lambda s, c: None).step("tools", lambda s, c: None)
+         .edge("model", "tools").edge("tools", "model").build())
