@@ -104,7 +104,10 @@ def test_schedules_are_created_listed_fired_and_deleted_over_http(site):
 
 def test_bad_schedule_bodies_are_refused_and_nothing_is_stored(site):
     c, rt = site
-    post = lambda body: c.post("/api/schedules", json=body)  # noqa: E731
+
+    def post(body: Any) -> httpx.Response:
+        return c.post("/api/schedules", json=body)
+
     err(c.post("/api/schedules", content=b"[1]"), 400, "BadRequest", "JSON object")
     err(c.post("/api/schedules", content=b"{"), 400, "BadRequest", "not valid JSON")
     err(post({"workflow": "tick", "every_s": 1}), 400, "BadRequest", "'id' is required")

@@ -43,7 +43,7 @@ def _one_field_model(pydantic: Any, model: Any, key: str, tp: Any, decorators: l
     for d in decorators:
         fn = d.func
         raw = getattr(fn, "__func__", fn)
-        wrapped = classmethod(raw) if getattr(fn, "__self__", None) is not None else staticmethod(raw)
+        wrapped: Any = classmethod(raw) if getattr(fn, "__self__", None) is not None else staticmethod(raw)
         validators[d.cls_var_name] = pydantic.field_validator(key, mode=d.info.mode, check_fields=False)(wrapped)
     config = {k: v for k, v in dict(getattr(model, "model_config", {}) or {}).items() if k not in _CONFIG_SKIP}
     return pydantic.create_model(f"{model.__name__}_{key}", __config__=pydantic.ConfigDict(**config),
@@ -65,12 +65,11 @@ def validator(owner: Any, key: str, tp: Any, shown: Any, info: Any, is_reducer: 
         constraints = [m for m in info.metadata if not is_reducer(m)]
         tp = Annotated[(info.annotation, *constraints)] if constraints else info.annotation  # type: ignore
     decorators = _field_validators(owner, key) if model else []
+    validate: Callable[[Any], Any]
     try:
         if decorators:
             one = _one_field_model(pydantic, owner, key, tp, decorators)
-
-            def validate(value: Any) -> Any:
-                return getattr(one.model_validate({key: value}), key)
+            validate = lambda value: getattr(one.model_validate({key: value}), key)  # noqa: E731
         else:
             validate = pydantic.TypeAdapter(tp).validate_python
     except SchemaError:

@@ -50,7 +50,7 @@ def graph_of(wf: Any) -> dict[str, Any]:
 class _Fold:
     """One run's step statuses as of journal seq ``cursor`` (``lock``: one fold at a time)."""
 
-    __slots__ = ("created_ms", "cursor", "seen", "lock")
+    __slots__ = ("created_ms", "cursor", "lock", "seen")
 
     def __init__(self, created_ms: int) -> None:
         self.created_ms, self.cursor = created_ms, 0
