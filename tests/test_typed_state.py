@@ -288,6 +288,33 @@ def test_field_validators_run_on_channel_writes_as_on_the_model():
         Ticket(priority=9)  # the same rule, on the model
 
 
+class Tidy(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(str_strip_whitespace=True)
+    name: str = ""
+    score: int = 0
+    note: str = ""
+
+    @pydantic.field_validator("*", mode="wrap")
+    @classmethod
+    def double_scores(cls, v, handler, info):
+        out = handler(v)
+        return out * 2 if info.field_name == "score" else out
+
+    @pydantic.field_validator("note", mode="plain")
+    @staticmethod
+    def note_as_text(v):
+        return f"{v}!"
+
+
+def test_wrap_plain_and_star_validators_and_the_model_config_apply_to_channels():
+    s = StateSchema.from_type(Tidy)
+    v = apply_writes(s, s.initial_values(), [("name", "  ada "), ("score", "3"), ("note", 5)])
+    m = Tidy(name="  ada ", score="3", note=5)
+    assert v == m.model_dump() == {"name": "ada", "score": 6, "note": "5!"}
+    with pytest.raises(StateValidationError, match=r"channel 'score' that is not a valid int \(Tidy.score\)"):
+        apply_writes(s, v, [("score", "many")], step="s")
+
+
 def test_a_field_validator_fails_the_step_that_wrote_and_refuses_a_bad_input():
     def rename(state, ctx):
         return {"title": "  ", "log": ["renamed"]}

@@ -6,8 +6,9 @@ constraints and returns the validated value; a value that does not fit raises
 :class:`~atomr.errors.StateValidationError` (a ReducerError) naming the channel,
 the step and the type. For a pydantic model, the model's ``field_validator`` s
 of the field run too, in the model's order and modes (before, after, plain,
-wrap), as they run when the model itself is validated; a validator that reads
-``info.data`` sees no other field (each channel is validated on its own).
+wrap), and under the model's config (``strict``, ``str_strip_whitespace``...),
+as when the model itself is validated; a validator that reads ``info.data``
+sees no other field (each channel is validated on its own).
 """
 
 from __future__ import annotations
@@ -37,16 +38,21 @@ def _field_validators(model: Any, key: str) -> list[Any]:
     return [d for d in found.values() if key in d.info.fields or "*" in d.info.fields]
 
 
+def _config(model: Any) -> dict[str, Any]:
+    """The model's config that bears on validating one field's value (strictness, str rules...)."""
+    return {k: v for k, v in dict(getattr(model, "model_config", {}) or {}).items() if k not in _CONFIG_SKIP}
+
+
 def _one_field_model(pydantic: Any, model: Any, key: str, tp: Any, decorators: list[Any]) -> Any:
-    """A model with field ``key`` only, and the field validators of ``model`` that apply to it."""
+    """A model with field ``key`` only, the field validators of ``model`` that
+    apply to it and the model's config."""
     validators: dict[str, Any] = {}
     for d in decorators:
         fn = d.func
         raw = getattr(fn, "__func__", fn)
         wrapped: Any = classmethod(raw) if getattr(fn, "__self__", None) is not None else staticmethod(raw)
         validators[d.cls_var_name] = pydantic.field_validator(key, mode=d.info.mode, check_fields=False)(wrapped)
-    config = {k: v for k, v in dict(getattr(model, "model_config", {}) or {}).items() if k not in _CONFIG_SKIP}
-    return pydantic.create_model(f"{model.__name__}_{key}", __config__=pydantic.ConfigDict(**config),
+    return pydantic.create_model(f"{model.__name__}_{key}", __config__=pydantic.ConfigDict(**_config(model)),
                                  __validators__=validators, **{key: (tp, ...)})
 
 
@@ -65,9 +71,10 @@ def validator(owner: Any, key: str, tp: Any, shown: Any, info: Any, is_reducer: 
         constraints = [m for m in info.metadata if not is_reducer(m)]
         tp = Annotated[(info.annotation, *constraints)] if constraints else info.annotation  # type: ignore
     decorators = _field_validators(owner, key) if model else []
+    own_model = bool(decorators) or (model and bool(_config(owner)))  # else a TypeAdapter is enough (faster)
     validate: Callable[[Any], Any]
     try:
-        if decorators:
+        if own_model:
             one = _one_field_model(pydantic, owner, key, tp, decorators)
             validate = lambda value: getattr(one.model_validate({key: value}), key)  # noqa: E731
         else:
@@ -88,7 +95,7 @@ def validator(owner: Any, key: str, tp: Any, shown: Any, info: Any, is_reducer: 
             errors = exc.errors()
             first: Any = errors[0] if errors else {}
             loc = [str(x) for x in first.get("loc", ())]
-            if decorators and loc[:1] == [key]:
+            if own_model and loc[:1] == [key]:
                 loc = loc[1:]  # the one-field model's own level
             at = ".".join(loc)
             detail = f"{first.get('msg', exc)}" + (f" at {at}" if at else "")
