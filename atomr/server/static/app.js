@@ -384,7 +384,7 @@ async function pageSchedules() {
       el("td", {}, el("code", { text: rule }),
         el("div", { class: "muted small", text: `overlap ${s.overlap} · catch-up ${s.catch_up}` })),
       el("td", { class: "next" }, next, s.armed ? null
-        : el("div", { class: "muted small", text: "not fired by this server (workflow not registered here)" })),
+        : el("div", { class: "muted small", text: "not fired by this server (its workflow is not registered here, or schedules are off)" })),
       el("td", { class: "last" }, last),
       el("td", { class: "num", text: `${s.fired} / ${s.skipped}` }),
       el("td", {}, el("button", { type: "button", class: "danger", onclick: () => remove(s), text: "Delete" })));
