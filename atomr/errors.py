@@ -8,7 +8,7 @@ happened and what to do about it::
     │   └── CycleError, UnknownStepError, DuplicateStepError, EntryError,
     │       UnreachableStepError, NotCallableError, BranchError, JoinError
     ├── StateError            a write or a reducer went wrong
-    │   └── UnknownChannelError, ReducerError, StepResultError, SchemaError
+    │   └── UnknownChannelError, ReducerError (StateValidationError), StepResultError, SchemaError
     ├── CodecError            a value cannot be encoded / a record cannot be decoded
     │   └── UnregisteredType, StoredTypeMismatch   a sound record this process's classes cannot read
     ├── StoreError            the store cannot be opened, read or written
@@ -17,7 +17,7 @@ happened and what to do about it::
     │       OwnershipLost, RunOwnedElsewhere   (workers: a run executes in one worker at a time),
     │       StoreNotShared   (workers need SQLite or Postgres)
     ├── WorkflowSpecError     a MODULE:WORKFLOW spec cannot be loaded
-    ├── ScheduleError         a schedule is invalid (ScheduleNotFound)
+    ├── ScheduleError         a schedule is invalid (ScheduleNotFound, ScheduleExists)
     └── RunError              a run-level request was refused or a run failed
         ├── WorkflowNotFound, WorkflowExists
         ├── RunNotFound, RunExists, RunNotPaused
@@ -67,7 +67,7 @@ __all__ = [
     "AmbiguousResumeError", "InvalidResumeValue", "CheckpointNotFound", "StepTimeout",
     "LoopLimitError", "Rejected", "StepCrashed", "ResultTimeout", "RuntimeClosed",
     "error_class", "JoinError", "SchemaError", "StreamOverflow", "WorkflowSpecError", "RunOver",
-    "VersionMismatch", "ScheduleError", "ScheduleNotFound", "UnregisteredType", "StoreUrlError",
+    "VersionMismatch", "ScheduleError", "ScheduleNotFound", "ScheduleExists", "StateValidationError", "UnregisteredType", "StoreUrlError",
     "StoreUnavailable", "CopyError", "StoreNotEmpty", "StoredTypeMismatch", "WorkerIdInUse", "OwnershipLost",
     "RunOwnedElsewhere", "StoreNotShared",
 ]
@@ -166,6 +166,18 @@ class ReducerError(StateError):
             f"reducer of channel {channel!r} raised {type(cause).__name__}: {cause}{by}; "
             "fix the reducer or the value written; the state was left unchanged"
         )
+
+
+class StateValidationError(ReducerError):
+    """A value merged into a channel of a typed state (``StateSchema.from_type`` of a pydantic
+    model) does not validate: ``channel``, ``step`` (None: the input or an update), ``type``."""
+
+    def __init__(self, channel: str, step: str | None, type: str, detail: str, where: str = "") -> None:
+        self.channel, self.step, self.type = channel, step, type
+        by = f"step {step!r} wrote" if step else "the input or an update gave"
+        at = f" ({where})" if where else ""
+        StateError.__init__(self, f"{by} a value to channel {channel!r} that is not a valid {type}{at}: {detail}; "
+                                  "fix the value written; the state was left unchanged")
 
 
 class StepResultError(StateError):
@@ -356,6 +368,13 @@ class ScheduleNotFound(ScheduleError):
         self.schedule_id = schedule_id
         super().__init__(f"no schedule {schedule_id!r} in the store (schedules: {_names(known[:20])}); "
                          "list them with rt.schedules() or `atomr schedule ls`")
+
+
+class ScheduleExists(ScheduleError):
+    def __init__(self, schedule_id: str) -> None:
+        self.schedule_id = schedule_id
+        super().__init__(f"schedule {schedule_id!r} exists; delete it first (DELETE /api/schedules/"
+                         f"{schedule_id}, rt.unschedule) or replace it with rt.schedule()")
 
 
 class WorkflowSpecError(AtomrError):
