@@ -261,3 +261,30 @@ def test_a_failed_body_step_is_retried_when_the_run_is_resumed(runtimes):
     out = rt.resume("w", "r", Command()).result(timeout=T)
     assert isinstance(out, Done), out
     assert out.state["log"] == ["first0", "first1"] and firsts == [0, 1]  # first ran once per iteration
+
+
+def test_each_iteration_is_a_traced_step_its_child_run_links_to(runtimes):
+    sdk = pytest.importorskip("opentelemetry.sdk.trace")
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    import atomr.otel
+
+    exporter = InMemorySpanExporter()
+    provider = sdk.TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    atomr.otel.instrument(tracer_provider=provider)
+    try:
+        body = Dag.builder("inc").step("inc", lambda s, c: {"n": s["n"] + 1}).build()
+        rt = runtimes("memory", workflows=[_wf(body, lambda s: s["n"] < 2)])
+        assert isinstance(rt.start("w", {}, run_id="r").result(timeout=T), Done)
+    finally:
+        atomr.otel.uninstrument()
+    spans = exporter.get_finished_spans()
+    its = {s.name: s for s in spans if s.name.startswith("atomr.step loop#")}
+    assert sorted(its) == ["atomr.step loop#0", "atomr.step loop#1"]
+    assert its["atomr.step loop#1"].attributes["atomr.child_run_id"] == "w/r/loop#1@1"
+    assert all(s.attributes["atomr.outcome"] == "completed" for s in its.values())
+    kids = [s for s in spans if s.name == "atomr.run w:loop"]
+    assert sorted(link.context.span_id for k in kids for link in k.links) == sorted(
+        s.context.span_id for s in its.values())

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from atomr import _trace
 from atomr import events as ev
 from atomr._load import load_progress
 from atomr._run.journal import now_ms
@@ -96,6 +97,8 @@ class LoopBodies:
             emit(f"{unit}/{body_step}", payload)
 
         self.core.relays[(child.id, child_run)] = relay
+        if _trace.enabled:  # the iteration's span, as a Subgraph step's: the child's execution links to it
+            _trace.subgraph(self, unit, (child.id, child_run))
         self.core.supervisor.route(child, child_run, msg)
 
     def _loop_iterated(self: WorkflowActor, step: str, n: int, child: Workflow, child_run: str) -> bool:
@@ -127,6 +130,8 @@ class LoopBodies:
         if t is not Rejected:
             self.core.relays.pop((child.id, child_run), None)
         unit = f"{step}#{n}"
+        if _trace.enabled and (t is not Rejected or d.retried):
+            _trace.subgraph_done(self, unit, m)
         ss = self.p.next_super_step
         if t is Done:
             if self._loop_iterated(step, n, child, child_run):
