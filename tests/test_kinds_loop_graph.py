@@ -288,3 +288,17 @@ def test_each_iteration_is_a_traced_step_its_child_run_links_to(runtimes):
     kids = [s for s in spans if s.name == "atomr.run w:loop"]
     assert sorted(link.context.span_id for k in kids for link in k.links) == sorted(
         s.context.span_id for s in its.values())
+
+
+def test_a_body_step_sleeps_and_the_loop_goes_on_when_it_wakes(runtimes):
+    naps: list[int] = []
+
+    def nap(s: Any, c: Any) -> Any:
+        c.sleep(0.2)
+        naps.append(s["n"])
+        return {"n": s["n"] + 1}
+
+    rt = runtimes("lmdb", workflows=[_wf(Dag.builder("nap").step("nap", nap).build(), lambda s: s["n"] < 2)])
+    out = rt.start("w", {}, run_id="r").result(timeout=T)
+    assert isinstance(out, Done), out
+    assert out.state["n"] == 2 and naps == [0, 1]

@@ -77,7 +77,7 @@ class LoopBodies:
             msg = Run(drive.body_input(self.wf.schema, seen), me, None, meta)
         elif status == "running":
             msg = Recover(me)
-        elif status == "paused":
+        elif status in ("paused", "sleeping"):  # a sleep's wake reaches the child through its parent too
             cp = load_progress(store, child.plan, child.id, child_run)
             pending = [i.id for i in cp.interrupts] if cp is not None else []
             answers = drive.child_answers(unit, self.p.answers, pending)
