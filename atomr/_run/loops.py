@@ -30,6 +30,7 @@ from atomr._run.journal import now_ms
 from atomr.actors.step import safe_text
 from atomr.graph import drive
 from atomr.graph.drive import Driven
+from atomr.errors import RunNotPaused
 from atomr.kinds import DagBody, Loop
 from atomr.messages import Recover, Rejected, Resume, Run
 from atomr.types import Command, Done, Failed, Paused
@@ -107,8 +108,8 @@ class LoopBodies:
         store = self.core.store
         try:
             summary = store.summary(child.id, child_run)
-            if summary is None or summary.first_seq > 1:
-                raise LookupError(f"the journal of run {child.id}/{child_run} is gone or pruned")
+            if summary is None or summary.status != "done" or summary.first_seq > 1:
+                raise LookupError(f"run {child.id}/{child_run} is not stored as done with its whole journal")
             writes = drive.run_writes(child.plan, store.journal(child.id, child_run))
         except Exception as exc:  # noqa: BLE001 - a bad child journal fails this loop only
             self._kind_failed(step, type(exc).__name__, (
@@ -134,6 +135,13 @@ class LoopBodies:
             _trace.subgraph_done(self, unit, m)
         ss = self.p.next_super_step
         if t is Done:
+            summary = self.core.store.summary(child.id, child_run)
+            if summary is not None and summary.status != "done" and not d.retried:
+                # told before its last commit was durable: hear the outcome again once it is
+                d.inflight.add(n)
+                d.retried = True
+                self.core.supervisor.route(child, child_run, Recover(self.actor_ref))
+                return
             if self._loop_iterated(step, n, child, child_run):
                 self._pump(step)
         elif t is Paused:
@@ -149,7 +157,12 @@ class LoopBodies:
         elif t is Failed:
             self._kind_failed(step, m.error_type, m.message)
         elif t is Rejected:
-            if d.retried:
+            if isinstance(m.error, RunNotPaused) and not d.retried:
+                # it runs already (its own sleeper woke it, or a worker took it up): hear its outcome
+                d.inflight.add(n)
+                d.retried = True
+                self.core.supervisor.route(child, child_run, Recover(self.actor_ref))
+            elif d.retried:
                 self._kind_failed(step, type(m.error).__name__, safe_text(m.error))
             else:  # the child moved on meanwhile: look again
                 self._pump_loop_dag(step, kind, d, n, self.p.loop_view(step), retry=True)

@@ -110,6 +110,12 @@ class Requests:
         if not self._version_ok(msg):
             return
         if p.status != "running":
+            if self.journal.ack_token is not None and self._after_commit is not None:
+                # its outcome waits for its last commit: msg's targets hear it once it is durable
+                for target in targets_of(msg):
+                    tell(target, Accepted(*self.key, p.seq))
+                    self.subs.reply_to.append(target)
+                return
             # it settled meanwhile (e.g. another recover() got there first)
             for target in targets_of(msg):
                 tell(target, Accepted(*self.key, p.seq))
