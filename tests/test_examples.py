@@ -205,3 +205,13 @@ def test_examples_run_as_scripts(tmp_path, script, expect):
                           capture_output=True, text=True, encoding="utf-8", timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert expect in proc.stdout
+
+
+def test_react_agent_turn_streams_each_body_step(rt):
+    rt.register(react_agent.workflow)
+    out = rt.start("react_agent", {"messages": [{"role": "user", "content": "Is it warm in Oslo?"}]},
+                   run_id="q").result(timeout=T)
+    assert isinstance(out, Done), out
+    turn = rt.handle("react_agent:agent", "react_agent/q/agent#0@1")
+    steps = [i.step for i in turn.stream("updates", timeout=T) if i.mode == "updates"]
+    assert steps == ["model", "tools"]
