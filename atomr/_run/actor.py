@@ -259,7 +259,7 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         self.inflight.add(unit, Attempt(token, attempt, None, step, index))
         return Execute(
             token, step, fn, MappingProxyType(p.layer_values if state is None else state), wid, rid, ss, attempt, key,
-            algo.resume_values(p, unit), self.wf.channels, self.actor_ref, self.wf.retry.retry_on,
+            algo.resume_values(p, unit), self.wf.channels, self.actor_ref, self.wf.step_retry[step].retry_on,
             is_async, None if unit == step else unit, mode, index, item, self._emit_fn, self.cancel_flag,
         )
 
@@ -291,7 +291,7 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         # not journal siblings finishing meanwhile) and the dispatcher can lend
         # its thread (one is always left for other actors)
         if len(msgs) == 1 and not kinds and len(self.inflight) == 1 and not self.driven \
-                and self.core.inline and not msgs[0].is_async and self.wf.step_timeout_s is None \
+                and self.core.inline and not msgs[0].is_async and self.wf.step_timeouts[msgs[0].step] is None \
                 and msgs[0].step not in self.wf.step_limits:
             dispatcher = self.core.dispatcher
             if dispatcher.try_block():
@@ -311,11 +311,12 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
     def _submit(self, msgs: list[Execute]) -> None:
         if _trace.enabled:
             _trace.launch(self, msgs)
-        timeout = self.wf.step_timeout_s
+        timeouts = self.wf.step_timeouts
         submit = self.core.executor.submit
         limits = self.wf.step_limits
         for m in msgs:
             unit = m.part or m.step
+            timeout = timeouts[m.step]
             if timeout is not None:
                 a = self.inflight.get(unit)
                 if a is not None:

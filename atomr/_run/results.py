@@ -71,7 +71,7 @@ class StepResults:
                     part: bool = False) -> bool:
         """Journal a failed attempt; schedule a retry if the policy allows.
         Returns True when a retry was scheduled (the unit stays in flight)."""
-        policy = self.wf.retry
+        policy = self.wf.step_retry[a.step]
         final = not (retryable and a.attempt < policy.max_attempts)
         # a part's failure is final for its step only through the driver
         self.journal.emit(self.plan, self.p, ev.StepFailed(unit, self.p.next_super_step, etype, message,
@@ -99,7 +99,7 @@ class StepResults:
         self.inflight.pop(msg.step)
         self.core.executor.abandon(msg.token)
         text = (f"step {msg.step!r} did not finish within {msg.timeout_s:g}s (attempt {a.attempt}); "
-                "raise step_timeout_s or make the step faster")
+                "raise its timeout_s (or the workflow's step_timeout_s) or make the step faster")
         if msg.step != a.step:
             if not self._step_error(a, msg.step, "StepTimeout", text, True, part=True):
                 self._part_failed(a, ("StepTimeout", text))
