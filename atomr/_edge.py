@@ -16,7 +16,7 @@ from atomr._maintain import check_run_id
 from atomr.codec import check_encodable
 from atomr.errors import AtomrError, RunExists
 from atomr.graph import superstep as algo
-from atomr.graph.state import check_channels
+from atomr.graph.state import check_channels, check_required
 from atomr.handle import RunHandle, _Inbox
 from atomr.messages import Recover, Rejected
 from atomr.store import format as fmt
@@ -87,6 +87,9 @@ def prepare_starts(rt: Runtime, wf: Workflow, inputs: Any, run_ids: Any,
             if if_exists == "error":
                 raise RunExists(wf.id, rid)
             existing.add(rid)
+    for data, rid in zip(datas, ids):
+        if rid not in existing:  # a fresh run: its typed state's required fields must be given
+            check_required(wf.schema, data)
     return datas, ids, existing
 
 

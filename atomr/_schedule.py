@@ -57,7 +57,7 @@ class Schedules:
         app may call this at every start). The schedule fires while a runtime
         with its workflow registered has the store open. Returns its
         description. Raises ScheduleError (naming the bad argument),
-        UnknownChannelError (input, when the workflow is registered).
+        UnknownChannelError / MissingInput (input, when the workflow is registered).
         """
         self._check_open()
         wf = self._core.workflows.get(workflow_id) if isinstance(workflow_id, str) else None

@@ -8,7 +8,7 @@ happened and what to do about it::
     │   └── CycleError, UnknownStepError, DuplicateStepError, EntryError,
     │       UnreachableStepError, NotCallableError, BranchError, JoinError
     ├── StateError            a write or a reducer went wrong
-    │   └── UnknownChannelError, ReducerError, StepResultError, SchemaError
+    │   └── UnknownChannelError, ReducerError, StepResultError, SchemaError, MissingInput
     ├── CodecError            a value cannot be encoded / a record cannot be decoded
     │   └── UnregisteredType, StoredTypeMismatch   a sound record this process's classes cannot read
     ├── StoreError            the store cannot be opened, read or written
@@ -69,7 +69,7 @@ __all__ = [
     "error_class", "JoinError", "SchemaError", "StreamOverflow", "WorkflowSpecError", "RunOver",
     "VersionMismatch", "ScheduleError", "ScheduleNotFound", "UnregisteredType", "StoreUrlError",
     "StoreUnavailable", "CopyError", "StoreNotEmpty", "StoredTypeMismatch", "WorkerIdInUse", "OwnershipLost",
-    "RunOwnedElsewhere", "StoreNotShared",
+    "RunOwnedElsewhere", "StoreNotShared", "MissingInput",
 ]
 
 
@@ -375,3 +375,14 @@ class JoinError(GraphError):
 
 class SchemaError(StateError):
     """A StateSchema channel is misdeclared (bad key, non-callable reducer, duplicate)."""
+
+
+class MissingInput(StateError):
+    """A fresh run's input lacks fields its typed state requires (no default)."""
+
+    def __init__(self, fields: Iterable[str], schema: str, where: str = "the run input") -> None:
+        self.fields, self.schema = sorted(fields), schema
+        super().__init__(
+            f"{where} lacks the required field{'s' if len(self.fields) > 1 else ''} {_names(self.fields)} "
+            f"of {schema} (fields without a default); pass {'them' if len(self.fields) > 1 else 'it'} "
+            "in the input, or give the field a default")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, TypeVar
 
 from atomr._check import check_int
@@ -21,6 +20,7 @@ from atomr.errors import GraphError, InvalidResumeValue, Rejected
 from atomr.graph.dag import BranchSpec, Dag, StepKind, is_async_step
 from atomr.graph.schema import StateSchema
 from atomr.graph.state import fold_superstep, normalize_writes
+from atomr.graph.view import TypedState, viewer
 from atomr.workflow import Workflow
 
 __all__ = ["Branch", "Loop", "Map", "Human", "Subgraph", "dispatch_fan_out"]
@@ -110,10 +110,11 @@ class DagBody:
 
     def __call__(self, state: Mapping[str, Any], ctx: Any) -> list[tuple[str, Any]]:
         assert self.schema is not None, "a Loop's sub-DAG runs inside a Workflow"
-        values = dict(state)
+        values = dict(state.to_dict() if isinstance(state, TypedState) else state)
+        view = viewer(self.schema)
         out: list[tuple[str, Any]] = []
         for layer in self.dag.layers():
-            by_step = {s: normalize_writes(s, self.dag.steps[s](MappingProxyType(values), ctx))
+            by_step = {s: normalize_writes(s, self.dag.steps[s](view(values), ctx))
                        for s in layer}
             values = fold_superstep(self.schema, values, by_step, layer)
             for s in layer:

@@ -283,8 +283,8 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         ``if_exists``: "error" raises RunExists when ``run_id`` is taken;
         "attach" returns a handle on that run instead, whatever its status (two
         concurrent starts of one run id make exactly one run). Raises
-        WorkflowNotFound, UnknownChannelError (input key not a channel),
-        CodecError (input not storable), RunExists.
+        WorkflowNotFound, UnknownChannelError (input key not a channel), MissingInput
+        (a typed state's field without a default not given), CodecError (input not storable), RunExists.
         """
         return self.start_many(workflow_id, [input], [run_id] if run_id is not None else None,
                                meta=meta, timeout=timeout, if_exists=if_exists)[0]

@@ -12,6 +12,7 @@ from atomr.graph.dag import Dag, StepKind, is_async_step
 from atomr.graph.options import RetryPolicy
 from atomr.graph.schema import StateSchema
 from atomr.graph.superstep import Plan
+from atomr.graph.view import viewer
 
 __all__ = ["Limit", "RetryPolicy", "Workflow"]
 
@@ -129,6 +130,8 @@ class Workflow:
             s: (not isinstance(fn, StepKind)) and is_async_step(fn) for s, fn in dag.steps.items()
         }
         self.channels = schema.keys()
+        #: values -> the read-only state its steps get (``state.field`` too over a typed schema)
+        self.view = viewer(schema)
         for step, fn in dag.steps.items():
             if isinstance(fn, StepKind):
                 fn.check(step, schema)

@@ -20,7 +20,6 @@ StepTimedOut, Committed, a child run's outcome).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from atomr import _trace
@@ -228,7 +227,7 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         """Ask a branch's router (in this turn) and journal its decision."""
         spec = self.plan.dag.branches[step]
         try:
-            picked = spec.router(MappingProxyType(self.p.values))
+            picked = spec.router(self.wf.view(self.p.values))
             # one label, or an iterable of labels (read once: it may be a generator)
             labels = [picked] if isinstance(picked, str) or not isinstance(picked, Iterable) else list(picked)
             if not labels:
@@ -258,7 +257,7 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         token = next_token()
         self.inflight.add(unit, Attempt(token, attempt, None, step, index))
         return Execute(
-            token, step, fn, MappingProxyType(p.layer_values if state is None else state), wid, rid, ss, attempt, key,
+            token, step, fn, self.wf.view(p.layer_values if state is None else state), wid, rid, ss, attempt, key,
             algo.resume_values(p, unit), self.wf.channels, self.actor_ref, self.wf.step_retry[step].retry_on,
             is_async, None if unit == step else unit, mode, index, item, self._emit_fn, self.cancel_flag,
         )

@@ -9,7 +9,6 @@ elements run on the executor like any step.
 
 from __future__ import annotations
 
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from atomr import events as ev
@@ -106,7 +105,7 @@ class KindDriving:
             return
         seen = p.loop_view(step)  # its own iterations; nobody else's, and nobody else sees them
         try:
-            go = bool(kind.while_(MappingProxyType(seen)))
+            go = bool(kind.while_(self.wf.view(seen)))
         except BaseException as exc:  # noqa: BLE001 - a predicate bug fails this run only
             etype = type(exc).__name__ if isinstance(exc, Exception) else StepCrashed.__name__
             self._kind_failed(step, etype, f"while_ of loop {step!r} raised {type(exc).__name__}: {safe_text(exc)}")
