@@ -49,6 +49,7 @@ def view_of(wf: Workflow, p: algo.RunProgress) -> StateView:
         p.workflow_id, p.run_id, p.values, p.super_step, p.status, p.next_steps(wf.plan),
         [Interrupt(i.id, i.step_id, i.payload) for i in p.interrupts], p.pause_reason,
         p.failure, dict(p.meta), min(algo.pending_sleeps(p).values(), default=None), p.cancel_reason,
+        p.traceback,
     )
 
 

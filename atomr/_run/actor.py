@@ -83,6 +83,7 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         self.inflight = InFlight()
         self.inflight.release = core.limiter.done if core.limiter is not None else None
         self.driven: dict[str, Driven] = {}
+        self.tracebacks: dict[str, str] = {}  # step -> traceback of its final failed attempt
         self.children: dict[tuple[str, str], str] = {}
         self.journal = Journal(core, self.actor_ref, self.p.seq + 1)
         self.durability = durability_of(core.durability)

@@ -131,7 +131,7 @@ class KindDriving:
             self.journal.emit(self.plan, self.p, ev.Interrupted(step, ss, iid, d.payload, d.index))
             self._event("interrupted", unit, d.attempt, Interrupt(iid, step, d.payload))
         else:
-            if self._step_error(a, unit, d.error_type, d.message, d.retryable, part=True):
+            if self._step_error(a, unit, d.error_type, d.message, d.retryable, part=True, tb=d.traceback):
                 return  # a retry is scheduled: the unit stays in flight
             self._part_failed(a, (d.error_type, d.message))
             return

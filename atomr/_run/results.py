@@ -64,11 +64,11 @@ class StepResults:
             self.journal.emit(self.plan, p, ev.Interrupted(step, ss, iid, d.payload, d.index))
             self._event("interrupted", step, d.attempt, Interrupt(iid, step, d.payload))
         else:
-            self._step_error(a, step, d.error_type, d.message, d.retryable)
+            self._step_error(a, step, d.error_type, d.message, d.retryable, tb=d.traceback)
         return True
 
     def _step_error(self: WorkflowActor, a: Attempt, unit: str, etype: str, message: str, retryable: bool,
-                    part: bool = False) -> bool:
+                    part: bool = False, tb: str | None = None) -> bool:
         """Journal a failed attempt; schedule a retry if the policy allows.
         Returns True when a retry was scheduled (the unit stays in flight)."""
         policy = self.wf.step_retry[a.step]
@@ -76,6 +76,8 @@ class StepResults:
         # a part's failure is final for its step only through the driver
         self.journal.emit(self.plan, self.p, ev.StepFailed(unit, self.p.next_super_step, etype, message,
                                                            a.attempt, final and not part))
+        if final and tb:
+            self.tracebacks.setdefault(a.step, tb)  # the run's Failed carries it (the first, as for a Map)
         if not final:
             timer = self.core.scheduler.tell_later(
                 policy.delay(a.attempt), self.actor_ref, RetryStep(unit, a.attempt + 1))
