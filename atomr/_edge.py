@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from atomr._check import check_int
 from atomr._hooks import logger
 from atomr._maintain import check_run_id
+from atomr._specs import find_spec
 from atomr.codec import check_encodable
 from atomr.errors import AtomrError, RunExists
 from atomr.graph import superstep as algo
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from atomr.runtime import Runtime
     from atomr.workflow import Workflow
 
-__all__ = ["check_meta", "view_of", "prepare_starts", "recover_runs"]
+__all__ = ["check_meta", "view_of", "prepare_starts", "record_spec", "recover_runs", "run_meta"]
 
 log = logger("atomr.runtime")
 
@@ -42,6 +43,23 @@ def check_meta(meta: Any) -> dict[str, Any] | None:
     out = dict(meta)
     check_encodable(out, "the run meta")
     return out
+
+
+def record_spec(wf: Workflow, caller: str | None) -> None:
+    """At ``register()``: give ``wf`` the ``module:attr`` the CLI loads it by, when
+    it has none (its module's, else the caller's module-level name bound to it)."""
+    if wf.spec is None:
+        wf.spec = find_spec(wf, wf.defined_in, caller)
+
+
+def run_meta(wf: Workflow, meta: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A start's meta with what atomr records: the workflow's version, and its
+    spec as ``module`` (unless given) so that ``atomr show`` / ``resume`` load it."""
+    if wf.version is not None:
+        meta = {**(meta or {}), "workflow_version": wf.version}
+    if wf.spec is not None and not (meta or {}).get("module"):
+        meta = {**(meta or {}), "module": wf.spec}
+    return meta
 
 
 def view_of(wf: Workflow, p: algo.RunProgress) -> StateView:

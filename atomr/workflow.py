@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from atomr._check import check_int, check_number, check_optional_number
 from atomr._mermaid import to_mermaid
-from atomr.errors import GraphError
+from atomr.errors import GraphError, WorkflowSpecError
 from atomr.graph.dag import Dag, StepKind, is_async_step
 from atomr.graph.options import RetryPolicy
 from atomr.graph.schema import StateSchema
@@ -55,7 +56,9 @@ class Workflow:
     ``max_concurrent_runs``: starts beyond it wait, durably and in order, with
     status "queued". ``step_limits``: ``{step: Limit(concurrency=, per_second=)}`` across all
     runs of the runtime. ``version``: recorded by each run it starts; a run is resumed or recovered
-    only by the same version or by one whose ``compatible_with`` names it.
+    only by the same version or by one whose ``compatible_with`` names it. ``spec``:
+    ``"pkg.mod:attr"``, where the CLI finds this workflow (recorded in each run's meta as
+    ``module``); None: found at ``register()``, the module-level name bound to it.
     """
 
     def __init__(
@@ -72,6 +75,7 @@ class Workflow:
         compatible_with: Iterable[str] = (),
         step_limits: Mapping[str, Limit] | None = None,
         max_concurrent_runs: int | None = None,
+        spec: str | None = None,
     ) -> None:
         if not isinstance(id, str) or not id:
             raise GraphError(f"workflow id must be a non-empty string, got {id!r}; pass a name")
@@ -96,6 +100,14 @@ class Workflow:
         for name, group in (("interrupt_before", interrupt_before), ("interrupt_after", interrupt_after)):
             if isinstance(group, (str, bytes)) or not isinstance(group, Iterable):
                 raise GraphError(f"workflow {id!r}: {name} must be a list of step ids, got {group!r}; pass e.g. [{group!r}]")
+        if spec is not None and (not isinstance(spec, str) or spec.count(":") != 1
+                                 or not all(spec.partition(":")[::2])):
+            raise WorkflowSpecError(f"workflow {id!r}: spec must be 'MODULE:ATTR' (e.g. 'app.flows:workflow'), "
+                                    f"got {spec!r}")
+        #: "module:attr" the CLI loads this workflow by (None: not known yet)
+        self.spec: str | None = spec
+        #: the module whose code built this workflow (where register() looks for its name)
+        self.defined_in: str | None = sys._getframe(1).f_globals.get("__name__")
         self.id = id
         self.dag = dag
         self.schema = schema
