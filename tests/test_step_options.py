@@ -132,3 +132,9 @@ def test_options_are_on_the_dag_and_the_workflow():
     wf = Workflow("w", dag, schema(), step_timeout_s=7)
     assert wf.step_retry == {"a": pol, "b": wf.retry}
     assert wf.step_timeouts == {"a": 7, "b": 2}
+
+
+def test_help_of_map_says_what_is_per_element():
+    doc = Map.__doc__ or ""
+    for word in ("Per element", "retries", "timeouts", "durability", "timeout_s", "retry="):
+        assert word in doc, word
