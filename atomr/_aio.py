@@ -1,4 +1,4 @@
-"""The asyncio face of :class:`~atomr.Runtime`: ``astart``, ``aresume``, ``aget_state``...
+"""The asyncio face of :class:`~atomr.Runtime`: ``astart``, ``aresume``, ``aget_state``, ``aschedule``...
 
 Threads: the caller's event loop, any loop in any thread (uvicorn's too). No
 method blocks the loop: a start is checked in the loop (a few store reads),
@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from atomr._wake import resolve
+from atomr.actors.cron_rules import Schedule
 from atomr.errors import ResultTimeout, RunExists
 from atomr.handle import RunHandle
 from atomr.messages import Rejected
@@ -111,6 +112,22 @@ class AsyncAPI:
 
     async def aruns(self: Runtime, status: str | None = None, workflow_id: str | None = None) -> list[RunSummary]:
         return await asyncio.to_thread(self.runs, status, workflow_id)
+
+    async def aschedule(self: Runtime, schedule_id: str, workflow_id: str, *, cron: str | None = None,
+                        every_s: float | None = None, input: Mapping[str, Any] | None = None,
+                        overlap: str = "skip", catch_up: str = "none",
+                        meta: Mapping[str, Any] | None = None) -> Schedule:
+        """:meth:`Runtime.schedule`, awaited (in a worker thread: it waits for the store)."""
+        return await asyncio.to_thread(self.schedule, schedule_id, workflow_id, cron=cron, every_s=every_s,
+                                       input=input, overlap=overlap, catch_up=catch_up, meta=meta)
+
+    async def aunschedule(self: Runtime, schedule_id: str) -> None:
+        """:meth:`Runtime.unschedule`, awaited (a firing under way is waited for in a worker thread)."""
+        await asyncio.to_thread(self.unschedule, schedule_id)
+
+    async def aschedules(self: Runtime, workflow_id: str | None = None) -> list[Schedule]:
+        """:meth:`Runtime.schedules`, awaited."""
+        return await asyncio.to_thread(self.schedules, workflow_id)
 
     def _on_starter(self: Runtime, fn: Any, *args: Any) -> asyncio.Future[Any]:
         """``fn(*args)`` on the runtime's starter thread; a future on this loop.

@@ -8,7 +8,8 @@ happened and what to do about it::
     │   └── CycleError, UnknownStepError, DuplicateStepError, EntryError,
     │       UnreachableStepError, NotCallableError, BranchError, JoinError
     ├── StateError            a write or a reducer went wrong
-    │   └── UnknownChannelError, ReducerError, StepResultError, SchemaError, MissingInput
+    │   └── UnknownChannelError, ReducerError (StateValidationError), StepResultError, SchemaError,
+    │       MissingInput
     ├── CodecError            a value cannot be encoded / a record cannot be decoded
     │   └── UnregisteredType, StoredTypeMismatch   a sound record this process's classes cannot read
     ├── StoreError            the store cannot be opened, read or written
@@ -17,7 +18,7 @@ happened and what to do about it::
     │       OwnershipLost, RunOwnedElsewhere   (workers: a run executes in one worker at a time),
     │       StoreNotShared   (workers need SQLite or Postgres)
     ├── WorkflowSpecError     a MODULE:WORKFLOW spec cannot be loaded
-    ├── ScheduleError         a schedule is invalid (ScheduleNotFound)
+    ├── ScheduleError         a schedule is invalid (ScheduleNotFound, ScheduleExists)
     └── RunError              a run-level request was refused or a run failed
         ├── WorkflowNotFound, WorkflowExists
         ├── RunNotFound, RunExists, RunNotPaused
@@ -38,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from atomr._errors_base import AtomrError
+from atomr._errors_state import MissingInput, StateError  # apart to keep this module short
 from atomr._errors_store import (  # defined apart to keep this module short; they belong here
     CopyError,
     CorruptRecord,
@@ -67,7 +69,7 @@ __all__ = [
     "AmbiguousResumeError", "InvalidResumeValue", "CheckpointNotFound", "StepTimeout",
     "LoopLimitError", "Rejected", "StepCrashed", "ResultTimeout", "RuntimeClosed",
     "error_class", "JoinError", "SchemaError", "StreamOverflow", "WorkflowSpecError", "RunOver",
-    "VersionMismatch", "ScheduleError", "ScheduleNotFound", "UnregisteredType", "StoreUrlError",
+    "VersionMismatch", "ScheduleError", "ScheduleNotFound", "ScheduleExists", "StateValidationError", "UnregisteredType", "StoreUrlError",
     "StoreUnavailable", "CopyError", "StoreNotEmpty", "StoredTypeMismatch", "WorkerIdInUse", "OwnershipLost",
     "RunOwnedElsewhere", "StoreNotShared", "MissingInput",
 ]
@@ -140,10 +142,6 @@ class BranchError(GraphError):
     """A branch is misdeclared, or its router picked a label it does not know."""
 
 
-class StateError(AtomrError):
-    """A write could not be applied to the state."""
-
-
 class UnknownChannelError(StateError):
     def __init__(self, channel: str, known: Iterable[str], step: str | None = None) -> None:
         self.channel = channel
@@ -165,6 +163,18 @@ class ReducerError(StateError):
             f"reducer of channel {channel!r} raised {type(cause).__name__}: {cause}{by}; "
             "fix the reducer or the value written; the state was left unchanged"
         )
+
+
+class StateValidationError(ReducerError):
+    """A value merged into a channel of a typed state (``StateSchema.from_type`` of a pydantic
+    model) does not validate: ``channel``, ``step`` (None: the input or an update), ``type``."""
+
+    def __init__(self, channel: str, step: str | None, type: str, detail: str, where: str = "") -> None:
+        self.channel, self.step, self.type = channel, step, type
+        by = f"step {step!r} wrote" if step else "the input or an update gave"
+        at = f" ({where})" if where else ""
+        StateError.__init__(self, f"{by} a value to channel {channel!r} that is not a valid {type}{at}: {detail}; "
+                                  "fix the value written; the state was left unchanged")
 
 
 class StepResultError(StateError):
@@ -357,6 +367,13 @@ class ScheduleNotFound(ScheduleError):
                          "list them with rt.schedules() or `atomr schedule ls`")
 
 
+class ScheduleExists(ScheduleError):
+    def __init__(self, schedule_id: str) -> None:
+        self.schedule_id = schedule_id
+        super().__init__(f"schedule {schedule_id!r} exists; delete it first (DELETE /api/schedules/"
+                         f"{schedule_id}, rt.unschedule) or replace it with rt.schedule()")
+
+
 class WorkflowSpecError(AtomrError):
     """A ``MODULE:WORKFLOW`` spec cannot be loaded (bad form, missing module or name)."""
 
@@ -375,14 +392,3 @@ class JoinError(GraphError):
 
 class SchemaError(StateError):
     """A StateSchema channel is misdeclared (bad key, non-callable reducer, duplicate)."""
-
-
-class MissingInput(StateError):
-    """A fresh run's input lacks fields its typed state requires (no default)."""
-
-    def __init__(self, fields: Iterable[str], schema: str, where: str = "the run input") -> None:
-        self.fields, self.schema = sorted(fields), schema
-        super().__init__(
-            f"{where} lacks the required field{'s' if len(self.fields) > 1 else ''} {_names(self.fields)} "
-            f"of {schema} (fields without a default); pass {'them' if len(self.fields) > 1 else 'it'} "
-            "in the input, or give the field a default")

@@ -41,7 +41,7 @@ PUBLIC_ALL = {
         "FormatVersionError", "GraphError", "InterruptError", "InvalidResumeValue", "JoinError",
         "LoopLimitError", "MissingInput", "NotCallableError", "OwnershipLost", "ReducerError", "Rejected", "ResultTimeout",
         "RunError", "RunExists", "RunNotFound", "RunNotPaused", "RunOver", "RunOwnedElsewhere", "RuntimeClosed",
-        "ScheduleError", "ScheduleNotFound", "SchemaError", "StateError", "StepCrashed",
+        "ScheduleError", "ScheduleExists", "ScheduleNotFound", "SchemaError", "StateError", "StateValidationError", "StepCrashed",
         "StepResultError", "StepTimeout", "StoreClosed", "StoreError", "StoreFull",
         "StoreLocked", "StoreNotEmpty", "StoreNotShared", "StoreUnavailable", "StoreUrlError", "StoredTypeMismatch", "StreamOverflow",
         "UnknownChannelError", "UnknownInterruptError",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from atomr import _trace
 from atomr import events as ev
 from atomr._load import load_progress
 from atomr._run.attempts import Attempt
@@ -203,6 +204,8 @@ class KindDriving:
             msg = Resume(Command(), me)
         d.inflight.add(0)
         d.retried = retry
+        if _trace.enabled:
+            _trace.subgraph(self, step, (child.id, child_run))
         self.core.supervisor.route(child, child_run, msg)
 
     def _on_child(self: WorkflowActor, m: Any) -> None:
@@ -215,6 +218,8 @@ class KindDriving:
         d.inflight.clear()
         ss = self.p.next_super_step
         t = type(m)
+        if _trace.enabled and (t is not Rejected or d.retried):
+            _trace.subgraph_done(self, step, m)
         if t is Done:
             self._kind_done(step, [(k, m.state.get(k)) for k in kind.outputs])
         elif t is Paused:

@@ -45,6 +45,8 @@ class Context:
     #: ends every long wait (a /wait, an event stream) once the server begins to shut down
     shutdown: Shutdown = dc_field(default_factory=Shutdown)
     _graphs: dict[str, dict[str, Any]] = dc_field(default_factory=dict)
+    #: each run's step statuses folded so far (the run page's colours; see progress.Folds)
+    folds: progress.Folds = dc_field(default_factory=progress.Folds)
 
     def __post_init__(self) -> None:
         if self.metrics is None:
@@ -177,7 +179,8 @@ async def get_history(request: Request) -> JSON:
 
 async def get_steps(request: Request) -> JSON:
     """Each step's status for the run page's drawing (see :mod:`atomr.server.progress`)."""
-    return JSON(await progress.step_statuses(_ctx(request).rt, *_ids(request)))
+    ctx = _ctx(request)
+    return JSON(await progress.step_statuses(ctx.rt, *_ids(request), ctx.folds))
 
 
 #: statuses a run stays in until a request moves it
