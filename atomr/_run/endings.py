@@ -174,7 +174,8 @@ class Endings:
 
     def _fail(self: WorkflowActor, step: str | None, etype: str, message: str) -> None:
         p = self.p
-        tb = self.tracebacks.pop(step, None) if step is not None else None  # kept by _step_error
+        tb = self.tracebacks.get(step) if step is not None else None  # kept by _step_error
+        self.tracebacks.clear()
         self.journal.emit(self.plan, p, ev.RunFailed(step, etype, message, p.super_step, now_ms(), tb))
         self._finish(Failed(self.key[0], self.key[1], step, p.super_step, etype, message, tb))
 

@@ -76,8 +76,8 @@ class StepResults:
         # a part's failure is final for its step only through the driver
         self.journal.emit(self.plan, self.p, ev.StepFailed(unit, self.p.next_super_step, etype, message,
                                                            a.attempt, final and not part))
-        if final and tb:
-            self.tracebacks.setdefault(a.step, tb)  # the run's Failed carries it (the first, as for a Map)
+        if final and tb and (not part or getattr(self.driven.get(a.step), "failed", 0) is None):
+            self.tracebacks[a.step] = tb  # the run's Failed carries it (a Map's: its first failed element's)
         if not final:
             timer = self.core.scheduler.tell_later(
                 policy.delay(a.attempt), self.actor_ref, RetryStep(unit, a.attempt + 1))
