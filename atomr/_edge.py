@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 from atomr._check import check_int
 from atomr._hooks import logger
 from atomr._maintain import check_run_id
+from atomr._specs import find_spec
 from atomr.codec import check_encodable
 from atomr.errors import AtomrError, RunExists
 from atomr.graph import superstep as algo
-from atomr.graph.state import check_channels
+from atomr.graph.state import check_channels, check_required
 from atomr.handle import RunHandle, _Inbox
 from atomr.messages import Recover, Rejected
 from atomr.store import format as fmt
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from atomr.runtime import Runtime
     from atomr.workflow import Workflow
 
-__all__ = ["check_meta", "view_of", "prepare_starts", "recover_runs"]
+__all__ = ["check_meta", "view_of", "prepare_starts", "record_spec", "recover_runs", "run_meta"]
 
 log = logger("atomr.runtime")
 
@@ -44,11 +45,29 @@ def check_meta(meta: Any) -> dict[str, Any] | None:
     return out
 
 
+def record_spec(wf: Workflow, caller: str | None) -> None:
+    """At ``register()``: give ``wf`` the ``module:attr`` the CLI loads it by, when
+    it has none (its module's, else the caller's module-level name bound to it)."""
+    if wf.spec is None:
+        wf.spec = find_spec(wf, wf.defined_in, caller)
+
+
+def run_meta(wf: Workflow, meta: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A start's meta with what atomr records: the workflow's version, and its
+    spec as ``module`` (unless given) so that ``atomr show`` / ``resume`` load it."""
+    if wf.version is not None:
+        meta = {**(meta or {}), "workflow_version": wf.version}
+    if wf.spec is not None and not (meta or {}).get("module"):
+        meta = {**(meta or {}), "module": wf.spec}
+    return meta
+
+
 def view_of(wf: Workflow, p: algo.RunProgress) -> StateView:
     return StateView(
         p.workflow_id, p.run_id, p.values, p.super_step, p.status, p.next_steps(wf.plan),
         [Interrupt(i.id, i.step_id, i.payload) for i in p.interrupts], p.pause_reason,
         p.failure, dict(p.meta), min(algo.pending_sleeps(p).values(), default=None), p.cancel_reason,
+        p.traceback,
     )
 
 
@@ -87,6 +106,9 @@ def prepare_starts(rt: Runtime, wf: Workflow, inputs: Any, run_ids: Any,
             if if_exists == "error":
                 raise RunExists(wf.id, rid)
             existing.add(rid)
+    for data, rid in zip(datas, ids):
+        if rid not in existing:  # a fresh run: its typed state's required fields must be given
+            check_required(wf.schema, data)
     return datas, ids, existing
 
 

@@ -101,6 +101,8 @@ def fork(rt: Runtime, wf: Workflow, run_id: str, super_step: Any, edits: Mapping
     new_id = new_run_id or f"{run_id}-fork-{uuid.uuid4().hex[:8]}"
     now = int(time.time() * 1000)
     meta = {**dict(p.meta), "forked_from": f"{run_id}@{super_step}"}
+    if wf.spec is not None and not meta.get("module"):
+        meta["module"] = wf.spec  # `atomr resume` of the fork loads the workflow by it
     events: list[Any] = [ev.Forked(wf.id, run_id, super_step, dict(cp.values), p.layer,
                                    {k: list(v) for k, v in p.branches.items()}, meta, now)]
     if edits:

@@ -59,7 +59,7 @@ class Schedules:
         app may call this at every start). The schedule fires while a runtime
         with its workflow registered has the store open. Returns its
         description. Raises ScheduleError (naming the bad argument),
-        UnknownChannelError (input, when the workflow is registered).
+        UnknownChannelError / MissingInput (input, when the workflow is registered).
         """
         return self._define_schedule(schedule_id, workflow_id, cron=cron, every_s=every_s, input=input,
                                      overlap=overlap, catch_up=catch_up, meta=meta, replace=True)

@@ -8,7 +8,8 @@ happened and what to do about it::
     │   └── CycleError, UnknownStepError, DuplicateStepError, EntryError,
     │       UnreachableStepError, NotCallableError, BranchError, JoinError
     ├── StateError            a write or a reducer went wrong
-    │   └── UnknownChannelError, ReducerError (StateValidationError), StepResultError, SchemaError
+    │   └── UnknownChannelError, ReducerError (StateValidationError), StepResultError, SchemaError,
+    │       MissingInput
     ├── CodecError            a value cannot be encoded / a record cannot be decoded
     │   └── UnregisteredType, StoredTypeMismatch   a sound record this process's classes cannot read
     ├── StoreError            the store cannot be opened, read or written
@@ -38,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from atomr._errors_base import AtomrError
+from atomr._errors_state import MissingInput, StateError  # apart to keep this module short
 from atomr._errors_store import (  # defined apart to keep this module short; they belong here
     CopyError,
     CorruptRecord,
@@ -69,7 +71,7 @@ __all__ = [
     "error_class", "JoinError", "SchemaError", "StreamOverflow", "WorkflowSpecError", "RunOver",
     "VersionMismatch", "ScheduleError", "ScheduleNotFound", "ScheduleExists", "StateValidationError", "UnregisteredType", "StoreUrlError",
     "StoreUnavailable", "CopyError", "StoreNotEmpty", "StoredTypeMismatch", "WorkerIdInUse", "OwnershipLost",
-    "RunOwnedElsewhere", "StoreNotShared",
+    "RunOwnedElsewhere", "StoreNotShared", "MissingInput",
 ]
 
 
@@ -139,10 +141,6 @@ class NotCallableError(GraphError):
 
 class BranchError(GraphError):
     """A branch is misdeclared, or its router picked a label it does not know."""
-
-
-class StateError(AtomrError):
-    """A write could not be applied to the state."""
 
 
 class UnknownChannelError(StateError):

@@ -141,6 +141,8 @@ class RunFailed:
     message: str
     super_step: int
     at_ms: int = 0
+    #: the failing step's traceback (its user frames), when a step raised
+    traceback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,7 +149,23 @@ def child_workflows(wf: Workflow) -> list[Workflow]:
 class Map(StepKind):
     """Run ``fn(item, ctx)`` for each element of the list in channel ``items``,
     at most ``max_concurrency`` at once; write the list of results (input order)
-    to channel ``into`` through its reducer."""
+    to channel ``into`` through its reducer.
+
+    Per element (each is its own unit, ``step[i]``, with ``ctx.attempt`` and an
+    idempotency key of its own):
+
+    * retries: the step's RetryPolicy (``DagBuilder.step(..., retry=)``, else the
+      workflow's) applies to each element on its own: a failing element is
+      attempted again, alone, up to ``max_attempts`` times;
+    * timeouts: the step's ``timeout_s`` (else the workflow's ``step_timeout_s``)
+      limits each element's attempt, not the whole Map;
+    * durability: each element's result is journaled when it finishes, so after
+      a crash, a pause or a failed run resumed, only the unfinished elements run.
+
+    Once an element fails for good no new element starts; those running finish,
+    then the run fails at this step. The whole Map is one step of its layer: its
+    results are merged into ``into`` (once, in input order) when every element
+    is done."""
 
     def __init__(self, fn: Callable[..., Any], items: str, into: str, max_concurrency: int = 4) -> None:
         if not callable(fn) or isinstance(fn, StepKind):

@@ -134,6 +134,7 @@ class StepDone(NamedTuple):
     part: str | None = None  # Map element / Loop iteration id, None for a plain step
     result: Any = None  # a Map element's result
     event: Any = None  # the event ``record`` encodes: the run actor folds this very object
+    traceback: str | None = None  # a step that raised: its user frames
 
 
 class Execute(NamedTuple):

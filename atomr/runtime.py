@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import os
+import sys
 import threading
 import time
 import weakref
@@ -37,7 +38,7 @@ from atomr._aio import AsyncAPI
 from atomr._control import RunControl
 from atomr._schedule import Schedules
 from atomr._inspect import Inspection
-from atomr._edge import check_meta, prepare_starts
+from atomr._edge import check_meta, prepare_starts, record_spec, run_meta
 from atomr.handle import DEFAULT_TIMEOUT, RunHandle, _Inbox
 from atomr.messages import Rejected, Resume, Run
 from atomr.kinds import child_workflows
@@ -228,6 +229,7 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         if not isinstance(workflow, Workflow):
             raise AtomrError(f"register() takes a Workflow, got {type(workflow).__name__}")
         check_run_id(workflow.id, "the workflow id")
+        record_spec(workflow, sys._getframe(1).f_globals.get("__name__"))  # where the CLI finds it
         with self._lock:
             known = self._core.workflows.get(workflow.id)
             if known is workflow:
@@ -282,8 +284,8 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         ``if_exists``: "error" raises RunExists when ``run_id`` is taken;
         "attach" returns a handle on that run instead, whatever its status (two
         concurrent starts of one run id make exactly one run). Raises
-        WorkflowNotFound, UnknownChannelError (input key not a channel),
-        CodecError (input not storable), RunExists.
+        WorkflowNotFound, UnknownChannelError (input key not a channel), MissingInput
+        (a typed state's field without a default not given), CodecError (input not storable), RunExists.
         """
         return self.start_many(workflow_id, [input], [run_id] if run_id is not None else None,
                                meta=meta, timeout=timeout, if_exists=if_exists)[0]
@@ -309,10 +311,8 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
                      if_exists: str = "error") -> tuple[Workflow, list[tuple[str, _Inbox | None]]]:
         self._check_open()
         wf = self.workflow(workflow_id)
-        meta = check_meta(meta)
+        meta = run_meta(wf, check_meta(meta))
         datas, ids, existing = prepare_starts(self, wf, inputs, run_ids, if_exists)
-        if wf.version is not None:
-            meta = {**(meta or {}), "workflow_version": wf.version}
         pending: list[tuple[str, _Inbox | None]] = []
         for data, rid in zip(datas, ids):
             if rid in existing:

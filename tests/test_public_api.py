@@ -39,7 +39,7 @@ PUBLIC_ALL = {
         "AmbiguousResumeError", "AtomrError", "BranchError", "CheckpointNotFound", "CodecError",
         "CopyError", "CorruptRecord", "CorruptStore", "CycleError", "DuplicateStepError", "EntryError",
         "FormatVersionError", "GraphError", "InterruptError", "InvalidResumeValue", "JoinError",
-        "LoopLimitError", "NotCallableError", "OwnershipLost", "ReducerError", "Rejected", "ResultTimeout",
+        "LoopLimitError", "MissingInput", "NotCallableError", "OwnershipLost", "ReducerError", "Rejected", "ResultTimeout",
         "RunError", "RunExists", "RunNotFound", "RunNotPaused", "RunOver", "RunOwnedElsewhere", "RuntimeClosed",
         "ScheduleError", "ScheduleExists", "ScheduleNotFound", "SchemaError", "StateError", "StateValidationError", "StepCrashed",
         "StepResultError", "StepTimeout", "StoreClosed", "StoreError", "StoreFull",

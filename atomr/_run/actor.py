@@ -20,7 +20,6 @@ StepTimedOut, Committed, a child run's outcome).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from atomr import _trace
@@ -84,6 +83,7 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         self.inflight = InFlight()
         self.inflight.release = core.limiter.done if core.limiter is not None else None
         self.driven: dict[str, Driven] = {}
+        self.tracebacks: dict[str, str] = {}  # step -> traceback of its final failed attempt
         self.children: dict[tuple[str, str], str] = {}
         self.journal = Journal(core, self.actor_ref, self.p.seq + 1)
         self.durability = durability_of(core.durability)
@@ -228,7 +228,7 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         """Ask a branch's router (in this turn) and journal its decision."""
         spec = self.plan.dag.branches[step]
         try:
-            picked = spec.router(MappingProxyType(self.p.values))
+            picked = spec.router(self.wf.view(self.p.values))
             # one label, or an iterable of labels (read once: it may be a generator)
             labels = [picked] if isinstance(picked, str) or not isinstance(picked, Iterable) else list(picked)
             if not labels:
@@ -258,8 +258,8 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         token = next_token()
         self.inflight.add(unit, Attempt(token, attempt, None, step, index))
         return Execute(
-            token, step, fn, MappingProxyType(p.layer_values if state is None else state), wid, rid, ss, attempt, key,
-            algo.resume_values(p, unit), self.wf.channels, self.actor_ref, self.wf.retry.retry_on,
+            token, step, fn, self.wf.view(p.layer_values if state is None else state), wid, rid, ss, attempt, key,
+            algo.resume_values(p, unit), self.wf.channels, self.actor_ref, self.wf.step_retry[step].retry_on,
             is_async, None if unit == step else unit, mode, index, item, self._emit_fn, self.cancel_flag,
         )
 
@@ -291,7 +291,7 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         # not journal siblings finishing meanwhile) and the dispatcher can lend
         # its thread (one is always left for other actors)
         if len(msgs) == 1 and not kinds and len(self.inflight) == 1 and not self.driven \
-                and self.core.inline and not msgs[0].is_async and self.wf.step_timeout_s is None \
+                and self.core.inline and not msgs[0].is_async and self.wf.step_timeouts[msgs[0].step] is None \
                 and msgs[0].step not in self.wf.step_limits:
             dispatcher = self.core.dispatcher
             if dispatcher.try_block():
@@ -311,11 +311,12 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
     def _submit(self, msgs: list[Execute]) -> None:
         if _trace.enabled:
             _trace.launch(self, msgs)
-        timeout = self.wf.step_timeout_s
+        timeouts = self.wf.step_timeouts
         submit = self.core.executor.submit
         limits = self.wf.step_limits
         for m in msgs:
             unit = m.part or m.step
+            timeout = timeouts[m.step]
             if timeout is not None:
                 a = self.inflight.get(unit)
                 if a is not None:

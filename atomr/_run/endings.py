@@ -178,8 +178,10 @@ class Endings:
 
     def _fail(self: WorkflowActor, step: str | None, etype: str, message: str) -> None:
         p = self.p
-        self.journal.emit(self.plan, p, ev.RunFailed(step, etype, message, p.super_step, now_ms()))
-        self._finish(Failed(self.key[0], self.key[1], step, p.super_step, etype, message))
+        tb = self.tracebacks.get(step) if step is not None else None  # kept by _step_error
+        self.tracebacks.clear()
+        self.journal.emit(self.plan, p, ev.RunFailed(step, etype, message, p.super_step, now_ms(), tb))
+        self._finish(Failed(self.key[0], self.key[1], step, p.super_step, etype, message, tb))
 
     def _finish(self: WorkflowActor, outcome: Any) -> None:
         """Make everything durable (with a snapshot), then report ``outcome``."""

@@ -10,7 +10,6 @@ elements run on the executor like any step.
 
 from __future__ import annotations
 
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from atomr import _trace
@@ -109,7 +108,7 @@ class KindDriving(LoopBodies):
             return
         seen = p.loop_view(step)  # its own iterations; nobody else's, and nobody else sees them
         try:
-            go = bool(kind.while_(MappingProxyType(seen)))
+            go = bool(kind.while_(self.wf.view(seen)))
         except BaseException as exc:  # noqa: BLE001 - a predicate bug fails this run only
             etype = type(exc).__name__ if isinstance(exc, Exception) else StepCrashed.__name__
             self._kind_failed(step, etype, f"while_ of loop {step!r} raised {type(exc).__name__}: {safe_text(exc)}")
@@ -138,7 +137,7 @@ class KindDriving(LoopBodies):
             self.journal.emit(self.plan, self.p, ev.Interrupted(step, ss, iid, d.payload, d.index))
             self._event("interrupted", unit, d.attempt, Interrupt(iid, step, d.payload))
         else:
-            if self._step_error(a, unit, d.error_type, d.message, d.retryable, part=True):
+            if self._step_error(a, unit, d.error_type, d.message, d.retryable, part=True, tb=d.traceback):
                 return  # a retry is scheduled: the unit stays in flight
             self._part_failed(a, (d.error_type, d.message))
             return

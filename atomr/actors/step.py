@@ -21,6 +21,7 @@ import pykka
 from atomr import _trace
 from atomr import events as ev
 from atomr._hooks import logger
+from atomr._usertb import user_traceback
 from atomr.codec import check_encodable
 from atomr.errors import AtomrError, CodecError, StepCrashed, UnknownChannelError
 from atomr.graph.progress import SLEEP_KEY
@@ -129,9 +130,9 @@ def call(msg: Execute) -> Any:
     return msg.fn(msg.state, _ctx(msg))
 
 
-def _error(msg: Execute, etype: str, message: str, retryable: bool) -> StepDone:
+def _error(msg: Execute, etype: str, message: str, retryable: bool, exc: BaseException | None = None) -> StepDone:
     return StepDone(msg.token, msg.step, msg.attempt, ERROR, error_type=etype, message=message,
-                    retryable=retryable, part=msg.part)
+                    retryable=retryable, part=msg.part, traceback=None if exc is None else user_traceback(exc))
 
 
 def _record(msg: Execute, result: Any) -> StepDone:
@@ -198,12 +199,12 @@ def _finish(msg: Execute, result: Any, exc: BaseException | None) -> StepDone:
         return StepDone(msg.token, step, msg.attempt, INTERRUPT, index=exc.index,
                         payload=exc.payload, part=msg.part)
     if isinstance(exc, AtomrError):
-        return _error(msg, type(exc).__name__, safe_text(exc), False)
+        return _error(msg, type(exc).__name__, safe_text(exc), False, exc)
     if not isinstance(exc, Exception):
         return _error(
             msg, StepCrashed.__name__,
             f"step {step!r} raised {type(exc).__name__}({safe_text(exc)}); the run was failed "
-            "and every other run goes on; resume it with Command() to retry", False,
+            "and every other run goes on; resume it with Command() to retry", False, exc,
         )
     text = safe_text(exc)
     if not text:
@@ -211,7 +212,7 @@ def _finish(msg: Execute, result: Any, exc: BaseException | None) -> StepDone:
             text = repr(exc)
         except BaseException:  # noqa: BLE001
             text = type(exc).__name__
-    return _error(msg, type(exc).__name__, text, isinstance(exc, msg.retry_on))
+    return _error(msg, type(exc).__name__, text, isinstance(exc, msg.retry_on), exc)
 
 
 def tell_done(ref: Any, done: StepDone) -> None:

@@ -113,7 +113,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     error = None
     if v.error:
         step, etype, message = (list(v.error) + [None, None, None])[:3]
-        error = {"step": step, "type": etype, "message": message}
+        error = {"step": step, "type": etype, "message": message, "traceback": v.traceback}
     doc = {
         "workflow_id": v.workflow_id, "run_id": v.run_id, "status": v.status,
         "super_step": v.super_step, "next": list(v.next), "pause_reason": v.pause_reason,
@@ -134,6 +134,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         where = f" at step {error['step']}" if error["step"] else ""
         rows.append(["error", f"{error['type']}{where}: {error['message']}"])
     table(rows)
+    if error and error["traceback"]:
+        print("traceback of the failed step:")
+        print(error["traceback"].rstrip("\n"))
     if v.interrupts:
         print("interrupts:")
         for i in v.interrupts:

@@ -227,5 +227,5 @@ def outcome_of(p: RunProgress) -> Done | Paused | Failed | Cancelled | None:
         return Cancelled(wid, rid, p.super_step, p.cancel_reason or "")
     if p.status == "failed":
         step, etype, message = p.failure if p.failure else (None, "RunError", "")
-        return Failed(wid, rid, step, p.super_step, etype, message)
+        return Failed(wid, rid, step, p.super_step, etype, message, p.traceback)
     return None

@@ -70,6 +70,8 @@ class RunProgress:
     pause_steps: list[str] = field(default_factory=list)
     #: (step, error_type, message) of a failed run
     failure: tuple[str | None, str, str] | None = None
+    #: the traceback (user frames) of the step that failed the run, if one raised
+    traceback: str | None = None
     #: super-step number whose before-breakpoint was already taken
     bp_cleared: int = -1
     skipped: set[str] = field(default_factory=set)
@@ -279,7 +281,7 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
             for step in p.failed:
                 p.attempts.pop(step, None)
             p.failed = {}
-        p.failure = None
+        p.failure = p.traceback = None
         p.holds = set()
         if e.goto is not None:
             p.layer = plan.layer_of[e.goto]
@@ -308,7 +310,7 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
     elif t is ev.RunFailed:
         _stop_clock(p, e.at_ms)
         p.status = "failed"
-        p.failure = (e.step, e.error_type, e.message)
+        p.failure, p.traceback = (e.step, e.error_type, e.message), e.traceback
         p.updated_ms = e.at_ms
     elif t is ev.Forked:
         p.values = dict(e.values)

@@ -22,7 +22,7 @@ from typing import Annotated, Any, get_args, get_origin
 from atomr import codec
 from atomr.codec import check_encodable
 from atomr.errors import SchemaError, UnknownChannelError
-from atomr.graph.reducers import LastWriteWins, Reducer, _Builtin
+from atomr.graph.reducers import LastWriteWins, Reducer, _Builtin, empty_of_reducer
 from atomr.graph.validate import validator
 
 __all__ = ["Channel", "SchemaBuilder", "StateSchema"]
@@ -57,8 +57,8 @@ def _channel(key: object, spec: object) -> Channel:
                 f"got a tuple of {len(spec)} items"
             )
         reducer, default = spec
-    else:
-        reducer, default = spec, None
+    else:  # a list / map channel starts empty ([] / {}), any other None
+        reducer, default = spec, empty_of_reducer(spec)
     if isinstance(reducer, type) and issubclass(reducer, _Builtin):
         raise SchemaError(
             f"channel {key!r}: got the class {reducer.__name__}, not a reducer; "
@@ -75,9 +75,12 @@ def _channel(key: object, spec: object) -> Channel:
 
 
 class StateSchema:
-    """The channels of a state: ``StateSchema({"log": AppendList(), "n": (LastWriteWins(), 0)})``."""
+    """The channels of a state: ``StateSchema({"log": AppendList(), "n": (LastWriteWins(), 0)})``.
 
-    __slots__ = ("_channels", "_keys", "_reducers", "_copy_defaults", "_validators", "source")
+    A channel given only its reducer starts ``[]`` for a list reducer (AppendList,
+    AppendMessages), ``{}`` for MergeMap, else None; ``(reducer, default)`` sets it."""
+
+    __slots__ = ("_channels", "_keys", "_reducers", "_copy_defaults", "_validators", "source", "required")
 
     def __init__(self, channels: Mapping[str, Reducer | tuple[Reducer, Any] | Channel] | None = None) -> None:
         chans = {key: _channel(key, spec) for key, spec in (channels or {}).items()}
@@ -87,8 +90,9 @@ class StateSchema:
         self._copy_defaults = any(not isinstance(c.default, _IMMUTABLE) for c in chans.values())
         #: channel -> check(merged value, step) -> the value to keep (raises StateValidationError)
         self._validators: dict[str, Callable[[Any, str | None], Any]] = {}
-        #: the class this schema was read from (:meth:`from_type`), else None
+        #: the class read by :meth:`from_type` (else None); the fields a fresh run's input must give
         self.source: Any = None
+        self.required: frozenset[str] = frozenset()
 
     @classmethod
     def from_type(cls, state_type: Any, *, validate: bool | None = None) -> StateSchema:
@@ -99,7 +103,8 @@ class StateSchema:
         ``(current, incoming) -> merged`` callable such as ``operator.add``);
         a plain ``T`` is LastWriteWins. Initial values: a dataclass's or a
         model's defaults; a ``NotRequired`` key, or a field without a default,
-        starts absent; a channel with a reducer and no default over a list,
+        starts absent (a model's or a dataclass's such field is ``required``:
+        a fresh run's input must give it, else MissingInput); a channel with a reducer and no default over a list,
         dict, set, tuple, str, int or float type starts empty (``[]``, ``0``...);
         other TypedDict keys start None. A callable reducer (not a built-in
         one) of a channel that starts absent or None takes the first write as
@@ -128,6 +133,7 @@ class StateSchema:
             has_default, default = f.has_default, f.default
             if not has_default and not f.not_required and not isinstance(reducer, LastWriteWins):
                 empty = _empty_of(f.tp)
+                empty = empty_of_reducer(reducer) if empty is None else empty
                 has_default, default = empty is not None, empty
             if not has_default and f.typed_dict and not f.not_required:
                 has_default, default = True, None  # a TypedDict key
@@ -136,6 +142,7 @@ class StateSchema:
             chans[key] = Channel(reducer, default, not has_default)
         schema = cls(chans)
         schema.source = state_type
+        schema.required = frozenset(k for k, c in chans.items() if c.absent and not fields[k].typed_dict)
         if model if validate is None else validate:
             schema._validators = {key: validator(state_type, key, f.tp, f.tp, f.info, _is_reducer, model)
                                   for key, f in fields.items()}
@@ -191,7 +198,8 @@ class StateSchema:
             if c.absent:
                 parts.append(f"{k!r}: Channel({c.reducer!r}, absent=True)")
             else:
-                parts.append(f"{k!r}: {c.reducer!r}" if c.default is None else f"{k!r}: ({c.reducer!r}, {c.default!r})")
+                plain = c.default == empty_of_reducer(c.reducer) and type(c.default) is type(empty_of_reducer(c.reducer))
+                parts.append(f"{k!r}: {c.reducer!r}" if plain else f"{k!r}: ({c.reducer!r}, {c.default!r})")
         return "StateSchema({" + ", ".join(parts) + "})"
 
 
@@ -204,8 +212,8 @@ class SchemaBuilder:
         self._channels: dict[str, Channel] = {}
 
     def add(self, key: str, reducer: Reducer) -> SchemaBuilder:
-        """Add channel ``key`` merged by ``reducer``, default None."""
-        return self.add_with_default(key, reducer, None)
+        """Add channel ``key`` merged by ``reducer``, starting ``[]`` / ``{}`` (list / map), else None."""
+        return self.add_with_default(key, reducer, empty_of_reducer(reducer))
 
     def add_with_default(self, key: str, reducer: Reducer, default: Any) -> SchemaBuilder:
         """Add channel ``key`` merged by ``reducer`` starting at ``default``."""

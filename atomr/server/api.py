@@ -197,7 +197,8 @@ def settled_outcome(v: Any) -> dict[str, Any] | None:
                    steps=list(v.next))
     elif v.status == "failed":
         step, etype, message = (list(v.error or ()) + [None, "RunError", ""])[:3]
-        doc.update(step_id=step, super_step=v.super_step, error_type=etype, message=message)
+        doc.update(step_id=step, super_step=v.super_step, error_type=etype, message=message,
+                   traceback=getattr(v, "traceback", None))
     elif v.status == "cancelled":
         doc.update(super_step=v.super_step, reason=str(getattr(v, "cancel_reason", None) or ""))
     else:

@@ -94,6 +94,8 @@ _RUN = """<h1><a href="/workflows#{wf_attr}" class="muted">{wf}</a> / <span id="
   <button id="btn-cancel" type="button" class="danger" hidden>Cancel run</button>
   <span id="run-error" class="error"></span>
 </div>
+<details id="run-traceback-box" hidden><summary>Traceback of the failed step</summary>
+  <pre id="run-traceback" class="traceback"></pre></details>
 <section id="interrupts-box" hidden>
   <h2>Waiting for an answer</h2>
   <div id="interrupts"></div>

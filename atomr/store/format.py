@@ -102,6 +102,9 @@ EVENT_CODES: dict[type, int] = {
 }
 _CLASSES = {code: cls for cls, code in EVENT_CODES.items()}
 _FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in EVENT_CODES}
+#: Trailing fields added since format 1, stored only when not None, so that a
+#: record without them has its old layout (and old records read as None).
+_OPTIONAL_TAIL = {ev.RunFailed: 1}
 #: Fields holding (channel, value) pairs: stored as 2-lists, read back as tuples.
 _PAIR_FIELDS = {ev.StepCompleted: "writes", ev.StateUpdated: "edits", ev.LoopIterated: "writes"}
 #: Fields holding {key: value} of user values (each value may nest codec.MAX_DEPTH deep).
@@ -254,6 +257,10 @@ def encode_event(event: Any) -> bytes:
             elif exceeds(value, codec.MAX_DEPTH):
                 codec.check_depth(value, f"{cls.__name__}.{name}")
         row.append(value)
+    tail = _OPTIONAL_TAIL.get(cls, 0)
+    while tail and row[-1] is None:
+        row.pop()
+        tail -= 1
     try:
         return frame(codec.packb(row, max_depth=None))
     except (TypeError, ValueError, OverflowError):
@@ -295,7 +302,7 @@ def decode_event(data: bytes) -> Any:
         raise CodecError(f"unknown event code {row[0]!r} (written by a newer atomr?)")
     values = row[1:]
     fields = _FIELDS[cls]
-    if len(values) != len(fields):
+    if len(values) != len(fields) and not 0 <= len(fields) - len(values) <= _OPTIONAL_TAIL.get(cls, 0):
         raise CodecError(f"{cls.__name__} record has {len(values)} fields, expected {len(fields)}")
     pair_field = _PAIR_FIELDS.get(cls)
     if pair_field is not None:

@@ -253,6 +253,9 @@ async function pageRun() {
     $("#run-facts").textContent = facts.join(" · ");
     $("#run-error").textContent = view.error
       ? `${view.error.error_type} at ${view.error.step_id || "?"}: ${view.error.message}` : "";
+    const tb = (view.error && view.error.traceback) || "";
+    $("#run-traceback").textContent = tb;
+    $("#run-traceback-box").hidden = !tb;
     $("#btn-cancel").hidden = ["done", "cancelled"].includes(view.status);
     $("#btn-continue").hidden = !((view.status === "paused" && !view.interrupts.length) || view.status === "failed");
     $("#btn-continue").textContent = view.status === "failed" ? "Retry" : "Continue";
