@@ -52,15 +52,18 @@ def view_of(wf: Workflow, p: algo.RunProgress) -> StateView:
     )
 
 
-IF_EXISTS = ("error", "attach")
+#: what a start does with a run id that exists: refuse it (RunExists), watch that
+#: run, or give that run (done) another turn (see :class:`~atomr.events.TurnStarted`)
+IF_EXISTS = ("error", "attach", "continue")
 
 
 def prepare_starts(rt: Runtime, wf: Workflow, inputs: Any, run_ids: Any,
                    if_exists: str = "error") -> tuple[list[dict[str, Any]], list[str], set[str]]:
     """Check every input and run id of a start before any run starts. Returns
-    the inputs, the run ids, and (``if_exists="attach"``) the ids that exist."""
+    the inputs, the run ids, and (``if_exists="attach"``) the ids that exist.
+    With "continue" the run actor decides: start, another turn, or RunNotContinuable."""
     if if_exists not in IF_EXISTS:
-        raise AtomrError(f"if_exists must be 'error' or 'attach', got {if_exists!r}")
+        raise AtomrError(f"if_exists must be 'error', 'attach' or 'continue', got {if_exists!r}")
     if isinstance(inputs, Mapping) or not isinstance(inputs, Iterable):
         raise AtomrError(f"inputs must be a list of input mappings, got {type(inputs).__name__}")
     datas = []
@@ -83,6 +86,8 @@ def prepare_starts(rt: Runtime, wf: Workflow, inputs: Any, run_ids: Any,
     existing: set[str] = set()
     for rid in ids:
         fmt.check_ids(wf.id, rid)
+        if if_exists == "continue":
+            continue
         if rt.store.summary(wf.id, rid) is not None or rt._core.supervisor.is_live(wf.id, rid):
             if if_exists == "error":
                 raise RunExists(wf.id, rid)

@@ -49,6 +49,8 @@ def _label(e: Any) -> str | None:
         return f"layer:{e.layer + 1}"
     if t is ev.RunStarted:
         return "input"
+    if t is ev.TurnStarted:
+        return f"turn:{e.turn}"
     if t is ev.Paused:
         return f"{e.reason}:{','.join(e.steps)}" if e.steps else e.reason
     if t is ev.StateUpdated:

@@ -20,7 +20,7 @@ happened and what to do about it::
     ├── ScheduleError         a schedule is invalid (ScheduleNotFound)
     └── RunError              a run-level request was refused or a run failed
         ├── WorkflowNotFound, WorkflowExists
-        ├── RunNotFound, RunExists, RunNotPaused
+        ├── RunNotFound, RunExists, RunNotPaused, RunNotContinuable
         ├── InterruptError (UnknownInterruptError, AmbiguousResumeError, InvalidResumeValue)
         ├── CheckpointNotFound
         ├── StepTimeout, LoopLimitError, Rejected, StepCrashed, VersionMismatch
@@ -69,7 +69,7 @@ __all__ = [
     "error_class", "JoinError", "SchemaError", "StreamOverflow", "WorkflowSpecError", "RunOver",
     "VersionMismatch", "ScheduleError", "ScheduleNotFound", "UnregisteredType", "StoreUrlError",
     "StoreUnavailable", "CopyError", "StoreNotEmpty", "StoredTypeMismatch", "WorkerIdInUse", "OwnershipLost",
-    "RunOwnedElsewhere", "StoreNotShared",
+    "RunOwnedElsewhere", "StoreNotShared", "RunNotContinuable",
 ]
 
 
@@ -257,13 +257,30 @@ class RunNotPaused(RunError):
     def __init__(self, workflow_id: str, run_id: str, status: str) -> None:
         self.status = status
         hint = {
-            "done": "it has finished: fork it (rt.fork) to run again from a checkpoint",
+            "done": "it has finished: give it another turn (rt.start(..., run_id=..., if_exists=\"continue\")) "
+                    "or fork it (rt.fork) to run again from a checkpoint",
             "cancelled": "it was cancelled: fork it (rt.fork) to run again from a checkpoint",
             "queued": "it waits for a slot (max_concurrent_runs) and starts by itself",
             "running": "it is still running: wait for its outcome (handle.result()); if the "
                        "process that ran it died, carry it on with rt.recover()",
         }.get(status, "only paused or failed runs can be resumed")
         super().__init__(f"cannot resume run {workflow_id}/{run_id}: it is {status}; {hint}")
+
+
+class RunNotContinuable(RunError):
+    """``start(..., if_exists="continue")`` found the run, but not done: only a done run takes another turn."""
+
+    def __init__(self, workflow_id: str, run_id: str, status: str) -> None:
+        self.status = status
+        hint = {
+            "paused": "resume it (rt.resume) to finish this turn first",
+            "failed": "resume it (rt.resume) to retry the failed step, or fork it (rt.fork) from a checkpoint",
+            "cancelled": "it is over: fork it (rt.fork) from a checkpoint to run again",
+            "sleeping": "it sleeps: wake it (rt.wake) or wait for its outcome (handle.result()), then continue it",
+            "queued": "it waits for a slot (max_concurrent_runs): wait for its outcome, then continue it",
+        }.get(status, "it is still running: wait for its outcome (handle.result()), then continue it")
+        super().__init__(f"cannot continue run {workflow_id}/{run_id}: it is {status}, only a done run takes "
+                         f"another turn; {hint}")
 
 
 class InterruptError(RunError):
