@@ -162,7 +162,7 @@ class Endings:
             child = self.core.workflows.get(kind.workflow_id)
             if child is None:
                 continue
-            child_run = drive.child_run_id(self.key[0], self.key[1], step)
+            child_run = drive.child_run_of(self.p, step)
             s = self.core.store.summary(child.id, child_run)
             if s is None or s.status in ("done", "cancelled"):
                 continue
