@@ -312,11 +312,13 @@ class InvalidResumeValue(InterruptError):
 
 
 class CheckpointNotFound(RunError):
-    def __init__(self, workflow_id: str, run_id: str, super_step: int, available: list[int]) -> None:
+    def __init__(self, workflow_id: str, run_id: str, super_step: int, available: list[int],
+                 seq: int | None = None) -> None:
         self.super_step = super_step
         rng = f"{available[0]}..{available[-1]}" if available else "none"
+        at = f"super-step {super_step}" if seq is None else f"seq {seq}"
         super().__init__(
-            f"run {workflow_id}/{run_id} has no checkpoint at super-step {super_step} "
+            f"run {workflow_id}/{run_id} has no checkpoint at {at} "
             f"(available: {rng}); pick one listed by rt.history()"
         )
 
