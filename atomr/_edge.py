@@ -14,7 +14,7 @@ from atomr._check import check_int
 from atomr._hooks import logger
 from atomr._maintain import check_run_id
 from atomr.codec import check_encodable
-from atomr.errors import AtomrError, RunExists
+from atomr.errors import AtomrError, RunExists, RunNotContinuable
 from atomr.graph import superstep as algo
 from atomr.graph.state import check_channels
 from atomr.handle import RunHandle, _Inbox
@@ -86,7 +86,11 @@ def prepare_starts(rt: Runtime, wf: Workflow, inputs: Any, run_ids: Any,
     existing: set[str] = set()
     for rid in ids:
         fmt.check_ids(wf.id, rid)
-        if if_exists == "continue":
+        if if_exists == "continue":  # refused here at once unless done (the run's actor decides for sure)
+            s = rt.store.summary(wf.id, rid)
+            status = "running" if rt._core.supervisor.is_driving(wf.id, rid) else s.status if s else "done"
+            if status != "done":
+                raise RunNotContinuable(wf.id, rid, status)
             continue
         if rt.store.summary(wf.id, rid) is not None or rt._core.supervisor.is_live(wf.id, rid):
             if if_exists == "error":

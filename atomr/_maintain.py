@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from atomr.runtime import Runtime
     from atomr.workflow import Workflow
 
-__all__ = ["fork", "prune", "delete", "purge", "checkpoint_at", "maintain", "check_run_id"]
+__all__ = ["fork", "checkpoint_by_seq", "prune", "delete", "purge", "checkpoint_at", "maintain", "check_run_id"]
 
 RUN_STATUSES = ("running", "paused", "done", "failed", "cancelled", "sleeping", "queued")
 
@@ -99,6 +99,15 @@ def fork_at_seq(rt: Runtime, wf: Workflow, run_id: str, seq: Any) -> tuple[Check
         seqs = [c.seq for c, _ in iter_checkpoints(rt.store, wf.plan, wf.id, run_id)]
         raise CheckpointNotFound(wf.id, run_id, -1, seqs, seq=seq)
     return found
+
+
+def checkpoint_by_seq(points: list[Checkpoint], workflow_id: str, run_id: str, seq: Any) -> Checkpoint:
+    """The checkpoint of ``points`` (a run's history) with ``seq``; CheckpointNotFound otherwise."""
+    seq = check_int(seq, "seq", lo=1, error=AtomrError, hint="pass the seq of a checkpoint from the run's history")
+    for c in points:
+        if c.seq == seq:
+            return c
+    raise CheckpointNotFound(workflow_id, run_id, -1, [c.seq for c in points], seq=seq)
 
 
 def fork(rt: Runtime, wf: Workflow, run_id: str, at: Any, edits: Mapping[str, Any] | None,
