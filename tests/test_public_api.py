@@ -40,7 +40,7 @@ PUBLIC_ALL = {
         "CopyError", "CorruptRecord", "CorruptStore", "CycleError", "DuplicateStepError", "EntryError",
         "FormatVersionError", "GraphError", "InterruptError", "InvalidResumeValue", "JoinError",
         "LoopLimitError", "NotCallableError", "OwnershipLost", "ReducerError", "Rejected", "ResultTimeout",
-        "RunError", "RunExists", "RunNotFound", "RunNotPaused", "RunOver", "RunOwnedElsewhere", "RuntimeClosed",
+        "RunError", "RunExists", "RunNotContinuable", "RunNotFound", "RunNotPaused", "RunOver", "RunOwnedElsewhere", "RuntimeClosed",
         "ScheduleError", "ScheduleNotFound", "SchemaError", "StateError", "StepCrashed",
         "StepResultError", "StepTimeout", "StoreClosed", "StoreError", "StoreFull",
         "StoreLocked", "StoreNotEmpty", "StoreNotShared", "StoreUnavailable", "StoreUrlError", "StoredTypeMismatch", "StreamOverflow",
@@ -52,7 +52,7 @@ PUBLIC_ALL = {
         "BranchTaken", "Event", "Forked", "HumanApproved", "Interrupted", "ItemCompleted",
         "LoopIterated", "Paused", "Resumed", "RunCancelled", "RunCompleted", "RunFailed",
         "RunStarted", "StateUpdated", "StepCancelled", "StepCompleted", "StepFailed",
-        "StepStarted", "SuperStepCommitted",
+        "StepStarted", "SuperStepCommitted", "TurnStarted",
     ],
     "atomr.graph": [
         "AppendList", "AppendMessages", "BranchSpec", "Channel", "Dag", "DagBuilder",
