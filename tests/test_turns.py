@@ -13,7 +13,8 @@ import pytest
 from atomr import (AppendList, Command, Dag, Done, LastWriteWins, Loop, Paused, Runtime, StateSchema,
                    Subgraph, Workflow)
 from atomr import events as ev
-from atomr.errors import AtomrError, CheckpointNotFound, RunNotContinuable, RunNotPaused, UnknownChannelError
+from atomr.errors import (AtomrError, CheckpointNotFound, OwnershipLost, RunNotContinuable, RunNotPaused,
+                          UnknownChannelError)
 from workflows import ALL_STORES, PERSISTENT, T, runtimes, store_kinds  # noqa: F401 - fixtures
 
 store_kind = store_kinds(*ALL_STORES)
@@ -262,3 +263,79 @@ async def test_astart_continue_and_afork_at_a_checkpoint(runtimes):
     cp = (await rt.ahistory("talk", "th"))[-1]
     new = await rt.afork("talk", "th", cp)
     assert (await rt.aget_state("talk", new)).values == out.state
+
+
+# --- workers on a shared store --------------------------------------------------------------------------
+
+from workflows import CrashTarget, crash_targets  # noqa: E402
+
+sql_target = crash_targets("sqlite-full", "postgres")
+
+
+def test_a_client_gives_a_done_run_a_turn_and_a_worker_executes_it(sql_target: CrashTarget) -> None:
+    seen: list[tuple[str, int, str]] = []
+    with Runtime(sql_target.open(), worker_id="w") as worker, \
+            Runtime(sql_target.open(), execute=False) as client:
+        worker.register(talker(seen=seen))
+        client.register(talker())
+        assert isinstance(client.start("talk", {"msg": "hi"}, run_id="th").result(timeout=T), Done)
+        h = client.start("talk", {"msg": "again"}, run_id="th", if_exists="continue")
+        out = h.result(timeout=T)
+        assert isinstance(out, Done) and out.state["log"][-2:] == ["heard again@3", "replied 2@4"]
+        assert client.live_runs() == 0 and seen[-1] == ("reply", 4, "again")  # the worker ran the turn
+        items = [i for i in h.stream("values", timeout=T)]
+        assert items[0].data["msg"] == "again" and items[-1].mode == "outcome"
+        gate = threading.Event()
+        worker.register(Workflow("slow", Dag.builder("a").step("a", lambda s, c: gate.wait(T) and None).build(), S))
+        client.register(Workflow("slow", Dag.builder("a").step("a", lambda s, c: None).build(), S))
+        h = client.start("slow", {}, run_id="s")
+        _wait_status(client, "slow", "s", "running")
+        with pytest.raises(RunNotContinuable, match="it is running"):  # a worker executes it
+            client.start("slow", {}, run_id="s", if_exists="continue")
+        gate.set()
+        assert isinstance(h.result(timeout=T), Done)
+
+
+@pytest.mark.parametrize("who", ["workers", "clients"])
+def test_concurrent_continues_of_one_done_run_make_exactly_one_turn(sql_target: CrashTarget, who: str) -> None:
+    a = Runtime(sql_target.open(), worker_id="A")
+    b = Runtime(sql_target.open(), worker_id="B")
+    c: Runtime | None = None
+    if who == "clients":  # both requests are written by clients; worker A executes the turn
+        b.close()
+        b = Runtime(sql_target.open(), execute=False)
+    try:
+        for rt in (a, b):
+            rt.register(talker())
+        assert isinstance(a.start("talk", {"msg": "hi"}, run_id="th").result(timeout=T), Done)
+        results: list[Any] = []
+        barrier = threading.Barrier(2)
+
+        def go(rt: Runtime, msg: str) -> None:
+            barrier.wait(T)
+            try:
+                starter = rt if who == "workers" else c
+                results.append(starter.start("talk", {"msg": msg}, run_id="th", if_exists="continue").result(timeout=T))
+            except Exception as exc:  # noqa: BLE001
+                results.append(exc)
+
+        if who == "clients":
+            c = Runtime(sql_target.open(), execute=False)
+            c.register(talker())
+        threads = [threading.Thread(target=go, args=(rt, m)) for rt, m in ((a, "from-a"), (b, "from-b"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(T)
+        turns = [e for _, e in a.store.journal("talk", "th") if type(e) is ev.TurnStarted]
+        won = [r for r in results if isinstance(r, Done)]
+        assert len(turns) == 1 and len(won) == 1, results
+        lost = [r for r in results if not isinstance(r, Done)]
+        # refused, named: the other continue got there first (the run is running its turn, or was)
+        assert len(lost) == 1 and isinstance(lost[0], (RunNotContinuable, OwnershipLost)), lost
+        assert won[0].state["msg"] == turns[0].input["msg"]
+        assert a.get_state("talk", "th").status == "done"
+    finally:
+        for rt in (a, b, c):
+            if rt is not None:
+                rt.close()

@@ -16,7 +16,7 @@ from atomr.kinds import Subgraph
 from atomr._run.journal import FLUSH_TICK, FlushTick, now_ms
 from atomr._run.subscribers import tell
 from atomr.actors.step import safe_text
-from atomr.errors import OwnershipLost, RunOwnedElsewhere
+from atomr.errors import OwnershipLost, RunNotContinuable, RunOwnedElsewhere
 from atomr.messages import Cancel, Committed, Rejected, StreamEnd, StreamLost
 from atomr.types import Cancelled, Failed, Interrupt, Paused
 
@@ -78,7 +78,12 @@ class Endings:
         if moved and self.accepted:
             self._handed_over(f"taken over by worker {err.owner!r}" if err.owner else "carried on elsewhere")
             return
-        if moved:  # a request (a resume, a sleep's wake) another process carried out first: refused
+        if not moved and not self.accepted and self.request_seq:
+            s = self.core.store.summary(*self.key)  # a client's request another process's got ahead of
+            moved = s is not None and s.last_seq > self.request_seq
+        if moved:  # a request (a resume, a turn, a sleep's wake) another process carried out first: refused
+            if self.turning:
+                err = RunNotContinuable(*self.key, "running")
             log.info("run %s/%s: %s", *self.key, err)
             self.journal.ack_token = None
             self._after_commit = None

@@ -88,6 +88,7 @@ class Requests:
             self._reject(msg, _bad_request(exc))
             return
         self.subs.add(msg)
+        self.turning = True
         self.request_seq = p.seq  # the handle streams from its own turn
         self.journal.emit(self.plan, p, turn, record)
         if not self.core.admission.enter(self.wf, self.key[1]):  # max_concurrent_runs: wait in line
