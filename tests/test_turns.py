@@ -13,8 +13,7 @@ import pytest
 from atomr import (AppendList, Command, Dag, Done, LastWriteWins, Loop, Paused, Runtime, StateSchema,
                    Subgraph, Workflow)
 from atomr import events as ev
-from atomr.errors import (AtomrError, CheckpointNotFound, OwnershipLost, RunNotContinuable, RunNotPaused,
-                          UnknownChannelError)
+from atomr.errors import AtomrError, CheckpointNotFound, RunNotContinuable, RunNotPaused, UnknownChannelError
 from workflows import ALL_STORES, PERSISTENT, T, runtimes, store_kinds  # noqa: F401 - fixtures
 
 store_kind = store_kinds(*ALL_STORES)
@@ -298,44 +297,50 @@ def test_a_client_gives_a_done_run_a_turn_and_a_worker_executes_it(sql_target: C
 
 @pytest.mark.parametrize("who", ["workers", "clients"])
 def test_concurrent_continues_of_one_done_run_make_exactly_one_turn(sql_target: CrashTarget, who: str) -> None:
-    a = Runtime(sql_target.open(), worker_id="A")
-    b = Runtime(sql_target.open(), worker_id="B")
-    c: Runtime | None = None
-    if who == "clients":  # both requests are written by clients; worker A executes the turn
-        b.close()
-        b = Runtime(sql_target.open(), execute=False)
+    gate = threading.Event()
+
+    def hold(state: Any, ctx: Any) -> Any:
+        if state["msg"] != "hi":
+            gate.wait(T)  # the turn lasts until both continues are answered
+        return {"log": [state["msg"]]}
+
+    def wf() -> Workflow:
+        return Workflow("hold", Dag.builder("a").step("a", hold).build(), S)
+
+    a = Runtime(sql_target.open(), worker_id="A")  # executes the runs
+    if who == "workers":  # each continue is written (and its turn executed) by a worker
+        b, c = a, Runtime(sql_target.open(), worker_id="B")
+    else:  # each is written by a client
+        b, c = Runtime(sql_target.open(), execute=False), Runtime(sql_target.open(), execute=False)
     try:
-        for rt in (a, b):
-            rt.register(talker())
-        assert isinstance(a.start("talk", {"msg": "hi"}, run_id="th").result(timeout=T), Done)
-        results: list[Any] = []
+        for rt in {id(r): r for r in (a, b, c)}.values():
+            rt.register(wf())
+        assert isinstance(a.start("hold", {"msg": "hi"}, run_id="th").result(timeout=T), Done)
+        answers: list[Any] = []
         barrier = threading.Barrier(2)
 
         def go(rt: Runtime, msg: str) -> None:
             barrier.wait(T)
             try:
-                starter = rt if who == "workers" else c
-                results.append(starter.start("talk", {"msg": msg}, run_id="th", if_exists="continue").result(timeout=T))
+                answers.append(rt.start("hold", {"msg": msg}, run_id="th", if_exists="continue"))
             except Exception as exc:  # noqa: BLE001
-                results.append(exc)
+                answers.append(exc)
 
-        if who == "clients":
-            c = Runtime(sql_target.open(), execute=False)
-            c.register(talker())
-        threads = [threading.Thread(target=go, args=(rt, m)) for rt, m in ((a, "from-a"), (b, "from-b"))]
+        threads = [threading.Thread(target=go, args=(rt, m)) for rt, m in ((b, "from-b"), (c, "from-c"))]
         for t in threads:
             t.start()
         for t in threads:
             t.join(T)
-        turns = [e for _, e in a.store.journal("talk", "th") if type(e) is ev.TurnStarted]
-        won = [r for r in results if isinstance(r, Done)]
-        assert len(turns) == 1 and len(won) == 1, results
-        lost = [r for r in results if not isinstance(r, Done)]
-        # refused, named: the other continue got there first (the run is running its turn, or was)
-        assert len(lost) == 1 and isinstance(lost[0], (RunNotContinuable, OwnershipLost)), lost
-        assert won[0].state["msg"] == turns[0].input["msg"]
-        assert a.get_state("talk", "th").status == "done"
+        gate.set()
+        handles = [h for h in answers if not isinstance(h, BaseException)]
+        lost = [e for e in answers if isinstance(e, BaseException)]
+        # refused, named: the other continue got there first (the run is running its turn)
+        assert len(handles) == 1 and len(lost) == 1 and isinstance(lost[0], RunNotContinuable), answers
+        out = handles[0].result(timeout=T)
+        turns = [e for _, e in a.store.journal("hold", "th") if type(e) is ev.TurnStarted]
+        assert len(turns) == 1 and out.state["log"] == ["hi", turns[0].input["msg"]]
+        assert a.get_state("hold", "th").status == "done"
     finally:
-        for rt in (a, b, c):
-            if rt is not None:
-                rt.close()
+        gate.set()
+        for rt in {id(r): r for r in (a, b, c)}.values():
+            rt.close()
