@@ -198,9 +198,13 @@ def test_turns_wait_in_line_under_max_concurrent_runs(runtimes, store_kind):
     _wait_status(rt, "q", "holder", "running")
     h = rt.start("q", {"msg": "two"}, run_id="done1", if_exists="continue")
     _wait_status(rt, "q", "done1", "queued")
+    with pytest.raises(RunNotContinuable, match="it is queued.*waits for a slot"):
+        rt.start("q", {"msg": "three"}, run_id="done1", if_exists="continue")
     gate.set()
     assert holder.result(timeout=T).state["log"] == ["hold"]
     assert h.result(timeout=T).state["log"] == ["one", "two"]
+    items = list(h.stream("values", timeout=T))  # from its own turn, queued first
+    assert items[0].data["msg"] == "two" and items[0].data["log"] == ["one"]
 
 
 def loop_workflow() -> Workflow:

@@ -17,7 +17,7 @@ from atomr._run.journal import FLUSH_TICK, FlushTick, now_ms
 from atomr._run.subscribers import tell
 from atomr.actors.step import safe_text
 from atomr.errors import OwnershipLost, RunNotContinuable, RunOwnedElsewhere
-from atomr.messages import Cancel, Committed, Rejected, StreamEnd, StreamLost
+from atomr.messages import Accepted, Cancel, Committed, Rejected, StreamEnd, StreamLost
 from atomr.types import Cancelled, Failed, Interrupt, Paused
 
 if TYPE_CHECKING:
@@ -195,6 +195,8 @@ class Endings:
         if _trace.enabled:
             _trace.outcome(self, outcome)
         self._release_and_stop()
+        if self.turning and not self.accepted and type(outcome) is Paused:  # a queued turn: its handle
+            self.subs.to_listeners(Accepted(*self.key, self.request_seq))  # streams from the turn on
         self.subs.report(outcome, self.p.super_step)
         if self.journal.taps:
             self.journal.tap(StreamEnd(outcome))
