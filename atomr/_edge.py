@@ -88,8 +88,8 @@ def prepare_starts(rt: Runtime, wf: Workflow, inputs: Any, run_ids: Any,
         fmt.check_ids(wf.id, rid)
         if if_exists == "continue":  # refused here at once unless done (the run's actor decides for sure)
             s = rt.store.summary(wf.id, rid)
-            status = "running" if rt._core.supervisor.is_driving(wf.id, rid) else s.status if s else "done"
-            if status != "done":
+            status = "running" if rt._core.supervisor.is_driving(wf.id, rid) else s.status if s else None
+            if status not in (None, "done"):  # None: no such run, it starts
                 raise RunNotContinuable(wf.id, rid, status)
             continue
         if rt.store.summary(wf.id, rid) is not None or rt._core.supervisor.is_live(wf.id, rid):

@@ -263,7 +263,8 @@ async def fork_run(request: Request) -> JSON:
     if seq is not None:
         at = checkpoint_by_seq(await ctx.rt.ahistory(wf, run), wf, run, seq)
     new = await ctx.rt.afork(wf, run, at, edits, new_id)
-    out = {"workflow_id": wf, "run_id": new, "forked_from": f"{run}@{getattr(at, 'super_step', at)}", "status": "paused"}
+    out = {"workflow_id": wf, "run_id": new, "forked_from": f"{run}@{getattr(at, 'super_step', at)}",
+           "status": "paused"}
     if seq is not None:
         out["forked_from_seq"] = seq
     return JSON(out, status_code=201)
