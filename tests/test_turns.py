@@ -169,6 +169,10 @@ def test_a_turn_pauses_and_resumes_like_any_run_and_survives_a_reopen(runtimes, 
     assert [i.data for i in mine] == [{"a": {"log": ["two=no"]}}]
     every = [i for i in h.stream("updates", after=0, timeout=T) if i.mode == "updates"]
     assert [i.data for i in every] == [{"a": {"log": ["one=yes"]}}, {"a": {"log": ["two=no"]}}]
+    # the turn count came back from the store (a snapshot, then the journal): the next is turn 2
+    rt = runtimes.reopen(rt)
+    assert isinstance(rt.start("ask", {"msg": "3"}, run_id="r", if_exists="continue").result(timeout=T), Paused)
+    assert [c.label for c in rt.history("ask", "r")].count("turn:2") == 1
 
 
 def test_a_subgraph_step_gets_a_child_run_of_its_own_in_each_turn(runtimes, store_kind):
