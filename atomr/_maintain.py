@@ -123,6 +123,9 @@ def fork(rt: Runtime, wf: Workflow, run_id: str, at: Any, edits: Mapping[str, An
     tail: list[Any] = []
     if isinstance(at, Checkpoint):
         cp, p, tail = fork_at_seq(rt, wf, run_id, at.seq)
+        if (cp.label, cp.super_step) != (at.label, at.super_step):  # e.g. a checkpoint of another run
+            seqs = [c.seq for c, _ in iter_checkpoints(rt.store, wf.plan, wf.id, run_id)]
+            raise CheckpointNotFound(wf.id, run_id, at.super_step, seqs, seq=at.seq)
         values = p.values
     else:
         cp, p = checkpoint_at(rt, wf, run_id, at)

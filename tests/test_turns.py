@@ -249,6 +249,8 @@ def test_fork_at_a_checkpoint_inside_a_loop_is_exactly_that_one(runtimes, store_
         rt.fork("lp", "src", 2, super_step=2)
     with pytest.raises(CheckpointNotFound, match="seq 999"):
         rt.fork("lp", "src", type(cp)(1, "x", {}, 0, 999))
+    with pytest.raises(CheckpointNotFound, match=f"seq {cp.seq}"):  # not this run's checkpoint there
+        rt.fork("lp", "src", type(cp)(cp.super_step, "layer:9", {}, 0, cp.seq))
 
 
 def test_fork_at_a_checkpoint_of_a_later_turn(runtimes, store_kind):
