@@ -354,3 +354,32 @@ def test_concurrent_continues_of_one_done_run_make_exactly_one_turn(sql_target: 
         gate.set()
         for rt in {id(r): r for r in (a, b, c)}.values():
             rt.close()
+
+
+def test_fork_at_a_pause_inside_a_layer_keeps_the_siblings_that_finished(runtimes, store_kind):
+    ran: list[str] = []
+
+    def sib(state: Any, ctx: Any) -> Any:
+        ran.append("sib")
+        return {"log": ["sib"]}
+
+    def ask(state: Any, ctx: Any) -> Any:
+        ran.append("ask")
+        return {"log": [f"ask={ctx.interrupt('ok?')}"]}
+
+    dag = Dag.builder("sib").step("sib", sib).step("ask", ask).build()  # one layer of two roots
+    rt = runtimes(store_kind, workflows=[Workflow("mid", dag, S)])
+    assert isinstance(rt.start("mid", {}, run_id="src").result(timeout=T), Paused)
+    pause = rt.history("mid", "src")[-1]
+    assert pause.label == "interrupt:ask" and pause.super_step == 0
+    assert rt.state_at("mid", "src", 0).label == "interrupt:ask"
+    new = rt.fork("mid", "src", pause)
+    ran.clear()
+    out = rt.resume("mid", new).result(timeout=T)  # ask asks again; sib's result was copied
+    assert isinstance(out, Paused) and ran == ["ask"]
+    out = rt.resume("mid", new, Command(resume="yes")).result(timeout=T)
+    assert sorted(out.state["log"]) == ["ask=yes", "sib"] and ran == ["ask", "ask"]
+    # a fork at super-step 0 runs that layer from its start, as before
+    ran.clear()
+    other = rt.fork("mid", "src", 0)
+    assert isinstance(rt.resume("mid", other).result(timeout=T), Paused) and sorted(ran) == ["ask", "sib"]
