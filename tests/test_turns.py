@@ -305,7 +305,7 @@ def test_a_client_gives_a_done_run_a_turn_and_a_worker_executes_it(sql_target: C
         assert isinstance(h.result(timeout=T), Done)
 
 
-@pytest.mark.parametrize("who", ["workers", "clients"])
+@pytest.mark.parametrize("who", ["workers", "workers-async", "clients"])
 def test_concurrent_continues_of_one_done_run_make_exactly_one_turn(sql_target: CrashTarget, who: str) -> None:
     gate = threading.Event()
 
@@ -317,9 +317,10 @@ def test_concurrent_continues_of_one_done_run_make_exactly_one_turn(sql_target: 
     def wf() -> Workflow:
         return Workflow("hold", Dag.builder("a").step("a", hold).build(), S)
 
-    a = Runtime(sql_target.open(), worker_id="A")  # executes the runs
-    if who == "workers":  # each continue is written (and its turn executed) by a worker
-        b, c = a, Runtime(sql_target.open(), worker_id="B")
+    mode = "async" if who == "workers-async" else "sync"  # a turn is claimed durably in any mode
+    a = Runtime(sql_target.open(), worker_id="A", durability=mode)  # executes the runs
+    if who != "clients":  # each continue is written (and its turn executed) by a worker
+        b, c = a, Runtime(sql_target.open(), worker_id="B", durability=mode)
     else:  # each is written by a client
         b, c = Runtime(sql_target.open(), execute=False), Runtime(sql_target.open(), execute=False)
     try:

@@ -95,7 +95,9 @@ class Requests:
             self.journal.emit(self.plan, p, ev.Paused("queued", [], p.super_step, now_ms()))
             self._finish(Paused(self.key[0], self.key[1], p.super_step, "queued", [], []))
             return
-        self._accept()
+        # on a shared store the turn is durable before it runs, whatever the durability: of two
+        # continues of one run from two processes, the one whose write loses is refused, not run
+        self._accept(claim=self.core.follow is not None)
 
     def _on_admit(self: WorkflowActor, msg: Admit) -> None:
         if self.released:
@@ -240,8 +242,9 @@ class Requests:
     def _idle(self: WorkflowActor) -> bool:
         return not self.inflight and not self.driven and self.journal.ack_token is None
 
-    def _accept(self: WorkflowActor) -> None:
-        if self.durability.on_accept(self.journal, self.p):
+    def _accept(self: WorkflowActor, claim: bool = False) -> None:
+        """``claim``: the request's events are durable before it goes on (any durability)."""
+        if self.journal.send(self.p, wait=True) if claim else self.durability.on_accept(self.journal, self.p):
             self._accepted_go()
         else:
             self._after_commit = (GO,)
