@@ -106,9 +106,11 @@ class AsyncAPI:
     async def ahistory(self: Runtime, workflow_id: str, run_id: str) -> list[Checkpoint]:
         return await asyncio.to_thread(self.history, workflow_id, run_id)
 
-    async def afork(self: Runtime, workflow_id: str, run_id: str, super_step: int,
-                    edits: Mapping[str, Any] | None = None, new_run_id: str | None = None) -> str:
-        return await asyncio.to_thread(self.fork, workflow_id, run_id, super_step, edits, new_run_id)
+    async def afork(self: Runtime, workflow_id: str, run_id: str, at: int | Checkpoint | None = None,
+                    edits: Mapping[str, Any] | None = None, new_run_id: str | None = None, *,
+                    super_step: int | None = None) -> str:
+        return await asyncio.to_thread(self.fork, workflow_id, run_id, at, edits, new_run_id,
+                                       super_step=super_step)
 
     async def aruns(self: Runtime, status: str | None = None, workflow_id: str | None = None) -> list[RunSummary]:
         return await asyncio.to_thread(self.runs, status, workflow_id)

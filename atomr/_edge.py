@@ -15,7 +15,7 @@ from atomr._hooks import logger
 from atomr._maintain import check_run_id
 from atomr._specs import find_spec
 from atomr.codec import check_encodable
-from atomr.errors import AtomrError, RunExists
+from atomr.errors import AtomrError, RunExists, RunNotContinuable
 from atomr.graph import superstep as algo
 from atomr.graph.state import check_channels, check_required
 from atomr.handle import RunHandle, _Inbox
@@ -71,15 +71,18 @@ def view_of(wf: Workflow, p: algo.RunProgress) -> StateView:
     )
 
 
-IF_EXISTS = ("error", "attach")
+#: what a start does with a run id that exists: refuse it (RunExists), watch that
+#: run, or give that run (done) another turn (see :class:`~atomr.events.TurnStarted`)
+IF_EXISTS = ("error", "attach", "continue")
 
 
 def prepare_starts(rt: Runtime, wf: Workflow, inputs: Any, run_ids: Any,
                    if_exists: str = "error") -> tuple[list[dict[str, Any]], list[str], set[str]]:
     """Check every input and run id of a start before any run starts. Returns
-    the inputs, the run ids, and (``if_exists="attach"``) the ids that exist."""
+    the inputs, the run ids, and (``if_exists="attach"``) the ids that exist.
+    With "continue" the run actor decides: start, another turn, or RunNotContinuable."""
     if if_exists not in IF_EXISTS:
-        raise AtomrError(f"if_exists must be 'error' or 'attach', got {if_exists!r}")
+        raise AtomrError(f"if_exists must be 'error', 'attach' or 'continue', got {if_exists!r}")
     if isinstance(inputs, Mapping) or not isinstance(inputs, Iterable):
         raise AtomrError(f"inputs must be a list of input mappings, got {type(inputs).__name__}")
     datas = []
@@ -102,6 +105,12 @@ def prepare_starts(rt: Runtime, wf: Workflow, inputs: Any, run_ids: Any,
     existing: set[str] = set()
     for rid in ids:
         fmt.check_ids(wf.id, rid)
+        if if_exists == "continue":  # refused here at once unless done (the run's actor decides for sure)
+            s = rt.store.summary(wf.id, rid)
+            status = "running" if rt._core.supervisor.is_driving(wf.id, rid) else s.status if s else None
+            if status not in (None, "done"):  # None: no such run, it starts
+                raise RunNotContinuable(wf.id, rid, status)
+            continue
         if rt.store.summary(wf.id, rid) is not None or rt._core.supervisor.is_live(wf.id, rid):
             if if_exists == "error":
                 raise RunExists(wf.id, rid)

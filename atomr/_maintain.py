@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from atomr import events as ev
 from atomr._check import check_int, check_number
-from atomr._load import iter_checkpoints, load_progress_at
+from atomr._load import fork_point, iter_checkpoints, load_progress_at
 from atomr._run.journal import batch_of
 from atomr.errors import AtomrError, CheckpointNotFound, RunExists, RunNotFound
 from atomr.graph import superstep as algo
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from atomr.runtime import Runtime
     from atomr.workflow import Workflow
 
-__all__ = ["fork", "prune", "delete", "purge", "checkpoint_at", "maintain", "check_run_id"]
+__all__ = ["fork", "checkpoint_by_seq", "prune", "delete", "purge", "checkpoint_at", "maintain", "check_run_id"]
 
 RUN_STATUSES = ("running", "paused", "done", "failed", "cancelled", "sleeping", "queued")
 
@@ -89,22 +89,57 @@ def checkpoint_at(rt: Runtime, wf: Workflow, run_id: str, super_step: Any) -> tu
     return found
 
 
-def fork(rt: Runtime, wf: Workflow, run_id: str, super_step: Any, edits: Mapping[str, Any] | None,
+def fork_at_seq(rt: Runtime, wf: Workflow, run_id: str, seq: Any) -> tuple[Checkpoint, algo.RunProgress, list[Any]]:
+    """The checkpoint of event ``seq``, the run as its layer began, and the layer's results up to it."""
+    seq = check_int(seq, "seq", lo=1, error=AtomrError, hint="pass the seq of a checkpoint from rt.history()")
+    if rt.store.summary(wf.id, run_id) is None:
+        raise RunNotFound(wf.id, run_id)
+    found = fork_point(rt.store, wf.plan, wf.id, run_id, seq)
+    if found is None:
+        seqs = [c.seq for c, _ in iter_checkpoints(rt.store, wf.plan, wf.id, run_id)]
+        raise CheckpointNotFound(wf.id, run_id, -1, seqs, seq=seq)
+    return found
+
+
+def checkpoint_by_seq(points: list[Checkpoint], workflow_id: str, run_id: str, seq: Any) -> Checkpoint:
+    """The checkpoint of ``points`` (a run's history) with ``seq``; CheckpointNotFound otherwise."""
+    seq = check_int(seq, "seq", lo=1, error=AtomrError, hint="pass the seq of a checkpoint from the run's history")
+    for c in points:
+        if c.seq == seq:
+            return c
+    raise CheckpointNotFound(workflow_id, run_id, -1, [c.seq for c in points], seq=seq)
+
+
+def fork(rt: Runtime, wf: Workflow, run_id: str, at: Any, edits: Mapping[str, Any] | None,
          new_run_id: str | None) -> str:
+    """``at``: a super-step (its last checkpoint; the fork runs that layer from its
+    start) or a :class:`~atomr.Checkpoint` (exactly that one, by its seq: results of
+    its layer journaled before it are kept, e.g. a Loop's earlier iterations)."""
     if edits is not None and not isinstance(edits, Mapping):
         raise AtomrError(f"edits must be a mapping of channel -> value, got {type(edits).__name__}")
     if new_run_id is not None:
         check_run_id(new_run_id, "new_run_id")
         fmt.check_ids(wf.id, new_run_id)
-    cp, p = checkpoint_at(rt, wf, run_id, super_step)
+    tail: list[Any] = []
+    if isinstance(at, Checkpoint):
+        cp, p, tail = fork_at_seq(rt, wf, run_id, at.seq)
+        if (cp.label, cp.super_step) != (at.label, at.super_step):  # e.g. a checkpoint of another run
+            seqs = [c.seq for c, _ in iter_checkpoints(rt.store, wf.plan, wf.id, run_id)]
+            raise CheckpointNotFound(wf.id, run_id, at.super_step, seqs, seq=at.seq)
+        values = p.values
+    else:
+        cp, p = checkpoint_at(rt, wf, run_id, at)
+        values = cp.values
     super_step = cp.super_step
     new_id = new_run_id or f"{run_id}-fork-{uuid.uuid4().hex[:8]}"
     now = int(time.time() * 1000)
     meta = {**dict(p.meta), "forked_from": f"{run_id}@{super_step}"}
     if wf.spec is not None and not meta.get("module"):
         meta["module"] = wf.spec  # `atomr resume` of the fork loads the workflow by it
-    events: list[Any] = [ev.Forked(wf.id, run_id, super_step, dict(cp.values), p.layer,
-                                   {k: list(v) for k, v in p.branches.items()}, meta, now)]
+    if isinstance(at, Checkpoint):
+        meta["forked_from_seq"] = cp.seq
+    events: list[Any] = [ev.Forked(wf.id, run_id, super_step, dict(values), p.layer,
+                                   {k: list(v) for k, v in p.branches.items()}, meta, now), *tail]
     if edits:
         pairs = list(edits.items())
         apply_writes(wf.schema, dict(cp.values), pairs)  # validate first

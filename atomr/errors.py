@@ -21,7 +21,7 @@ happened and what to do about it::
     ├── ScheduleError         a schedule is invalid (ScheduleNotFound, ScheduleExists)
     └── RunError              a run-level request was refused or a run failed
         ├── WorkflowNotFound, WorkflowExists
-        ├── RunNotFound, RunExists, RunNotPaused
+        ├── RunNotFound, RunExists, RunNotPaused, RunNotContinuable
         ├── InterruptError (UnknownInterruptError, AmbiguousResumeError, InvalidResumeValue)
         ├── CheckpointNotFound
         ├── StepTimeout, LoopLimitError, Rejected, StepCrashed, VersionMismatch
@@ -39,7 +39,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from atomr._errors_base import AtomrError
-from atomr._errors_state import MissingInput, StateError  # apart to keep this module short
+from atomr._errors_state import (  # apart to keep this module short
+    MissingInput,
+    ReducerError,
+    SchemaError,
+    StateError,
+    StateValidationError,
+    StepResultError,
+    UnknownChannelError,
+)
 from atomr._errors_store import (  # defined apart to keep this module short; they belong here
     CopyError,
     CorruptRecord,
@@ -71,7 +79,7 @@ __all__ = [
     "error_class", "JoinError", "SchemaError", "StreamOverflow", "WorkflowSpecError", "RunOver",
     "VersionMismatch", "ScheduleError", "ScheduleNotFound", "ScheduleExists", "StateValidationError", "UnregisteredType", "StoreUrlError",
     "StoreUnavailable", "CopyError", "StoreNotEmpty", "StoredTypeMismatch", "WorkerIdInUse", "OwnershipLost",
-    "RunOwnedElsewhere", "StoreNotShared", "MissingInput",
+    "RunOwnedElsewhere", "StoreNotShared", "MissingInput", "RunNotContinuable",
 ]
 
 
@@ -143,49 +151,8 @@ class BranchError(GraphError):
     """A branch is misdeclared, or its router picked a label it does not know."""
 
 
-class UnknownChannelError(StateError):
-    def __init__(self, channel: str, known: Iterable[str], step: str | None = None) -> None:
-        self.channel = channel
-        self.known = sorted(known)
-        self.step = step
-        by = f" by step {step!r}" if step else ""
-        super().__init__(
-            f"write to unknown channel {channel!r}{by}; known channels: {_names(self.known)}; "
-            "declare it in the StateSchema or fix the key"
-        )
 
 
-class ReducerError(StateError):
-    def __init__(self, channel: str, cause: BaseException, step: str | None = None) -> None:
-        self.channel = channel
-        self.step = step
-        by = f" (write from step {step!r})" if step else ""
-        super().__init__(
-            f"reducer of channel {channel!r} raised {type(cause).__name__}: {cause}{by}; "
-            "fix the reducer or the value written; the state was left unchanged"
-        )
-
-
-class StateValidationError(ReducerError):
-    """A value merged into a channel of a typed state (``StateSchema.from_type`` of a pydantic
-    model) does not validate: ``channel``, ``step`` (None: the input or an update), ``type``."""
-
-    def __init__(self, channel: str, step: str | None, type: str, detail: str, where: str = "") -> None:
-        self.channel, self.step, self.type = channel, step, type
-        by = f"step {step!r} wrote" if step else "the input or an update gave"
-        at = f" ({where})" if where else ""
-        StateError.__init__(self, f"{by} a value to channel {channel!r} that is not a valid {type}{at}: {detail}; "
-                                  "fix the value written; the state was left unchanged")
-
-
-class StepResultError(StateError):
-    def __init__(self, step: str, value: object, detail: str = "") -> None:
-        self.step = step
-        extra = f" ({detail})" if detail else ""
-        super().__init__(
-            f"step {step!r} returned {type(value).__name__}{extra}; a step must return "
-            "a dict of writes, a list of (channel, value) pairs, or None"
-        )
 
 
 class CodecError(AtomrError):
@@ -268,13 +235,30 @@ class RunNotPaused(RunError):
     def __init__(self, workflow_id: str, run_id: str, status: str) -> None:
         self.status = status
         hint = {
-            "done": "it has finished: fork it (rt.fork) to run again from a checkpoint",
+            "done": "it has finished: give it another turn (rt.start(..., run_id=..., if_exists=\"continue\")) "
+                    "or fork it (rt.fork) to run again from a checkpoint",
             "cancelled": "it was cancelled: fork it (rt.fork) to run again from a checkpoint",
             "queued": "it waits for a slot (max_concurrent_runs) and starts by itself",
             "running": "it is still running: wait for its outcome (handle.result()); if the "
                        "process that ran it died, carry it on with rt.recover()",
         }.get(status, "only paused or failed runs can be resumed")
         super().__init__(f"cannot resume run {workflow_id}/{run_id}: it is {status}; {hint}")
+
+
+class RunNotContinuable(RunError):
+    """``start(..., if_exists="continue")`` found the run, but not done: only a done run takes another turn."""
+
+    def __init__(self, workflow_id: str, run_id: str, status: str) -> None:
+        self.status = status
+        hint = {
+            "paused": "resume it (rt.resume) to finish this turn first",
+            "failed": "resume it (rt.resume) to retry the failed step, or fork it (rt.fork) from a checkpoint",
+            "cancelled": "it is over: fork it (rt.fork) from a checkpoint to run again",
+            "sleeping": "it sleeps: wake it (rt.wake) or wait for its outcome (handle.result()), then continue it",
+            "queued": "it waits for a slot (max_concurrent_runs): wait for its outcome, then continue it",
+        }.get(status, "it is still running: wait for its outcome (handle.result()), then continue it")
+        super().__init__(f"cannot continue run {workflow_id}/{run_id}: it is {status}, only a done run takes "
+                         f"another turn; {hint}")
 
 
 class InterruptError(RunError):
@@ -306,11 +290,13 @@ class InvalidResumeValue(InterruptError):
 
 
 class CheckpointNotFound(RunError):
-    def __init__(self, workflow_id: str, run_id: str, super_step: int, available: list[int]) -> None:
+    def __init__(self, workflow_id: str, run_id: str, super_step: int, available: list[int],
+                 seq: int | None = None) -> None:
         self.super_step = super_step
         rng = f"{available[0]}..{available[-1]}" if available else "none"
+        at = f"super-step {super_step}" if seq is None else f"seq {seq}"
         super().__init__(
-            f"run {workflow_id}/{run_id} has no checkpoint at super-step {super_step} "
+            f"run {workflow_id}/{run_id} has no checkpoint at {at} "
             f"(available: {rng}); pick one listed by rt.history()"
         )
 
@@ -389,7 +375,3 @@ def error_class(name: str) -> type[AtomrError] | None:
 
 class JoinError(GraphError):
     """A join policy is not one of "all" / "any"."""
-
-
-class SchemaError(StateError):
-    """A StateSchema channel is misdeclared (bad key, non-callable reducer, duplicate)."""

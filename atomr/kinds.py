@@ -231,7 +231,8 @@ class Subgraph(StepKind):
     """Run a child workflow as a step. ``inputs`` channels are copied into the
     child's input; ``outputs`` channels of the child's final state are merged
     back through the parent's reducers. The child run is stored under its own
-    workflow id with run id ``"<parent workflow>/<parent run>/<step>"``."""
+    workflow id with run id ``"<parent workflow>/<parent run>/<step>"``; in a
+    later turn of the parent, ``"<parent workflow>/<parent run>/<step>/<super-step>"``."""
 
     def __init__(self, workflow: Workflow | str, inputs: Sequence[str] = (), outputs: Sequence[str] = ()) -> None:
         if not isinstance(workflow, (Workflow, str)) or workflow == "":

@@ -43,12 +43,15 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Run:
-    """Start the run with ``input`` (channel -> value)."""
+    """Start the run with ``input`` (channel -> value). ``turn``: a done run
+    takes another turn with it instead of being refused (RunExists); a run that
+    does not exist starts (``start(..., if_exists="continue")``)."""
 
     input: Mapping[str, Any] | None = None
     reply_to: Any = None
     listener: Any = None
     meta: Mapping[str, Any] | None = None
+    turn: bool = False
 
 
 @dataclass(frozen=True)

@@ -283,9 +283,11 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
 
         ``if_exists``: "error" raises RunExists when ``run_id`` is taken;
         "attach" returns a handle on that run instead, whatever its status (two
-        concurrent starts of one run id make exactly one run). Raises
-        WorkflowNotFound, UnknownChannelError (input key not a channel), MissingInput
-        (a typed state's field without a default not given), CodecError (input not storable), RunExists.
+        concurrent starts of one run id make exactly one run); "continue" gives
+        a done run another turn with ``input`` (RunNotContinuable otherwise) and
+        starts a run that does not exist. Raises WorkflowNotFound,
+        UnknownChannelError (input key not a channel), MissingInput (a typed
+        state's field without a default not given), CodecError, RunExists.
         """
         return self.start_many(workflow_id, [input], [run_id] if run_id is not None else None,
                                meta=meta, timeout=timeout, if_exists=if_exists)[0]
@@ -319,7 +321,8 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
                 pending.append((rid, None))  # attach: a handle that watches the run
                 continue
             inbox = self._inbox(wf.id, rid, attach=if_exists == "attach")
-            self._core.supervisor.ref(wf, rid).tell(Run(data, inbox, inbox, meta))
+            inbox.own = True
+            self._core.supervisor.ref(wf, rid).tell(Run(data, inbox, inbox, meta, turn=if_exists == "continue"))
             pending.append((rid, inbox))
         return wf, pending
 
@@ -369,6 +372,7 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
             # its actor may be busy running a step inline: refuse here, at once
             raise RunNotPaused(wf.id, run_id, "running")
         inbox = self._inbox(wf.id, run_id)
+        inbox.own = True  # its handle streams from the resume on
         self._core.supervisor.route(wf, run_id, Resume(command, inbox, inbox))
         return wf, inbox
 

@@ -95,6 +95,8 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         self.cancelling = False
         #: the journal seq the accepted request's events follow
         self.request_seq = 0
+        #: the request is a new turn of a done run
+        self.turning = False
         self._after_commit: tuple[Any, ...] | None = None
         self._emit_fn = self._emit_custom  # ctx.emit of this run's steps (any thread)
         self.cancel_flag = core.cancel_flags.setdefault(self.key, CancelFlag())

@@ -16,8 +16,8 @@ from atomr.kinds import DagBody, Loop, Subgraph
 from atomr._run.journal import FLUSH_TICK, FlushTick, now_ms
 from atomr._run.subscribers import tell
 from atomr.actors.step import safe_text
-from atomr.errors import OwnershipLost, RunOwnedElsewhere
-from atomr.messages import Cancel, Committed, Rejected, StreamEnd, StreamLost
+from atomr.errors import OwnershipLost, RunNotContinuable, RunOwnedElsewhere
+from atomr.messages import Accepted, Cancel, Committed, Rejected, StreamEnd, StreamLost
 from atomr.types import Cancelled, Failed, Interrupt, Paused
 
 if TYPE_CHECKING:
@@ -78,7 +78,12 @@ class Endings:
         if moved and self.accepted:
             self._handed_over(f"taken over by worker {err.owner!r}" if err.owner else "carried on elsewhere")
             return
-        if moved:  # a request (a resume, a sleep's wake) another process carried out first: refused
+        if not moved and not self.accepted and self.request_seq:
+            s = self.core.store.summary(*self.key)  # a client's request another process's got ahead of
+            moved = s is not None and s.last_seq > self.request_seq
+        if moved:  # a request (a resume, a turn, a sleep's wake) another process carried out first: refused
+            if self.turning:
+                err = RunNotContinuable(*self.key, "running")
             log.info("run %s/%s: %s", *self.key, err)
             self.journal.ack_token = None
             self._after_commit = None
@@ -164,7 +169,7 @@ class Endings:
                 child = self.core.workflows.get(kind.workflow_id)
                 if child is None:
                     continue
-                child_run = drive.child_run_id(self.key[0], self.key[1], step)
+                child_run = drive.child_run_of(self.p, step)
             else:
                 continue
             s = self.core.store.summary(child.id, child_run)
@@ -196,6 +201,8 @@ class Endings:
         if _trace.enabled:
             _trace.outcome(self, outcome)
         self._release_and_stop()
+        if self.turning and not self.accepted and type(outcome) is Paused:  # a queued turn: its handle
+            self.subs.to_listeners(Accepted(*self.key, self.request_seq))  # streams from the turn on
         self.subs.report(outcome, self.p.super_step)
         if self.journal.taps:
             self.journal.tap(StreamEnd(outcome))

@@ -174,7 +174,7 @@ class KindDriving(LoopBodies):
                 f"Subgraph step {step!r}: workflow {kind.workflow_id!r} is not registered; "
                 "register it (or pass the Workflow object to Subgraph)"))
             return
-        child_run = drive.child_run_id(self.key[0], self.key[1], step)
+        child_run = drive.child_run_of(self.p, step)
         self.children[(child.id, child_run)] = step
         store = self.core.store
         summary = store.summary(child.id, child_run)

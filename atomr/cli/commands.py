@@ -20,6 +20,7 @@ from atomr.cli.render import (
     when,
 )
 from atomr.cli.stores import describe, existing_store, maybe_store, runtime, runtime_for_run, shown
+from atomr._maintain import checkpoint_by_seq
 from atomr.errors import RunNotFound
 from atomr.types import Command, Done, Paused
 
@@ -60,7 +61,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     data = parse_json(args.input, "--input", mapping=True)
     with runtime(args) as rt:
         rt.register(wf)
-        handle = rt.start(wf.id, data, run_id=args.run_id, meta={"module": args.workflow})
+        if args.cont and not args.run_id:
+            raise CliError("--continue needs --run-id: the run to give another turn")
+        handle = rt.start(wf.id, data, run_id=args.run_id, meta={"module": args.workflow},
+                          if_exists="continue" if args.cont else "error")
         print(f"run {wf.id}/{handle.run_id}", flush=True)
         return print_outcome(stream(handle), args)
 
@@ -160,8 +164,12 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_fork(args: argparse.Namespace) -> int:
     edits = parse_json(args.update, "--update", mapping=True)
     with runtime_for_run(args) as rt:
-        new_id = rt.fork(args.workflow_id, args.run_id, args.at, edits=edits, new_run_id=args.run_id_new)
-    print(f"forked {args.workflow_id}/{args.run_id}@{args.at} -> {args.workflow_id}/{new_id} (paused)")
+        at: Any = args.at
+        if args.seq is not None:
+            at = checkpoint_by_seq(rt.history(args.workflow_id, args.run_id), args.workflow_id, args.run_id, args.seq)
+        new_id = rt.fork(args.workflow_id, args.run_id, at, edits=edits, new_run_id=args.run_id_new)
+    where = f"@{args.at}" if args.seq is None else f" at seq {args.seq} ({at.label}, super-step {at.super_step})"
+    print(f"forked {args.workflow_id}/{args.run_id}{where} -> {args.workflow_id}/{new_id} (paused)")
     print(f"resume with: {cmdline(args, 'resume', args.workflow_id, new_id)}")
     return EXIT_OK
 

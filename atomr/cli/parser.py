@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workflow", metavar="MODULE:WORKFLOW")
     p.add_argument("--input", metavar="JSON", help="the input state, a JSON object (or @file.json)")
     p.add_argument("--run-id", metavar="ID", help="the run id (default: a random one)")
+    p.add_argument("--continue", dest="cont", action="store_true",
+                   help="give the done run --run-id another turn with --input (or start it if it does not exist)")
 
     p = add("runs", cmd_runs, "list the runs in the store")
     p.add_argument("--status", choices=STATUSES, help="only runs with this status")
@@ -117,11 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--goto", metavar="STEP", help="continue from this step's layer")
     _module_flag(p)
 
-    p = add("fork", cmd_fork, "copy a run as of a super-step into a new paused run",
-            "Create a new paused run from the state after super-step N of RUN (edits go through "
-            "the reducers); resume it with atomr resume.")
+    p = add("fork", cmd_fork, "copy a run as of a super-step or a checkpoint into a new paused run",
+            "Create a new paused run from the state after super-step N of RUN, or from exactly the "
+            "checkpoint with seq S (see atomr history --json; e.g. one Loop iteration); edits go "
+            "through the reducers; resume it with atomr resume.")
     _run_args(p)
-    p.add_argument("--at", metavar="N", type=int, required=True, help="the super-step to fork from")
+    at = p.add_mutually_exclusive_group(required=True)
+    at.add_argument("--at", metavar="N", type=int, help="the super-step to fork from")
+    at.add_argument("--seq", metavar="S", type=int, help="the checkpoint to fork from, by its seq")
     p.add_argument("--update", metavar="JSON", help="state edits for the new run, a JSON object")
     p.add_argument("--run-id", dest="run_id_new", metavar="NEW", help="the new run's id")
     _module_flag(p)

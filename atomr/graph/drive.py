@@ -36,6 +36,7 @@ __all__ = [
     "body_input",
     "run_writes",
     "child_run_id",
+    "child_run_of",
     "any_join_losers",
     "outcome_of",
 ]
@@ -187,10 +188,19 @@ def _escape(part: str) -> str:
     return part.replace("%", "%25").replace("/", "%2F")
 
 
-def child_run_id(workflow_id: str, run_id: str, step: str) -> str:
+def child_run_id(workflow_id: str, run_id: str, step: str, super_step: int | None = None) -> str:
     """The run id of a Subgraph step's child run: unambiguous, whatever the ids
-    hold ("/" and "%" in a part are escaped), and readable for plain ids."""
-    return f"{_escape(workflow_id)}/{_escape(run_id)}/{_escape(step)}"
+    hold ("/" and "%" in a part are escaped), and readable for plain ids.
+    ``super_step``: the super-step the step runs in, for an execution after the
+    run's first turn (``".../<step>/<super_step>"``): each execution has a child of its own."""
+    base = f"{_escape(workflow_id)}/{_escape(run_id)}/{_escape(step)}"
+    return base if super_step is None else f"{base}/{super_step}"
+
+
+def child_run_of(p: RunProgress, step: str) -> str:
+    """The child run id of Subgraph ``step`` in the in-flight super-step of run ``p``:
+    the plain id in the run's first turn, one per super-step in later turns."""
+    return child_run_id(p.workflow_id, p.run_id, step, p.next_super_step if p.turn else None)
 
 
 def child_answers(step: str, answers: Mapping[str, Any], pending: Iterable[str]) -> dict[str, Any]:

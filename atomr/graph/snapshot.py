@@ -46,6 +46,7 @@ def to_snapshot(p: RunProgress) -> dict[str, Any]:
         "xm": p.exec_ms,
         "xf": p.exec_from_ms,
         "tb": p.traceback,
+        "tn": p.turn,
     }
 
 
@@ -80,4 +81,5 @@ def from_snapshot(workflow_id: str, run_id: str, d: Mapping[str, Any]) -> RunPro
     p.exec_ms = d.get("xm", 0)
     p.exec_from_ms = d.get("xf")
     p.traceback = d.get("tb")
+    p.turn = d.get("tn", 0)
     return p

@@ -17,6 +17,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from atomr._maintain import checkpoint_by_seq
 from atomr.errors import ResultTimeout
 from atomr.server import progress
 from atomr.server.encode import checkpoint_json, outcome_json, summary_json, to_json, view_json
@@ -255,15 +256,22 @@ async def resume_run(request: Request) -> JSON:
 
 async def fork_run(request: Request) -> JSON:
     ctx = _ctx(request)
-    doc = await read_json(request, ctx.max_body, ("super_step", "edits", "run_id"))
-    super_step = field(doc, "super_step", "integer")
-    if super_step is None:
-        raise ApiError(400, "field 'super_step' is required: the super-step to fork from (see /history)")
+    doc = await read_json(request, ctx.max_body, ("super_step", "seq", "edits", "run_id"))
+    super_step, seq = field(doc, "super_step", "integer"), field(doc, "seq", "integer")
+    if (super_step is None) == (seq is None):
+        raise ApiError(400, "pass one of 'super_step' (the state after that super-step) or 'seq' (exactly the "
+                            "checkpoint with that seq): the point to fork from (see /history)")
     edits, new_id = field(doc, "edits", "object"), _run_id(doc)
     wf, run = _ids(request)
-    new = await ctx.rt.afork(wf, run, super_step, edits, new_id)
-    return JSON({"workflow_id": wf, "run_id": new, "forked_from": f"{run}@{super_step}", "status": "paused"},
-                status_code=201)
+    at: Any = super_step
+    if seq is not None:
+        at = checkpoint_by_seq(await ctx.rt.ahistory(wf, run), wf, run, seq)
+    new = await ctx.rt.afork(wf, run, at, edits, new_id)
+    out = {"workflow_id": wf, "run_id": new, "forked_from": f"{run}@{getattr(at, 'super_step', at)}",
+           "status": "paused"}
+    if seq is not None:
+        out["forked_from_seq"] = seq
+    return JSON(out, status_code=201)
 
 
 async def cancel_run(request: Request) -> JSON:

@@ -99,6 +99,7 @@ EVENT_CODES: dict[type, int] = {
     ev.ItemCompleted: 16,
     ev.LoopIterated: 17,
     ev.RunCancelled: 18,
+    ev.TurnStarted: 19,
 }
 _CLASSES = {code: cls for cls, code in EVENT_CODES.items()}
 _FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in EVENT_CODES}
@@ -110,6 +111,7 @@ _PAIR_FIELDS = {ev.StepCompleted: "writes", ev.StateUpdated: "edits", ev.LoopIte
 #: Fields holding {key: value} of user values (each value may nest codec.MAX_DEPTH deep).
 _MAP_FIELDS = {
     ev.RunStarted: ("input", "channel {!r} of the run input"),
+    ev.TurnStarted: ("input", "channel {!r} of the turn's input"),
     ev.Resumed: ("answers", "the resume value of interrupt {!r}"),
     ev.Forked: ("values", "channel {!r} of the forked state"),
 }

@@ -60,6 +60,7 @@ class JournalTests(SuiteBase):
                       branches={"a": ["x"]}, meta={"k": 1}, at_ms=5),
             ev.StepCancelled("b", 2, "timeout"), ev.ItemCompleted("mp", 2, 4, {"x": (1,)}),
             ev.LoopIterated("lp", 2, 3, [("n", 1)], 7), ev.RunCancelled("enough", 3, 11),
+            ev.TurnStarted(2, {"n": 4, "log": ["more"]}, 13),
         ]
         missing = set(fmt.EVENT_CODES) - {type(e) for e in evs}
         assert not missing, f"add a sample of {sorted(c.__name__ for c in missing)} to this test"
