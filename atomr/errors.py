@@ -20,7 +20,7 @@ happened and what to do about it::
     ├── ScheduleError         a schedule is invalid (ScheduleNotFound, ScheduleExists)
     └── RunError              a run-level request was refused or a run failed
         ├── WorkflowNotFound, WorkflowExists
-        ├── RunNotFound, RunExists, RunNotPaused
+        ├── RunNotFound, RunExists, RunNotPaused, StartRefused (start_many: none started)
         ├── InterruptError (UnknownInterruptError, AmbiguousResumeError, InvalidResumeValue)
         ├── CheckpointNotFound
         ├── StepTimeout, LoopLimitError, Rejected, StepCrashed, VersionMismatch
@@ -69,7 +69,7 @@ __all__ = [
     "error_class", "JoinError", "SchemaError", "StreamOverflow", "WorkflowSpecError", "RunOver",
     "VersionMismatch", "ScheduleError", "ScheduleNotFound", "ScheduleExists", "StateValidationError", "UnregisteredType", "StoreUrlError",
     "StoreUnavailable", "CopyError", "StoreNotEmpty", "StoredTypeMismatch", "WorkerIdInUse", "OwnershipLost",
-    "RunOwnedElsewhere", "StoreNotShared",
+    "RunOwnedElsewhere", "StoreNotShared", "StartRefused",
 ]
 
 
@@ -263,6 +263,17 @@ class RunExists(RunError):
             f"run {workflow_id}/{run_id} already exists; pick another run_id, or resume it "
             "with rt.resume()"
         )
+
+
+class StartRefused(RunError):
+    """A run of a ``start_many`` could not be stored: none of the batch was started."""
+
+    def __init__(self, workflow_id: str, run_id: str, count: int, cause: BaseException) -> None:
+        self.workflow_id, self.run_id, self.count, self.cause = workflow_id, run_id, count, cause
+        super().__init__(
+            f"run {workflow_id}/{run_id} of a start_many() could not be stored ({type(cause).__name__}: "
+            f"{cause}); none of the {count} runs was started and nothing of them was written: fix "
+            "that run (or the store) and start the batch again")
 
 
 class RunNotPaused(RunError):

@@ -20,7 +20,8 @@ from atomr._hooks import logger
 from atomr.actors.checkpointer import Checkpointer, WriterGate
 from atomr.actors.core import Core
 from atomr.actors.dispatcher import Dispatcher
-from atomr.actors.admission import Admission
+from atomr.actors.admission import Admission, check_priority, queue_meta
+from atomr.actors.startgroup import start_group
 from atomr.actors.limits import Limiter
 from atomr.actors.sleeper import Sleeper
 from atomr.actors.scheduler import Scheduler
@@ -36,6 +37,7 @@ from atomr._maintain import check_run_id
 from atomr._aio import AsyncAPI
 from atomr._control import RunControl
 from atomr._schedule import Schedules
+from atomr._retention import Retention
 from atomr._inspect import Inspection
 from atomr._edge import check_meta, prepare_starts
 from atomr.handle import DEFAULT_TIMEOUT, RunHandle, _Inbox
@@ -152,6 +154,7 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         self._core.limiter = Limiter(self._core)
         self._core.admission = Admission(self._core)
         self._worker: Worker | None = None
+        self._retention = Retention(self)  # Workflow(retention_s=...): a thread once a workflow asks
         if shared:
             self._core.follow = Follower(self)
             if execute:
@@ -186,6 +189,7 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         deadline = time.monotonic() + timeout
         if self._worker is not None:
             self._worker.stop()  # takes no more runs
+        self._retention.close()
         core.supervisor.refuse_new()  # from here on a start or a resume gets RuntimeClosed
         # whoever waits on a run of this runtime hears it now, not at its timeout
         closed = RuntimeClosed("the Runtime was closed; the run is kept as last committed: open the "
@@ -244,6 +248,7 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
             self._arm_sleepers(workflow)  # its runs that were sleeping when a process stopped
             self._core.admission.on_register(workflow)  # and its queued runs
             self._arm_schedules(workflow)  # its stored schedules start runs while this runtime is open
+            self._retention.watch(workflow)  # its finished runs are deleted once retention_s is over
         if self._worker is not None:
             self._worker.poke()  # its runs that wait for a worker
         for fn in workflow.dag.steps.values():
@@ -277,17 +282,20 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         meta: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         if_exists: str = "error",
+        priority: int = 0,
     ) -> RunHandle:
         """Start a run. With durability "sync" it returns once the start is durable.
 
         ``if_exists``: "error" raises RunExists when ``run_id`` is taken;
         "attach" returns a handle on that run instead, whatever its status (two
-        concurrent starts of one run id make exactly one run). Raises
-        WorkflowNotFound, UnknownChannelError (input key not a channel),
-        CodecError (input not storable), RunExists.
+        concurrent starts of one run id make exactly one run). ``priority``:
+        among queued runs of a workflow with ``max_concurrent_runs``, higher
+        starts first (FIFO within a priority). Raises WorkflowNotFound,
+        UnknownChannelError (input key not a channel), CodecError (input not
+        storable), RunExists.
         """
         return self.start_many(workflow_id, [input], [run_id] if run_id is not None else None,
-                               meta=meta, timeout=timeout, if_exists=if_exists)[0]
+                               meta=meta, timeout=timeout, if_exists=if_exists, priority=priority)[0]
 
     def start_many(
         self,
@@ -298,29 +306,35 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         meta: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         if_exists: str = "error",
+        priority: int = 0,
     ) -> list[RunHandle]:
-        """Start several runs at once: their starts share commits. Every input is
-        validated before any run starts; returns the handles in input order."""
+        """Start several runs at once: their starts share one commit, all or
+        nothing (when one cannot be stored, none starts and the error names it).
+        Every input is validated before any run starts; returns the handles in
+        input order. ``priority``: as in :meth:`start`, for every run."""
         self._check_open()
         self._wait_s(timeout)  # a bad timeout is refused before anything is sent
-        wf, pending = self._send_starts(workflow_id, inputs, run_ids, meta, if_exists)
+        wf, pending = self._send_starts(workflow_id, inputs, run_ids, meta, if_exists, priority)
         return [self._accepted(wf.id, rid, inbox, timeout) for rid, inbox in pending]
 
     def _send_starts(self, workflow_id: str, inputs: Any, run_ids: Any, meta: Any,
-                     if_exists: str = "error") -> tuple[Workflow, list[tuple[str, _Inbox | None]]]:
+                     if_exists: str = "error", priority: Any = 0) -> tuple[Workflow, list[tuple[str, _Inbox | None]]]:
         self._check_open()
         wf = self.workflow(workflow_id)
         meta = check_meta(meta)
         datas, ids, existing = prepare_starts(self, wf, inputs, run_ids, if_exists)
         if wf.version is not None:
             meta = {**(meta or {}), "workflow_version": wf.version}
+        check_priority(priority)
         pending: list[tuple[str, _Inbox | None]] = []
+        group = start_group(wf.id, [rid for rid in ids if rid not in existing])
         for data, rid in zip(datas, ids):
             if rid in existing:
                 pending.append((rid, None))  # attach: a handle that watches the run
                 continue
             inbox = self._inbox(wf.id, rid, attach=if_exists == "attach")
-            self._core.supervisor.ref(wf, rid).tell(Run(data, inbox, inbox, meta))
+            run = Run(data, inbox, inbox, queue_meta(wf, meta, priority), group)
+            self._core.supervisor.ref(wf, rid).tell(run)
             pending.append((rid, inbox))
         return wf, pending
 

@@ -100,7 +100,8 @@ class Workflow:
     error type ``RunTimeout``, abandoning what is in flight as a cancel does.
     ``max_concurrent_runs``: starts beyond it wait, durably and in order, with
     status "queued". ``step_limits``: ``{step: Limit(concurrency=, per_second=)}`` across all
-    runs of the runtime. ``version``: recorded by each run it starts; a run is resumed or recovered
+    runs of the runtime. ``retention_s``: finished runs (done, failed, cancelled)
+    whose end is older than this are deleted in the background (None: kept). ``version``: recorded by each run it starts; a run is resumed or recovered
     only by the same version or by one whose ``compatible_with`` names it.
     """
 
@@ -118,6 +119,7 @@ class Workflow:
         compatible_with: Iterable[str] = (),
         step_limits: Mapping[str, Limit] | None = None,
         max_concurrent_runs: int | None = None,
+        retention_s: float | None = None,
     ) -> None:
         if not isinstance(id, str) or not id:
             raise GraphError(f"workflow id must be a non-empty string, got {id!r}; pass a name")
@@ -164,6 +166,9 @@ class Workflow:
             check_int(max_concurrent_runs, f"workflow {id!r}: max_concurrent_runs", lo=1, error=GraphError,
                       hint="pass how many runs may execute at once, or None")
         self.max_concurrent_runs: int | None = max_concurrent_runs
+        self.retention_s: float | None = check_optional_number(
+            retention_s, f"workflow {id!r}: retention_s", lo=0, lo_open=True, error=GraphError,
+            hint="pass how many seconds a finished run is kept, or None to keep every run")
         self.plan = Plan(dag, schema, self.interrupt_before, self.interrupt_after)
         self.is_async: dict[str, bool] = {
             s: (not isinstance(fn, StepKind)) and is_async_step(fn) for s, fn in dag.steps.items()

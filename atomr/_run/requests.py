@@ -42,7 +42,7 @@ class Requests:
             self.core.supervisor.route(self.wf, self.key[1], msg)
             return
         if self.p.status != "new":
-            self._reject(msg, RunExists(*self.key))
+            self._refuse_start(msg, RunExists(*self.key))
             return
         try:
             data = dict(msg.input or {})
@@ -53,17 +53,28 @@ class Requests:
             # fold what the journal holds, not the caller's objects
             started = fmt.decode_event(record)
         except Exception as exc:  # noqa: BLE001 - a refusal, nothing written
-            self._reject(msg, _bad_request(exc))
+            self._refuse_start(msg, _bad_request(exc))
             return
         self.subs.add(msg)
         self.request_seq = 0
         self.journal.meta_new = meta
+        self.journal.group = msg.group
         self.journal.emit(self.plan, self.p, started, record)
         if not self.core.admission.enter(self.wf, self.key[1]):  # max_concurrent_runs: wait in line
             self.journal.emit(self.plan, self.p, ev.Paused("queued", [], 0, now_ms()))
             self._finish(Paused(self.key[0], self.key[1], 0, "queued", [], []))
             return
         self._accept()
+
+    def _refuse_start(self: WorkflowActor, msg: Run, exc: BaseException) -> None:
+        """Refuse a start; the other runs of its start_many are refused with it (none
+        of them is written), unless it was only found started (``if_exists="attach"``)."""
+        if msg.group is not None:
+            if isinstance(exc, RunExists) and getattr(msg.reply_to, "attach", False):
+                msg.group.withdraw(self.core, self.key[1])
+            else:
+                exc = msg.group.refuse(self.key[1], exc)
+        self._reject(msg, exc)
 
     def _on_admit(self: WorkflowActor, msg: Admit) -> None:
         if self.released:
@@ -99,6 +110,10 @@ class Requests:
         self.request_seq = p.seq
         for e, r in zip(events, records):
             self.journal.emit(self.plan, p, e, r)
+        if not self.core.admission.enter(self.wf, self.key[1]):  # max_concurrent_runs: as a start
+            self.journal.emit(self.plan, p, ev.Paused("queued", [], p.super_step, now_ms()))
+            self._finish(Paused(self.key[0], self.key[1], p.super_step, "queued", [], []))
+            return
         self._accept()
 
     def _on_recover(self: WorkflowActor, msg: Recover) -> None:
@@ -209,6 +224,11 @@ class Requests:
         return not self.inflight and not self.driven and self.journal.ack_token is None
 
     def _accept(self: WorkflowActor) -> None:
+        if self.journal.group is not None:  # a start_many's run: durable with the others first
+            self._after_commit = None if self.journal.send(self.p, wait=True) else (GO,)
+            if self._after_commit is None:
+                self._accepted_go()
+            return
         if self.durability.on_accept(self.journal, self.p):
             self._accepted_go()
         else:

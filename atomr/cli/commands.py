@@ -60,7 +60,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     data = parse_json(args.input, "--input", mapping=True)
     with runtime(args) as rt:
         rt.register(wf)
-        handle = rt.start(wf.id, data, run_id=args.run_id, meta={"module": args.workflow})
+        handle = rt.start(wf.id, data, run_id=args.run_id, meta={"module": args.workflow},
+                          priority=args.priority)
         print(f"run {wf.id}/{handle.run_id}", flush=True)
         return print_outcome(stream(handle), args)
 

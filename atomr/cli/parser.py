@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workflow", metavar="MODULE:WORKFLOW")
     p.add_argument("--input", metavar="JSON", help="the input state, a JSON object (or @file.json)")
     p.add_argument("--run-id", metavar="ID", help="the run id (default: a random one)")
+    p.add_argument("--priority", metavar="N", type=int, default=0,
+                   help="among queued runs (max_concurrent_runs), a higher priority starts first (default 0)")
 
     p = add("runs", cmd_runs, "list the runs in the store")
     p.add_argument("--status", choices=STATUSES, help="only runs with this status")
