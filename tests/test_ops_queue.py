@@ -291,3 +291,35 @@ def test_a_queued_run_is_never_purged(any_store):
         order.gate.set()
         first.result(timeout=T)
         assert wait_until(lambda: rt.runs() == [])
+
+
+# -- the CLI and the HTTP API -----------------------------------------------------------------
+
+
+def test_cli_run_takes_a_priority(tmp_path):
+    import json
+
+    from test_cli import BIG_ORDER, ORDER, atomr, error_line, ok
+
+    ok(atomr(tmp_path, "run", ORDER, "--run-id", "p", "--input", BIG_ORDER, "--priority", "7"), 3)
+    shown = json.loads(ok(atomr(tmp_path, "show", "orders", "p", "--json")))
+    assert shown["meta"]["atomr_queue"][0] == 7
+    assert "--priority" in error_line(atomr(tmp_path, "run", ORDER, "--priority", "high"))
+
+
+def test_http_start_takes_a_priority():
+    import httpx
+
+    from test_server_support import serve
+
+    with serve() as (srv, rt), httpx.Client(base_url=srv.url, timeout=T) as c:
+        url = "/api/workflows/approval/runs"
+        r = c.post(url, json={"input": {"topic": "t"}, "run_id": "hp", "priority": 4})
+        assert r.status_code == 201, r.text
+        assert rt.get_state("approval", "hp").meta["atomr_queue"][0] == 4
+        for bad in ("high", 1.5, True):
+            r = c.post(url, json={"input": {"topic": "t"}, "priority": bad})
+            assert r.status_code == 400 and "priority" in r.json()["message"], r.text
+        r = c.post(url, json={"input": {"topic": "t"}, "priority": 2**40})
+        assert r.status_code == 400 and r.json()["error"] == "AtomrError", r.text
+        assert [s.run_id for s in rt.runs()] == ["hp"]
