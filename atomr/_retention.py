@@ -104,9 +104,9 @@ class Retention:
         for _, wid, rid, limit, parent in found:
             if len(out) >= BATCH:
                 break
-            if isinstance(parent, (list, tuple)) and len(parent) >= 2:
-                if store.summary(str(parent[0]), str(parent[1])) is not None:
-                    continue  # its parent first
+            if isinstance(parent, (list, tuple)) and len(parent) >= 2 \
+                    and store.summary(str(parent[0]), str(parent[1])) is not None:
+                continue  # its parent first
             out.append((wid, rid, limit))
         return out
 
