@@ -186,13 +186,19 @@ def purge_batch(rt: Runtime, victims: list[tuple[str, str, int]], statuses: Iter
     wanted = set(statuses)
     limits = {(wid, rid): limit for wid, rid, limit in victims}
 
+    shared = getattr(rt.store, "shared", False)
+
     def work(store: Store, held: list[tuple[str, str]]) -> int:
         n = 0
         for wid, rid in held:
             s = store.summary(wid, rid)  # as of now, not as of the listing
-            if s is not None and s.status in wanted and s.updated_ms < limits[(wid, rid)] \
-                    and store.delete_run(wid, rid):
-                n += 1
+            if s is None or s.status not in wanted or s.updated_ms >= limits[(wid, rid)]:
+                continue
+            if shared:  # checked again in the delete's transaction: another worker may write it
+                done = store.delete_run(wid, rid, only_if=(sorted(wanted), limits[(wid, rid)]))  # type: ignore[call-arg]
+            else:
+                done = store.delete_run(wid, rid)
+            n += bool(done)
         return n
 
     return int(_held(rt, list(limits), work))

@@ -323,3 +323,29 @@ def test_http_start_takes_a_priority():
         r = c.post(url, json={"input": {"topic": "t"}, "priority": 2**40})
         assert r.status_code == 400 and r.json()["error"] == "AtomrError", r.text
         assert [s.run_id for s in rt.runs()] == ["hp"]
+
+
+sql_store = reopeners("sqlite", "postgres")
+
+
+def test_two_workers_purge_one_store_without_racing(sql_store):
+    wf = Workflow("ret", Dag.builder("a").step("a", lambda s, c: {"n": 1}).build(), S, retention_s=0.3)
+    with Runtime(store=sql_store()) as a, Runtime(store=sql_store()) as b:
+        a.register(wf)
+        b.register(wf)
+        hs = a.start_many("ret", [{}] * 30) + b.start_many("ret", [{}] * 30)
+        assert all(isinstance(h.result(timeout=T), Done) for h in hs)
+        assert wait_until(lambda: a.runs() == [])
+        assert a._retention.purged + b._retention.purged == 60  # each run deleted once
+
+
+def test_a_conditional_delete_leaves_a_run_that_moved_on(sql_store):
+    store = sql_store()
+    try:
+        assert store.write([_batch("r")]) == [None]  # a running run
+        assert store.delete_run("g", "r", only_if=(["done", "failed"], 2**62)) is False
+        assert store.summary("g", "r") is not None and list(store.journal("g", "r"))
+        assert store.delete_run("g", "r", only_if=(["running"], 2**62)) is True
+        assert store.summary("g", "r") is None and not list(store.journal("g", "r"))
+    finally:
+        store.close()
