@@ -168,7 +168,8 @@ def test_a_queued_run_still_stops_at_its_first_breakpoint(any_store):
 # -- start_many: all or nothing ----------------------------------------------------------------
 
 
-def test_start_many_starts_none_when_one_run_does_not_fit(tmp_path):
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_start_many_starts_none_when_one_run_does_not_fit(tmp_path, durability):
     calls: list[str] = []
 
     def step(state, ctx):
@@ -177,7 +178,7 @@ def test_start_many_starts_none_when_one_run_does_not_fit(tmp_path):
 
     wf = Workflow("w", Dag.builder("a").step("a", step).build(), S)
     store = LmdbStore(str(tmp_path / "s"), map_size=1 << 20, max_map_size=1 << 20)
-    with Runtime(store=store) as rt:
+    with Runtime(store=store, durability=durability) as rt:
         rt.register(wf)
         big = "x" * (3 << 20)
         with pytest.raises(StartRefused, match=r"run w/huge .*none of the 3 runs was started") as got:
@@ -349,3 +350,54 @@ def test_a_conditional_delete_leaves_a_run_that_moved_on(sql_store):
         assert store.summary("g", "r") is None and not list(store.journal("g", "r"))
     finally:
         store.close()
+
+
+def _race_batches(rt: Runtime, other: Runtime, refused: list[str]) -> None:
+    """Two start_many calls, from ``rt`` and ``other``, share one run id: one starts whole,
+    the other not at all."""
+    from atomr.errors import RunExists
+
+    wf = Workflow("w", Dag.builder("a").step("a", lambda s, c: {"n": 1}).build(), S)
+    for rt_ in {id(r): r for r in (rt, other)}.values():
+        rt_.register(wf)
+    for i in range(5):
+        go = threading.Barrier(2, timeout=T)
+        got: dict[str, object] = {}
+
+        def batch(name: str) -> None:
+            go.wait()
+            try:
+                got[name] = runtime_of[name].start_many(
+                    "w", [{}] * 3, [f"{name}{i}-1", f"shared{i}", f"{name}{i}-2"])
+            except (StartRefused, RunExists) as exc:
+                got[name] = exc
+
+        ts = [threading.Thread(target=batch, args=(n,)) for n in ("a", "b")]
+        runtime_of = {"a": rt, "b": other}
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(T)
+        won = [n for n in ("a", "b") if isinstance(got[n], list)]
+        assert len(won) == 1, got
+        lost = "b" if won == ["a"] else "a"
+        if isinstance(got[lost], StartRefused):
+            assert got[lost].run_id == f"shared{i}", got[lost]
+            refused.append(lost)
+        for h in got[won[0]]:
+            assert isinstance(h.result(timeout=T), Done)
+        ids = {s.run_id for s in rt.runs()}
+        assert {f"{won[0]}{i}-1", f"{won[0]}{i}-2", f"shared{i}"} <= ids
+        assert not {f"{lost}{i}-1", f"{lost}{i}-2"} & ids
+
+
+def test_two_batches_racing_for_one_run_id_one_starts_whole_the_other_not_at_all(any_store):
+    with Runtime(store=any_store()) as rt:
+        _race_batches(rt, rt, [])
+
+
+def test_two_workers_batches_racing_for_one_run_id_in_the_store(sql_store):
+    refused: list[str] = []
+    with Runtime(store=sql_store()) as a, Runtime(store=sql_store()) as b:
+        _race_batches(a, b, refused)
+    assert refused  # the store refused a whole batch at least once (not only the up-front check)
