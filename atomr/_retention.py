@@ -27,12 +27,14 @@ if TYPE_CHECKING:
     from atomr.runtime import Runtime
     from atomr.workflow import Workflow
 
-__all__ = ["Retention", "BATCH", "FINAL"]
+__all__ = ["BATCH", "CHUNK", "FINAL", "Retention"]
 
 log = logger("atomr.retention")
 
 #: at most this many runs are deleted per tick
 BATCH = 100
+#: runs deleted per visit to the writer thread: run commits interleave between chunks
+CHUNK = 20
 #: the statuses retention deletes
 FINAL = ("done", "failed", "cancelled")
 #: the longest time between two ticks (seconds)
@@ -78,8 +80,8 @@ class Retention:
     def _loop(self) -> None:
         while not self._stop.wait(self._interval()):
             try:
-                while self.tick() >= BATCH and not self._stop.is_set():
-                    pass  # a full batch: more may be due, go on at once
+                while self.tick() >= BATCH and not self._stop.wait(MIN_TICK_S):
+                    pass  # a full batch: more may be due, go on soon
             except Exception:  # noqa: BLE001 - retried at the next tick
                 if self._stop.is_set() or self.rt._closed:
                     return
@@ -117,6 +119,11 @@ class Retention:
         victims = self.due()
         if not victims:
             return 0
-        n = purge_batch(self.rt, victims, FINAL)
-        self.purged += n
+        n = 0
+        for i in range(0, len(victims), CHUNK):
+            if self._stop.is_set():
+                break
+            done = purge_batch(self.rt, victims[i:i + CHUNK], FINAL)
+            n += done
+            self.purged += done
         return n

@@ -401,3 +401,22 @@ def test_two_workers_batches_racing_for_one_run_id_in_the_store(sql_store):
     with Runtime(store=sql_store()) as a, Runtime(store=sql_store()) as b:
         _race_batches(a, b, refused)
     assert refused  # the store refused a whole batch at least once (not only the up-front check)
+
+
+def test_a_backlog_is_purged_a_batch_at_a_time(tmp_path):
+    from atomr import _retention
+
+    wf = Workflow("ret", Dag.builder("a").step("a", lambda s, c: {"n": 1}).build(), S)
+    with Runtime(store=LmdbStore(str(tmp_path / "s"))) as rt:
+        rt.register(wf)
+        hs = rt.start_many("ret", [{}] * 250)
+        assert all(isinstance(h.result(timeout=T), Done) for h in hs)
+    time.sleep(0.1)
+    kept = Workflow("ret", wf.dag, S, retention_s=0.05)
+    with Runtime(store=LmdbStore(str(tmp_path / "s"))) as rt:
+        by_hand = _retention.Retention(rt)
+        by_hand._wfs["ret"] = kept  # no thread: one tick, when asked
+        assert by_hand.tick() == _retention.BATCH
+        assert len(rt.runs()) == 250 - _retention.BATCH
+        rt.register(kept)  # the background thread: the rest goes
+        assert wait_until(lambda: rt.runs() == [])
