@@ -154,15 +154,24 @@ def test_a_resumed_paused_run_counts_against_max_concurrent_runs(any_store):
 
 
 def test_a_queued_run_still_stops_at_its_first_breakpoint(any_store):
-    order = Order()
-    wf = Workflow("q", Dag.builder("a").step("a", order).build(), S, max_concurrent_runs=1,
-                  interrupt_before=["a"])
+    gate = threading.Event()
+
+    def a(state, ctx):
+        if ctx.run_id == "holder":
+            gate.wait(T)
+        return {"n": 1}
+
+    wf = Workflow("q", Dag.builder("a").step("a", a).build(), S, max_concurrent_runs=1, interrupt_before=["a"])
     with Runtime(store=any_store()) as rt:
         rt.register(wf)
-        assert isinstance(rt.start("q", {}, run_id="one").result(timeout=T), Paused)
-        h = rt.start("q", {}, run_id="two")  # the slot is free again: it runs, to its breakpoint
-        out = h.result(timeout=T)
-        assert isinstance(out, Paused) and out.reason == "before"
+        assert isinstance(rt.start("q", {}, run_id="holder").result(timeout=T), Paused)
+        holder = rt.resume("q", "holder", Command())  # executes "a": holds the slot
+        h = rt.start("q", {}, run_id="two")
+        assert rt.get_state("q", "two").status == "queued"
+        gate.set()
+        assert isinstance(holder.result(timeout=T), Done)
+        out = h.result(timeout=T)  # admitted: it stops before "a" as a run started at once does
+        assert isinstance(out, Paused) and out.reason == "before" and out.steps == ["a"], out
 
 
 # -- start_many: all or nothing ----------------------------------------------------------------
@@ -420,3 +429,26 @@ def test_a_backlog_is_purged_a_batch_at_a_time(tmp_path):
         assert len(rt.runs()) == 250 - _retention.BATCH
         rt.register(kept)  # the background thread: the rest goes
         assert wait_until(lambda: rt.runs() == [])
+
+
+def test_a_queued_resume_keeps_the_next_breakpoint(any_store):
+    gate = threading.Event()
+
+    def a(state, ctx):
+        if ctx.run_id == "holder":
+            gate.wait(T)
+        return {"n": 1}
+
+    wf = Workflow("q", Dag.builder("a").step("a", a).step("b", lambda s, c: {"n": 2}).edge("a", "b").build(), S,
+                  max_concurrent_runs=1, interrupt_after=["a"], interrupt_before=["b"])
+    with Runtime(store=any_store()) as rt:
+        rt.register(wf)
+        out = rt.start("q", {}, run_id="x").result(timeout=T)
+        assert isinstance(out, Paused) and out.reason == "after"
+        holder = rt.start("q", {}, run_id="holder")
+        resumed = rt.resume("q", "x", Command())
+        assert rt.get_state("q", "x").status == "queued"
+        gate.set()
+        assert isinstance(holder.result(timeout=T), Paused)
+        out = resumed.result(timeout=T)
+        assert isinstance(out, Paused) and out.reason == "before" and out.steps == ["b"], out
