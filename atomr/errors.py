@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from atomr._errors_base import AtomrError
+from atomr._errors_base import AtomrError, RunError, StartRefused  # RunError's tree starts there
 from atomr._errors_store import (  # defined apart to keep this module short; they belong here
     CopyError,
     CorruptRecord,
@@ -225,10 +225,6 @@ class StoredTypeMismatch(CodecError):
         return (StoredTypeMismatch, (self.type_name, self.class_name, self.detail, self.where))
 
 
-class RunError(AtomrError):
-    """A run-level request was refused, or a run failed."""
-
-
 class WorkflowNotFound(RunError):
     def __init__(self, workflow_id: str, known: Iterable[str]) -> None:
         self.workflow_id = workflow_id
@@ -263,17 +259,6 @@ class RunExists(RunError):
             f"run {workflow_id}/{run_id} already exists; pick another run_id, or resume it "
             "with rt.resume()"
         )
-
-
-class StartRefused(RunError):
-    """A run of a ``start_many`` could not be stored: none of the batch was started."""
-
-    def __init__(self, workflow_id: str, run_id: str, count: int, cause: BaseException) -> None:
-        self.workflow_id, self.run_id, self.count, self.cause = workflow_id, run_id, count, cause
-        super().__init__(
-            f"run {workflow_id}/{run_id} of a start_many() could not be stored ({type(cause).__name__}: "
-            f"{cause}); none of the {count} runs was started and nothing of them was written: fix "
-            "that run (or the store) and start the batch again")
 
 
 class RunNotPaused(RunError):
