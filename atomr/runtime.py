@@ -20,8 +20,8 @@ from atomr._hooks import logger
 from atomr.actors.checkpointer import Checkpointer, WriterGate
 from atomr.actors.core import Core
 from atomr.actors.dispatcher import Dispatcher
-from atomr.actors.admission import Admission, check_priority, queue_meta
-from atomr.actors.startgroup import start_group
+from atomr.actors.admission import Admission, check_priority
+from atomr.actors.startgroup import send_starts
 from atomr.actors.limits import Limiter
 from atomr.actors.sleeper import Sleeper
 from atomr.actors.scheduler import Scheduler
@@ -41,7 +41,7 @@ from atomr._retention import Retention
 from atomr._inspect import Inspection
 from atomr._edge import check_meta, prepare_starts
 from atomr.handle import DEFAULT_TIMEOUT, RunHandle, _Inbox
-from atomr.messages import Rejected, Resume, Run
+from atomr.messages import Rejected, Resume
 from atomr.kinds import Subgraph
 from atomr.store.base import Store
 from atomr.store.lmdb import LmdbStore
@@ -326,17 +326,8 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         if wf.version is not None:
             meta = {**(meta or {}), "workflow_version": wf.version}
         check_priority(priority)
-        pending: list[tuple[str, _Inbox | None]] = []
-        group = start_group(wf.id, [rid for rid in ids if rid not in existing])
-        for data, rid in zip(datas, ids):
-            if rid in existing:
-                pending.append((rid, None))  # attach: a handle that watches the run
-                continue
-            inbox = self._inbox(wf.id, rid, attach=if_exists == "attach")
-            run = Run(data, inbox, inbox, queue_meta(wf, meta, priority), group)
-            self._core.supervisor.ref(wf, rid).tell(run)
-            pending.append((rid, inbox))
-        return wf, pending
+        return wf, send_starts(self._core, wf, datas, ids, existing, meta, priority,
+                               lambda rid: self._inbox(wf.id, rid, attach=if_exists == "attach"))
 
     def _inbox(self, workflow_id: str, run_id: str, attach: bool = False) -> _Inbox:
         inbox = _Inbox((workflow_id, run_id))

@@ -19,19 +19,21 @@ the checkpointer's thread (:func:`refusal`); one lock.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from atomr.actors.admission import queue_meta
 from atomr.errors import RunExists, StartRefused
-from atomr.messages import Append, AppendGroup, Committed
+from atomr.messages import Append, AppendGroup, Committed, Run
 
 if TYPE_CHECKING:
     from atomr.actors.core import Core
     from atomr.store.base import AppendBatch, Store
+    from atomr.workflow import Workflow
 
-__all__ = ["StartGroup", "start_group", "refusal"]
+__all__ = ["StartGroup", "refusal", "send_starts", "start_group"]
 
 
 class StartGroup:
@@ -135,3 +137,26 @@ def refusal(store: Store, group: StartGroup, batches: Sequence[AppendBatch], err
     if culprit is None:
         culprit = max(batches, key=lambda b: sum(len(r) for r in b.records) + len(b.snapshot or b""))
     return StartRefused(group.workflow_id, culprit.run_id, group.count, err)
+
+
+def send_starts(core: Core, wf: Workflow, datas: Sequence[dict[str, Any]], ids: Sequence[str],
+                existing: set[str], meta: dict[str, Any] | None, priority: int,
+                new_inbox: Callable[[str], Any]) -> list[tuple[str, Any]]:
+    """Tell each new run of a start its ``Run`` (the caller's thread): ``(run id, inbox)``
+    in input order (inbox None: an existing run to attach to). When a run cannot be
+    told, the batch is refused: the runs told already write nothing."""
+    pending: list[tuple[str, Any]] = []
+    group = start_group(wf.id, [rid for rid in ids if rid not in existing])
+    for data, rid in zip(datas, ids):
+        if rid in existing:
+            pending.append((rid, None))  # attach: a handle that watches the run
+            continue
+        inbox = new_inbox(rid)
+        try:
+            core.supervisor.ref(wf, rid).tell(Run(data, inbox, inbox, queue_meta(wf, meta, priority), group))
+        except BaseException as exc:
+            if group is not None:
+                group.refuse(rid, exc)
+            raise
+        pending.append((rid, inbox))
+    return pending
