@@ -70,24 +70,26 @@ class AsyncAPI:
 
     async def astart(self: Runtime, workflow_id: str, input: Mapping[str, Any] | None = None,
                      run_id: str | None = None, *, meta: Mapping[str, Any] | None = None,
-                     timeout: float | None = None, if_exists: str = "error") -> RunHandle:
+                     timeout: float | None = None, if_exists: str = "error", priority: int = 0) -> RunHandle:
         """:meth:`Runtime.start`, awaited: durable before it returns, as start()."""
         self._check_open()
         t = self._wait_s(timeout)
         wf, pending = await self._on_starter(self._send_starts, workflow_id, [input],
-                                             [run_id] if run_id is not None else None, meta, if_exists)
+                                             [run_id] if run_id is not None else None, meta, if_exists, priority)
         rid, inbox = pending[0]
         got = await inbox.await_attr("accepted", t) if inbox is not None else None
         return self._handle(wf.id, rid, inbox, got, t)
 
     async def astart_many(self: Runtime, workflow_id: str, inputs: Iterable[Mapping[str, Any] | None],
                           run_ids: Iterable[str] | None = None, *, meta: Mapping[str, Any] | None = None,
-                          timeout: float | None = None, if_exists: str = "error") -> list[RunHandle]:
-        """:meth:`Runtime.start_many`, awaited. The checks and sends run in a
-        worker thread, so a thousand concurrent starts never hold the loop."""
+                          timeout: float | None = None, if_exists: str = "error",
+                          priority: int = 0) -> list[RunHandle]:
+        """:meth:`Runtime.start_many`, awaited (all or nothing, as start_many()). The checks
+        and sends run in a worker thread, so a thousand concurrent starts never hold the loop."""
         self._check_open()
         t = self._wait_s(timeout)
-        wf, pending = await self._on_starter(self._send_starts, workflow_id, inputs, run_ids, meta, if_exists)
+        wf, pending = await self._on_starter(self._send_starts, workflow_id, inputs, run_ids, meta,
+                                             if_exists, priority)
         got = await asyncio.gather(*(inbox.await_attr("accepted", t) for _, inbox in pending if inbox is not None))
         it = iter(got)
         got = [next(it) if inbox is not None else None for _, inbox in pending]

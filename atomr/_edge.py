@@ -37,7 +37,7 @@ def check_meta(meta: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(meta, Mapping) or not all(isinstance(k, str) for k in meta):
         raise AtomrError(f"meta must be a mapping with str keys, got {type(meta).__name__} {meta!r}")
-    for key in ("parent", "workflow_version", "atomr_trace"):
+    for key in ("parent", "workflow_version", "atomr_trace", "atomr_queue"):
         if key in meta:
             raise AtomrError(f"meta key {key!r} is reserved (atomr records it); use another key")
     out = dict(meta)

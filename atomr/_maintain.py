@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from atomr.runtime import Runtime
     from atomr.workflow import Workflow
 
-__all__ = ["fork", "checkpoint_by_seq", "prune", "delete", "purge", "checkpoint_at", "maintain", "check_run_id"]
+__all__ = ["fork", "checkpoint_by_seq", "prune", "delete", "purge", "purge_batch", "checkpoint_at", "maintain",
+           "check_run_id"]
 
 RUN_STATUSES = ("running", "paused", "done", "failed", "cancelled", "sleeping", "queued")
 
@@ -212,15 +213,30 @@ def purge(rt: Runtime, older_than_s: Any, statuses: Iterable[str]) -> int:
         raise AtomrError(f"cannot purge runs with status {sorted(bad)}; choose from 'paused', 'done', 'failed', 'cancelled' "
                          "(a running run is never purged)")
     limit = int((time.time() - older) * 1000)
-    victims = [(s.workflow_id, s.run_id) for s in rt.store.runs()
+    victims = [(s.workflow_id, s.run_id, limit) for s in rt.store.runs()
                if s.status in wanted and s.updated_ms < limit]
+    return purge_batch(rt, victims, wanted)
+
+
+def purge_batch(rt: Runtime, victims: list[tuple[str, str, int]], statuses: Iterable[str]) -> int:
+    """Delete each ``(workflow, run, limit_ms)`` still in one of ``statuses`` and not
+    updated since ``limit_ms``, checked again in the writer thread (never a live run)."""
+    wanted = set(statuses)
+    limits = {(wid, rid): limit for wid, rid, limit in victims}
+
+    shared = getattr(rt.store, "shared", False)
 
     def work(store: Store, held: list[tuple[str, str]]) -> int:
         n = 0
         for wid, rid in held:
             s = store.summary(wid, rid)  # as of now, not as of the listing
-            if s is not None and s.status in wanted and s.updated_ms < limit and store.delete_run(wid, rid):
-                n += 1
+            if s is None or s.status not in wanted or s.updated_ms >= limits[(wid, rid)]:
+                continue
+            if shared:  # checked again in the delete's transaction: another worker may write it
+                done = store.delete_run(wid, rid, only_if=(sorted(wanted), limits[(wid, rid)]))  # type: ignore[call-arg]
+            else:
+                done = store.delete_run(wid, rid)
+            n += bool(done)
         return n
 
-    return int(_held(rt, victims, work))
+    return int(_held(rt, list(limits), work))

@@ -21,7 +21,7 @@ happened and what to do about it::
     ├── ScheduleError         a schedule is invalid (ScheduleNotFound, ScheduleExists)
     └── RunError              a run-level request was refused or a run failed
         ├── WorkflowNotFound, WorkflowExists
-        ├── RunNotFound, RunExists, RunNotPaused, RunNotContinuable
+        ├── RunNotFound, RunExists, RunNotPaused, RunNotContinuable, StartRefused (start_many: none started)
         ├── InterruptError (UnknownInterruptError, AmbiguousResumeError, InvalidResumeValue)
         ├── CheckpointNotFound
         ├── StepTimeout, LoopLimitError, Rejected, StepCrashed, VersionMismatch
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from atomr._errors_base import AtomrError
+from atomr._errors_base import AtomrError, RunError, StartRefused  # RunError's tree starts there
 from atomr._errors_state import (  # apart to keep this module short
     MissingInput,
     ReducerError,
@@ -79,7 +79,7 @@ __all__ = [
     "error_class", "JoinError", "SchemaError", "StreamOverflow", "WorkflowSpecError", "RunOver",
     "VersionMismatch", "ScheduleError", "ScheduleNotFound", "ScheduleExists", "StateValidationError", "UnregisteredType", "StoreUrlError",
     "StoreUnavailable", "CopyError", "StoreNotEmpty", "StoredTypeMismatch", "WorkerIdInUse", "OwnershipLost",
-    "RunOwnedElsewhere", "StoreNotShared", "MissingInput", "RunNotContinuable",
+    "RunOwnedElsewhere", "StoreNotShared", "MissingInput", "RunNotContinuable", "StartRefused",
 ]
 
 
@@ -189,10 +189,6 @@ class StoredTypeMismatch(CodecError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (StoredTypeMismatch, (self.type_name, self.class_name, self.detail, self.where))
-
-
-class RunError(AtomrError):
-    """A run-level request was refused, or a run failed."""
 
 
 class WorkflowNotFound(RunError):

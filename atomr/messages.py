@@ -29,6 +29,7 @@ __all__ = [
     "RetryStep",
     "StepTimedOut",
     "Append",
+    "AppendGroup",
     "Committed",
     "Flush",
     "Maintain",
@@ -51,6 +52,8 @@ class Run:
     reply_to: Any = None
     listener: Any = None
     meta: Mapping[str, Any] | None = None
+    #: the runs of one ``start_many``: their first batches commit together or not at all
+    group: Any = None
     turn: bool = False
 
 
@@ -187,6 +190,15 @@ class Append:
     sender: Any  # the run actor's ref: told Committed on ack or on error
     token: int
     ack: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AppendGroup:
+    """The first batches of a ``start_many``'s runs: committed in one transaction,
+    all or none (a StartGroup -> checkpointer)."""
+
+    appends: tuple[Append, ...]
+    group: Any  # the StartGroup: names the run that did not fit when the group is refused
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,8 @@ from atomr._hooks import logger
 from atomr.actors.checkpointer import Checkpointer, WriterGate
 from atomr.actors.core import Core
 from atomr.actors.dispatcher import Dispatcher
-from atomr.actors.admission import Admission
+from atomr.actors.admission import Admission, check_priority
+from atomr.actors.startgroup import send_starts
 from atomr.actors.limits import Limiter
 from atomr.actors.sleeper import Sleeper
 from atomr.actors.scheduler import Scheduler
@@ -37,10 +38,11 @@ from atomr._maintain import check_run_id
 from atomr._aio import AsyncAPI
 from atomr._control import RunControl
 from atomr._schedule import Schedules
+from atomr._retention import Retention
 from atomr._inspect import Inspection
 from atomr._edge import check_meta, prepare_starts, record_spec, run_meta
 from atomr.handle import DEFAULT_TIMEOUT, RunHandle, _Inbox
-from atomr.messages import Rejected, Resume, Run
+from atomr.messages import Rejected, Resume
 from atomr.kinds import child_workflows
 from atomr.store.base import Store
 from atomr.store.lmdb import LmdbStore
@@ -153,6 +155,7 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         self._core.limiter = Limiter(self._core)
         self._core.admission = Admission(self._core)
         self._worker: Worker | None = None
+        self._retention = Retention(self)  # Workflow(retention_s=...): a thread once a workflow asks
         if shared:
             self._core.follow = Follower(self)
             if execute:
@@ -187,6 +190,7 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         deadline = time.monotonic() + timeout
         if self._worker is not None:
             self._worker.stop()  # takes no more runs
+        self._retention.close()
         core.supervisor.refuse_new()  # from here on a start or a resume gets RuntimeClosed
         # whoever waits on a run of this runtime hears it now, not at its timeout
         closed = RuntimeClosed("the Runtime was closed; the run is kept as last committed: open the "
@@ -246,6 +250,7 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
             self._arm_sleepers(workflow)  # its runs that were sleeping when a process stopped
             self._core.admission.on_register(workflow)  # and its queued runs
             self._arm_schedules(workflow)  # its stored schedules start runs while this runtime is open
+            self._retention.watch(workflow)  # its finished runs are deleted once retention_s is over
         if self._worker is not None:
             self._worker.poke()  # its runs that wait for a worker
         for child in child_workflows(workflow):
@@ -278,6 +283,7 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         meta: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         if_exists: str = "error",
+        priority: int = 0,
     ) -> RunHandle:
         """Start a run. With durability "sync" it returns once the start is durable.
 
@@ -285,12 +291,14 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         "attach" returns a handle on that run instead, whatever its status (two
         concurrent starts of one run id make exactly one run); "continue" gives
         a done run another turn with ``input`` (RunNotContinuable otherwise) and
-        starts a run that does not exist. Raises WorkflowNotFound,
-        UnknownChannelError (input key not a channel), MissingInput (a typed
-        state's field without a default not given), CodecError, RunExists.
+        starts a run that does not exist. ``priority``: among queued runs of a
+        workflow with ``max_concurrent_runs``, higher starts first (FIFO within a
+        priority). Raises WorkflowNotFound, UnknownChannelError (input key not a
+        channel), MissingInput (a typed state's field without a default not
+        given), CodecError, RunExists.
         """
         return self.start_many(workflow_id, [input], [run_id] if run_id is not None else None,
-                               meta=meta, timeout=timeout, if_exists=if_exists)[0]
+                               meta=meta, timeout=timeout, if_exists=if_exists, priority=priority)[0]
 
     def start_many(
         self,
@@ -301,30 +309,31 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         meta: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         if_exists: str = "error",
+        priority: int = 0,
     ) -> list[RunHandle]:
-        """Start several runs at once: their starts share commits. Every input is
-        validated before any run starts; returns the handles in input order."""
+        """Start several runs at once: their starts share one commit, all or
+        nothing (when one cannot be stored, none starts and the error names it).
+        Every input is validated before any run starts; returns the handles in
+        input order. ``priority``: as in :meth:`start`, for every run."""
         self._check_open()
         self._wait_s(timeout)  # a bad timeout is refused before anything is sent
-        wf, pending = self._send_starts(workflow_id, inputs, run_ids, meta, if_exists)
+        wf, pending = self._send_starts(workflow_id, inputs, run_ids, meta, if_exists, priority)
         return [self._accepted(wf.id, rid, inbox, timeout) for rid, inbox in pending]
 
     def _send_starts(self, workflow_id: str, inputs: Any, run_ids: Any, meta: Any,
-                     if_exists: str = "error") -> tuple[Workflow, list[tuple[str, _Inbox | None]]]:
+                     if_exists: str = "error", priority: Any = 0) -> tuple[Workflow, list[tuple[str, _Inbox | None]]]:
         self._check_open()
         wf = self.workflow(workflow_id)
         meta = run_meta(wf, check_meta(meta))
         datas, ids, existing = prepare_starts(self, wf, inputs, run_ids, if_exists)
-        pending: list[tuple[str, _Inbox | None]] = []
-        for data, rid in zip(datas, ids):
-            if rid in existing:
-                pending.append((rid, None))  # attach: a handle that watches the run
-                continue
+        check_priority(priority)
+
+        def new_inbox(rid: str) -> _Inbox:
             inbox = self._inbox(wf.id, rid, attach=if_exists == "attach")
-            inbox.own = True
-            self._core.supervisor.ref(wf, rid).tell(Run(data, inbox, inbox, meta, turn=if_exists == "continue"))
-            pending.append((rid, inbox))
-        return wf, pending
+            inbox.own = True  # its handle streams from its own request (a turn: from the turn)
+            return inbox
+        return wf, send_starts(self._core, wf, datas, ids, existing, meta, priority, new_inbox,
+                               turn=if_exists == "continue")
 
     def _inbox(self, workflow_id: str, run_id: str, attach: bool = False) -> _Inbox:
         inbox = _Inbox((workflow_id, run_id))

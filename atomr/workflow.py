@@ -58,7 +58,9 @@ class Workflow:
     runs of the runtime. ``version``: recorded by each run it starts; a run is resumed or recovered
     only by the same version or by one whose ``compatible_with`` names it. ``spec``:
     ``"pkg.mod:attr"``, where the CLI finds this workflow (recorded in each run's meta as
-    ``module``); None: found at ``register()``, the module-level name bound to it.
+    ``module``); None: found at ``register()``, the module-level name bound to it. ``retention_s``:
+    finished runs (done, failed, cancelled) whose end is older than this are deleted
+    in the background (None: kept).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class Workflow:
         step_limits: Mapping[str, Limit] | None = None,
         max_concurrent_runs: int | None = None,
         spec: str | None = None,
+        retention_s: float | None = None,
     ) -> None:
         if not isinstance(id, str) or not id:
             raise GraphError(f"workflow id must be a non-empty string, got {id!r}; pass a name")
@@ -137,6 +140,9 @@ class Workflow:
             check_int(max_concurrent_runs, f"workflow {id!r}: max_concurrent_runs", lo=1, error=GraphError,
                       hint="pass how many runs may execute at once, or None")
         self.max_concurrent_runs: int | None = max_concurrent_runs
+        self.retention_s: float | None = check_optional_number(
+            retention_s, f"workflow {id!r}: retention_s", lo=0, lo_open=True, error=GraphError,
+            hint="pass how many seconds a finished run is kept, or None to keep every run")
         self.plan = Plan(dag, schema, self.interrupt_before, self.interrupt_after)
         self.is_async: dict[str, bool] = {
             s: (not isinstance(fn, StepKind)) and is_async_step(fn) for s, fn in dag.steps.items()

@@ -42,7 +42,7 @@ PUBLIC_ALL = {
         "LoopLimitError", "MissingInput", "NotCallableError", "OwnershipLost", "ReducerError", "Rejected", "ResultTimeout",
         "RunError", "RunExists", "RunNotContinuable", "RunNotFound", "RunNotPaused", "RunOver", "RunOwnedElsewhere",
         "RuntimeClosed",
-        "ScheduleError", "ScheduleExists", "ScheduleNotFound", "SchemaError", "StateError", "StateValidationError",
+        "ScheduleError", "ScheduleExists", "ScheduleNotFound", "SchemaError", "StartRefused", "StateError", "StateValidationError",
         "StepCrashed",
         "StepResultError", "StepTimeout", "StoreClosed", "StoreError", "StoreFull",
         "StoreLocked", "StoreNotEmpty", "StoreNotShared", "StoreUnavailable", "StoreUrlError", "StoredTypeMismatch", "StreamOverflow",
@@ -66,7 +66,7 @@ PUBLIC_ALL = {
         "Branch", "Human", "Loop", "Map", "Subgraph", "dispatch_fan_out",
     ],
     "atomr.messages": [
-        "Accepted", "Admit", "Append", "Cancel", "Committed", "Custom", "Execute", "Flush",
+        "Accepted", "Admit", "Append", "AppendGroup", "Cancel", "Committed", "Custom", "Execute", "Flush",
         "Maintain", "Recover", "Rejected", "Resume", "RetryStep", "Run", "StepDone",
         "StepTimedOut", "StreamEnd", "StreamLost", "Subscribe", "Subscribed", "Tap",
     ],

@@ -16,7 +16,7 @@ from atomr.kinds import DagBody, Loop, Subgraph
 from atomr._run.journal import FLUSH_TICK, FlushTick, now_ms
 from atomr._run.subscribers import tell
 from atomr.actors.step import safe_text
-from atomr.errors import OwnershipLost, RunNotContinuable, RunOwnedElsewhere
+from atomr.errors import OwnershipLost, RunNotContinuable, RunOwnedElsewhere, StartRefused
 from atomr.messages import Accepted, Cancel, Committed, Rejected, StreamEnd, StreamLost
 from atomr.types import Cancelled, Failed, Interrupt, Paused
 
@@ -92,7 +92,10 @@ class Endings:
                 tell(target, Rejected(self.key[0], self.key[1], err))
             self._release_and_stop()  # its streams subscribe again: to whoever runs it now
             return
-        log.error("run %s/%s: store write failed: %s", *self.key, err)
+        if isinstance(err, StartRefused):  # a start_many refused whole: the caller hears why
+            log.info("run %s/%s: not started: %s", *self.key, err)
+        else:
+            log.error("run %s/%s: store write failed: %s", *self.key, err)
         self.journal.ack_token = None
         self._after_commit = None
         if first and not self.accepted:

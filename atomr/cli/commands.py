@@ -64,7 +64,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.cont and not args.run_id:
             raise CliError("--continue needs --run-id: the run to give another turn")
         handle = rt.start(wf.id, data, run_id=args.run_id, meta={"module": args.workflow},
-                          if_exists="continue" if args.cont else "error")
+                          if_exists="continue" if args.cont else "error", priority=args.priority)
         print(f"run {wf.id}/{handle.run_id}", flush=True)
         return print_outcome(stream(handle), args)
 

@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", metavar="ID", help="the run id (default: a random one)")
     p.add_argument("--continue", dest="cont", action="store_true",
                    help="give the done run --run-id another turn with --input (or start it if it does not exist)")
+    p.add_argument("--priority", metavar="N", type=int, default=0,
+                   help="among queued runs (max_concurrent_runs), a higher priority starts first (default 0)")
 
     p = add("runs", cmd_runs, "list the runs in the store")
     p.add_argument("--status", choices=STATUSES, help="only runs with this status")

@@ -219,9 +219,10 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
         p.exec_from_ms = e.at_ms
         was_failed = p.status == "failed"
         p.status = "running"
-        if p.pause_reason != "after" or e.goto is not None:
+        if p.pause_reason not in ("after", "queued") or e.goto is not None:
             # resuming from an "after" pause must not skip the next layer's
-            # interrupt_before breakpoint
+            # interrupt_before breakpoint; nor must a queued run's admission
+            # (a resume that was queued cleared it already if it had to)
             p.bp_cleared = p.next_super_step
         p.pause_reason = None
         p.pause_steps = []

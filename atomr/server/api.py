@@ -102,11 +102,18 @@ async def get_workflow(request: Request) -> JSON:
 
 async def start_run(request: Request) -> JSON:
     ctx, rt = _ctx(request), _ctx(request).rt
-    doc = await read_json(request, ctx.max_body, ("input", "run_id", "if_exists", "meta"))
+    doc = await read_json(request, ctx.max_body, ("input", "run_id", "if_exists", "meta", "priority"))
     data, run_id = field(doc, "input", "object"), _run_id(doc)
     if_exists, meta = field(doc, "if_exists", "string"), field(doc, "meta", "object")
+    priority = field(doc, "priority", "integer")
     wf = rt.workflow(params.path_id(request, "wf"))
     kwargs: dict[str, Any] = {}
+    if priority is not None:
+        if _accepts(rt.astart, "priority"):
+            kwargs["priority"] = priority
+        elif priority != 0:
+            raise ApiError(400, f"priority={priority} is not supported by this runtime (deprecated sharded "
+                                "runtime); leave it out")
     if if_exists is not None:
         if _accepts(rt.astart, "if_exists"):
             kwargs["if_exists"] = if_exists

@@ -148,10 +148,10 @@ class Metrics:
             return
         seconds, sizes = self.commit_seconds, self.batch_size
 
-        def timed(batches: Any) -> Any:
+        def timed(batches: Any, groups: Any = None) -> Any:
             t0 = time.perf_counter()
             try:
-                return write(batches)
+                return write(batches) if groups is None else write(batches, groups=groups)
             finally:  # the write's result or error stands, whatever the histograms do
                 _hooks.call(HOOK, _observe, seconds, sizes, time.perf_counter() - t0, len(batches))
 

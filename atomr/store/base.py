@@ -88,6 +88,24 @@ class AppendBatch:
         return self.first_seq + len(self.records) - 1
 
 
+def write_units(n: int, groups: Sequence[int] | None) -> list[list[int]]:
+    """The batch indexes written together when a group commit is refused: each
+    batch alone, except those of one ``groups`` number (>= 0), together."""
+    if groups is None:
+        return [[i] for i in range(n)]
+    units: list[list[int]] = []
+    by_group: dict[int, list[int]] = {}
+    for i, g in enumerate(groups):
+        if g < 0:
+            units.append([i])
+        elif g in by_group:
+            by_group[g].append(i)
+        else:
+            by_group[g] = [i]
+            units.append(by_group[g])
+    return units
+
+
 class Store(abc.ABC):
     """Common behaviour of the backends; subclasses provide the primitives."""
 
@@ -101,11 +119,14 @@ class Store(abc.ABC):
 
     # -- writer side -------------------------------------------------------
 
-    def write(self, batches: Sequence[AppendBatch]) -> list[BaseException | None]:
+    def write(self, batches: Sequence[AppendBatch],
+              groups: Sequence[int] | None = None) -> list[BaseException | None]:
         """Write all batches in one transaction (one sync); isolate failures.
 
         Returns one entry per batch: None when it is durable, else the error
         that refused it. A failure of one batch does not refuse the others.
+        ``groups`` (one entry per batch): batches with the same number >= 0 are
+        written all or none (a ``start_many``); -1: a batch on its own.
         """
         if not batches:
             return []
@@ -115,14 +136,14 @@ class Store(abc.ABC):
         except Exception as exc:  # noqa: BLE001 - reported to the run that wrote it
             if len(batches) == 1:
                 return [exc]
-        # one batch was bad: write them one by one so the others still land
-        results: list[BaseException | None] = []
-        for b in batches:
+        # one batch (or group) was bad: write them one unit at a time so the others still land
+        results: list[BaseException | None] = [None] * len(batches)
+        for unit in write_units(len(batches), groups):
             try:
-                self._write_txn([b])
-                results.append(None)
+                self._write_txn([batches[i] for i in unit])
             except Exception as exc:  # noqa: BLE001
-                results.append(exc)
+                for i in unit:
+                    results[i] = exc
         return results
 
     @abc.abstractmethod

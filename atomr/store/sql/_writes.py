@@ -21,7 +21,7 @@ from typing import Any
 
 from atomr.errors import OwnershipLost, RunOwnedElsewhere, StoreClosed, StoreUnavailable
 from atomr.store import format as fmt
-from atomr.store.base import AppendBatch, RunSummary, now_ms
+from atomr.store.base import AppendBatch, RunSummary, now_ms, write_units
 
 __all__ = ["GroupWrites"]
 
@@ -79,7 +79,8 @@ class GroupWrites:
         """True when ``exc`` says the database server cannot be reached at all."""
         return False
 
-    def write(self, batches: Sequence[AppendBatch]) -> list[BaseException | None]:
+    def write(self, batches: Sequence[AppendBatch],
+              groups: Sequence[int] | None = None) -> list[BaseException | None]:
         n = len(batches)
         if not n:
             return []
@@ -95,25 +96,30 @@ class GroupWrites:
                     return [exc]  # final: another worker executes the run
                 if not isinstance(exc, StoreUnavailable):
                     break
-        # refused: one batch at a time, so the others land and the bad one gets its reason
-        results: list[BaseException | None] = []
-        for b in batches:
-            err = self._write_alone(b, retry)
-            results.append(err)
+        # refused: one batch (or start_many group) at a time, so the others land and
+        # the bad one gets its reason
+        results: list[BaseException | None] = [None] * n
+        units = write_units(n, groups)
+        for k, unit in enumerate(units):
+            err = self._write_alone([batches[i] for i in unit], retry)
+            for i in unit:
+                results[i] = err
             if err is not None and self._unreachable(err):  # the rest would wait for it too
-                results += [err] * (n - len(results))
+                for rest in units[k + 1:]:
+                    for i in rest:
+                        results[i] = err
                 break
         return results
 
-    def _write_alone(self, b: AppendBatch, retry: _Retry) -> BaseException | None:
+    def _write_alone(self, unit: list[AppendBatch], retry: _Retry) -> BaseException | None:
         while True:
             try:
-                self._write_txn([b], fresh=True)
+                self._write_txn(unit, fresh=True)
                 return None
             except Exception as exc:  # noqa: BLE001 - reported to the run that wrote it
                 err = exc
             lost = isinstance(err, StoreUnavailable)
-            if (retry.lost or lost) and not self._unreachable(err) and self._landed(b):
+            if (retry.lost or lost) and not self._unreachable(err) and all(self._landed(b) for b in unit):
                 return None
             if not lost or not retry.again():
                 return err

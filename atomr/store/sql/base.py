@@ -310,13 +310,24 @@ class SqlStore(Owners, GroupWrites, SqlReads, Store):
         self._cache.pop((workflow_id, run_id), None)
         return removed
 
-    def delete_run(self, workflow_id: str, run_id: str) -> bool:
+    def delete_run(self, workflow_id: str, run_id: str,
+                   only_if: tuple[Sequence[str], int] | None = None) -> bool:
+        """Delete a run; ``only_if=(statuses, before_ms)``: only while its status is one of
+        ``statuses`` and it was last updated before ``before_ms``, checked in the delete's own
+        transaction (another worker may resume a failed run meanwhile)."""
         self._check_writable()
         q = self.dialect.sql
         w, r = self._enc(workflow_id), self._enc(run_id)
+        cond, args = "", ()  # type: tuple[str, tuple[Any, ...]]
+        if only_if is not None:
+            statuses, before_ms = list(only_if[0]), int(only_if[1])
+            cond = f" AND status IN ({', '.join('?' * len(statuses))}) AND updated_ms < ?"
+            args = (*statuses, before_ms)
         with self._wlock, self._writing() as cur:
-            cur.execute(q("DELETE FROM {t}runs WHERE workflow_id = ? AND run_id = ?"), (w, r))
+            cur.execute(q("DELETE FROM {t}runs WHERE workflow_id = ? AND run_id = ?" + cond), (w, r, *args))
             existed = self._count(cur) > 0
+            if not existed and only_if is not None:
+                return False  # it moved on (or is gone): its journal stays
             for table in ("journal", "snapshots"):
                 cur.execute(q(f"DELETE FROM {{t}}{table} WHERE workflow_id = ? AND run_id = ?"), (w, r))
         self._cache.pop((workflow_id, run_id), None)
