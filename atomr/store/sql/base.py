@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -69,7 +70,9 @@ PG_GROUP = (
     "?::text[], ?::bigint[], ?::bigint[]) AS v(status, super_step, last_seq, first_seq, snapshot_seq, updated_ms, "
     "meta, owner, epoch, workflow_id, run_id, old_last, old_epoch) "
     "WHERE r.workflow_id = v.workflow_id AND r.run_id = v.run_id AND r.last_seq = v.old_last "
-    "AND r.epoch = v.old_epoch RETURNING 1) "
+    "AND r.epoch = v.old_epoch RETURNING 1), "
+    "k AS (INSERT INTO {t}run_counts AS c (writer, status, n) SELECT ?::text, * FROM unnest(?::text[], ?::bigint[]) "
+    "ON CONFLICT (writer, status) DO UPDATE SET n = c.n + excluded.n) "
     "SELECT 1 / (count(*) = ?)::int, pg_notify(?, '') FROM u"
 )
 
@@ -109,6 +112,10 @@ class SqlStore(Owners, GroupWrites, SqlReads, Store):
             "updated_ms = ?, meta = ?, owner = ?, epoch = ?, cancel = CASE WHEN ? = 'running' THEN cancel END "
             "WHERE workflow_id = ? AND run_id = ? AND last_seq = ? AND epoch = ?")
         self._q_owner = q("SELECT owner, epoch FROM {t}runs WHERE workflow_id = ? AND run_id = ?")
+        #: this writer's changes to the counts of runs by status (its own rows: see schema.py)
+        self._q_count = q("INSERT INTO {t}run_counts AS c (writer, status, n) VALUES (?, ?, ?) "
+                          "ON CONFLICT (writer, status) DO UPDATE SET n = c.n + excluded.n")
+        self._writer_id = uuid.uuid4().hex  # the writer of the counts when the store has no worker id
 
     # -- what a backend provides ------------------------------------------------------
 
@@ -263,6 +270,8 @@ class SqlStore(Owners, GroupWrites, SqlReads, Store):
                 cur.executemany(self._q_insert_run, g.inserts)
             if g.updates:
                 self._update_runs(cur, g.updates)
+            if g.counts:
+                cur.executemany(self._q_count, [(self.count_writer, st, n) for st, n in g.counts.items()])
 
     def _update_runs(self, cur: Any, updates: list[tuple[Any, ...]]) -> None:
         """Apply the conditional index updates; refuse the transaction when a row
@@ -274,6 +283,11 @@ class SqlStore(Owners, GroupWrites, SqlReads, Store):
             raise StoreError(
                 "a run's index row changed under this store (another writer?); the group was refused "
                 f"({matched} of {len(updates)} runs matched)")
+
+    @property
+    def count_writer(self) -> str:
+        """The writer whose rows of run_counts this store adds to: its worker id, or one of its own."""
+        return self.worker_id or self._writer_id
 
     def _forget(self, staged: dict[tuple[str, str], RunSummary]) -> None:
         for key in staged:
@@ -315,8 +329,11 @@ class SqlStore(Owners, GroupWrites, SqlReads, Store):
         q = self.dialect.sql
         w, r = self._enc(workflow_id), self._enc(run_id)
         with self._wlock, self._writing() as cur:
-            cur.execute(q("DELETE FROM {t}runs WHERE workflow_id = ? AND run_id = ?"), (w, r))
-            existed = self._count(cur) > 0
+            cur.execute(q("DELETE FROM {t}runs WHERE workflow_id = ? AND run_id = ? RETURNING status"), (w, r))
+            gone = cur.fetchall()
+            existed = bool(gone)
+            if gone:
+                cur.execute(self._q_count, (self.count_writer, gone[0][0], -1))
             for table in ("journal", "snapshots"):
                 cur.execute(q(f"DELETE FROM {{t}}{table} WHERE workflow_id = ? AND run_id = ?"), (w, r))
         self._cache.pop((workflow_id, run_id), None)
@@ -334,6 +351,7 @@ class SqlStore(Owners, GroupWrites, SqlReads, Store):
                 cur.execute(self._q_insert_run, (w, r, s.status, s.super_step, s.last_seq, s.first_seq,
                                                  s.snapshot_seq, s.created_ms, s.updated_ms,
                                                  fmt.encode_obj(s.meta, "the run's meta"), None, 0))
+                cur.execute(self._q_count, (self.count_writer, s.status, 1))
                 if journal:
                     cur.executemany(self._q_insert_event, [(w, r, seq, bytes(v)) for seq, v in journal])
                 if snapshots:
