@@ -109,8 +109,9 @@ class AsyncAPI:
                     edits: Mapping[str, Any] | None = None, new_run_id: str | None = None) -> str:
         return await asyncio.to_thread(self.fork, workflow_id, run_id, super_step, edits, new_run_id)
 
-    async def aruns(self: Runtime, status: str | None = None, workflow_id: str | None = None) -> list[RunSummary]:
-        return await asyncio.to_thread(self.runs, status, workflow_id)
+    async def aruns(self: Runtime, status: str | None = None, workflow_id: str | None = None,
+                    limit: int | None = None, before: str | None = None) -> list[RunSummary]:
+        return await asyncio.to_thread(self.runs, status, workflow_id, limit, before)
 
     def _on_starter(self: Runtime, fn: Any, *args: Any) -> asyncio.Future[Any]:
         """``fn(*args)`` on the runtime's starter thread; a future on this loop.

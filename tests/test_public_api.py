@@ -91,7 +91,7 @@ PUBLIC_ALL = {
         "SCHEMES", "describe", "open_store", "redact", "scrub", "split_schema",
     ],
     "atomr.store.base": [
-        "AppendBatch", "RunSummary", "STATUSES", "Store", "now_ms",
+        "AppendBatch", "RunSummary", "STATUSES", "Store", "now_ms", "parse_cursor", "run_cursor",
     ],
     "atomr.testing": [
         "Mismatch", "ReplayResult", "StoreConformance", "check_rehydration", "demo_events",

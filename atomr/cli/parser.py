@@ -89,9 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", metavar="JSON", help="the input state, a JSON object (or @file.json)")
     p.add_argument("--run-id", metavar="ID", help="the run id (default: a random one)")
 
-    p = add("runs", cmd_runs, "list the runs in the store")
+    p = add("runs", cmd_runs, "list the runs in the store, newest first")
     p.add_argument("--status", choices=STATUSES, help="only runs with this status")
     p.add_argument("--workflow", metavar="W", help="only runs of this workflow id")
+    p.add_argument("--limit", metavar="N", type=int, default=100, help="at most N runs (default 100; 0: all)")
+    p.add_argument("--before", metavar="CURSOR", help="the runs after this one (the cursor a page ends with)")
     _json_flag(p)
 
     p = add("show", cmd_show, "a run's status, state, next steps and pending interrupts")

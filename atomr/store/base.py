@@ -21,10 +21,10 @@ from typing import Any
 from atomr._hooks import logger
 from atomr.errors import CodecError, StoredTypeMismatch, StoreError
 from atomr.store import format as fmt
-from atomr.store._page import check_page, page_of, run_cursor
+from atomr.store._page import check_page, page_of, parse_cursor, run_cursor
 from atomr.store.schedules import ScheduleRecord
 
-__all__ = ["AppendBatch", "RunSummary", "Store", "STATUSES", "now_ms"]
+__all__ = ["AppendBatch", "RunSummary", "Store", "STATUSES", "now_ms", "parse_cursor", "run_cursor"]
 
 log = logger("atomr.store")
 
