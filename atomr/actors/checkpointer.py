@@ -24,11 +24,14 @@ batch goes through group commit.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import pykka
 
 from atomr._hooks import logger
+from atomr.actors.observe import Observer
 from atomr.messages import Append, Committed, Flush, Maintain
 from atomr.store.base import Store
 
@@ -48,13 +51,23 @@ class WriterGate:
     yet written.
     """
 
-    __slots__ = ("lock", "queued", "_count", "inline_writes")
+    __slots__ = ("lock", "queued", "_count", "inline_writes", "observer")
 
-    def __init__(self) -> None:
+    def __init__(self, observer: Observer | None = None) -> None:
         self.lock = threading.Lock()
         self.queued = 0
         self._count = threading.Lock()
         self.inline_writes = 0
+        #: records every write transaction's seconds and batches (rt.stats())
+        self.observer = observer if observer is not None else Observer()
+
+    def timed_write(self, store: Store, batches: Sequence[Any]) -> list[BaseException | None]:
+        """``store.write(batches)``, its seconds and size recorded (the writing thread)."""
+        t0 = time.perf_counter()
+        try:
+            return store.write(batches)
+        finally:
+            self.observer.commit(time.perf_counter() - t0, len(batches))
 
     def told(self) -> None:
         with self._count:
@@ -74,7 +87,7 @@ class WriterGate:
                 return False, None
             self.inline_writes += 1
             try:
-                return True, store.write([batch])[0]
+                return True, self.timed_write(store, [batch])[0]
             except Exception as exc:  # noqa: BLE001 - reported to the run, as the checkpointer does
                 return True, exc
         finally:
@@ -120,7 +133,7 @@ class Checkpointer(pykka.ThreadingActor):
         self._buf = []
         try:
             with self.gate.lock:
-                results = self.store.write([m.batch for m in buf])
+                results = self.gate.timed_write(self.store, [m.batch for m in buf])
         except Exception as exc:  # noqa: BLE001 - reported to every sender
             results = [exc] * len(buf)
         finally:
