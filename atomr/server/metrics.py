@@ -17,6 +17,8 @@ What is measured, and where:
 - steps and runs, as the run actors record them: ``atomr_step_executions_total
   {workflow,step,outcome}``, ``atomr_step_duration_seconds{workflow,step}`` and
   ``atomr_run_duration_seconds{workflow,outcome}`` (histograms).
+"""
+
 from __future__ import annotations
 
 import asyncio

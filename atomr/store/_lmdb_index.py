@@ -26,6 +26,18 @@ _I64 = struct.Struct(">q")
 _END = b"\xff" * 9
 
 
+def _seek(prefix: bytes, workflow_id: str | None, key: PageKey | None) -> bytes:
+    """The first key past the page: the cursor run's key under ``prefix``. A
+    workflow's keys hold only the run id: a cursor of another workflow bounds
+    them by its creation time ((t, W, r) < (c, w, x): t <= c if W < w, t < c if W > w)."""
+    if key is None:
+        return prefix + _END
+    created, wf, run = key
+    if workflow_id is None or workflow_id == wf:
+        return fmt.index_key(prefix, created, wf, run)
+    return prefix + fmt.u64(created + 1 if workflow_id < wf else created)
+
+
 class _Indexing:
     """Keeps and reads the run index's order and the counts by status."""
 
@@ -47,17 +59,15 @@ class _Indexing:
         if old is not None and new is not None and old.status == new.status:
             return
         if old is not None:
-            tail = fmt.index_tail(old.created_ms, old.workflow_id, old.run_id)
             filters = fmt.index_filters(old.workflow_id, old.status)
             for prefix in filters if new is None else (filters[1], filters[3]):
-                txn.delete(prefix + tail, db=self._meta)
+                txn.delete(fmt.index_key(prefix, old.created_ms, old.workflow_id, old.run_id), db=self._meta)
             counts[old.status] = counts.get(old.status, 0) - 1
         if new is not None:
             rkey = fmt.run_key(new.workflow_id, new.run_id)
-            tail = fmt.index_tail(new.created_ms, new.workflow_id, new.run_id)
             filters = fmt.index_filters(new.workflow_id, new.status)
             for prefix in filters if old is None else (filters[1], filters[3]):
-                txn.put(prefix + tail, rkey, db=self._meta)
+                txn.put(fmt.index_key(prefix, new.created_ms, new.workflow_id, new.run_id), rkey, db=self._meta)
             counts[new.status] = counts.get(new.status, 0) + 1
 
     def _index_count(self, txn: lmdb.Transaction, counts: dict[str, int]) -> None:
@@ -94,7 +104,7 @@ class _Indexing:
         if not self._has_index:
             return page_of(self.summaries(), status, workflow_id, limit, key)  # type: ignore[attr-defined]
         prefix = fmt.index_prefix(workflow_id, status)
-        seek = prefix + (_END if key is None else fmt.index_tail(*key))
+        seek = _seek(prefix, workflow_id, key)
         rows: list[tuple[bytes, bytes]] = []
         reads = 0
         with self._gate.read(), self._env.begin() as txn:
@@ -115,9 +125,11 @@ class _Indexing:
         for rkey, raw in rows:
             try:
                 wf, run = fmt.parse_run_key(rkey)
-                out.append(RunSummary.from_record(wf, run, raw))
+                s = RunSummary.from_record(wf, run, raw)
             except CodecError:
                 continue  # damaged: summaries() reports it
+            if workflow_id is None or wf == workflow_id:  # (two workflows whose 8-byte hashes meet)
+                out.append(s)
         return out
 
     def run_counts(self) -> dict[str, int]:
