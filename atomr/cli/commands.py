@@ -101,11 +101,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not summaries:
         print(f"no {'more ' if args.before else ''}runs in {shown(args.store)!r}")
         return EXIT_OK
-    rows = [["WORKFLOW", "RUN", "STATUS", "STEP", "CREATED", "UPDATED", "VERSION", "MODULE"]]
+    rows = [["WORKFLOW", "RUN", "STATUS", "STEP", "UPDATED", "VERSION", "MODULE"]]
     for s in summaries:
         meta = s.meta or {}
-        rows.append([s.workflow_id, s.run_id, s.status, str(s.super_step), when(s.created_ms)[:19],
-                     when(s.updated_ms)[:19], str(meta.get("workflow_version", "")), str(meta.get("module", ""))])
+        rows.append([s.workflow_id, s.run_id, s.status, str(s.super_step), when(s.updated_ms)[:19],
+                     str(meta.get("workflow_version", "")), str(meta.get("module", ""))])
     table(rows)
     if limit is not None and len(summaries) == limit:
         same = "".join(f" --{k} {shlex.quote(str(v))}" for k, v in (("status", args.status), ("workflow", args.workflow),

@@ -105,7 +105,7 @@ class _Indexing:
             return page_of(self.summaries(), status, workflow_id, limit, key)  # type: ignore[attr-defined]
         prefix = fmt.index_prefix(workflow_id, status)
         seek = _seek(prefix, workflow_id, key)
-        rows: list[tuple[bytes, bytes]] = []
+        rows: list[tuple[bytes, bytes | None]] = []
         reads = 0
         with self._gate.read(), self._env.begin() as txn:
             cur = txn.cursor(db=self._meta)
@@ -117,19 +117,27 @@ class _Indexing:
                 reads += 1
                 rkey = bytes(cur.value())
                 raw = txn.get(rkey, db=self._runs)
-                if raw is not None:
-                    rows.append((rkey, bytes(raw)))
+                rows.append((rkey, None if raw is None else bytes(raw)))
                 found = cur.prev()
         self.index_reads += reads
         out = []
         for rkey, raw in rows:
             try:
                 wf, run = fmt.parse_run_key(rkey)
-                s = RunSummary.from_record(wf, run, raw)
             except CodecError:
-                continue  # damaged: summaries() reports it
-            if workflow_id is None or wf == workflow_id:  # (two workflows whose 8-byte hashes meet)
-                out.append(s)
+                continue
+            if workflow_id is not None and wf != workflow_id:
+                continue  # (two workflows whose 8-byte hashes meet)
+            if raw is None:
+                self._skip(rkey, wf, run, f"the run index's order lists run {wf}/{run} but the run index has "  # type: ignore[attr-defined]
+                           "no entry for it (its key was damaged)")
+                continue
+            try:
+                out.append(RunSummary.from_record(wf, run, raw))
+            except fmt.SOUND as exc:
+                self._skip(rkey, wf, run, f"{fmt.corrupt(wf, run, 0, exc)}", damaged=False)  # type: ignore[attr-defined]
+            except CodecError as exc:
+                self._skip(rkey, wf, run, f"damaged run index entry of run {wf}/{run}: {exc}")  # type: ignore[attr-defined]
         return out
 
     def run_counts(self) -> dict[str, int]:
