@@ -277,3 +277,18 @@ def test_sql_pages_are_one_index_range() -> None:
     assert len(plans) == 8
     for plan in plans:
         assert "USING INDEX atomr_runs_" in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_sql_counts_of_many_writers_fold_into_one_row_per_status_on_open(backend: Any) -> None:
+    if backend.kind not in ("sqlite", "postgres"):
+        pytest.skip("per-writer rows are the SQL stores'")
+    for i in range(3):  # three processes in turn, each a writer of its own
+        store = backend()
+        put(store, "wf", f"w{i}", "running")
+        put(store, "wf", f"w{i}", "done", seq=2)
+    store = backend()
+    assert store.run_counts() == {**dict.fromkeys(STATUSES, 0), "done": 3}
+    with store._reading(consistent=False) as cur:
+        cur.execute(store.dialect.sql("SELECT writer, status, n FROM {t}run_counts WHERE n <> 0"))
+        rows = sorted(tuple(r) for r in cur.fetchall())
+    assert rows == [("", "done", 3)]

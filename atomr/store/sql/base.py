@@ -39,7 +39,7 @@ from atomr.store.base import AppendBatch, RunSummary, Store, now_ms
 from atomr.store.sql._owners import Owners
 from atomr.store.sql._reads import SUMMARY_COLS, SqlReads
 from atomr.store.sql._writes import GroupWrites, _Group
-from atomr.store.sql.schema import MIGRATIONS, SQL_FORMAT_VERSION, Dialect, escape_id, unescape_id
+from atomr.store.sql.schema import FOLD_COUNTS, MIGRATIONS, SQL_FORMAT_VERSION, Dialect, escape_id, unescape_id
 
 __all__ = ["SqlStore", "PG_GROUP"]
 
@@ -179,6 +179,9 @@ class SqlStore(Owners, GroupWrites, SqlReads, Store):
                 for stmt in MIGRATIONS.get(v, ()):
                     cur.execute(q(stmt))
             cur.execute(q("UPDATE {t}meta SET value = ? WHERE key = 'format_version'"), (str(SQL_FORMAT_VERSION),))
+        if write:
+            for stmt in FOLD_COUNTS[self.dialect.name]:
+                cur.execute(q(stmt))
 
     # -- writer side --------------------------------------------------------------------
 

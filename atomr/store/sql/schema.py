@@ -63,6 +63,7 @@ __all__ = [
     "SQL_FORMAT_VERSION",
     "TABLES",
     "MIGRATIONS",
+    "FOLD_COUNTS",
     "Dialect",
     "SQLITE",
     "postgres_dialect",
@@ -85,6 +86,19 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("DROP INDEX IF EXISTS {t}runs_status",
         "DROP INDEX IF EXISTS {t}runs_created",
         "INSERT INTO {t}run_counts (writer, status, n) SELECT '', status, count(*) FROM {t}runs GROUP BY status"),
+}
+
+
+#: Run at every open for writing: fold every writer's rows of run_counts into one row (writer '')
+#: so that they do not pile up over processes. Postgres: one statement (a writer's concurrent
+#: change is either folded or lands in a new row of its own); SQLite: its one writer at a time.
+FOLD_COUNTS: dict[str, tuple[str, ...]] = {
+    "postgres": ("WITH d AS (DELETE FROM {t}run_counts WHERE writer <> '' RETURNING status, n) "
+                 "INSERT INTO {t}run_counts AS c (writer, status, n) SELECT '', status, sum(n) FROM d "
+                 "GROUP BY status ON CONFLICT (writer, status) DO UPDATE SET n = c.n + excluded.n",),
+    "sqlite": ("INSERT INTO {t}run_counts AS c (writer, status, n) SELECT '', status, sum(n) FROM {t}run_counts "
+               "WHERE writer <> '' GROUP BY status ON CONFLICT (writer, status) DO UPDATE SET n = c.n + excluded.n",
+               "DELETE FROM {t}run_counts WHERE writer <> ''"),
 }
 
 
