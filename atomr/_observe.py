@@ -41,7 +41,8 @@ class RuntimeStats:
     - ``workflows``: workflows registered here.
     - ``step_executions``: ``{(workflow_id, step, outcome): n}``, step executions
       whose result reached their run in this runtime; outcome ``completed``,
-      ``failed`` (every failed attempt, retried or not) or ``interrupted``.
+      ``failed`` (every failed attempt, retried or not), ``interrupted`` or
+      ``timed_out`` (abandoned at its ``step_timeout_s``).
     - ``step_seconds``: ``{(workflow_id, step): Histogram}`` of their seconds,
       from sending the step to its result reaching the run.
     - ``run_seconds``: ``{(workflow_id, outcome): Histogram}``: seconds of the

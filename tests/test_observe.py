@@ -201,3 +201,21 @@ def test_the_server_and_the_cli_reach_into_no_private_part_of_a_runtime() -> Non
                 if _REACH_IN.search(code) or _PROBES.search(code):
                     found.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
     assert not found, "\n".join(found)
+
+
+def test_a_step_abandoned_at_its_timeout_is_counted_as_timed_out() -> None:
+    from atomr import Dag, LastWriteWins, Runtime, StateSchema, Workflow
+
+    def slow(state: Any, ctx: Any) -> dict[str, Any]:
+        time.sleep(1.0)
+        return {}
+
+    wf = Workflow("slow", Dag.builder("s").step("s", slow).build(), StateSchema({"n": (LastWriteWins(), 0)}),
+                  step_timeout_s=0.1)
+    with Runtime(store=MemoryStore()) as rt:
+        rt.register(wf)
+        assert rt.start("slow", {}).result(timeout=T).status == "failed"
+        st = rt.stats()
+        assert st.step_executions[("slow", "s", "timed_out")] == 1
+        assert 0.05 < st.step_seconds[("slow", "s")].sum < T
+        assert st.run_seconds[("slow", "failed")].count == 1

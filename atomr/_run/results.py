@@ -103,6 +103,8 @@ class StepResults:
             return
         self.inflight.pop(msg.step)
         self.core.executor.abandon(msg.token)
+        if self.core.observer is not None and a.sent:
+            self.core.observer.step(self.key[0], a.step, "timed_out", time.perf_counter() - a.sent)
         text = (f"step {msg.step!r} did not finish within {msg.timeout_s:g}s (attempt {a.attempt}); "
                 "raise step_timeout_s or make the step faster")
         if msg.step != a.step:

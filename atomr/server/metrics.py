@@ -85,7 +85,7 @@ class _RuntimeCollector:
         yield _histogram("atomr_commit_batch_size", "Run batches per store write transaction (group commit)",
                          [], {(): st.batch_sizes})
         steps = CounterMetricFamily("atomr_step_executions", "Step executions whose result reached their run, by "
-                                    "outcome (completed, failed: every failed attempt, interrupted)",
+                                    "outcome (completed, failed: every failed attempt, interrupted, timed_out)",
                                     labels=["workflow", "step", "outcome"])
         for (wf, step, outcome), n in sorted(st.step_executions.items()):
             steps.add_metric([wf, step, outcome], n)
