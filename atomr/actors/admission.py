@@ -73,7 +73,7 @@ class Admission:
             busy = holders | elsewhere
             if len(busy) >= limit:
                 return
-            for s in self.core.store.runs(status="queued", workflow_id=wf.id):  # oldest first
+            for s in reversed(self.core.store.runs(status="queued", workflow_id=wf.id)):  # oldest first
                 if len(busy) >= limit:
                     break
                 if s.run_id not in busy:
