@@ -85,6 +85,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # the tables and indexes of format 3 exist (made IF NOT EXISTS on open); count the runs
     2: ("DROP INDEX IF EXISTS {t}runs_status",
         "DROP INDEX IF EXISTS {t}runs_created",
+        "DELETE FROM {t}run_counts",
         "INSERT INTO {t}run_counts (writer, status, n) SELECT '', status, count(*) FROM {t}runs GROUP BY status"),
 }
 
