@@ -219,3 +219,22 @@ def test_a_step_abandoned_at_its_timeout_is_counted_as_timed_out() -> None:
         assert st.step_executions[("slow", "s", "timed_out")] == 1
         assert 0.05 < st.step_seconds[("slow", "s")].sum < T
         assert st.run_seconds[("slow", "failed")].count == 1
+
+
+def test_rt_runs_and_aruns_page_newest_first() -> None:
+    import asyncio
+
+    from atomr.errors import StoreError
+
+    GATE.set()
+    with runtime(MemoryStore()) as rt:
+        for i in range(5):
+            rt.start("approval", {"topic": "a"}, run_id=f"a{i}").result(timeout=T)
+        first = rt.runs(limit=2)
+        assert [s.run_id for s in first] == ["a4", "a3"]
+        assert [s.run_id for s in rt.runs(limit=2, before=first[-1].cursor)] == ["a2", "a1"]
+        got = asyncio.run(rt.aruns("paused", "approval", 2, first[-1].cursor))
+        assert [s.run_id for s in got] == ["a2", "a1"]
+        assert [s.run_id for s in rt.runs(before=got[-1].cursor)] == ["a0"]
+        with pytest.raises(StoreError, match="cursor"):
+            rt.runs(before="nope")
