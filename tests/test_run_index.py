@@ -279,9 +279,12 @@ def test_sql_pages_are_one_index_range() -> None:
         assert "USING INDEX atomr_runs_" in plan and "TEMP B-TREE" not in plan, plan
 
 
-def test_sql_counts_of_many_writers_fold_into_one_row_per_status_on_open(backend: Any) -> None:
+def test_sql_counts_of_many_writers_fold_into_one_row_per_status_on_open(backend: Any, monkeypatch: Any) -> None:
     if backend.kind not in ("sqlite", "postgres"):
         pytest.skip("per-writer rows are the SQL stores'")
+    from atomr.store.sql.base import SqlStore
+
+    monkeypatch.setattr(SqlStore, "fold_counts_at", 3)  # past 3 rows (64 by default)
     for i in range(3):  # three processes in turn, each a writer of its own
         store = backend()
         put(store, "wf", f"w{i}", "running")

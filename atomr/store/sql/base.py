@@ -85,6 +85,8 @@ class SqlStore(Owners, GroupWrites, SqlReads, Store):
     shared = True
     dialect: Dialect
     readonly: bool = False
+    #: rows of run_counts past which an open for writing folds them into one per status
+    fold_counts_at: int = 64
     #: how messages name the store ("store '/x/runs.db'", "schema 'atomr' of '…'")
     _label: str = "the store"
 
@@ -179,9 +181,11 @@ class SqlStore(Owners, GroupWrites, SqlReads, Store):
                 for stmt in MIGRATIONS.get(v, ()):
                     cur.execute(q(stmt))
             cur.execute(q("UPDATE {t}meta SET value = ? WHERE key = 'format_version'"), (str(SQL_FORMAT_VERSION),))
-        if write:
-            for stmt in FOLD_COUNTS[self.dialect.name]:
-                cur.execute(q(stmt))
+        if write:  # fold the writers' rows of run_counts once they pile up (a read otherwise)
+            cur.execute(q("SELECT count(*) FROM {t}run_counts"))
+            if int(cur.fetchone()[0]) > self.fold_counts_at:
+                for stmt in FOLD_COUNTS[self.dialect.name]:
+                    cur.execute(q(stmt))
 
     # -- writer side --------------------------------------------------------------------
 

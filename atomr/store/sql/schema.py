@@ -90,8 +90,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 
 
-#: Run at every open for writing: fold every writer's rows of run_counts into one row (writer '')
-#: so that they do not pile up over processes. Postgres: one statement (a writer's concurrent
+#: Run at an open for writing when run_counts holds many rows (SqlStore.fold_counts_at): fold every
+#: writer's rows into one per status (writer '') so that they do not pile up over processes. Postgres: one statement (a writer's concurrent
 #: change is either folded or lands in a new row of its own); SQLite: its one writer at a time.
 FOLD_COUNTS: dict[str, tuple[str, ...]] = {
     "postgres": ("WITH d AS (DELETE FROM {t}run_counts WHERE writer <> '' RETURNING status, n) "
