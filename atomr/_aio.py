@@ -114,8 +114,9 @@ class AsyncAPI:
         return await asyncio.to_thread(self.fork, workflow_id, run_id, at, edits, new_run_id,
                                        super_step=super_step)
 
-    async def aruns(self: Runtime, status: str | None = None, workflow_id: str | None = None) -> list[RunSummary]:
-        return await asyncio.to_thread(self.runs, status, workflow_id)
+    async def aruns(self: Runtime, status: str | None = None, workflow_id: str | None = None,
+                    limit: int | None = None, before: str | None = None) -> list[RunSummary]:
+        return await asyncio.to_thread(self.runs, status, workflow_id, limit, before)
 
     async def aschedule(self: Runtime, schedule_id: str, workflow_id: str, *, cron: str | None = None,
                         every_s: float | None = None, input: Mapping[str, Any] | None = None,

@@ -127,7 +127,7 @@ def _recoverable(rt: Runtime, wanted: set[str] | None) -> Iterable[Any]:
     first), never one a live worker executes."""
     store = rt.store
     if rt._worker is None:
-        yield from store.runs(status="running")
+        yield from reversed(store.runs(status="running"))  # oldest first
         return
     store.reap()  # type: ignore[attr-defined]
     wfs = [w for w in rt._core.workflows if wanted is None or w in wanted]
@@ -138,7 +138,7 @@ def _recoverable(rt: Runtime, wanted: set[str] | None) -> Iterable[Any]:
         if len(found) < 500 or not took:
             break
     mine = dict(store._owned)  # type: ignore[attr-defined]
-    for s in store.runs(status="running"):
+    for s in reversed(store.runs(status="running")):  # oldest first
         if (s.workflow_id, s.run_id) in mine:
             yield s
 

@@ -159,6 +159,12 @@ class RunHandle:
     def __repr__(self) -> str:
         return f"RunHandle({self.workflow_id!r}, {self.run_id!r}, done={self.done()})"
 
+    @property
+    def attached(self) -> bool:
+        """True when this handle watches a run it neither started nor resumed: one
+        from ``rt.handle()``, or a start with ``if_exists="attach"`` that found the run."""
+        return self._inbox is None
+
     def done(self) -> bool:
         if self._inbox is None:  # a handle from rt.handle(): ask the store
             s = self.runtime.store.summary(self.workflow_id, self.run_id)

@@ -32,6 +32,7 @@ from atomr.errors import (AtomrError, RunNotFound, RunNotPaused, RuntimeClosed, 
                           WorkflowNotFound)
 from atomr._follow import Follower
 from atomr._worker import Worker, check_worker_args
+from atomr._observe import Observation
 from atomr._runs_api import RunsAPI
 from atomr._check import check_number
 from atomr._maintain import check_run_id
@@ -69,7 +70,7 @@ def _close_all() -> None:  # pragma: no cover - interpreter exit
             pass
 
 
-class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
+class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI, Observation):
     """Runs registered workflows on a store.
 
     ``store``: a store — :class:`~atomr.LmdbStore` (default: ``LmdbStore(".atomr")``),
@@ -148,7 +149,7 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         gate = WriterGate()
         checkpointer = Checkpointer.start(store, gate) if store.single_writer else None
         self._core = Core(store, checkpointer, executor, Scheduler(), supervisor, durability,
-                          dispatcher, inline=bool(inline_steps), gate=gate)
+                          dispatcher, inline=bool(inline_steps), gate=gate, observer=gate.observer)
         self._core.execute = execute
         supervisor.core = self._core
         self._core.sleeper = Sleeper(self._core)

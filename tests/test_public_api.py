@@ -16,10 +16,10 @@ import atomr.errors
 PUBLIC_ALL = {
     "atomr": [
         "Accepted", "AppendList", "AppendMessages", "AtomrError", "Branch", "CODEC_VERSION",
-        "Cancelled", "Checkpoint", "Command", "Dag", "Done", "Failed", "Human", "Interrupt",
+        "Cancelled", "Checkpoint", "Command", "Dag", "Done", "Failed", "Histogram", "Human", "Interrupt",
         "LastWriteWins", "Limit", "LmdbStore", "Loop", "Map", "MaxByTimestamp", "MemoryStore",
         "MergeMap", "Paused", "PostgresStore", "RayExecutor", "Rejected", "Resume", "RetryPolicy", "Run",
-        "RunHandle", "RunState", "RunSummary", "Runtime", "Schedule", "ShardUnavailable",
+        "RunHandle", "RunState", "RunSummary", "Runtime", "RuntimeStats", "Schedule", "ShardUnavailable",
         "ShardedRunHandle", "ShardedRuntime", "SqliteStore", "StateSchema", "StateView", "StepContext",
         "StepEvent", "StepKind", "Store", "StreamItem", "Subgraph", "Workflow", "__version__",
         "dispatch_fan_out", "errors", "open_store",
@@ -93,7 +93,7 @@ PUBLIC_ALL = {
         "SCHEMES", "describe", "open_store", "redact", "scrub", "split_schema",
     ],
     "atomr.store.base": [
-        "AppendBatch", "RunSummary", "STATUSES", "Store", "now_ms",
+        "AppendBatch", "RunSummary", "STATUSES", "Store", "now_ms", "parse_cursor", "run_cursor",
     ],
     "atomr.testing": [
         "Mismatch", "ReplayResult", "StoreConformance", "check_rehydration", "demo_events",

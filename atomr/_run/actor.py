@@ -19,6 +19,7 @@ StepTimedOut, Committed, a child run's outcome).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -100,6 +101,7 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         self._after_commit: tuple[Any, ...] | None = None
         self._emit_fn = self._emit_custom  # ctx.emit of this run's steps (any thread)
         self.cancel_flag = core.cancel_flags.setdefault(self.key, CancelFlag())
+        self.t0 = time.perf_counter()  # this execution's start (rt.stats().run_seconds)
 
     # -- message loop ------------------------------------------------------
 
@@ -258,7 +260,7 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         key = algo.idempotency_key(wid, rid, ss, unit)
         self.journal.emit(self.plan, p, ev.StepStarted(unit, ss, attempt, key))
         token = next_token()
-        self.inflight.add(unit, Attempt(token, attempt, None, step, index))
+        self.inflight.add(unit, Attempt(token, attempt, None, step, index, time.perf_counter()))
         return Execute(
             token, step, fn, self.wf.view(p.layer_values if state is None else state), wid, rid, ss, attempt, key,
             algo.resume_values(p, unit), self.wf.channels, self.actor_ref, self.wf.step_retry[step].retry_on,

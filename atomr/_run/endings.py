@@ -6,6 +6,7 @@ Mixin of :class:`~atomr._run.actor.WorkflowActor`; runs in its turn.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from atomr import _trace
@@ -203,6 +204,9 @@ class Endings:
         run settled (a request sent now gets a fresh actor)."""
         if _trace.enabled:
             _trace.outcome(self, outcome)
+        obs = self.core.observer
+        if obs is not None:
+            obs.run(self.key[0], type(outcome).__name__.lower(), time.perf_counter() - self.t0)
         self._release_and_stop()
         if self.turning and not self.accepted and type(outcome) is Paused:  # a queued turn: its handle
             self.subs.to_listeners(Accepted(*self.key, self.request_seq))  # streams from the turn on

@@ -131,7 +131,9 @@ class Journal:
                 return False
         cp = self.core.checkpointer
         if cp is None:
-            done, err = True, self.core.store.write([batch])[0]
+            gate = self.core.gate
+            done, err = True, (gate.timed_write(self.core.store, [batch]) if gate is not None
+                               else self.core.store.write([batch]))[0]
         elif wait:  # a lone run writes itself when the writer is idle (no hand-offs)
             done, err = self.core.gate.try_write(self.core.store, batch)
         else:

@@ -5,6 +5,7 @@ Mixin of :class:`~atomr._run.actor.WorkflowActor`; runs in its turn.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,10 @@ class StepResults:
         if a is None or a.token != d.token or self.cancel_flag.is_set():
             return False  # a late answer (timed out, cancelled), or the run is being cancelled
         self.inflight.pop(unit)
+        obs = self.core.observer
+        if obs is not None and a.sent:
+            outcome = "completed" if d.kind == OK else "interrupted" if d.kind == INTERRUPT else "failed"
+            obs.step(self.key[0], d.step, outcome, time.perf_counter() - a.sent)
         if a.timer is not None:
             self.core.scheduler.cancel(a.timer)
         if d.part is not None:
@@ -100,6 +105,8 @@ class StepResults:
             return
         self.inflight.pop(msg.step)
         self.core.executor.abandon(msg.token)
+        if self.core.observer is not None and a.sent:
+            self.core.observer.step(self.key[0], a.step, "timed_out", time.perf_counter() - a.sent)
         text = (f"step {msg.step!r} did not finish within {msg.timeout_s:g}s (attempt {a.attempt}); "
                 "raise its timeout_s (or the workflow's step_timeout_s) or make the step faster")
         if msg.step != a.step:

@@ -27,11 +27,14 @@ batch goes through group commit.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import pykka
 
 from atomr._hooks import logger
+from atomr.actors.observe import Observer
 from atomr.actors.startgroup import refusal
 from atomr.messages import Append, AppendGroup, Committed, Flush, Maintain
 from atomr.store.base import Store
@@ -52,13 +55,24 @@ class WriterGate:
     yet written.
     """
 
-    __slots__ = ("lock", "queued", "_count", "inline_writes")
+    __slots__ = ("lock", "queued", "_count", "inline_writes", "observer")
 
-    def __init__(self) -> None:
+    def __init__(self, observer: Observer | None = None) -> None:
         self.lock = threading.Lock()
         self.queued = 0
         self._count = threading.Lock()
         self.inline_writes = 0
+        #: records every write transaction's seconds and batches (rt.stats())
+        self.observer = observer if observer is not None else Observer()
+
+    def timed_write(self, store: Store, batches: Sequence[Any],
+                    groups: Sequence[int] | None = None) -> list[BaseException | None]:
+        """``store.write(batches)``, its seconds and size recorded (the writing thread)."""
+        t0 = time.perf_counter()
+        try:
+            return store.write(batches) if groups is None else store.write(batches, groups=groups)
+        finally:
+            self.observer.commit(time.perf_counter() - t0, len(batches))
 
     def told(self) -> None:
         with self._count:
@@ -78,7 +92,7 @@ class WriterGate:
                 return False, None
             self.inline_writes += 1
             try:
-                return True, store.write([batch])[0]
+                return True, self.timed_write(store, [batch])[0]
             except Exception as exc:  # noqa: BLE001 - reported to the run, as the checkpointer does
                 return True, exc
         finally:
@@ -139,9 +153,9 @@ class Checkpointer(pykka.ThreadingActor):
             with self.gate.lock:
                 batches = [m.batch for m in buf]
                 if ids:  # a start_many's batches: all or none
-                    results = self.store.write(batches, groups=[-1 if g is None else ids[id(g)] for g in groups])
+                    results = self.gate.timed_write(self.store, batches, groups=[-1 if g is None else ids[id(g)] for g in groups])
                 else:
-                    results = self.store.write(batches)
+                    results = self.gate.timed_write(self.store, batches)
                 results = self._name_refusals(batches, groups, results)
         except Exception as exc:  # noqa: BLE001 - reported to every sender
             results = [exc] * len(buf)

@@ -48,3 +48,5 @@ class Core:
     execute: bool = True
     #: follows runs executing in other processes (atomr._follow.Follower; None: store not shared)
     follow: Any = None
+    #: what the runtime records about itself: commits, steps, runs (atomr.actors.observe.Observer)
+    observer: Any = None

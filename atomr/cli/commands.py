@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import uuid
 from typing import Any
 
@@ -83,24 +84,26 @@ def _summary_row(s: Any) -> dict[str, Any]:
     return {
         "workflow_id": s.workflow_id, "run_id": s.run_id, "status": s.status,
         "super_step": s.super_step, "created_ms": s.created_ms, "updated_ms": s.updated_ms,
-        "last_seq": s.last_seq, "meta": plain(s.meta),
+        "last_seq": s.last_seq, "meta": plain(s.meta), "cursor": s.cursor,
     }
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     summaries: list[Any] = []
+    if args.limit < 0:
+        raise CliError(f"--limit {args.limit}: pass a number of runs, or 0 for all of them")
+    limit = args.limit or None
     store, _ = maybe_store(args.store)
     if store is not None:
-        try:
-            summaries = store.runs(status=args.status, workflow_id=args.workflow)
+        try:  # one page, newest first, through the store's indexes
+            summaries = store.runs(status=args.status, workflow_id=args.workflow, limit=limit, before=args.before)
         finally:
             store.close()
-    summaries.sort(key=lambda s: (s.created_ms, s.workflow_id, s.run_id))
     if args.json:
         print(json_text([_summary_row(s) for s in summaries], indent=2))
         return EXIT_OK
     if not summaries:
-        print(f"no runs in {shown(args.store)!r}")
+        print(f"no {'more ' if args.before else ''}runs in {shown(args.store)!r}")
         return EXIT_OK
     rows = [["WORKFLOW", "RUN", "STATUS", "STEP", "UPDATED", "VERSION", "MODULE"]]
     for s in summaries:
@@ -108,6 +111,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         rows.append([s.workflow_id, s.run_id, s.status, str(s.super_step), when(s.updated_ms)[:19],
                      str(meta.get("workflow_version", "")), str(meta.get("module", ""))])
     table(rows)
+    if limit is not None and len(summaries) == limit:
+        same = "".join(f" --{k} {shlex.quote(str(v))}" for k, v in (("status", args.status), ("workflow", args.workflow),
+                                                   ("limit", limit if limit != 100 else None)) if v is not None)
+        print(f"more: atomr runs{same} --before {summaries[-1].cursor}")
     return EXIT_OK
 
 

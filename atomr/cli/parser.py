@@ -93,9 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", metavar="N", type=int, default=0,
                    help="among queued runs (max_concurrent_runs), a higher priority starts first (default 0)")
 
-    p = add("runs", cmd_runs, "list the runs in the store")
+    p = add("runs", cmd_runs, "list the runs in the store, newest first")
     p.add_argument("--status", choices=STATUSES, help="only runs with this status")
     p.add_argument("--workflow", metavar="W", help="only runs of this workflow id")
+    p.add_argument("--limit", metavar="N", type=int, default=100, help="at most N runs (default 100; 0: all)")
+    p.add_argument("--before", metavar="CURSOR", help="the runs after this one (the cursor a page ends with)")
     _json_flag(p)
 
     p = add("show", cmd_show, "a run's status, state, next steps and pending interrupts")

@@ -9,8 +9,6 @@ nothing is sent to the runtime before a request's body has been checked.
 from __future__ import annotations
 
 import asyncio
-import bisect
-import inspect
 import json
 from dataclasses import dataclass, field as dc_field
 from typing import Any
@@ -79,13 +77,6 @@ def _run_id(doc: dict[str, Any], name: str = "run_id") -> str | None:
     return run_id
 
 
-def _accepts(fn: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 # -- workflows -------------------------------------------------------------------
 
 
@@ -107,24 +98,14 @@ async def start_run(request: Request) -> JSON:
     if_exists, meta = field(doc, "if_exists", "string"), field(doc, "meta", "object")
     priority = field(doc, "priority", "integer")
     wf = rt.workflow(params.path_id(request, "wf"))
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {} if if_exists is None else {"if_exists": if_exists}
     if priority is not None:
-        if _accepts(rt.astart, "priority"):
-            kwargs["priority"] = priority
-        elif priority != 0:
-            raise ApiError(400, f"priority={priority} is not supported by this runtime (deprecated sharded "
-                                "runtime); leave it out")
-    if if_exists is not None:
-        if _accepts(rt.astart, "if_exists"):
-            kwargs["if_exists"] = if_exists
-        elif if_exists != "error":
-            raise ApiError(400, f"if_exists={if_exists!r} is not supported by this runtime: a start of an "
-                                "existing run is refused (409 RunExists); pass \"error\" or leave it out")
+        kwargs["priority"] = priority
     meta = dict(meta or {})
     if ctx.modules.get(wf.id):
         meta["module"] = ctx.modules[wf.id]  # `atomr show` / `history` find the workflow by it
     h = await rt.astart(wf.id, data, run_id=run_id, meta=meta or None, **kwargs)
-    attached = getattr(h, "_inbox", True) is None  # if_exists="attach" found the run
+    attached = h.attached  # if_exists="attach" found the run
     if not attached:
         ctx.metrics.track(h, "start")
     status = "running"
@@ -140,19 +121,18 @@ async def start_run(request: Request) -> JSON:
 
 
 async def list_runs(request: Request) -> JSON:
-    """Newest first (by creation); ``next_cursor`` pages on (null on the last page)."""
+    """Newest first (by creation); ``next_cursor`` pages on (null on the last page).
+    One page is read through the store's indexes (``rt.aruns``): its cost does not
+    grow with the number of runs in the store."""
     ctx = _ctx(request)
     status = params.query_choice(request, "status", STATUSES, "a run status")
     limit = params.query_int(request, "limit", 100, 1, 1000)
-    start = params.page_cursor(request)
-    summaries = await ctx.rt.aruns(status, params.query_text(request, "workflow_id"))
-    keyed = sorted(((-s.created_ms, s.workflow_id, s.run_id), s) for s in summaries)
-    keys = [k for k, _ in keyed]
-    i = bisect.bisect_right(keys, start) if start is not None else 0
-    page = keyed[i:i + limit]
-    more = i + limit < len(keyed)
-    return JSON({"runs": [summary_json(s) for _, s in page],
-                 "next_cursor": params.cursor_of_page(page[-1][0]) if more and page else None})
+    before = params.page_cursor(request)
+    page = await ctx.rt.aruns(status, params.query_text(request, "workflow_id"), limit + 1, before)
+    more = len(page) > limit
+    page = page[:limit]
+    return JSON({"runs": [summary_json(s) for s in page],
+                 "next_cursor": page[-1].cursor if more else None})
 
 
 async def get_run(request: Request) -> JSON:
@@ -166,17 +146,15 @@ async def get_run(request: Request) -> JSON:
 
 def run_owner(rt: Any, workflow_id: str, run_id: str) -> str | None:
     """The worker that owns the run (``store.owner_of``) on a shared store; None otherwise."""
-    store = getattr(rt, "store", None)
-    owner_of = getattr(store, "owner_of", None) if getattr(store, "shared", False) else None
-    found = owner_of(workflow_id, run_id) if owner_of is not None else None
+    store = rt.store
+    found = store.owner_of(workflow_id, run_id) if store.shared else None
     return None if found is None or found[0] is None else str(found[0])
 
 
 async def list_workers(request: Request) -> JSON:
     """The live workers of a shared store (``rt.workers()``); [] for a store one process opens."""
     rt = _ctx(request).rt
-    workers = getattr(rt, "workers", None)
-    found = await asyncio.to_thread(workers) if workers is not None else []
+    found = await asyncio.to_thread(rt.workers)
     return JSON({"workers": [w.to_dict() for w in found]})
 
 
@@ -225,8 +203,7 @@ async def wait_run(request: Request) -> JSON:
     # the cursor before the state: an outcome committed after it is streamed, one before it is
     # in the state read next (a run another worker executes may settle between the two reads)
     summary = await asyncio.to_thread(rt.store.summary, wf, run)
-    is_live = getattr(getattr(rt, "_core", None), "supervisor", None)
-    if is_live is not None and not is_live.is_live(wf, run):
+    if not rt.is_live(wf, run):
         # no actor holds the run: the store is the whole truth, no need to wake it
         view = await rt.aget_state(wf, run)
         if view.status in SETTLED:
@@ -285,11 +262,8 @@ async def cancel_run(request: Request) -> JSON:
     ctx = _ctx(request)
     doc = await read_json(request, ctx.max_body, ("reason",))
     reason = field(doc, "reason", "string") or ""
-    acancel = getattr(ctx.rt, "acancel", None)
-    if acancel is None:
-        raise ApiError(501, "this atomr runtime cannot cancel runs (no Runtime.acancel); upgrade atomr")
     wf, run = _ids(request)
-    out = await acancel(wf, run, reason=reason)
+    out = await ctx.rt.acancel(wf, run, reason=reason)
     doc = {"workflow_id": wf, "run_id": run, "status": "cancelled"}
     if out is not None and hasattr(out, "status"):
         doc.update(outcome_json(out))

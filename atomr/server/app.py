@@ -33,7 +33,7 @@ WORKER_THREADS = 64
 
 async def healthz(request: Request) -> JSON:
     rt = request.app.state.atomr.rt
-    if rt._closed:
+    if rt.closed:
         return JSON({"ok": False, "message": "the runtime is closed"}, status_code=503)
     return JSON({"ok": True})
 

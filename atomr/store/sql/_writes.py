@@ -29,13 +29,35 @@ __all__ = ["GroupWrites"]
 class _Group:
     """The rows of one group commit, as parameter tuples of the statements."""
 
-    __slots__ = ("events", "snaps", "inserts", "updates")
+    __slots__ = ("events", "snaps", "inserts", "updates", "counts")
 
     def __init__(self) -> None:
         self.events: list[tuple[str, str, int, bytes]] = []   # journal rows
         self.snaps: list[tuple[str, str, int, bytes]] = []    # snapshot rows
         self.inserts: list[tuple[Any, ...]] = []              # index rows of new runs
         self.updates: list[tuple[Any, ...]] = []              # index rows: new values..., key, old last_seq, epoch
+        self.counts: dict[str, int] = {}                      # runs by status: the changes (none is 0)
+
+    def count(self, old: str | None, new: str) -> None:
+        """A run's status moves from ``old`` (None: a new run) to ``new``."""
+        if old == new:
+            return
+        c = self.counts
+        for status, d in ((old, -1), (new, 1)):
+            if status is not None:
+                n = c.get(status, 0) + d
+                if n:
+                    c[status] = n
+                else:
+                    c.pop(status, None)
+
+    def pg_params(self, writer: str, channel: str) -> tuple[Any, ...]:
+        """The parameters of the Postgres group statement (base.PG_GROUP): columns as arrays."""
+        cols = [list(c) for c in zip(*self.events)] if self.events else [[], [], [], []]
+        cols += [list(c) for c in zip(*self.snaps)] if self.snaps else [[], [], [], []]
+        cols += [list(c) for c in zip(*self.inserts)] if self.inserts else [[]] * 12
+        cols += [list(c) for c in zip(*self.updates)] if self.updates else [[]] * 13
+        return (*cols, writer, list(self.counts), list(self.counts.values()), len(self.updates), channel)
 
 
 class _Retry:
@@ -182,6 +204,7 @@ class GroupWrites:
                 epoch = 1 if owner is not None else 0
                 g.inserts.append((w, r, s.status, s.super_step, s.last_seq, s.first_seq, s.snapshot_seq,
                                   s.created_ms, s.updated_ms, meta, owner, epoch))
+                g.count(None, s.status)
             else:
                 held = self._owned.get(key)
                 if held is None:  # not ours yet: take it (a resume, a cancel) unless a worker runs it
@@ -194,6 +217,7 @@ class GroupWrites:
                     epoch = held
                 g.updates.append((s.status, s.super_step, s.last_seq, s.first_seq, s.snapshot_seq,
                                   s.updated_ms, meta, owner, epoch, w, r, old.last_seq, held))
+                g.count(old.status, s.status)
             if owned is not None:
                 owned[key] = epoch if owner is not None else None
         return g
