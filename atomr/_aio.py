@@ -121,10 +121,11 @@ class AsyncAPI:
     async def aschedule(self: Runtime, schedule_id: str, workflow_id: str, *, cron: str | None = None,
                         every_s: float | None = None, input: Mapping[str, Any] | None = None,
                         overlap: str = "skip", catch_up: str = "none",
-                        meta: Mapping[str, Any] | None = None) -> Schedule:
+                        meta: Mapping[str, Any] | None = None, replace: bool = True) -> Schedule:
         """:meth:`Runtime.schedule`, awaited (in a worker thread: it waits for the store)."""
         return await asyncio.to_thread(self.schedule, schedule_id, workflow_id, cron=cron, every_s=every_s,
-                                       input=input, overlap=overlap, catch_up=catch_up, meta=meta)
+                                       input=input, overlap=overlap, catch_up=catch_up, meta=meta,
+                                       replace=replace)
 
     async def aunschedule(self: Runtime, schedule_id: str) -> None:
         """:meth:`Runtime.unschedule`, awaited (a firing under way is waited for in a worker thread)."""

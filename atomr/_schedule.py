@@ -42,7 +42,7 @@ class Schedules:
     def schedule(self: Runtime, schedule_id: str, workflow_id: str, *, cron: str | None = None,
                  every_s: float | None = None, input: Mapping[str, Any] | None = None,
                  overlap: str = "skip", catch_up: str = "none",
-                 meta: Mapping[str, Any] | None = None) -> Schedule:
+                 meta: Mapping[str, Any] | None = None, replace: bool = True) -> Schedule:
         """Start runs of ``workflow_id`` on ``cron`` (5 fields, UTC; needs the
         ``croniter`` package) or every ``every_s`` seconds (due on the multiples
         of it since the epoch), each with ``input``.
@@ -56,13 +56,15 @@ class Schedules:
 
         Stored durably; defining an existing id again replaces its definition
         and keeps its firing state (the same definition changes nothing, so an
-        app may call this at every start). The schedule fires while a runtime
-        with its workflow registered has the store open. Returns its
-        description. Raises ScheduleError (naming the bad argument),
+        app may call this at every start); ``replace=False`` raises
+        ScheduleExists for an existing id instead (checked in the store's writer
+        thread: two concurrent definitions of one id make one schedule). The
+        schedule fires while a runtime with its workflow registered has the
+        store open. Returns its description. Raises ScheduleError (naming the bad argument),
         UnknownChannelError / MissingInput (input, when the workflow is registered).
         """
         return self._define_schedule(schedule_id, workflow_id, cron=cron, every_s=every_s, input=input,
-                                     overlap=overlap, catch_up=catch_up, meta=meta, replace=True)
+                                     overlap=overlap, catch_up=catch_up, meta=meta, replace=bool(replace))
 
     def _define_schedule(self: Runtime, schedule_id: str, workflow_id: str, *, cron: str | None,
                          every_s: float | None, input: Mapping[str, Any] | None, overlap: str, catch_up: str,

@@ -9,7 +9,6 @@ nothing is sent to the runtime before a request's body has been checked.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field as dc_field
 from typing import Any
 

@@ -94,8 +94,8 @@ async def create_schedule(request: Request) -> JSON:
     catch_up = field(doc, "catch_up", "string") or "none"
     wf = rt.workflow(wf_id)  # 404 WorkflowNotFound: this server could never fire it
     meta = {"module": ctx.modules[wf.id]} if ctx.modules.get(wf.id) else None
-    s = await asyncio.to_thread(rt._define_schedule, sid, wf.id, cron=cron, every_s=every_s, input=data,
-                                overlap=overlap, catch_up=catch_up, meta=meta, replace=False)
+    s = await rt.aschedule(sid, wf.id, cron=cron, every_s=every_s, input=data, overlap=overlap,
+                           catch_up=catch_up, meta=meta, replace=False)
     [out] = await asyncio.to_thread(_docs, rt, [s])
     return JSON(out, status_code=201)
 

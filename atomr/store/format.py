@@ -123,9 +123,7 @@ _MAP_FIELDS = {
     ev.Forked: ("values", "channel {!r} of the forked state"),
 }
 
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
+_U16, _U32, _U64 = struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">Q")
 _VERSION = bytes((codec.CODEC_VERSION,))
 
 
