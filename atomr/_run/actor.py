@@ -173,9 +173,10 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
             t = type(act)
             if t is algo.Dispatch:
                 self._dispatch(act.steps)
-                if self.journal.ack_token is None and any(s in p.pending or s in p.failed for s in act.steps):
+                if self.journal.ack_token is None and not self.inflight \
+                        and any(s in p.pending or s in p.failed for s in act.steps):
                     continue  # a step kind settled at once (empty Map, Loop with no iteration)
-                return
+                return  # (a step in flight brings the run back here when it is done)
             if t is algo.Wait:
                 self.durability.while_waiting(self.journal, p, self._schedule_tick)
                 return

@@ -44,7 +44,7 @@ from typing import Any, ClassVar
 
 import pykka
 from pykka import ActorDeadError, ActorRegistry, ThreadingFuture
-from pykka.messages import _ActorStop
+from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
 
 from atomr._hooks import logger
 from atomr.actors.mailbox import Mailbox
@@ -59,6 +59,8 @@ _STOP = object()
 _NO_SLOT = object()
 #: no first message for a turn
 _NOTHING = object()
+#: the messages pykka's own Actor._handle_receive handles itself
+_PYKKA_MESSAGES = frozenset({_ActorStop, ProxyCall, ProxyGetAttr, ProxySetAttr})
 
 #: lent work: runs once on a dispatcher thread; returns (actor ref, message) to deliver, or None
 Work = Callable[[], "tuple[Any, Any] | None"]
@@ -81,8 +83,9 @@ class Dispatcher:
         self.throughput = throughput
         self.name = name
         self._ready: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._lent = 0
-        self._lent_lock = threading.Lock()
+        #: one token per thread that may be lent (threads - 1): list.pop and
+        #: list.append are atomic, so a loan costs no lock
+        self._loans: list[None] = [None] * (threads - 1)
         self._closed = False
         #: per thread: the work lent in the turn it runs now (see lend)
         self._local = threading.local()
@@ -97,15 +100,14 @@ class Dispatcher:
     def try_block(self) -> bool:
         """May the calling dispatcher thread run blocking work now? Pair a True
         with :meth:`unblock`. Always False off the dispatcher's threads' budget."""
-        with self._lent_lock:
-            if self._lent >= self.threads - 1:
-                return False
-            self._lent += 1
-            return True
+        try:
+            self._loans.pop()
+        except IndexError:
+            return False
+        return True
 
     def unblock(self) -> None:
-        with self._lent_lock:
-            self._lent -= 1
+        self._loans.append(None)
 
     def lend(self, work: Work) -> bool:
         """Run ``work`` (blocking: a user's step) on a dispatcher thread outside
@@ -147,8 +149,9 @@ class Dispatcher:
         try:
             if actor._turn(self.throughput, local, first):
                 self._ready.put(actor)
-        finally:
-            work, local.lent = local.lent, _NO_SLOT
+        except BaseException:  # noqa: BLE001 - a dispatcher thread never dies (what it lent still runs)
+            log.exception("dispatcher: unexpected error in the turn of %s", actor)
+        work, local.lent = local.lent, _NO_SLOT
         return None if work is None else self._run_lent(work)
 
     def _run_lent(self, work: Work) -> tuple[DispatchedActor, Any] | None:
@@ -308,6 +311,12 @@ class DispatchedActor(pykka.Actor):
                 return mb._reschedule_or_idle()
         self._teardown()
         return False
+
+    def _handle_receive(self, message: Any) -> Any:
+        """pykka's, without its four isinstance checks for an ordinary message."""
+        if type(message) in _PYKKA_MESSAGES:
+            return super()._handle_receive(message)
+        return self.on_receive(message)
 
     def _handle(self, message: Any, reply_to: Any) -> None:
         try:

@@ -1,7 +1,7 @@
 """A dispatched actor's inbox (see :mod:`atomr.actors.dispatcher`).
 
-Threads: ``put`` from any thread; the rest from the thread running the
-actor's turn (and pykka's teardown).
+Threads: ``put`` and ``_claim_or_put`` from any thread; the rest from the
+thread running the actor's turn (and pykka's teardown).
 """
 
 from __future__ import annotations
