@@ -172,11 +172,13 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
                                    if self.inflight or self.driven else _EMPTY)
             t = type(act)
             if t is algo.Dispatch:
-                self._dispatch(act.steps)
-                if self.journal.ack_token is None and not self.inflight \
-                        and any(s in p.pending or s in p.failed for s in act.steps):
+                steps = act.steps
+                self._dispatch(steps)
+                if self.journal.ack_token is None \
+                        and not (len(steps) == 1 and steps[0] in self.inflight.steps()) \
+                        and any(s in p.pending or s in p.failed for s in steps):
                     continue  # a step kind settled at once (empty Map, Loop with no iteration)
-                return  # (a step in flight brings the run back here when it is done)
+                return
             if t is algo.Wait:
                 self.durability.while_waiting(self.journal, p, self._schedule_tick)
                 return
