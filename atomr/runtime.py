@@ -80,9 +80,11 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI, Observation)
     the runtime closes it on :meth:`close`.
     ``durability``: "sync" | "async" | "exit" (see :mod:`atomr._run.journal`).
     ``step_workers``: how many sync steps of one layer run at once (one thread each).
-    ``inline_steps``: run a layer made of one sync step (without a timeout) in
-    the run's own actor thread, saving two thread hops per super-step (default:
-    True with the local executor; a remote ``executor`` turns it off).
+    ``inline_steps``: run a layer made of one sync step (without a timeout) on
+    the dispatcher thread that ran the run's turn, right after the turn (never
+    in it: the run hears every message meanwhile), saving two thread hops per
+    super-step (default: True with the local executor; a remote ``executor``
+    turns it off).
     ``executor``: where steps run (default: local step actors).
     ``dispatcher_threads``: the threads that run every run actor's turns
     (however many runs execute); ``throughput``: messages a run actor handles
@@ -379,7 +381,7 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI, Observation)
             raise RunNotFound(wf.id, run_id)
         if live and (summary is None or summary.status == "running"
                      or self._core.supervisor.is_driving(wf.id, run_id)):
-            # its actor may be busy running a step inline: refuse here, at once
+            # refused here, at once, without asking the run's actor
             raise RunNotPaused(wf.id, run_id, "running")
         inbox = self._inbox(wf.id, run_id)
         inbox.own = True  # its handle streams from the resume on

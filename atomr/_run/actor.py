@@ -8,8 +8,9 @@ Resume rehydrates it.
 
 One super-step, top-down (:meth:`WorkflowActor._advance`): ask the pure
 :func:`~atomr.graph.actions.next_action` what to do; *Dispatch* journals
-StepStarted and sends the steps out (a layer of one sync step runs in this
-turn, no hop, when the dispatcher can lend the thread); each ``StepDone``
+StepStarted and sends the steps out (a layer of one sync step is lent a
+dispatcher thread: it runs on this turn's thread right after the turn, no
+hand-off, while the run's mailbox stays open); each ``StepDone``
 journals the step's writes; *CommitLayer* merges them through the reducers
 and journals SuperStepCommitted; the durability strategy decides when the
 journal is sent and whether the run waits for it. The actor never blocks on
@@ -34,7 +35,7 @@ from atomr._run.requests import Requests
 from atomr._run.results import StepResults
 from atomr._run.subscribers import Subscribers, tell
 from atomr.actors.dispatcher import DispatchedActor
-from atomr.actors.step import execute_sync, safe_text
+from atomr.actors.step import LentStep, safe_text
 from atomr.errors import BranchError, ReducerError, StepCrashed
 from atomr.graph import superstep as algo
 from atomr.graph.drive import Driven
@@ -175,11 +176,11 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
                                    if self.inflight or self.driven else _EMPTY)
             t = type(act)
             if t is algo.Dispatch:
-                done = self._dispatch(act.steps)
-                if done is not None:
-                    self._record(done)  # ran in this turn: go on without a hop
-                    continue
-                if self.journal.ack_token is None and any(s in p.pending or s in p.failed for s in act.steps):
+                steps = act.steps
+                self._dispatch(steps)
+                if self.journal.ack_token is None \
+                        and not (len(steps) == 1 and steps[0] in self.inflight.steps()) \
+                        and any(s in p.pending or s in p.failed for s in steps):
                     continue  # a step kind settled at once (empty Map, Loop with no iteration)
                 return
             if t is algo.Wait:
@@ -267,9 +268,9 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
             is_async, None if unit == step else unit, mode, index, item, self._emit_fn, self.cancel_flag,
         )
 
-    def _dispatch(self, steps: list[str]) -> StepDone | None:
-        """Journal StepStarted and send the steps out; returns the StepDone of a
-        step that ran in this turn."""
+    def _dispatch(self, steps: list[str]) -> None:
+        """Journal StepStarted and send the steps out (now, or once the
+        durability strategy's commit is done)."""
         fns = self.wf.dag.steps
         msgs, kinds = [], []
         for s in steps:
@@ -283,34 +284,27 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
                 msgs.append(self._unit_msg(s, s, fn, is_async=self.wf.is_async[s]))
         if not self.durability.before_dispatch(self.journal, self.p):
             self._after_commit = (LAUNCH, msgs, kinds)
-            return None
-        return self._launch(msgs, kinds)
+            return
+        self._launch(msgs, kinds)
 
-    def _launch(self, msgs: list[Execute], kinds: list[str]) -> StepDone | None:
+    def _launch(self, msgs: list[Execute], kinds: list[str]) -> None:
+        """Send the steps out. Never runs a step in this turn: a lone sync step
+        (nothing else of the run in flight, no timeout, no limit) is lent a
+        dispatcher thread when one may be lent — it runs on this very thread
+        once the turn ends, no hand-off — else it goes to the pool like any."""
         if _trace.enabled:
             _trace.launch(self, msgs)
         for s in kinds:
             self._start_driver(s)
-        # in this turn only when nothing else of the run runs (a busy turn could
-        # not journal siblings finishing meanwhile) and the dispatcher can lend
-        # its thread (one is always left for other actors)
         if len(msgs) == 1 and not kinds and len(self.inflight) == 1 and not self.driven \
                 and self.core.inline and not msgs[0].is_async and self.wf.step_timeouts[msgs[0].step] is None \
                 and msgs[0].step not in self.wf.step_limits:
-            dispatcher = self.core.dispatcher
-            if dispatcher.try_block():
-                m = msgs[0]
-                stepping = self.core.stepping
-                try:
-                    self.durability.before_inline(self.journal, self.p)
-                    self._event("started", m.step, m.attempt)
-                    stepping.add(self.key)  # close() does not wait for a user's step
-                    return execute_sync(m)
-                finally:
-                    stepping.discard(self.key)
-                    dispatcher.unblock()
+            m = msgs[0]
+            if self.core.dispatcher.lend(LentStep(m, self.core.stepping, self.key)):
+                self.durability.before_inline(self.journal, self.p)
+                self._event("started", m.step, m.attempt)
+                return
         self._submit(msgs)
-        return None
 
     def _submit(self, msgs: list[Execute]) -> None:
         if _trace.enabled:

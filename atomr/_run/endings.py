@@ -66,9 +66,7 @@ class Endings:
         if then[0] == GO:
             self._accepted_go()
         elif then[0] == LAUNCH:
-            done = self._launch(then[1], then[2])
-            if done is not None:
-                self._record(done)
+            self._launch(then[1], then[2])
             self._advance()
         else:
             self._report(then[1])

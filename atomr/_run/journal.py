@@ -190,8 +190,8 @@ class Durability:
         """Steps are running; finished ones' writes may be sent meanwhile."""
 
     def before_inline(self, j: Journal, p: algo.RunProgress) -> None:
-        """A step is about to run in the run's own turn (which blocks it):
-        finished siblings must not wait for it to reach the journal."""
+        """A lone step was lent a dispatcher thread (it runs right after this
+        turn, on its thread): finished siblings' writes do not wait for it."""
         if j.outbox and p.pending:
             j.send(p, wait=False)
 

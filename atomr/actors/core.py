@@ -27,7 +27,8 @@ class Core:
     durability: str
     #: the threads that run the turns of the run actors
     dispatcher: Dispatcher
-    #: run a layer of one sync step (no timeout) in the run actor's own thread
+    #: lend a layer of one sync step (no timeout, no limit) a dispatcher thread
+    #: (it runs there right after the run's turn) instead of the step pool
     inline: bool = True
     workflows: dict[str, Workflow] = field(default_factory=dict)
     #: wakes sleeping runs (set by the Runtime)
@@ -42,7 +43,7 @@ class Core:
     relays: dict[tuple[str, str], Any] = field(default_factory=dict)
     #: serializes the checkpointer's writes with a lone run's inline commit (None: no checkpointer)
     gate: Any = None
-    #: runs whose turn is in a step right now (set/discard are atomic)
+    #: runs with a step on a lent dispatcher thread right now (set/discard are atomic)
     stepping: set[tuple[str, str]] = field(default_factory=set)
     #: False for a client (Runtime(execute=False)): requests are written, workers execute them
     execute: bool = True

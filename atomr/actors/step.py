@@ -2,7 +2,8 @@
 
 Threads: whichever runs the step — a step actor of the pool
 (:mod:`atomr.actors.pool`), the async loop (:mod:`atomr.actors.asyncloop`), a
-dispatcher thread lent to a lone sync step, or a Ray worker. Every outcome —
+dispatcher thread lent to a lone sync step (:class:`LentStep`, outside any
+actor's turn), or a Ray worker. Every outcome —
 writes, an interrupt, an error, even ``KeyboardInterrupt`` / ``SystemExit``
 (which would make pykka stop *all* actors) — becomes a
 :class:`~atomr.messages.StepDone`, whose event is built and encoded once here.
@@ -29,7 +30,7 @@ from atomr.graph.state import normalize_writes
 from atomr.messages import ERROR, INTERRUPT, ITEM, LOOP_BODY, OK, Execute, StepDone
 from atomr.store import format as fmt
 
-__all__ = ["StepContext", "execute_sync", "finish", "safe_text", "call", "tell_done"]
+__all__ = ["StepContext", "LentStep", "execute_sync", "finish", "safe_text", "call", "tell_done"]
 
 log = logger("atomr.step")
 
@@ -245,3 +246,27 @@ def _execute_sync(msg: Execute, loop: Any = None) -> StepDone:
 async def _await(aw: Any) -> Any:
     return await aw
 
+
+class LentStep:
+    """A lone sync step as work lent to a dispatcher thread
+    (:meth:`~atomr.actors.dispatcher.Dispatcher.lend`): it runs outside its
+    run actor's turn, so the run hears every message meanwhile; its StepDone
+    goes to the run like a pool step's. Runs on the lent thread."""
+
+    __slots__ = ("msg", "stepping", "key")
+
+    def __init__(self, msg: Execute, stepping: set[Any], key: Any) -> None:
+        self.msg = msg
+        #: runs with a step on a lent thread now (close() does not wait for them)
+        self.stepping = stepping
+        self.key = key
+
+    def __call__(self) -> tuple[Any, StepDone] | None:
+        msg = self.msg
+        if msg.cancelled is not None and msg.cancelled.is_set():
+            return None  # its run was cancelled before it started: it must not start
+        self.stepping.add(self.key)
+        try:
+            return msg.reply_to, execute_sync(msg)
+        finally:
+            self.stepping.discard(self.key)
