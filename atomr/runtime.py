@@ -379,9 +379,10 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI, Observation)
         live = self._core.supervisor.is_live(wf.id, run_id)
         if summary is None and not live:
             raise RunNotFound(wf.id, run_id)
-        if live and (summary is None or summary.status == "running"
-                     or self._core.supervisor.is_driving(wf.id, run_id)):
-            # refused here, at once, without asking the run's actor
+        if live and (summary is None or summary.status == "running" or (
+                summary.status != "paused" and self._core.supervisor.is_driving(wf.id, run_id))):
+            # refused here, at once; a run the index shows paused is left to its actor, which
+            # may be reporting that pause right now (it refuses a resume that raced another)
             raise RunNotPaused(wf.id, run_id, "running")
         inbox = self._inbox(wf.id, run_id)
         inbox.own = True  # its handle streams from the resume on
