@@ -20,6 +20,7 @@ from atomr.kinds import Branch, Human, Loop, Map, Subgraph, dispatch_fan_out
 from atomr.messages import Accepted, Rejected, Resume, Run
 from atomr.ray import RayExecutor  # imports ray only when used
 from atomr.runtime import Runtime
+from atomr._observe import Histogram, RuntimeStats
 from atomr.sharding import ShardedRunHandle, ShardedRuntime, ShardUnavailable  # ray only when used
 from atomr._stream import StreamItem
 from atomr.actors.cron_rules import Schedule
@@ -51,6 +52,7 @@ __all__ = [
     "Dag",
     "Done",
     "Failed",
+    "Histogram",
     "Human",
     "Interrupt",
     "Loop",
@@ -64,6 +66,7 @@ __all__ = [
     "Paused",
     "PostgresStore",
     "Rejected",
+    "RuntimeStats",
     "Resume",
     "RayExecutor",
     "RetryPolicy",

@@ -1,4 +1,4 @@
-"""The asyncio face of :class:`~atomr.Runtime`: ``astart``, ``aresume``, ``aget_state``...
+"""The asyncio face of :class:`~atomr.Runtime`: ``astart``, ``aresume``, ``aget_state``, ``aschedule``...
 
 Threads: the caller's event loop, any loop in any thread (uvicorn's too). No
 method blocks the loop: a start is checked in the loop (a few store reads),
@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from atomr._wake import resolve
+from atomr.actors.cron_rules import Schedule
 from atomr.errors import ResultTimeout, RunExists
 from atomr.handle import RunHandle
 from atomr.messages import Rejected
@@ -69,24 +70,26 @@ class AsyncAPI:
 
     async def astart(self: Runtime, workflow_id: str, input: Mapping[str, Any] | None = None,
                      run_id: str | None = None, *, meta: Mapping[str, Any] | None = None,
-                     timeout: float | None = None, if_exists: str = "error") -> RunHandle:
+                     timeout: float | None = None, if_exists: str = "error", priority: int = 0) -> RunHandle:
         """:meth:`Runtime.start`, awaited: durable before it returns, as start()."""
         self._check_open()
         t = self._wait_s(timeout)
         wf, pending = await self._on_starter(self._send_starts, workflow_id, [input],
-                                             [run_id] if run_id is not None else None, meta, if_exists)
+                                             [run_id] if run_id is not None else None, meta, if_exists, priority)
         rid, inbox = pending[0]
         got = await inbox.await_attr("accepted", t) if inbox is not None else None
         return self._handle(wf.id, rid, inbox, got, t)
 
     async def astart_many(self: Runtime, workflow_id: str, inputs: Iterable[Mapping[str, Any] | None],
                           run_ids: Iterable[str] | None = None, *, meta: Mapping[str, Any] | None = None,
-                          timeout: float | None = None, if_exists: str = "error") -> list[RunHandle]:
-        """:meth:`Runtime.start_many`, awaited. The checks and sends run in a
-        worker thread, so a thousand concurrent starts never hold the loop."""
+                          timeout: float | None = None, if_exists: str = "error",
+                          priority: int = 0) -> list[RunHandle]:
+        """:meth:`Runtime.start_many`, awaited (all or nothing, as start_many()). The checks
+        and sends run in a worker thread, so a thousand concurrent starts never hold the loop."""
         self._check_open()
         t = self._wait_s(timeout)
-        wf, pending = await self._on_starter(self._send_starts, workflow_id, inputs, run_ids, meta, if_exists)
+        wf, pending = await self._on_starter(self._send_starts, workflow_id, inputs, run_ids, meta,
+                                             if_exists, priority)
         got = await asyncio.gather(*(inbox.await_attr("accepted", t) for _, inbox in pending if inbox is not None))
         it = iter(got)
         got = [next(it) if inbox is not None else None for _, inbox in pending]
@@ -105,12 +108,32 @@ class AsyncAPI:
     async def ahistory(self: Runtime, workflow_id: str, run_id: str) -> list[Checkpoint]:
         return await asyncio.to_thread(self.history, workflow_id, run_id)
 
-    async def afork(self: Runtime, workflow_id: str, run_id: str, super_step: int,
-                    edits: Mapping[str, Any] | None = None, new_run_id: str | None = None) -> str:
-        return await asyncio.to_thread(self.fork, workflow_id, run_id, super_step, edits, new_run_id)
+    async def afork(self: Runtime, workflow_id: str, run_id: str, at: int | Checkpoint | None = None,
+                    edits: Mapping[str, Any] | None = None, new_run_id: str | None = None, *,
+                    super_step: int | None = None) -> str:
+        return await asyncio.to_thread(self.fork, workflow_id, run_id, at, edits, new_run_id,
+                                       super_step=super_step)
 
-    async def aruns(self: Runtime, status: str | None = None, workflow_id: str | None = None) -> list[RunSummary]:
-        return await asyncio.to_thread(self.runs, status, workflow_id)
+    async def aruns(self: Runtime, status: str | None = None, workflow_id: str | None = None,
+                    limit: int | None = None, before: str | None = None) -> list[RunSummary]:
+        return await asyncio.to_thread(self.runs, status, workflow_id, limit, before)
+
+    async def aschedule(self: Runtime, schedule_id: str, workflow_id: str, *, cron: str | None = None,
+                        every_s: float | None = None, input: Mapping[str, Any] | None = None,
+                        overlap: str = "skip", catch_up: str = "none",
+                        meta: Mapping[str, Any] | None = None, replace: bool = True) -> Schedule:
+        """:meth:`Runtime.schedule`, awaited (in a worker thread: it waits for the store)."""
+        return await asyncio.to_thread(self.schedule, schedule_id, workflow_id, cron=cron, every_s=every_s,
+                                       input=input, overlap=overlap, catch_up=catch_up, meta=meta,
+                                       replace=replace)
+
+    async def aunschedule(self: Runtime, schedule_id: str) -> None:
+        """:meth:`Runtime.unschedule`, awaited (a firing under way is waited for in a worker thread)."""
+        await asyncio.to_thread(self.unschedule, schedule_id)
+
+    async def aschedules(self: Runtime, workflow_id: str | None = None) -> list[Schedule]:
+        """:meth:`Runtime.schedules`, awaited."""
+        return await asyncio.to_thread(self.schedules, workflow_id)
 
     def _on_starter(self: Runtime, fn: Any, *args: Any) -> asyncio.Future[Any]:
         """``fn(*args)`` on the runtime's starter thread; a future on this loop.

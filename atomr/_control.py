@@ -82,10 +82,10 @@ class RunControl:
         """Cancel a running, paused, failed or sleeping run; returns its
         :class:`~atomr.Cancelled` outcome once durable. An ``async def`` step in
         flight gets ``asyncio.CancelledError``; a plain step can poll
-        ``ctx.cancelled`` (it cannot be killed: cancel waits for it to return,
-        within ``timeout``). Writes of steps that finish later are discarded, the
-        super-step in flight is not committed, a Subgraph's child runs are
-        cancelled too. A cancelled run cannot be resumed; it can be forked.
+        ``ctx.cancelled`` (it cannot be killed, and the cancel does not wait
+        for it: the outcome comes at once). Writes of steps that finish later
+        are discarded, the super-step in flight is not committed, a Subgraph's
+        child runs are cancelled too. A cancelled run cannot be resumed; it can be forked.
         Cancelling a cancelled run returns its outcome again. Raises
         RunNotFound, RunOver (the run is done)."""
         t = self._wait_s(timeout)

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 from atomr._check import check_int
 from atomr._hooks import logger
 from atomr._maintain import check_run_id
+from atomr._specs import find_spec
 from atomr.codec import check_encodable
-from atomr.errors import AtomrError, RunExists
+from atomr.errors import AtomrError, RunExists, RunNotContinuable
 from atomr.graph import superstep as algo
-from atomr.graph.state import check_channels
+from atomr.graph.state import check_channels, check_required
 from atomr.handle import RunHandle, _Inbox
 from atomr.messages import Recover, Rejected
 from atomr.store import format as fmt
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from atomr.runtime import Runtime
     from atomr.workflow import Workflow
 
-__all__ = ["check_meta", "view_of", "prepare_starts", "recover_runs"]
+__all__ = ["check_meta", "view_of", "prepare_starts", "record_spec", "recover_runs", "run_meta"]
 
 log = logger("atomr.runtime")
 
@@ -36,7 +37,7 @@ def check_meta(meta: Any) -> dict[str, Any] | None:
         return None
     if not isinstance(meta, Mapping) or not all(isinstance(k, str) for k in meta):
         raise AtomrError(f"meta must be a mapping with str keys, got {type(meta).__name__} {meta!r}")
-    for key in ("parent", "workflow_version", "atomr_trace"):
+    for key in ("parent", "workflow_version", "atomr_trace", "atomr_queue"):
         if key in meta:
             raise AtomrError(f"meta key {key!r} is reserved (atomr records it); use another key")
     out = dict(meta)
@@ -44,23 +45,44 @@ def check_meta(meta: Any) -> dict[str, Any] | None:
     return out
 
 
+def record_spec(wf: Workflow, caller: str | None) -> None:
+    """At ``register()``: give ``wf`` the ``module:attr`` the CLI loads it by, when
+    it has none (its module's, else the caller's module-level name bound to it)."""
+    if wf.spec is None:
+        wf.spec = find_spec(wf, wf.defined_in, caller)
+
+
+def run_meta(wf: Workflow, meta: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A start's meta with what atomr records: the workflow's version, and its
+    spec as ``module`` (unless given) so that ``atomr show`` / ``resume`` load it."""
+    if wf.version is not None:
+        meta = {**(meta or {}), "workflow_version": wf.version}
+    if wf.spec is not None and not (meta or {}).get("module"):
+        meta = {**(meta or {}), "module": wf.spec}
+    return meta
+
+
 def view_of(wf: Workflow, p: algo.RunProgress) -> StateView:
     return StateView(
         p.workflow_id, p.run_id, p.values, p.super_step, p.status, p.next_steps(wf.plan),
         [Interrupt(i.id, i.step_id, i.payload) for i in p.interrupts], p.pause_reason,
         p.failure, dict(p.meta), min(algo.pending_sleeps(p).values(), default=None), p.cancel_reason,
+        p.traceback,
     )
 
 
-IF_EXISTS = ("error", "attach")
+#: what a start does with a run id that exists: refuse it (RunExists), watch that
+#: run, or give that run (done) another turn (see :class:`~atomr.events.TurnStarted`)
+IF_EXISTS = ("error", "attach", "continue")
 
 
 def prepare_starts(rt: Runtime, wf: Workflow, inputs: Any, run_ids: Any,
                    if_exists: str = "error") -> tuple[list[dict[str, Any]], list[str], set[str]]:
     """Check every input and run id of a start before any run starts. Returns
-    the inputs, the run ids, and (``if_exists="attach"``) the ids that exist."""
+    the inputs, the run ids, and (``if_exists="attach"``) the ids that exist.
+    With "continue" the run actor decides: start, another turn, or RunNotContinuable."""
     if if_exists not in IF_EXISTS:
-        raise AtomrError(f"if_exists must be 'error' or 'attach', got {if_exists!r}")
+        raise AtomrError(f"if_exists must be 'error', 'attach' or 'continue', got {if_exists!r}")
     if isinstance(inputs, Mapping) or not isinstance(inputs, Iterable):
         raise AtomrError(f"inputs must be a list of input mappings, got {type(inputs).__name__}")
     datas = []
@@ -83,10 +105,19 @@ def prepare_starts(rt: Runtime, wf: Workflow, inputs: Any, run_ids: Any,
     existing: set[str] = set()
     for rid in ids:
         fmt.check_ids(wf.id, rid)
+        if if_exists == "continue":  # refused here at once unless done (the run's actor decides for sure)
+            s = rt.store.summary(wf.id, rid)
+            status = "running" if rt._core.supervisor.is_driving(wf.id, rid) else s.status if s else None
+            if status not in (None, "done"):  # None: no such run, it starts
+                raise RunNotContinuable(wf.id, rid, status)
+            continue
         if rt.store.summary(wf.id, rid) is not None or rt._core.supervisor.is_live(wf.id, rid):
             if if_exists == "error":
                 raise RunExists(wf.id, rid)
             existing.add(rid)
+    for data, rid in zip(datas, ids):
+        if rid not in existing:  # a fresh run: its typed state's required fields must be given
+            check_required(wf.schema, data)
     return datas, ids, existing
 
 
@@ -96,7 +127,7 @@ def _recoverable(rt: Runtime, wanted: set[str] | None) -> Iterable[Any]:
     first), never one a live worker executes."""
     store = rt.store
     if rt._worker is None:
-        yield from store.runs(status="running")
+        yield from reversed(store.runs(status="running"))  # oldest first
         return
     store.reap()  # type: ignore[attr-defined]
     wfs = [w for w in rt._core.workflows if wanted is None or w in wanted]
@@ -107,7 +138,7 @@ def _recoverable(rt: Runtime, wanted: set[str] | None) -> Iterable[Any]:
         if len(found) < 500 or not took:
             break
     mine = dict(store._owned)  # type: ignore[attr-defined]
-    for s in store.runs(status="running"):
+    for s in reversed(store.runs(status="running")):  # oldest first
         if (s.workflow_id, s.run_id) in mine:
             yield s
 

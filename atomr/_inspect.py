@@ -54,10 +54,21 @@ class Inspection:
         self._check_open()
         return _maintain.checkpoint_at(self, self.workflow(workflow_id), check_run_id(run_id), super_step)[0]
 
-    def runs(self: Runtime, status: str | None = None, workflow_id: str | None = None) -> list[RunSummary]:
-        """Run summaries from the run index (no journal is read)."""
+    def runs(self: Runtime, status: str | None = None, workflow_id: str | None = None, limit: int | None = None,
+             before: str | None = None) -> list[RunSummary]:
+        """Run summaries from the run index (no journal is read), newest first by
+        creation. ``status`` / ``workflow_id``: only those; ``limit``: at most that
+        many (None: every one); ``before``: the ``cursor`` of the last summary of
+        the page before, to list the next page::
+
+            page = rt.runs(status="paused", limit=50)
+            more = rt.runs(status="paused", limit=50, before=page[-1].cursor)
+
+        A page is read through the indexes the store keeps (by status, by
+        workflow): it costs the same with 100 runs or a million. StoreError for an
+        unknown status, a limit out of 1..1,000,000 or a cursor this API did not give."""
         self._check_open()
-        return self.store.runs(status=status, workflow_id=workflow_id)
+        return self.store.runs(status=status, workflow_id=workflow_id, limit=limit, before=before)
 
     def handle(self: Runtime, workflow_id: str, run_id: str) -> RunHandle:
         """A handle on an existing run, to watch it: ``stream``/``astream``

@@ -15,7 +15,7 @@ from atomr.graph.superstep import Plan, RunProgress, apply_event, from_snapshot,
 from atomr.store.base import Store
 from atomr.types import Checkpoint
 
-__all__ = ["load_progress", "load_progress_at", "iter_checkpoints"]
+__all__ = ["load_progress", "load_progress_at", "iter_checkpoints", "fork_point"]
 
 
 def load_progress(store: Store, plan: Plan, workflow_id: str, run_id: str) -> RunProgress | None:
@@ -49,6 +49,8 @@ def _label(e: Any) -> str | None:
         return f"layer:{e.layer + 1}"
     if t is ev.RunStarted:
         return "input"
+    if t is ev.TurnStarted:
+        return f"turn:{e.turn}"
     if t is ev.Paused:
         return f"{e.reason}:{','.join(e.steps)}" if e.steps else e.reason
     if t is ev.StateUpdated:
@@ -67,9 +69,11 @@ def _label(e: Any) -> str | None:
 
 
 def iter_checkpoints(
-    store: Store, plan: Plan, workflow_id: str, run_id: str
-) -> Iterator[tuple[Checkpoint, RunProgress]]:
-    """Every checkpoint of a run, oldest first, with a copy of the progress there.
+    store: Store, plan: Plan, workflow_id: str, run_id: str, events: bool = False
+) -> Iterator[Any]:
+    """Every checkpoint of a run, oldest first, with a copy of the progress there:
+    ``(checkpoint, progress)``. ``events``: ``(checkpoint or None, progress, event)``
+    for every event instead (the live progress: copy what you keep).
 
     After a prune, history starts at the oldest kept snapshot (label "base").
     """
@@ -83,12 +87,53 @@ def iter_checkpoints(
         if snap is not None:
             p = from_snapshot(workflow_id, run_id, snap[1])
             from_seq = snap[0] + 1
-            yield _checkpoint(plan, p, "base", p.updated_ms), _copy(p)
+            c = _checkpoint(plan, p, "base", p.updated_ms)
+            yield (c, p, None) if events else (c, _copy(p))
     for seq, e in store.journal(workflow_id, run_id, from_seq):
         apply_event(plan, p, e, seq)
         label = _label(e)
-        if label is not None:
+        if events:
+            yield (_checkpoint(plan, p, label, getattr(e, "at_ms", 0) or p.updated_ms) if label is not None
+                   else None), p, e
+        elif label is not None:
             yield _checkpoint(plan, p, label, getattr(e, "at_ms", 0) or p.updated_ms), _copy(p)
+
+
+#: events that carry the in-flight layer's results: a fork at a checkpoint inside a
+#: layer copies them, so the fork holds exactly what the run held there
+_LAYER_RESULTS = (ev.StepCompleted, ev.ItemCompleted, ev.LoopIterated, ev.StepCancelled, ev.StateUpdated)
+
+
+def _mid_layer(p: RunProgress) -> bool:
+    return bool(p.pending or p.items or p.iterations) or p.layer_base is not None
+
+
+def fork_point(store: Store, plan: Plan, workflow_id: str, run_id: str,
+               seq: int) -> tuple[Checkpoint, RunProgress, list[Any]] | None:
+    """The checkpoint of event ``seq`` (None: no checkpoint there), the run as
+    it was when the layer in flight there began (``base``), and the results
+    journaled in that layer up to ``seq`` (empty between layers). After a
+    prune that cut a layer, base is the checkpoint itself and nothing is copied."""
+    found: Checkpoint | None = None
+    base: RunProgress | None = None
+    tail: list[Any] = []
+    points = iter_checkpoints(store, plan, workflow_id, run_id, events=True)
+    for c, p, e in points:  # type: ignore[misc]
+        if c is not None and c.seq > seq:
+            break
+        if not _mid_layer(p):
+            base, tail = _copy(p), []
+        elif type(e) in _LAYER_RESULTS:
+            tail.append(e)
+        if c is not None and c.seq == seq:
+            found = c
+            break
+    if found is None:
+        return None
+    if base is None:  # pruned mid-layer: the checkpoint's values, its layer from the start
+        base, tail = _copy(p), []
+        base.values = found.values
+    return found, base, tail
 
 
 def _checkpoint(plan: Plan, p: RunProgress, label: str, at_ms: int) -> Checkpoint:
@@ -102,4 +147,5 @@ def _copy(p: RunProgress) -> RunProgress:
     q.skipped = set(p.skipped)
     q.branches = {k: list(v) for k, v in p.branches.items()}
     q.meta = dict(p.meta)
+    q.turn = p.turn
     return q

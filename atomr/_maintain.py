@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from atomr import events as ev
 from atomr._check import check_int, check_number
-from atomr._load import iter_checkpoints, load_progress_at
+from atomr._load import fork_point, iter_checkpoints, load_progress_at
 from atomr._run.journal import batch_of
 from atomr.errors import AtomrError, CheckpointNotFound, RunExists, RunNotFound
 from atomr.graph import superstep as algo
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from atomr.runtime import Runtime
     from atomr.workflow import Workflow
 
-__all__ = ["fork", "prune", "delete", "purge", "checkpoint_at", "maintain", "check_run_id"]
+__all__ = ["fork", "checkpoint_by_seq", "prune", "delete", "purge", "purge_batch", "checkpoint_at", "maintain",
+           "check_run_id"]
 
 RUN_STATUSES = ("running", "paused", "done", "failed", "cancelled", "sleeping", "queued")
 
@@ -89,20 +90,57 @@ def checkpoint_at(rt: Runtime, wf: Workflow, run_id: str, super_step: Any) -> tu
     return found
 
 
-def fork(rt: Runtime, wf: Workflow, run_id: str, super_step: Any, edits: Mapping[str, Any] | None,
+def fork_at_seq(rt: Runtime, wf: Workflow, run_id: str, seq: Any) -> tuple[Checkpoint, algo.RunProgress, list[Any]]:
+    """The checkpoint of event ``seq``, the run as its layer began, and the layer's results up to it."""
+    seq = check_int(seq, "seq", lo=1, error=AtomrError, hint="pass the seq of a checkpoint from rt.history()")
+    if rt.store.summary(wf.id, run_id) is None:
+        raise RunNotFound(wf.id, run_id)
+    found = fork_point(rt.store, wf.plan, wf.id, run_id, seq)
+    if found is None:
+        seqs = [c.seq for c, _ in iter_checkpoints(rt.store, wf.plan, wf.id, run_id)]
+        raise CheckpointNotFound(wf.id, run_id, -1, seqs, seq=seq)
+    return found
+
+
+def checkpoint_by_seq(points: list[Checkpoint], workflow_id: str, run_id: str, seq: Any) -> Checkpoint:
+    """The checkpoint of ``points`` (a run's history) with ``seq``; CheckpointNotFound otherwise."""
+    seq = check_int(seq, "seq", lo=1, error=AtomrError, hint="pass the seq of a checkpoint from the run's history")
+    for c in points:
+        if c.seq == seq:
+            return c
+    raise CheckpointNotFound(workflow_id, run_id, -1, [c.seq for c in points], seq=seq)
+
+
+def fork(rt: Runtime, wf: Workflow, run_id: str, at: Any, edits: Mapping[str, Any] | None,
          new_run_id: str | None) -> str:
+    """``at``: a super-step (its last checkpoint; the fork runs that layer from its
+    start) or a :class:`~atomr.Checkpoint` (exactly that one, by its seq: results of
+    its layer journaled before it are kept, e.g. a Loop's earlier iterations)."""
     if edits is not None and not isinstance(edits, Mapping):
         raise AtomrError(f"edits must be a mapping of channel -> value, got {type(edits).__name__}")
     if new_run_id is not None:
         check_run_id(new_run_id, "new_run_id")
         fmt.check_ids(wf.id, new_run_id)
-    cp, p = checkpoint_at(rt, wf, run_id, super_step)
+    tail: list[Any] = []
+    if isinstance(at, Checkpoint):
+        cp, p, tail = fork_at_seq(rt, wf, run_id, at.seq)
+        if (cp.label, cp.super_step) != (at.label, at.super_step):  # e.g. a checkpoint of another run
+            seqs = [c.seq for c, _ in iter_checkpoints(rt.store, wf.plan, wf.id, run_id)]
+            raise CheckpointNotFound(wf.id, run_id, at.super_step, seqs, seq=at.seq)
+        values = p.values
+    else:
+        cp, p = checkpoint_at(rt, wf, run_id, at)
+        values = cp.values
     super_step = cp.super_step
     new_id = new_run_id or f"{run_id}-fork-{uuid.uuid4().hex[:8]}"
     now = int(time.time() * 1000)
     meta = {**dict(p.meta), "forked_from": f"{run_id}@{super_step}"}
-    events: list[Any] = [ev.Forked(wf.id, run_id, super_step, dict(cp.values), p.layer,
-                                   {k: list(v) for k, v in p.branches.items()}, meta, now)]
+    if wf.spec is not None and not meta.get("module"):
+        meta["module"] = wf.spec  # `atomr resume` of the fork loads the workflow by it
+    if isinstance(at, Checkpoint):
+        meta["forked_from_seq"] = cp.seq
+    events: list[Any] = [ev.Forked(wf.id, run_id, super_step, dict(values), p.layer,
+                                   {k: list(v) for k, v in p.branches.items()}, meta, now), *tail]
     if edits:
         pairs = list(edits.items())
         apply_writes(wf.schema, dict(cp.values), pairs)  # validate first
@@ -175,15 +213,30 @@ def purge(rt: Runtime, older_than_s: Any, statuses: Iterable[str]) -> int:
         raise AtomrError(f"cannot purge runs with status {sorted(bad)}; choose from 'paused', 'done', 'failed', 'cancelled' "
                          "(a running run is never purged)")
     limit = int((time.time() - older) * 1000)
-    victims = [(s.workflow_id, s.run_id) for s in rt.store.runs()
+    victims = [(s.workflow_id, s.run_id, limit) for s in rt.store.runs()
                if s.status in wanted and s.updated_ms < limit]
+    return purge_batch(rt, victims, wanted)
+
+
+def purge_batch(rt: Runtime, victims: list[tuple[str, str, int]], statuses: Iterable[str]) -> int:
+    """Delete each ``(workflow, run, limit_ms)`` still in one of ``statuses`` and not
+    updated since ``limit_ms``, checked again in the writer thread (never a live run)."""
+    wanted = set(statuses)
+    limits = {(wid, rid): limit for wid, rid, limit in victims}
+
+    shared = getattr(rt.store, "shared", False)
 
     def work(store: Store, held: list[tuple[str, str]]) -> int:
         n = 0
         for wid, rid in held:
             s = store.summary(wid, rid)  # as of now, not as of the listing
-            if s is not None and s.status in wanted and s.updated_ms < limit and store.delete_run(wid, rid):
-                n += 1
+            if s is None or s.status not in wanted or s.updated_ms >= limits[(wid, rid)]:
+                continue
+            if shared:  # checked again in the delete's transaction: another worker may write it
+                done = store.delete_run(wid, rid, only_if=(sorted(wanted), limits[(wid, rid)]))  # type: ignore[call-arg]
+            else:
+                done = store.delete_run(wid, rid)
+            n += bool(done)
         return n
 
-    return int(_held(rt, victims, work))
+    return int(_held(rt, list(limits), work))

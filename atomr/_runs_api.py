@@ -14,14 +14,25 @@ import pykka
 from atomr import _maintain
 from atomr._edge import recover_runs
 from atomr._maintain import check_run_id
-from atomr.errors import RunOwnedElsewhere
+from atomr.errors import AtomrError, RunOwnedElsewhere
 from atomr.handle import RunHandle
 from atomr.store.sql._owners import WorkerInfo
+from atomr.types import Checkpoint
 
 if TYPE_CHECKING:
     from atomr.runtime import Runtime
 
-__all__ = ["RunsAPI"]
+__all__ = ["RunsAPI", "fork_target"]
+
+
+def fork_target(at: Any, super_step: Any) -> Any:
+    """``fork``'s point: ``at`` or ``super_step=``, exactly one of them."""
+    if at is not None and super_step is not None:
+        raise AtomrError("pass the fork point once: at=<super-step or Checkpoint> or super_step=<int>, not both")
+    at = at if at is not None else super_step
+    if at is None:
+        raise AtomrError("fork needs a point: at=<super-step> or at=<a Checkpoint from rt.history()>")
+    return at
 
 
 class RunsAPI:
@@ -57,14 +68,21 @@ class RunsAPI:
         self: Runtime,
         workflow_id: str,
         run_id: str,
-        super_step: int,
+        at: int | Checkpoint | None = None,
         edits: Mapping[str, Any] | None = None,
         new_run_id: str | None = None,
+        *,
+        super_step: int | None = None,
     ) -> str:
-        """A new paused run starting from the state after ``super_step`` (edits go
-        through the reducers). Resume it with ``Command()``. Returns its run id."""
+        """A new paused run starting from a checkpoint of ``run_id`` (edits go
+        through the reducers). ``at``: a super-step (the state after it; its
+        layer runs from the start) or a :class:`~atomr.Checkpoint` from
+        :meth:`history` — exactly that one, also one inside a layer (a Loop's
+        iteration: the fork goes on with the next). ``super_step=``: the same
+        as an int ``at``. Resume it with ``Command()``. Returns its run id."""
         self._check_open()
-        return _maintain.fork(self, self.workflow(workflow_id), check_run_id(run_id), super_step, edits, new_run_id)
+        return _maintain.fork(self, self.workflow(workflow_id), check_run_id(run_id),
+                              fork_target(at, super_step), edits, new_run_id)
 
     def prune(self: Runtime, workflow_id: str, run_id: str, keep_last: int = 1) -> int:
         """Drop the history of a run before its last ``keep_last`` checkpoints

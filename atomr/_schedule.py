@@ -19,12 +19,14 @@ from typing import TYPE_CHECKING, Any
 from atomr._hooks import logger
 from atomr.actors.cron import Cron, upsert
 from atomr.actors.cron_rules import Schedule, ScheduleError, ScheduleNotFound, define, describe
-from atomr.store.base import now_ms
+from atomr.errors import ScheduleExists, StoreError
+from atomr.store.base import Store, now_ms
+from atomr.store.schedules import ScheduleRecord
 
 if TYPE_CHECKING:
     from atomr.runtime import Runtime
 
-__all__ = ["Schedules", "Schedule", "ScheduleError", "ScheduleNotFound"]
+__all__ = ["Schedules", "Schedule", "ScheduleError", "ScheduleExists", "ScheduleNotFound"]
 
 log = logger("atomr.schedules")
 _CREATE = threading.Lock()
@@ -40,7 +42,7 @@ class Schedules:
     def schedule(self: Runtime, schedule_id: str, workflow_id: str, *, cron: str | None = None,
                  every_s: float | None = None, input: Mapping[str, Any] | None = None,
                  overlap: str = "skip", catch_up: str = "none",
-                 meta: Mapping[str, Any] | None = None) -> Schedule:
+                 meta: Mapping[str, Any] | None = None, replace: bool = True) -> Schedule:
         """Start runs of ``workflow_id`` on ``cron`` (5 fields, UTC; needs the
         ``croniter`` package) or every ``every_s`` seconds (due on the multiples
         of it since the epoch), each with ``input``.
@@ -54,11 +56,22 @@ class Schedules:
 
         Stored durably; defining an existing id again replaces its definition
         and keeps its firing state (the same definition changes nothing, so an
-        app may call this at every start). The schedule fires while a runtime
-        with its workflow registered has the store open. Returns its
-        description. Raises ScheduleError (naming the bad argument),
-        UnknownChannelError (input, when the workflow is registered).
+        app may call this at every start); ``replace=False`` raises
+        ScheduleExists for an existing id instead (checked in the store's writer
+        thread: two concurrent definitions of one id make one schedule). The
+        schedule fires while a runtime with its workflow registered has the
+        store open. Returns its description. Raises ScheduleError (naming the bad argument),
+        UnknownChannelError / MissingInput (input, when the workflow is registered).
         """
+        return self._define_schedule(schedule_id, workflow_id, cron=cron, every_s=every_s, input=input,
+                                     overlap=overlap, catch_up=catch_up, meta=meta, replace=bool(replace))
+
+    def _define_schedule(self: Runtime, schedule_id: str, workflow_id: str, *, cron: str | None,
+                         every_s: float | None, input: Mapping[str, Any] | None, overlap: str, catch_up: str,
+                         meta: Mapping[str, Any] | None, replace: bool) -> Schedule:
+        """:meth:`schedule`; with ``replace=False`` an existing id raises
+        ScheduleExists instead (checked in the store's writer thread, so two
+        concurrent definitions of one id make one schedule)."""
         self._check_open()
         wf = self._core.workflows.get(workflow_id) if isinstance(workflow_id, str) else None
         new = define(schedule_id, workflow_id, cron=cron, every_s=every_s, input=input, overlap=overlap,
@@ -66,7 +79,7 @@ class Schedules:
         cron_ = self._cron()
         armed = wf is not None and self._fires()
         with cron_.write_lock:
-            rec = self._maintain(lambda store: upsert(store, new))
+            rec = self._maintain(lambda store: upsert(store, new) if replace else _create(store, new))
             if armed:
                 cron_.arm(rec)
             else:
@@ -120,3 +133,14 @@ class Schedules:
                     cron_.arm(rec)
                 except ScheduleError as exc:  # e.g. a cron schedule where croniter is missing
                     log.warning("schedule %s of workflow %s is not armed: %s", rec.schedule_id, wf.id, exc)
+
+
+def _create(store: Store, new: ScheduleRecord) -> ScheduleRecord:
+    """Store ``new`` unless a schedule of its id exists (writer thread): ScheduleExists."""
+    try:
+        old = store.get_schedule(new.schedule_id)
+    except StoreError:
+        old = None  # a damaged record is replaced, as by upsert
+    if old is not None:
+        raise ScheduleExists(new.schedule_id)
+    return upsert(store, new)

@@ -8,11 +8,15 @@ returns one, e.g. ``examples.order_pipeline:workflow`` or ``factory:make``.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+from types import ModuleType
+from typing import Any
 
 from atomr.errors import WorkflowSpecError
 from atomr.workflow import Workflow
 
-__all__ = ["WorkflowSpecError", "load_workflow", "split_spec"]
+__all__ = ["WorkflowSpecError", "find_spec", "load_workflow", "split_spec"]
 
 _EXAMPLE = "examples.order_pipeline:workflow"
 
@@ -51,6 +55,8 @@ def load_workflow(spec: str, *, hint: str = "add the directory that holds it to 
             listed = f"; workflows defined there: {', '.join(found)}" if found else ""
             raise WorkflowSpecError(f"module {mod_name!r} has no attribute {attr!r}{listed}") from None
     if isinstance(obj, Workflow):
+        if obj.spec is None:
+            obj.spec = spec
         return obj
     if not callable(obj):
         raise WorkflowSpecError(
@@ -59,4 +65,41 @@ def load_workflow(spec: str, *, hint: str = "add the directory that holds it to 
     made = obj()
     if not isinstance(made, Workflow):
         raise WorkflowSpecError(f"{spec}() returned a {type(made).__name__}, not a Workflow")
+    if made.spec is None:
+        made.spec = spec  # loaded by it: its runs (a fork...) record it
     return made
+
+
+def _importable_name(module: ModuleType) -> str | None:
+    """The name the CLI imports ``module`` by: its own, or for ``__main__`` the
+    module ``python -m`` ran or the script's file name (None: a REPL, a notebook)."""
+    name = module.__name__
+    if name != "__main__":
+        return name
+    spec = getattr(module, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return str(spec.name)
+    path = getattr(module, "__file__", None)
+    if isinstance(path, str) and path.endswith(".py"):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        return stem if stem.isidentifier() else None
+    return None
+
+
+def find_spec(wf: Workflow, *modules: str | None) -> str | None:
+    """``"module:attr"`` of the module-level name bound to ``wf`` in the first of
+    ``modules`` (names in ``sys.modules``) that has one; None when none has.
+    Runs in the caller's thread (``register()``); reads module dicts only."""
+    for mod_name in modules:
+        module = sys.modules.get(mod_name) if mod_name else None
+        if module is None:
+            continue
+        names: list[Any] = [k for k, v in list(vars(module).items()) if v is wf]
+        if not names:
+            continue
+        importable = _importable_name(module)
+        if importable is None:
+            continue
+        public = [k for k in names if not k.startswith("_")]
+        return f"{importable}:{(public or names)[0]}"
+    return None

@@ -315,7 +315,7 @@ class Stream:
         return None
 
 
-_VALUES = (ev.RunStarted, ev.SuperStepCommitted, ev.StateUpdated, ev.Forked, ev.LoopIterated)
+_VALUES = (ev.RunStarted, ev.SuperStepCommitted, ev.StateUpdated, ev.Forked, ev.LoopIterated, ev.TurnStarted)
 
 
 def iterate(stream: Stream, timeout: float | None) -> Iterator[StreamItem]:

@@ -17,7 +17,9 @@ Spans (all with ``atomr.workflow_id`` and ``atomr.run_id``):
 * ``atomr.super_step``: child of the run span, from its first step sent to
   the next super-step (or the outcome);
 * ``atomr.step <step>``: child of its super-step, one per attempt (a retry is
-  a new span) with ``atomr.step_id``, ``atomr.super_step``, ``atomr.attempt``,
+  a new span; a Subgraph step: one while its child run executes for it, with
+  ``atomr.child_workflow_id`` / ``atomr.child_run_id``, and each execution span
+  of the child run links to it — within one process) with ``atomr.step_id``, ``atomr.super_step``, ``atomr.attempt``,
   ``atomr.outcome`` (completed, interrupted, failed, abandoned) and
   ``error.type``. The step function runs with this span as the current span,
   in whatever thread (or task, or Ray worker) runs it, so spans opened by the
@@ -42,8 +44,8 @@ from typing import Any
 from atomr._hooks import guarded
 from atomr.messages import INTERRUPT, OK
 
-__all__ = ["enabled", "setup", "teardown", "advance", "launch", "step_done", "in_span", "enter",
-           "carrier", "remote", "outcome"]
+__all__ = ["enabled", "setup", "teardown", "advance", "launch", "subgraph", "subgraph_done", "step_done",
+           "in_span", "enter", "carrier", "remote", "outcome"]
 
 #: True while a tracer is installed (read by every hook site).
 enabled = False
@@ -56,7 +58,7 @@ _ERROR: Any = None
 
 
 class _RunTrace:
-    __slots__ = ("span", "ctx", "layer", "layer_span", "layer_ctx", "steps")
+    __slots__ = ("span", "ctx", "layer", "layer_span", "layer_ctx", "steps", "subgraphs")
 
     def __init__(self, span: Any, ctx: Any) -> None:
         self.span, self.ctx = span, ctx
@@ -64,6 +66,8 @@ class _RunTrace:
         self.layer_span: Any = None
         self.layer_ctx: Any = None
         self.steps: set[int] = set()
+        #: Subgraph step -> its span, open while its child run executes
+        self.subgraphs: dict[str, Any] = {}
 
 
 #: (workflow id, run id) -> the execution being traced
@@ -73,6 +77,8 @@ _steps: dict[int, tuple[Any, Any]] = {}
 #: (workflow id, run id) -> span context of its last paused execution (links)
 _paused: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
 _PAUSED_MAX = 10_000
+#: (child workflow id, child run id) -> span context of the Subgraph step that sent it a request
+_parents: collections.OrderedDict[tuple[str, str], Any] = collections.OrderedDict()
 
 _OUTCOMES = {"Done": "done", "Paused": "paused", "Failed": "failed", "Cancelled": "cancelled"}
 #: the name failures of these hooks are logged and counted under (atomr._hooks.failures)
@@ -97,6 +103,7 @@ def teardown() -> None:
     _runs.clear()
     _steps.clear()
     _paused.clear()
+    _parents.clear()
 
 
 #: the run meta key that keeps the span context of a run's last execution (any process links to it)
@@ -120,8 +127,10 @@ def _start_run(actor: Any) -> _RunTrace:
     link = _paused.pop(actor.key, None)
     if link is None and actor.p.seq > 1:  # resumed or taken over here: link to where it was traced before
         link = _stored_link(actor)
+    parent = _parents.pop(actor.key, None)  # a Subgraph's child run: link to the parent's step span
+    links = [_Link(x) for x in (parent, link) if x is not None]
     span = _tracer.start_span(
-        f"atomr.run {wid}", context=_context.Context(), links=[_Link(link)] if link is not None else None,
+        f"atomr.run {wid}", context=_context.Context(), links=links or None,
         attributes={"atomr.workflow_id": wid, "atomr.run_id": rid, "atomr.super_step": actor.p.super_step,
                     "atomr.resumed": link is not None or actor.p.super_step > 0})
     rt = _RunTrace(span, _api.set_span_in_context(span))
@@ -143,16 +152,7 @@ def advance(actor: Any) -> None:
 def launch(actor: Any, msgs: list[Any]) -> None:
     """Steps are sent (or run in the actor's turn): their super-step's span and
     one span per attempt (once per token)."""
-    rt = _runs.get(actor.key) or _start_run(actor)
-    ss = actor.p.next_super_step
-    if rt.layer != ss:
-        if rt.layer_span is not None:
-            _end(rt.layer_span, {"atomr.outcome": "committed"})
-        wid, rid = actor.key
-        rt.layer = ss
-        rt.layer_span = _tracer.start_span("atomr.super_step", context=rt.ctx, attributes={
-            "atomr.workflow_id": wid, "atomr.run_id": rid, "atomr.super_step": ss})
-        rt.layer_ctx = _api.set_span_in_context(rt.layer_span)
+    rt = _layer(actor)
     for m in msgs:
         if m.token in _steps:
             continue
@@ -164,6 +164,56 @@ def launch(actor: Any, msgs: list[Any]) -> None:
         span = _tracer.start_span(f"atomr.step {unit}", context=rt.layer_ctx, attributes=attrs)
         _steps[m.token] = (span, _api.set_span_in_context(span))
         rt.steps.add(m.token)
+
+
+def _layer(actor: Any) -> _RunTrace:
+    """The run's trace, with the span of the super-step being run open."""
+    rt = _runs.get(actor.key) or _start_run(actor)
+    ss = actor.p.next_super_step
+    if rt.layer != ss:
+        if rt.layer_span is not None:
+            _end(rt.layer_span, {"atomr.outcome": "committed"})
+        wid, rid = actor.key
+        rt.layer = ss
+        rt.layer_span = _tracer.start_span("atomr.super_step", context=rt.ctx, attributes={
+            "atomr.workflow_id": wid, "atomr.run_id": rid, "atomr.super_step": ss})
+        rt.layer_ctx = _api.set_span_in_context(rt.layer_span)
+    return rt
+
+
+@guarded(HOOK)
+def subgraph(actor: Any, step: str, child: tuple[str, str]) -> None:
+    """A Subgraph step sends its child run a start, resume or recovery: the
+    step's span (one while the child executes for it), and the child run's next
+    execution span links to it."""
+    rt = _layer(actor)
+    span = rt.subgraphs.get(step)
+    if span is None:
+        wid, rid = actor.key
+        span = rt.subgraphs[step] = _tracer.start_span(f"atomr.step {step}", context=rt.layer_ctx, attributes={
+            "atomr.workflow_id": wid, "atomr.run_id": rid, "atomr.step_id": step,
+            "atomr.super_step": actor.p.next_super_step, "atomr.child_workflow_id": child[0],
+            "atomr.child_run_id": child[1]})
+    _parents[child] = span.get_span_context()
+    _parents.move_to_end(child)
+    if len(_parents) > _PAUSED_MAX:
+        _parents.popitem(last=False)
+
+
+@guarded(HOOK)
+def subgraph_done(actor: Any, step: str, result: Any) -> None:
+    """A Subgraph step's child run reported ``result`` (Done, Paused, Failed, a refusal): its span ends."""
+    rt = _runs.get(actor.key)
+    span = rt.subgraphs.pop(step, None) if rt is not None else None
+    if span is None:
+        return
+    name = type(result).__name__
+    if name == "Failed":
+        _end(span, {"atomr.outcome": "failed", "error.type": result.error_type}, result.message)
+    elif name == "Rejected":
+        _end(span, {"atomr.outcome": "failed", "error.type": type(result.error).__name__}, str(result.error))
+    else:
+        _end(span, {"atomr.outcome": "completed" if name == "Done" else "interrupted"})
 
 
 @guarded(HOOK)
@@ -261,7 +311,9 @@ def outcome(actor: Any, result: Any) -> None:
     steps = [e for e in (_steps.pop(token, None) for token in rt.steps) if e is not None]
     rt.steps.clear()  # nothing of this execution stays in the tables, whatever the SDK does below
     name = _OUTCOMES.get(type(result).__name__, "ended")
-    for span, _ in steps:
+    subgraphs = list(rt.subgraphs.values())
+    rt.subgraphs.clear()
+    for span in [e[0] for e in steps] + subgraphs:
         _end(span, {"atomr.outcome": "abandoned"})
     if rt.layer_span is not None:
         committed = actor.p.super_step >= rt.layer

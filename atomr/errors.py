@@ -8,7 +8,8 @@ happened and what to do about it::
     │   └── CycleError, UnknownStepError, DuplicateStepError, EntryError,
     │       UnreachableStepError, NotCallableError, BranchError, JoinError
     ├── StateError            a write or a reducer went wrong
-    │   └── UnknownChannelError, ReducerError, StepResultError, SchemaError
+    │   └── UnknownChannelError, ReducerError (StateValidationError), StepResultError, SchemaError,
+    │       MissingInput
     ├── CodecError            a value cannot be encoded / a record cannot be decoded
     │   └── UnregisteredType, StoredTypeMismatch   a sound record this process's classes cannot read
     ├── StoreError            the store cannot be opened, read or written
@@ -17,10 +18,10 @@ happened and what to do about it::
     │       OwnershipLost, RunOwnedElsewhere   (workers: a run executes in one worker at a time),
     │       StoreNotShared   (workers need SQLite or Postgres)
     ├── WorkflowSpecError     a MODULE:WORKFLOW spec cannot be loaded
-    ├── ScheduleError         a schedule is invalid (ScheduleNotFound)
+    ├── ScheduleError         a schedule is invalid (ScheduleNotFound, ScheduleExists)
     └── RunError              a run-level request was refused or a run failed
         ├── WorkflowNotFound, WorkflowExists
-        ├── RunNotFound, RunExists, RunNotPaused
+        ├── RunNotFound, RunExists, RunNotPaused, RunNotContinuable, StartRefused (start_many: none started)
         ├── InterruptError (UnknownInterruptError, AmbiguousResumeError, InvalidResumeValue)
         ├── CheckpointNotFound
         ├── StepTimeout, LoopLimitError, Rejected, StepCrashed, VersionMismatch
@@ -37,7 +38,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from atomr._errors_base import AtomrError
+from atomr._errors_base import AtomrError, RunError, StartRefused  # RunError's tree starts there
+from atomr._errors_state import (  # apart to keep this module short
+    MissingInput,
+    ReducerError,
+    SchemaError,
+    StateError,
+    StateValidationError,
+    StepResultError,
+    UnknownChannelError,
+)
 from atomr._errors_store import (  # defined apart to keep this module short; they belong here
     CopyError,
     CorruptRecord,
@@ -67,9 +77,9 @@ __all__ = [
     "AmbiguousResumeError", "InvalidResumeValue", "CheckpointNotFound", "StepTimeout",
     "LoopLimitError", "Rejected", "StepCrashed", "ResultTimeout", "RuntimeClosed",
     "error_class", "JoinError", "SchemaError", "StreamOverflow", "WorkflowSpecError", "RunOver",
-    "VersionMismatch", "ScheduleError", "ScheduleNotFound", "UnregisteredType", "StoreUrlError",
+    "VersionMismatch", "ScheduleError", "ScheduleNotFound", "ScheduleExists", "StateValidationError", "UnregisteredType", "StoreUrlError",
     "StoreUnavailable", "CopyError", "StoreNotEmpty", "StoredTypeMismatch", "WorkerIdInUse", "OwnershipLost",
-    "RunOwnedElsewhere", "StoreNotShared",
+    "RunOwnedElsewhere", "StoreNotShared", "MissingInput", "RunNotContinuable", "StartRefused",
 ]
 
 
@@ -84,7 +94,8 @@ class CycleError(GraphError):
         self.cycle = list(cycle)
         super().__init__(
             "cycle: " + " -> ".join(self.cycle) + "; a workflow must be acyclic: "
-            "remove one of these edges (use a Loop step for repetition)"
+            "remove one of these edges and repeat with a Loop step instead (its body may be a Dag of "
+            "the repeated steps, e.g. Loop(model -> tools, while_=...))"
         )
 
 
@@ -140,41 +151,8 @@ class BranchError(GraphError):
     """A branch is misdeclared, or its router picked a label it does not know."""
 
 
-class StateError(AtomrError):
-    """A write could not be applied to the state."""
 
 
-class UnknownChannelError(StateError):
-    def __init__(self, channel: str, known: Iterable[str], step: str | None = None) -> None:
-        self.channel = channel
-        self.known = sorted(known)
-        self.step = step
-        by = f" by step {step!r}" if step else ""
-        super().__init__(
-            f"write to unknown channel {channel!r}{by}; known channels: {_names(self.known)}; "
-            "declare it in the StateSchema or fix the key"
-        )
-
-
-class ReducerError(StateError):
-    def __init__(self, channel: str, cause: BaseException, step: str | None = None) -> None:
-        self.channel = channel
-        self.step = step
-        by = f" (write from step {step!r})" if step else ""
-        super().__init__(
-            f"reducer of channel {channel!r} raised {type(cause).__name__}: {cause}{by}; "
-            "fix the reducer or the value written; the state was left unchanged"
-        )
-
-
-class StepResultError(StateError):
-    def __init__(self, step: str, value: object, detail: str = "") -> None:
-        self.step = step
-        extra = f" ({detail})" if detail else ""
-        super().__init__(
-            f"step {step!r} returned {type(value).__name__}{extra}; a step must return "
-            "a dict of writes, a list of (channel, value) pairs, or None"
-        )
 
 
 class CodecError(AtomrError):
@@ -211,10 +189,6 @@ class StoredTypeMismatch(CodecError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (StoredTypeMismatch, (self.type_name, self.class_name, self.detail, self.where))
-
-
-class RunError(AtomrError):
-    """A run-level request was refused, or a run failed."""
 
 
 class WorkflowNotFound(RunError):
@@ -257,13 +231,30 @@ class RunNotPaused(RunError):
     def __init__(self, workflow_id: str, run_id: str, status: str) -> None:
         self.status = status
         hint = {
-            "done": "it has finished: fork it (rt.fork) to run again from a checkpoint",
+            "done": "it has finished: give it another turn (rt.start(..., run_id=..., if_exists=\"continue\")) "
+                    "or fork it (rt.fork) to run again from a checkpoint",
             "cancelled": "it was cancelled: fork it (rt.fork) to run again from a checkpoint",
             "queued": "it waits for a slot (max_concurrent_runs) and starts by itself",
             "running": "it is still running: wait for its outcome (handle.result()); if the "
                        "process that ran it died, carry it on with rt.recover()",
         }.get(status, "only paused or failed runs can be resumed")
         super().__init__(f"cannot resume run {workflow_id}/{run_id}: it is {status}; {hint}")
+
+
+class RunNotContinuable(RunError):
+    """``start(..., if_exists="continue")`` found the run, but not done: only a done run takes another turn."""
+
+    def __init__(self, workflow_id: str, run_id: str, status: str) -> None:
+        self.status = status
+        hint = {
+            "paused": "resume it (rt.resume) to finish this turn first",
+            "failed": "resume it (rt.resume) to retry the failed step, or fork it (rt.fork) from a checkpoint",
+            "cancelled": "it is over: fork it (rt.fork) from a checkpoint to run again",
+            "sleeping": "it sleeps: wake it (rt.wake) or wait for its outcome (handle.result()), then continue it",
+            "queued": "it waits for a slot (max_concurrent_runs): wait for its outcome, then continue it",
+        }.get(status, "it is still running: wait for its outcome (handle.result()), then continue it")
+        super().__init__(f"cannot continue run {workflow_id}/{run_id}: it is {status}, only a done run takes "
+                         f"another turn; {hint}")
 
 
 class InterruptError(RunError):
@@ -295,11 +286,13 @@ class InvalidResumeValue(InterruptError):
 
 
 class CheckpointNotFound(RunError):
-    def __init__(self, workflow_id: str, run_id: str, super_step: int, available: list[int]) -> None:
+    def __init__(self, workflow_id: str, run_id: str, super_step: int, available: list[int],
+                 seq: int | None = None) -> None:
         self.super_step = super_step
         rng = f"{available[0]}..{available[-1]}" if available else "none"
+        at = f"super-step {super_step}" if seq is None else f"seq {seq}"
         super().__init__(
-            f"run {workflow_id}/{run_id} has no checkpoint at super-step {super_step} "
+            f"run {workflow_id}/{run_id} has no checkpoint at {at} "
             f"(available: {rng}); pick one listed by rt.history()"
         )
 
@@ -357,6 +350,13 @@ class ScheduleNotFound(ScheduleError):
                          "list them with rt.schedules() or `atomr schedule ls`")
 
 
+class ScheduleExists(ScheduleError):
+    def __init__(self, schedule_id: str) -> None:
+        self.schedule_id = schedule_id
+        super().__init__(f"schedule {schedule_id!r} exists; delete it first (DELETE /api/schedules/"
+                         f"{schedule_id}, rt.unschedule) or replace it with rt.schedule()")
+
+
 class WorkflowSpecError(AtomrError):
     """A ``MODULE:WORKFLOW`` spec cannot be loaded (bad form, missing module or name)."""
 
@@ -371,7 +371,3 @@ def error_class(name: str) -> type[AtomrError] | None:
 
 class JoinError(GraphError):
     """A join policy is not one of "all" / "any"."""
-
-
-class SchemaError(StateError):
-    """A StateSchema channel is misdeclared (bad key, non-callable reducer, duplicate)."""

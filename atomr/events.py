@@ -32,6 +32,7 @@ __all__ = [
     "ItemCompleted",
     "LoopIterated",
     "RunCancelled",
+    "TurnStarted",
 ]
 
 Writes = list  # list[tuple[str, Any]]
@@ -141,6 +142,8 @@ class RunFailed:
     message: str
     super_step: int
     at_ms: int = 0
+    #: the failing step's traceback (its user frames), when a step raised
+    traceback: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,4 +215,16 @@ class RunCancelled:
 
     reason: str
     super_step: int
+    at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStarted:
+    """A done run takes another turn (``start(..., if_exists="continue")``): its
+    ``input`` is merged into the state through the reducers and the graph runs
+    again from its roots. ``turn`` counts from 1 (the first run is turn 0);
+    super-steps keep counting."""
+
+    turn: int
+    input: dict[str, Any]
     at_ms: int = 0

@@ -72,11 +72,13 @@ class _Inbox:
     """
 
     __slots__ = ("_cond", "accepted", "outcome", "events", "_waiting", "on_outcome", "key", "_afuts", "attach",
-                 "__weakref__")
+                 "own", "__weakref__")
 
     def __init__(self, key: tuple[str, str] = ("", "")) -> None:
         self.key = key
         self.attach = False  # a start with if_exists="attach": RunExists means "watch that run"
+        #: a start or resume: its handle streams from where its request's events begin
+        self.own = False
         self._cond = threading.Condition()
         self.accepted: Any = None  # Accepted | Rejected
         self.outcome: Any = None
@@ -171,6 +173,12 @@ class RunHandle:
     def __repr__(self) -> str:
         return f"RunHandle({self.workflow_id!r}, {self.run_id!r}, done={self.done()})"
 
+    @property
+    def attached(self) -> bool:
+        """True when this handle watches a run it neither started nor resumed: one
+        from ``rt.handle()``, or a start with ``if_exists="attach"`` that found the run."""
+        return self._inbox is None
+
     def done(self) -> bool:
         if self._inbox is None:  # a handle from rt.handle(): ask the store
             s = self.runtime.store.summary(self.workflow_id, self.run_id)
@@ -198,6 +206,13 @@ class RunHandle:
                 out = item.data
         return self._outcome(out, timeout)
 
+    def _from(self) -> int:
+        """The default stream cursor: where this handle's request began (a resume,
+        a run's new turn; 0 for a start or a handle that only watches)."""
+        inbox = self._inbox
+        got = inbox.accepted if inbox is not None and inbox.own else None
+        return got.after if isinstance(got, Accepted) else 0
+
     def _position(self) -> int:
         s = self.runtime.store.summary(self.workflow_id, self.run_id)
         return s.last_seq if s is not None else 0
@@ -219,8 +234,10 @@ class RunHandle:
     def stream(self, mode: str | Iterable[str] = "updates", *, after: int | None = None,
                timeout: float | None = DEFAULT_TIMEOUT) -> Iterator[StreamItem]:
         """The run's :class:`~atomr.StreamItem` s (blocking): the journal after
-        ``after`` (default: from the start), then live; the last item is the
-        outcome. ``mode``: "values", "updates", "events", "custom" or a list."""
+        ``after``, then live; the last item is the outcome. Default cursor: the
+        handle's own request — from the start for a start, from the resume for
+        ``resume()``, from the turn for a run's new turn (``after=0``: all of it).
+        ``mode``: "values", "updates", "events", "custom" or a list."""
         return _stream.iterate(self._open_stream(mode, after), _check_timeout(timeout))
 
     def astream(self, mode: str | Iterable[str] = "updates", *, after: int | None = None,
@@ -231,6 +248,8 @@ class RunHandle:
     def _open_stream(self, mode: str | Iterable[str], after: int | None) -> _stream.Stream:
         if after is not None:
             check_int(after, "after", lo=0, error=AtomrError, hint="pass a cursor from a StreamItem")
+        else:
+            after = self._from()
         return _stream.Stream(self.runtime, self.workflow_id, self.run_id, _stream.check_modes(mode), after)
 
     def events(self, timeout: float | None = DEFAULT_TIMEOUT, *, after: int | None = None) -> Iterator[StepEvent]:
@@ -244,7 +263,7 @@ class RunHandle:
         timeout = _check_timeout(timeout)
         rt = self.runtime
         if after is not None or self._inbox is None or not rt.execute:  # a client: events come from the store
-            for item in self.stream("events", after=after or 0, timeout=timeout):
+            for item in self.stream("events", after=after if after is not None else self._from(), timeout=timeout):
                 if item.mode == "outcome":
                     yield StepEvent("outcome", self.workflow_id, self.run_id,
                                     getattr(item.data, "super_step", -1), None, 0, item.data)

@@ -6,21 +6,20 @@ Subgraph stay in the run actor's thread); the pieces of user code they wrap (a
 Loop body, a Map element) run on the step executor like any step.
 
 Every kind is durable: Map elements and Loop iterations are journaled one by
-one, so after a crash or a pause only unfinished work runs again.
+one (the steps of a Dag body one by one, in the iteration's child run), so
+after a crash or a pause only unfinished work runs again.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import MappingProxyType
 from typing import Any, TypeVar
 
 from atomr._check import check_int
 from atomr.errors import GraphError, InvalidResumeValue, Rejected
-from atomr.graph.dag import BranchSpec, Dag, StepKind, is_async_step
+from atomr.graph.dag import BranchSpec, Dag, StepKind
 from atomr.graph.schema import StateSchema
-from atomr.graph.state import fold_superstep, normalize_writes
 from atomr.workflow import Workflow
 
 __all__ = ["Branch", "Loop", "Map", "Human", "Subgraph", "dispatch_fan_out"]
@@ -61,10 +60,13 @@ class Loop(StepKind):
     still holds after ``max_iterations`` iterations the run fails with
     ``LoopLimitError``.
 
-    ``body`` may also be a :class:`~atomr.Dag` of plain sync steps over the same
-    state: each iteration runs it layer by layer (in the loop's thread), merging
-    each layer through the reducers, and the iteration's writes are all of its
-    steps' writes in that order."""
+    ``body`` may also be a :class:`~atomr.Dag` over the same state, of any steps
+    a workflow takes (``async def`` steps, branches, interrupts, Map, Subgraph,
+    Human, a nested Loop): each iteration runs it as a child run of workflow
+    ``"<workflow>:<step>"`` with run id ``"<workflow>/<run>/<step>#<n>@<super-step>"``,
+    its steps journaled, retried, timed out and streamed one by one like any
+    step; the iteration's writes are all of its steps' writes in merge order.
+    An interrupt of body step ``s`` has id ``"<step>#<n>/s:<ss>:<i>"``."""
 
     def __init__(self, body: Callable[..., Any] | Dag, while_: Callable[[Mapping[str, Any]], bool],
                  max_iterations: int = 25) -> None:
@@ -89,45 +91,81 @@ class Loop(StepKind):
 
 
 class DagBody:
-    """A Loop body made of a sub-DAG. The workflow binds its state schema."""
+    """A Loop body made of a sub-DAG, run as a child workflow per iteration.
+
+    The parent workflow binds its state schema; :meth:`workflow_for` builds
+    (once per parent workflow) the child :class:`~atomr.Workflow` its runs use,
+    with the parent's retry policy and step timeout."""
 
     def __init__(self, dag: Dag) -> None:
-        for s, fn in dag.steps.items():
-            if isinstance(fn, StepKind) or is_async_step(fn):
-                raise GraphError(
-                    f"step {s!r} of a Loop's sub-DAG must be a plain sync function fn(state, ctx); "
-                    "use a Subgraph step for step kinds or async steps"
-                )
+        if not isinstance(dag, Dag):
+            raise GraphError(f"a Loop body must be a built Dag, got {type(dag).__name__}")
         self.dag = dag
         self.schema: StateSchema | None = None
+        self._workflows: dict[tuple[str, str], Workflow] = {}
         self.__name__ = f"dag[{dag.entry}]"
 
     def bind(self, schema: StateSchema) -> None:
         if self.schema is not None and self.schema is not schema:
             raise GraphError("this Loop's sub-DAG is already used by a workflow with another schema; "
                              "build a separate Loop for each workflow")
+        if self.schema is None:
+            Workflow("loop body", self.dag, schema)  # checks its steps and kinds against the schema now
         self.schema = schema
 
-    def __call__(self, state: Mapping[str, Any], ctx: Any) -> list[tuple[str, Any]]:
-        assert self.schema is not None, "a Loop's sub-DAG runs inside a Workflow"
-        values = dict(state)
-        out: list[tuple[str, Any]] = []
-        for layer in self.dag.layers():
-            by_step = {s: normalize_writes(s, self.dag.steps[s](MappingProxyType(values), ctx))
-                       for s in layer}
-            values = fold_superstep(self.schema, values, by_step, layer)
-            for s in layer:
-                out.extend(by_step[s])
-        return out
+    def workflow_for(self, parent: Workflow, step: str) -> Workflow:
+        """The child workflow that runs this body for Loop ``step`` of ``parent``."""
+        key = (parent.id, step)
+        wf = self._workflows.get(key)
+        if wf is None:
+            assert self.schema is not None, "a Loop's sub-DAG runs inside a Workflow"
+            wf = Workflow(body_workflow_id(parent.id, step), self.dag, self.schema, retry=parent.retry,
+                          step_timeout_s=parent.step_timeout_s, version=parent.version,
+                          compatible_with=parent.compatible_with)
+            self._workflows[key] = wf
+        return wf
 
     def __repr__(self) -> str:
         return f"DagBody({self.dag!r})"
 
 
+def body_workflow_id(workflow_id: str, step: str) -> str:
+    """The id of the child workflow that runs the Dag body of Loop ``step``."""
+    return f"{workflow_id}:{step}"
+
+
+def child_workflows(wf: Workflow) -> list[Workflow]:
+    """Workflows that ``wf``'s steps run as child runs: Subgraphs given a Workflow
+    object, and the Dag bodies of its Loops (registered along with ``wf``)."""
+    out: list[Workflow] = []
+    for step, fn in wf.dag.steps.items():
+        if isinstance(fn, Subgraph) and not isinstance(fn.workflow, str):
+            out.append(fn.workflow)
+        elif isinstance(fn, Loop) and isinstance(fn.body, DagBody):
+            out.append(fn.body.workflow_for(wf, step))
+    return out
+
+
 class Map(StepKind):
     """Run ``fn(item, ctx)`` for each element of the list in channel ``items``,
     at most ``max_concurrency`` at once; write the list of results (input order)
-    to channel ``into`` through its reducer."""
+    to channel ``into`` through its reducer.
+
+    Per element (each is its own unit, ``step[i]``, with ``ctx.attempt`` and an
+    idempotency key of its own):
+
+    * retries: the step's RetryPolicy (``DagBuilder.step(..., retry=)``, else the
+      workflow's) applies to each element on its own: a failing element is
+      attempted again, alone, up to ``max_attempts`` times;
+    * timeouts: the step's ``timeout_s`` (else the workflow's ``step_timeout_s``)
+      limits each element's attempt, not the whole Map;
+    * durability: each element's result is journaled when it finishes, so after
+      a crash, a pause or a failed run resumed, only the unfinished elements run.
+
+    Once an element fails for good no new element starts; those running finish,
+    then the run fails at this step. The whole Map is one step of its layer: its
+    results are merged into ``into`` (once, in input order) when every element
+    is done."""
 
     def __init__(self, fn: Callable[..., Any], items: str, into: str, max_concurrency: int = 4) -> None:
         if not callable(fn) or isinstance(fn, StepKind):
@@ -193,7 +231,8 @@ class Subgraph(StepKind):
     """Run a child workflow as a step. ``inputs`` channels are copied into the
     child's input; ``outputs`` channels of the child's final state are merged
     back through the parent's reducers. The child run is stored under its own
-    workflow id with run id ``"<parent workflow>/<parent run>/<step>"``."""
+    workflow id with run id ``"<parent workflow>/<parent run>/<step>"``; in a
+    later turn of the parent, ``"<parent workflow>/<parent run>/<step>/<super-step>"``."""
 
     def __init__(self, workflow: Workflow | str, inputs: Sequence[str] = (), outputs: Sequence[str] = ()) -> None:
         if not isinstance(workflow, (Workflow, str)) or workflow == "":

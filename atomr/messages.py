@@ -29,6 +29,7 @@ __all__ = [
     "RetryStep",
     "StepTimedOut",
     "Append",
+    "AppendGroup",
     "Committed",
     "Flush",
     "Maintain",
@@ -43,12 +44,17 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Run:
-    """Start the run with ``input`` (channel -> value)."""
+    """Start the run with ``input`` (channel -> value). ``turn``: a done run
+    takes another turn with it instead of being refused (RunExists); a run that
+    does not exist starts (``start(..., if_exists="continue")``)."""
 
     input: Mapping[str, Any] | None = None
     reply_to: Any = None
     listener: Any = None
     meta: Mapping[str, Any] | None = None
+    #: the runs of one ``start_many``: their first batches commit together or not at all
+    group: Any = None
+    turn: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,7 @@ class StepDone(NamedTuple):
     part: str | None = None  # Map element / Loop iteration id, None for a plain step
     result: Any = None  # a Map element's result
     event: Any = None  # the event ``record`` encodes: the run actor folds this very object
+    traceback: str | None = None  # a step that raised: its user frames
 
 
 class Execute(NamedTuple):
@@ -183,6 +190,15 @@ class Append:
     sender: Any  # the run actor's ref: told Committed on ack or on error
     token: int
     ack: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AppendGroup:
+    """The first batches of a ``start_many``'s runs: committed in one transaction,
+    all or none (a StartGroup -> checkpointer)."""
+
+    appends: tuple[Append, ...]
+    group: Any  # the StartGroup: names the run that did not fit when the group is refused
 
 
 @dataclass(frozen=True, slots=True)

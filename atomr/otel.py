@@ -14,7 +14,9 @@ a new span). Attributes: ``atomr.workflow_id``, ``atomr.run_id``,
 ``atomr.step_id``, ``atomr.super_step``, ``atomr.attempt``, ``atomr.outcome``
 and, on failures, ``error.type`` with the span status ERROR. A paused
 execution's spans end at the pause; the execution that resumes it links to
-its run span (within one process: the link is not journaled). The step
+its run span (within one process: the link is not journaled). A Subgraph
+step has one ``atomr.step`` span while its child run executes for it, and each
+execution span of the child run links to it (within one process). The step
 function runs with its step span current — in a step thread, in the async
 loop's task of an ``async def`` step, or on a Ray worker (the W3C trace context
 travels with the step; the worker exports with its own tracer provider) — so

@@ -49,6 +49,7 @@ from atomr import _trace, _usertypes
 from atomr._hooks import logger
 from atomr.actors.step import execute_sync
 from atomr.errors import AtomrError
+from atomr.graph.view import TypedState
 from atomr.messages import ERROR, Execute, StepDone
 
 __all__ = ["RayExecutor", "ray_available"]
@@ -239,7 +240,8 @@ class RayExecutor:
                 message="the RayExecutor is not running (closed or never started)"))
             return
         try:
-            remote_msg = msg._replace(reply_to=None, state=dict(msg.state), emit=None, cancelled=None)
+            state = msg.state if isinstance(msg.state, TypedState) else dict(msg.state)  # a view pickles itself
+            remote_msg = msg._replace(reply_to=None, state=state, emit=None, cancelled=None)
             carrier = _trace.carrier(msg.token) if _trace.enabled else None
             ref = self._remote.options(name=f"atomr:{msg.workflow_id}/{msg.step}").remote(
                 remote_msg, _usertypes.snapshot(), carrier)

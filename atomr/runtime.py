@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import itertools
 import os
+import sys
 import threading
 import time
 import weakref
@@ -20,7 +21,8 @@ from atomr._hooks import logger
 from atomr.actors.checkpointer import Checkpointer, WriterGate
 from atomr.actors.core import Core
 from atomr.actors.dispatcher import Dispatcher
-from atomr.actors.admission import Admission
+from atomr.actors.admission import Admission, check_priority
+from atomr.actors.startgroup import send_starts
 from atomr.actors.limits import Limiter
 from atomr.actors.sleeper import Sleeper
 from atomr.actors.scheduler import Scheduler
@@ -30,6 +32,7 @@ from atomr.errors import (AtomrError, RunNotFound, RunNotPaused, RuntimeClosed, 
                           WorkflowNotFound)
 from atomr._follow import Follower
 from atomr._worker import Worker, check_worker_args
+from atomr._observe import Observation
 from atomr._runs_api import RunsAPI
 from atomr._check import check_number
 from atomr._maintain import check_run_id
@@ -37,11 +40,12 @@ from atomr._aio import AsyncAPI
 from atomr._tuning import tune_process
 from atomr._control import RunControl
 from atomr._schedule import Schedules
+from atomr._retention import Retention
 from atomr._inspect import Inspection
-from atomr._edge import check_meta, prepare_starts
+from atomr._edge import check_meta, prepare_starts, record_spec, run_meta
 from atomr.handle import DEFAULT_TIMEOUT, RunHandle, _Inbox
-from atomr.messages import Rejected, Resume, Run
-from atomr.kinds import Subgraph
+from atomr.messages import Rejected, Resume
+from atomr.kinds import child_workflows
 from atomr.store.base import Store
 from atomr.store.lmdb import LmdbStore
 from atomr.store.url import open_store
@@ -67,7 +71,7 @@ def _close_all() -> None:  # pragma: no cover - interpreter exit
             pass
 
 
-class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
+class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI, Observation):
     """Runs registered workflows on a store.
 
     ``store``: a store — :class:`~atomr.LmdbStore` (default: ``LmdbStore(".atomr")``),
@@ -77,9 +81,11 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
     the runtime closes it on :meth:`close`.
     ``durability``: "sync" | "async" | "exit" (see :mod:`atomr._run.journal`).
     ``step_workers``: how many sync steps of one layer run at once (one thread each).
-    ``inline_steps``: run a layer made of one sync step (without a timeout) in
-    the run's own actor thread, saving two thread hops per super-step (default:
-    True with the local executor; a remote ``executor`` turns it off).
+    ``inline_steps``: run a layer made of one sync step (without a timeout) on
+    the dispatcher thread that ran the run's turn, right after the turn (never
+    in it: the run hears every message meanwhile), saving two thread hops per
+    super-step (default: True with the local executor; a remote ``executor``
+    turns it off).
     ``executor``: where steps run (default: local step actors).
     ``dispatcher_threads``: the threads that run every run actor's turns
     (however many runs execute); ``throughput``: messages a run actor handles
@@ -147,13 +153,14 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         gate = WriterGate()
         checkpointer = Checkpointer.start(store, gate) if store.single_writer else None
         self._core = Core(store, checkpointer, executor, Scheduler(), supervisor, durability,
-                          dispatcher, inline=bool(inline_steps), gate=gate)
+                          dispatcher, inline=bool(inline_steps), gate=gate, observer=gate.observer)
         self._core.execute = execute
         supervisor.core = self._core
         self._core.sleeper = Sleeper(self._core)
         self._core.limiter = Limiter(self._core)
         self._core.admission = Admission(self._core)
         self._worker: Worker | None = None
+        self._retention = Retention(self)  # Workflow(retention_s=...): a thread once a workflow asks
         if shared:
             self._core.follow = Follower(self)
             if execute:
@@ -188,6 +195,7 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         deadline = time.monotonic() + timeout
         if self._worker is not None:
             self._worker.stop()  # takes no more runs
+        self._retention.close()
         core.supervisor.refuse_new()  # from here on a start or a resume gets RuntimeClosed
         # whoever waits on a run of this runtime hears it now, not at its timeout
         closed = RuntimeClosed("the Runtime was closed; the run is kept as last committed: open the "
@@ -230,6 +238,7 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         if not isinstance(workflow, Workflow):
             raise AtomrError(f"register() takes a Workflow, got {type(workflow).__name__}")
         check_run_id(workflow.id, "the workflow id")
+        record_spec(workflow, sys._getframe(1).f_globals.get("__name__"))  # where the CLI finds it
         with self._lock:
             known = self._core.workflows.get(workflow.id)
             if known is workflow:
@@ -246,16 +255,16 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
             self._arm_sleepers(workflow)  # its runs that were sleeping when a process stopped
             self._core.admission.on_register(workflow)  # and its queued runs
             self._arm_schedules(workflow)  # its stored schedules start runs while this runtime is open
+            self._retention.watch(workflow)  # its finished runs are deleted once retention_s is over
         if self._worker is not None:
             self._worker.poke()  # its runs that wait for a worker
-        for fn in workflow.dag.steps.values():
-            # a Subgraph given a Workflow object registers its child too
-            if isinstance(fn, Subgraph) and not isinstance(fn.workflow, str):
-                known = self._core.workflows.get(fn.workflow.id)
-                if known is None:
-                    self.register(fn.workflow)
-                elif known is not fn.workflow:
-                    raise WorkflowExists(fn.workflow.id)
+        for child in child_workflows(workflow):
+            # a Subgraph given a Workflow object, a Loop's Dag body: registered too
+            known = self._core.workflows.get(child.id)
+            if known is None:
+                self.register(child)
+            elif known is not child:
+                raise WorkflowExists(child.id)
         return workflow
 
     @property
@@ -279,17 +288,22 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         meta: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         if_exists: str = "error",
+        priority: int = 0,
     ) -> RunHandle:
         """Start a run. With durability "sync" it returns once the start is durable.
 
         ``if_exists``: "error" raises RunExists when ``run_id`` is taken;
         "attach" returns a handle on that run instead, whatever its status (two
-        concurrent starts of one run id make exactly one run). Raises
-        WorkflowNotFound, UnknownChannelError (input key not a channel),
-        CodecError (input not storable), RunExists.
+        concurrent starts of one run id make exactly one run); "continue" gives
+        a done run another turn with ``input`` (RunNotContinuable otherwise) and
+        starts a run that does not exist. ``priority``: among queued runs of a
+        workflow with ``max_concurrent_runs``, higher starts first (FIFO within a
+        priority). Raises WorkflowNotFound, UnknownChannelError (input key not a
+        channel), MissingInput (a typed state's field without a default not
+        given), CodecError, RunExists.
         """
         return self.start_many(workflow_id, [input], [run_id] if run_id is not None else None,
-                               meta=meta, timeout=timeout, if_exists=if_exists)[0]
+                               meta=meta, timeout=timeout, if_exists=if_exists, priority=priority)[0]
 
     def start_many(
         self,
@@ -300,31 +314,31 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         meta: Mapping[str, Any] | None = None,
         timeout: float | None = None,
         if_exists: str = "error",
+        priority: int = 0,
     ) -> list[RunHandle]:
-        """Start several runs at once: their starts share commits. Every input is
-        validated before any run starts; returns the handles in input order."""
+        """Start several runs at once: their starts share one commit, all or
+        nothing (when one cannot be stored, none starts and the error names it).
+        Every input is validated before any run starts; returns the handles in
+        input order. ``priority``: as in :meth:`start`, for every run."""
         self._check_open()
         self._wait_s(timeout)  # a bad timeout is refused before anything is sent
-        wf, pending = self._send_starts(workflow_id, inputs, run_ids, meta, if_exists)
+        wf, pending = self._send_starts(workflow_id, inputs, run_ids, meta, if_exists, priority)
         return [self._accepted(wf.id, rid, inbox, timeout) for rid, inbox in pending]
 
     def _send_starts(self, workflow_id: str, inputs: Any, run_ids: Any, meta: Any,
-                     if_exists: str = "error") -> tuple[Workflow, list[tuple[str, _Inbox | None]]]:
+                     if_exists: str = "error", priority: Any = 0) -> tuple[Workflow, list[tuple[str, _Inbox | None]]]:
         self._check_open()
         wf = self.workflow(workflow_id)
-        meta = check_meta(meta)
+        meta = run_meta(wf, check_meta(meta))
         datas, ids, existing = prepare_starts(self, wf, inputs, run_ids, if_exists)
-        if wf.version is not None:
-            meta = {**(meta or {}), "workflow_version": wf.version}
-        pending: list[tuple[str, _Inbox | None]] = []
-        for data, rid in zip(datas, ids):
-            if rid in existing:
-                pending.append((rid, None))  # attach: a handle that watches the run
-                continue
+        check_priority(priority)
+
+        def new_inbox(rid: str) -> _Inbox:
             inbox = self._inbox(wf.id, rid, attach=if_exists == "attach")
-            self._core.supervisor.ref(wf, rid).tell(Run(data, inbox, inbox, meta))
-            pending.append((rid, inbox))
-        return wf, pending
+            inbox.own = True  # its handle streams from its own request (a turn: from the turn)
+            return inbox
+        return wf, send_starts(self._core, wf, datas, ids, existing, meta, priority, new_inbox,
+                               turn=if_exists == "continue")
 
     def _inbox(self, workflow_id: str, run_id: str, attach: bool = False) -> _Inbox:
         inbox = _Inbox((workflow_id, run_id))
@@ -367,11 +381,13 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI):
         live = self._core.supervisor.is_live(wf.id, run_id)
         if summary is None and not live:
             raise RunNotFound(wf.id, run_id)
-        if live and (summary is None or summary.status == "running"
-                     or self._core.supervisor.is_driving(wf.id, run_id)):
-            # its actor may be busy running a step inline: refuse here, at once
+        if live and (summary is None or summary.status == "running" or (
+                summary.status != "paused" and self._core.supervisor.is_driving(wf.id, run_id))):
+            # refused here, at once; a run the index shows paused is left to its actor, which
+            # may be reporting that pause right now (it refuses a resume that raced another)
             raise RunNotPaused(wf.id, run_id, "running")
         inbox = self._inbox(wf.id, run_id)
+        inbox.own = True  # its handle streams from the resume on
         self._core.supervisor.route(wf, run_id, Resume(command, inbox, inbox))
         return wf, inbox
 

@@ -97,6 +97,8 @@ class Failed:
     super_step: int
     error_type: str
     message: str
+    #: the step's traceback, its own frames only (not atomr's), when a step raised; else None
+    traceback: str | None = None
 
     status = "failed"
 
@@ -147,6 +149,8 @@ class StateView:
     wake_at: float | None = None
     #: a cancelled run: why
     cancel_reason: str | None = None
+    #: a failed run: the traceback of the step that raised (its own frames), else None
+    traceback: str | None = None
 
 
 @dataclass(frozen=True)

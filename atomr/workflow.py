@@ -2,66 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from atomr._check import check_int, check_number, check_optional_number
 from atomr._mermaid import to_mermaid
-from atomr.errors import GraphError
+from atomr.errors import GraphError, WorkflowSpecError
 from atomr.graph.dag import Dag, StepKind, is_async_step
+from atomr.graph.options import RetryPolicy
 from atomr.graph.schema import StateSchema
 from atomr.graph.superstep import Plan
+from atomr.graph.view import viewer
 
 __all__ = ["Limit", "RetryPolicy", "Workflow"]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often a failing step is attempted, and how long to wait between attempts.
-
-    The wait before attempt ``n + 1`` is ``backoff_s * multiplier ** (n - 1)``,
-    at most ``max_backoff_s``. Only exceptions that are instances of
-    ``retry_on`` are retried; atomr's own misuse errors never are.
-    """
-
-    max_attempts: int = 1
-    backoff_s: float = 0.0
-    multiplier: float = 2.0
-    max_backoff_s: float = 60.0
-    retry_on: tuple[type[BaseException], ...] = (Exception,)
-
-    def __post_init__(self) -> None:
-        def num(name: str, lo: float) -> None:
-            object.__setattr__(self, name, check_number(
-                getattr(self, name), f"RetryPolicy.{name}", lo=lo, error=GraphError,
-                hint=f"pass a finite number of {'seconds' if name != 'multiplier' else 'times'} >= {lo:g}"))
-
-        object.__setattr__(self, "max_attempts", check_int(
-            self.max_attempts, "RetryPolicy.max_attempts", lo=1, hi=1_000_000, error=GraphError,
-            hint="use 1 for no retry"))
-        num("backoff_s", 0)
-        num("multiplier", 1)
-        num("max_backoff_s", 0)
-        retry_on = self.retry_on
-        if isinstance(retry_on, type):
-            retry_on = (retry_on,)
-        if not isinstance(retry_on, tuple) or not retry_on or not all(
-            isinstance(c, type) and issubclass(c, BaseException) for c in retry_on
-        ):
-            raise GraphError(
-                f"RetryPolicy.retry_on must be an exception class or a non-empty tuple of them, "
-                f"got {retry_on!r}; pass the classes themselves, e.g. retry_on=(ValueError, "
-                "TimeoutError), not their names"
-            )
-        object.__setattr__(self, "retry_on", retry_on)
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        try:
-            wait = self.backoff_s * self.multiplier ** (attempt - 1)
-        except OverflowError:
-            return self.max_backoff_s
-        return min(wait, self.max_backoff_s)
 
 
 @dataclass(frozen=True)
@@ -95,13 +49,18 @@ class Workflow:
     ``interrupt_before`` / ``interrupt_after``: step ids to pause before their
     super-step runs / after it is committed. ``retry``: the default policy of
     every step. ``step_timeout_s``: a step running longer is a failed attempt
-    with error type ``StepTimeout`` (None: no limit). ``run_timeout_s``: time
+    with error type ``StepTimeout`` (None: no limit). A step's own
+    ``DagBuilder.step(..., retry=, timeout_s=)`` overrides both for that step. ``run_timeout_s``: time
     spent executing (not paused or sleeping) beyond it fails the run with
     error type ``RunTimeout``, abandoning what is in flight as a cancel does.
     ``max_concurrent_runs``: starts beyond it wait, durably and in order, with
     status "queued". ``step_limits``: ``{step: Limit(concurrency=, per_second=)}`` across all
     runs of the runtime. ``version``: recorded by each run it starts; a run is resumed or recovered
-    only by the same version or by one whose ``compatible_with`` names it.
+    only by the same version or by one whose ``compatible_with`` names it. ``spec``:
+    ``"pkg.mod:attr"``, where the CLI finds this workflow (recorded in each run's meta as
+    ``module``); None: found at ``register()``, the module-level name bound to it. ``retention_s``:
+    finished runs (done, failed, cancelled) whose end is older than this are deleted
+    in the background (None: kept).
     """
 
     def __init__(
@@ -118,6 +77,8 @@ class Workflow:
         compatible_with: Iterable[str] = (),
         step_limits: Mapping[str, Limit] | None = None,
         max_concurrent_runs: int | None = None,
+        spec: str | None = None,
+        retention_s: float | None = None,
     ) -> None:
         if not isinstance(id, str) or not id:
             raise GraphError(f"workflow id must be a non-empty string, got {id!r}; pass a name")
@@ -142,6 +103,14 @@ class Workflow:
         for name, group in (("interrupt_before", interrupt_before), ("interrupt_after", interrupt_after)):
             if isinstance(group, (str, bytes)) or not isinstance(group, Iterable):
                 raise GraphError(f"workflow {id!r}: {name} must be a list of step ids, got {group!r}; pass e.g. [{group!r}]")
+        if spec is not None and (not isinstance(spec, str) or spec.count(":") != 1
+                                 or not all(spec.partition(":")[::2])):
+            raise WorkflowSpecError(f"workflow {id!r}: spec must be 'MODULE:ATTR' (e.g. 'app.flows:workflow'), "
+                                    f"got {spec!r}")
+        #: "module:attr" the CLI loads this workflow by (None: not known yet)
+        self.spec: str | None = spec
+        #: the module whose code built this workflow (where register() looks for its name)
+        self.defined_in: str | None = sys._getframe(1).f_globals.get("__name__")
         self.id = id
         self.dag = dag
         self.schema = schema
@@ -149,6 +118,13 @@ class Workflow:
         self.interrupt_after = tuple(interrupt_after)
         self.retry = retry or RetryPolicy()
         self.step_timeout_s = step_timeout_s
+        opts = dag.options
+        #: step -> the RetryPolicy / timeout (s) it runs with: its own, else the workflow's
+        self.step_retry: dict[str, RetryPolicy] = {
+            s: (o.retry if (o := opts.get(s)) is not None and o.retry is not None else self.retry) for s in dag.steps}
+        self.step_timeouts: dict[str, float | None] = {
+            s: (o.timeout_s if (o := opts.get(s)) is not None and o.timeout_s is not None else step_timeout_s)
+            for s in dag.steps}
         self.run_timeout_s = run_timeout_s
         self.version = version
         self.compatible_with = frozenset(compatible_with)
@@ -164,11 +140,16 @@ class Workflow:
             check_int(max_concurrent_runs, f"workflow {id!r}: max_concurrent_runs", lo=1, error=GraphError,
                       hint="pass how many runs may execute at once, or None")
         self.max_concurrent_runs: int | None = max_concurrent_runs
+        self.retention_s: float | None = check_optional_number(
+            retention_s, f"workflow {id!r}: retention_s", lo=0, lo_open=True, error=GraphError,
+            hint="pass how many seconds a finished run is kept, or None to keep every run")
         self.plan = Plan(dag, schema, self.interrupt_before, self.interrupt_after)
         self.is_async: dict[str, bool] = {
             s: (not isinstance(fn, StepKind)) and is_async_step(fn) for s, fn in dag.steps.items()
         }
         self.channels = schema.keys()
+        #: values -> the read-only state its steps get (``state.field`` too over a typed schema)
+        self.view = viewer(schema)
         for step, fn in dag.steps.items():
             if isinstance(fn, StepKind):
                 fn.check(step, schema)

@@ -895,8 +895,13 @@ def test_sigkill_in_the_middle_of_cancels_never_breaks_the_store(crash_target, d
         assert sorted(status) == [f"m{i}" for i in range(kc.N_MIDDLE)]
     with _fresh_runtime(crash_target) as rt:
         handles = rt.recover()
-        assert sorted(h.run_id for h in handles) == sorted(r for r, s in status.items() if s == "running")
-        for h in handles:  # a run the kill left running finishes (its step no longer blocks)
+        running = sorted(r for r, s in status.items() if s == "running")
+        # a worker on a shared store may carry some on by itself before recover(): those it
+        # finished already are not handed out again; every run the kill left running finishes
+        assert set(h.run_id for h in handles) <= set(running)
+        if not rt.store.shared:
+            assert sorted(h.run_id for h in handles) == running
+        for h in [*handles, *(rt.handle(kc.WID, r) for r in running)]:
             got = h.result(timeout=T)
             assert isinstance(got, Done) and got.state["log"] == ["pre", "work", "post"], got
         for rid, s in status.items():

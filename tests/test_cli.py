@@ -104,6 +104,10 @@ def test_runs_table_filters_and_json(tmp_path):
     paused = json.loads(ok(atomr(tmp_path, "runs", "--status", "paused", "--json")))
     assert [r["run_id"] for r in paused] == ["big"]
     assert json.loads(ok(atomr(tmp_path, "runs", "--workflow", "nope", "--json"))) == []
+    page = ok(atomr(tmp_path, "runs", "--limit", "1")).splitlines()  # newest first, then the next page
+    assert page[1].split()[1] == "small" and page[-1].startswith("more: atomr runs --limit 1 --before ")
+    rest = json.loads(ok(atomr(tmp_path, "runs", "--limit", "1", "--before", page[-1].split()[-1], "--json")))
+    assert [r["run_id"] for r in rest] == ["big"] and rest[0]["cursor"]
 
 
 def test_failed_run_exits_1_and_is_retried_with_an_update(tmp_path):

@@ -273,7 +273,9 @@ def test_recover_called_from_many_threads_at_once(reopen_store: Reopener) -> Non
 
     with Runtime(store=reopen_store(), durability="sync") as rt:
         rt.register(wf(fast))
-        assert len(rt.runs(status="running")) == n
+        # on a shared store (SQLite, Postgres) this worker may take the runs up by itself at
+        # register(): recover() then hands out only those it has not finished yet
+        assert {s.run_id for s in rt.runs()} == {f"r{i}" for i in range(n)}
         go = threading.Barrier(4, timeout=T)
         got: list[Any] = []
 
@@ -283,8 +285,10 @@ def test_recover_called_from_many_threads_at_once(reopen_store: Reopener) -> Non
 
         _threads([one] * 4)
         recovered = collections.Counter(h.run_id for hs in got for h in hs)
-        assert set(recovered) == {f"r{i}" for i in range(n)}
-        for hs in got:
+        assert set(recovered) <= {f"r{i}" for i in range(n)}
+        if not rt.store.shared:
+            assert set(recovered) == {f"r{i}" for i in range(n)}
+        for hs in [*got, [rt.handle("rec", f"r{i}") for i in range(n)]]:
             for h in hs:
                 out = h.result(timeout=T)
                 assert isinstance(out, Done), out

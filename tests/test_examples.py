@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
+import threading
 import sys
 from pathlib import Path
 
@@ -15,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from examples import agent_loop, doc_fanout, order_pipeline  # noqa: E402
+from examples import agent_loop, doc_fanout, order_pipeline, react_agent  # noqa: E402
 
 T = 30  # generous: the machine is shared
 
@@ -143,6 +145,48 @@ def test_agent_loop_answers_every_question_deterministically(rt, question, answe
     assert done.state["answer"] == answer and done.state["tool_calls"] == calls
 
 
+# -- ReAct agent (a Loop whose body is a Dag) ---------------------------------------
+
+
+def test_react_agent_calls_each_tool_once_and_answers(rt, monkeypatch):
+    rt.register(react_agent.workflow)
+    react_agent.CALLS.clear()
+    opened = threading.Event()
+    tool = react_agent.get_weather
+
+    async def weather_once_streamed(city: str) -> str:
+        await asyncio.to_thread(opened.wait, T)  # the answer's tokens are emitted once the stream is open
+        return await tool(city)
+
+    monkeypatch.setitem(react_agent.TOOLS, "get_weather", weather_once_streamed)
+    question = {"role": "user", "content": "Is it warmer in Lisbon than in Oslo?"}
+    h = rt.start("react_agent", {"messages": [question]}, run_id="q1")
+    tokens = []
+    for item in h.stream(["custom", "events"], timeout=T):
+        opened.set()
+        if item.mode == "custom":
+            tokens.append(item.data)
+    out = h.result(timeout=T)
+    assert isinstance(out, Done), out
+    assert out.state["answer"] == "Lisbon is the warmest: Lisbon 21°C, Oslo -3°C."
+    assert react_agent.CALLS == ["get_weather(Lisbon)", "get_weather(Oslo)"]
+    roles = [m["role"] for m in out.state["messages"]]
+    assert roles == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
+    # model -> tools, model -> tools, model -> respond: three turns, each a checkpoint
+    assert [c.label for c in rt.history("react_agent", "q1") if c.label.startswith("loop:")] == [
+        "loop:agent:1", "loop:agent:2", "loop:agent:3"]
+    # the last turn's model streamed its answer token by token (each turn is its own child run)
+    assert tokens and all(t["step"] == "agent#2/model" for t in tokens)
+    assert " ".join(t["payload"] for t in tokens) == out.state["answer"]
+
+
+def test_react_agent_without_a_city_answers_at_once(rt):
+    rt.register(react_agent.workflow)
+    out = rt.start("react_agent", {"messages": [{"role": "user", "content": "Is it warm?"}]}).result(timeout=T)
+    assert isinstance(out, Done), out
+    assert out.state["answer"] == "Which city do you mean?"
+
+
 # -- as scripts ---------------------------------------------------------------------
 
 
@@ -152,6 +196,7 @@ def test_agent_loop_answers_every_question_deterministically(rt, question, answe
         ("order_pipeline.py", "'shipped'"),
         ("doc_fanout.py", "open TODOs: 2"),
         ("agent_loop.py", "It is 69.8°F (21°C) in Lisbon."),
+        ("react_agent.py", "Lisbon is the warmest: Lisbon 21°C, Oslo -3°C."),
     ],
 )
 def test_examples_run_as_scripts(tmp_path, script, expect):
@@ -160,3 +205,13 @@ def test_examples_run_as_scripts(tmp_path, script, expect):
                           capture_output=True, text=True, encoding="utf-8", timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
     assert expect in proc.stdout
+
+
+def test_react_agent_turn_streams_each_body_step(rt):
+    rt.register(react_agent.workflow)
+    out = rt.start("react_agent", {"messages": [{"role": "user", "content": "Is it warm in Oslo?"}]},
+                   run_id="q").result(timeout=T)
+    assert isinstance(out, Done), out
+    turn = rt.handle("react_agent:agent", "react_agent/q/agent#0@1")
+    steps = [i.step for i in turn.stream("updates", timeout=T) if i.mode == "updates"]
+    assert steps == ["model", "tools"]

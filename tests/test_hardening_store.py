@@ -173,8 +173,9 @@ def test_an_intact_store_verifies_clean_deep(tmp_path: Path) -> None:
     path = build(tmp_path)
     report = verify_store(path)
     assert report.ok and report.deep and report.structure_ok
-    assert report.databases == {"meta": 2, "runs": 3, "journal": 120, "snapshots": 0}
-    assert report.records == 125 and report.damaged_runs() == []
+    # meta: format version, creation time, the count of running runs, 4 order keys per run
+    assert report.databases == {"meta": 2 + 1 + 4 * 3, "runs": 3, "journal": 120, "snapshots": 0}
+    assert report.records == 138 and report.damaged_runs() == []
     assert report.to_dict()["ok"] is True
     assert "no damage" in report.lines()[-1]
     with LmdbStore(path, map_size=8 << 20) as s:
@@ -212,12 +213,15 @@ def test_flipped_bit_in_a_run_index_key_leaves_the_other_runs_listed(tmp_path: P
     s = LmdbStore(path, map_size=8 << 20)
     try:
         with caplog.at_level(logging.WARNING, logger="atomr.store"):
-            listed = s.runs()
+            listed = s.runs()  # through the index's order: the run whose entry it cannot find is named
             s.runs()
+            assert sorted(r.run_id for r in s.summaries()) == ["alpha", "omega"]  # a scan: the damaged key
         assert sorted(r.run_id for r in listed) == ["alpha", "omega"]
         assert len([r for r in caplog.records if "damaged run index key" in r.getMessage()]) == 1
-        ((wf, run, what),) = s.damaged_entries()
-        assert wf is None and run is None and "not valid UTF-8" in what
+        assert len([r for r in caplog.records if "no entry for it" in r.getMessage()]) == 1
+        (wf, run, what), (wf2, run2, what2) = s.damaged_entries()
+        assert (wf, run) == ("wf", "victim") and "no entry" in what
+        assert wf2 is None and run2 is None and "not valid UTF-8" in what2
         for read in (lambda: s.summary("wf", "victim"), lambda: list(s.journal("wf", "victim"))):
             with pytest.raises(CorruptRecord, match="index key was damaged") as info:
                 read()

@@ -60,7 +60,7 @@ def test_zero_iterations_as_the_first_step(runtimes, store_kind):
     dag = Dag.builder("lp").step("lp", Loop(logger("never"), while_=lambda s: False)).build()
     rt = runtimes(store_kind, workflows=[Workflow("loop0", dag, sch())])
     out = rt.start("loop0", {}).result(timeout=T)
-    assert isinstance(out, Done) and out.state["log"] is None, out
+    assert isinstance(out, Done) and out.state["log"] == [], out
 
 
 def test_each_iteration_is_merged_and_checkpointed(runtimes, store_kind):

@@ -2,7 +2,7 @@
 
 import pytest
 
-from atomr import AppendList, Dag, Done, LastWriteWins, Loop, MemoryStore, Paused, Runtime, StateSchema, Workflow
+from atomr import AppendList, Dag, Done, LastWriteWins, Loop, Map, MemoryStore, Paused, Runtime, StateSchema, Workflow
 from atomr.errors import GraphError
 from atomr.types import Command
 
@@ -49,12 +49,17 @@ def test_dag_body_interrupts_and_resumes():
         assert isinstance(out, Done) and out.state["log"] == ["answer yes"] and out.state["n"] == 1
 
 
-def test_dag_body_refuses_kinds_and_async_steps():
-    async def a(s, c):
-        return None
+def test_dag_body_steps_are_checked_against_the_workflow_schema():
+    body = Dag.builder("m").step("m", Map(lambda x, c: x, items="nope", into="log")).build()
+    with pytest.raises(GraphError, match="nope"):
+        Workflow("w", Dag.builder("loop").step("loop", Loop(body, while_=lambda s: False)).build(), _schema())
+    with pytest.raises(GraphError, match="Loop body must be callable"):
+        Loop(42, while_=lambda s: False)
 
-    with pytest.raises(GraphError, match="plain sync function"):
-        Loop(Dag.builder("a").step("a", a).build(), while_=lambda s: False)
-    inner = Loop(lambda s, c: None, while_=lambda s: False)
-    with pytest.raises(GraphError, match="Subgraph"):
-        Loop(Dag.builder("a").step("a", inner).build(), while_=lambda s: False)
+
+def test_a_cycle_is_refused_with_a_pointer_to_a_loop_with_a_dag_body():
+    from atomr.errors import CycleError
+
+    with pytest.raises(CycleError, match="Loop step instead .*body may be a Dag"):
+        (Dag.builder("model").step("model", lambda s, c: None).step("tools", lambda s, c: None)
+         .edge("model", "tools").edge("tools", "model").build())

@@ -105,6 +105,29 @@ def test_loop_after_kill_resumes_at_the_cut_iteration(tmp_path, crash_target):
         assert its == [1, 2, 3, 4, 5]
 
 
+def test_loop_with_a_dag_body_after_kill_reruns_only_the_step_in_flight(tmp_path, crash_target):
+    target, side, go = kill_when_ready("loopdag", tmp_path, crash_target)
+    child_run = f"crash-loopdag/{crash.RUN_ID}/lp#{crash.BLOCK_ITERATION}@2"
+    with recovering_runtime("loopdag", target, side, go) as rt:
+        assert rt.get_state("crash-loopdag:lp", child_run).status == "running"
+        handles = rt.recover()
+        # the iteration's child run is driven by its parent: only the parent is recovered directly
+        assert [(h.workflow_id, h.run_id) for h in handles] == [("crash-loopdag", crash.RUN_ID)]
+        out = handles[0].result(timeout=T)
+        assert isinstance(out, Done), out
+        assert out.state["n"] == crash.LOOP_END
+        assert out.state["log"] == ["pre"] + [x for i in range(crash.LOOP_END) for x in (f"a{i}", f"b{i}")]
+        got = crash.lines(side)
+        assert got.count("step pre") == 1
+        # iteration 2 was cut in b: its a (journaled) never runs again, b runs once more
+        assert [got.count(f"a {i}") for i in range(crash.LOOP_END)] == [1, 1, 1, 1, 1]
+        assert [got.count(f"b {i}") for i in range(crash.LOOP_END)] == [1, 1, 2, 1, 1]
+        its = [e.iteration for e in journal(rt, "crash-loopdag", crash.RUN_ID) if type(e) is ev.LoopIterated]
+        assert its == [1, 2, 3, 4, 5]
+        cut = [e.step for e in journal(rt, "crash-loopdag:lp", child_run) if type(e) is ev.StepCompleted]
+        assert cut == ["a", "b"]
+
+
 def test_branch_decision_is_replayed_not_taken_again_after_kill(tmp_path, crash_target):
     target, side, go = kill_when_ready("branch", tmp_path, crash_target)
     assert crash.lines(side).count("route") == 1

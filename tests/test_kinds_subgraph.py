@@ -74,7 +74,7 @@ def test_child_run_id_history_inputs_outputs_and_private_channels(runtimes, stor
     assert child.values["scratch"] == ["saw ['a', 'late']", "c2"] and child.values["n"] == 99
     hist = rt.history("child", CHILD_RUN)
     assert [c.label for c in hist] == ["input", "layer:1", "layer:2", "done"]
-    assert hist[0].values["docs"] == ["a", "late"] and hist[0].values["scratch"] is None
+    assert hist[0].values["docs"] == ["a", "late"] and hist[0].values["scratch"] == []
     assert {(s.workflow_id, s.run_id) for s in rt.runs()} == {("parent", "p"), ("child", CHILD_RUN)}
     done = [e for e in of_type(rt, "parent", "p", ev.StepCompleted) if e.step == "sub"]
     assert done == [ev.StepCompleted("sub", 2, [("report", "2 docs, auto")])]

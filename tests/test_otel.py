@@ -245,3 +245,63 @@ def test_a_run_resumed_in_another_process_links_to_its_earlier_execution(spans, 
     second = [s for s in by_name(spans, "atomr.run p") if s.context.span_id != first.context.span_id]
     assert [link.context.span_id for link in second[0].links] == [first.context.span_id]
     assert second[0].links[0].context.trace_id == first.context.trace_id
+
+
+def test_a_subgraph_child_run_links_to_its_parent_step_span(spans):
+    from atomr import Subgraph
+
+    def inner(state, ctx):
+        return {"log": [f"inner {ctx.run_id}"]}
+
+    def ask(state, ctx):
+        return {"log": [f"asked {ctx.interrupt('go?')}"]}
+
+    child = Workflow("kid", Dag.builder("inner").step("inner", inner).step("ask", ask).edge("inner", "ask").build(),
+                     StateSchema({"log": AppendList()}))
+    parent = Workflow("mom", Dag.builder("pre").step("pre", lambda s, c: {"log": ["pre"]})
+                      .step("sub", Subgraph(child, inputs=["log"], outputs=["log"])).edge("pre", "sub").build(),
+                      StateSchema({"log": AppendList()}))
+    with runtime(parent) as rt:
+        assert isinstance(rt.start("mom", {}, run_id="r").result(timeout=T), Paused)
+        [step] = by_name(spans, "atomr.step sub")  # ended when the child paused
+        assert step.attributes["atomr.outcome"] == "interrupted"
+        assert step.attributes["atomr.child_workflow_id"] == "kid"
+        assert step.attributes["atomr.child_run_id"] == "mom/r/sub"
+        [mom] = by_name(spans, "atomr.run mom")
+        layer = parent_of(spans, step)
+        assert layer.name == "atomr.super_step" and layer.attributes["atomr.super_step"] == 2
+        assert parent_of(spans, layer).context.span_id == mom.context.span_id
+        [kid] = by_name(spans, "atomr.run kid")
+        assert [link.context.span_id for link in kid.links] == [step.context.span_id]
+        assert kid.attributes["atomr.run_id"] == "mom/r/sub" and kid.attributes["atomr.outcome"] == "paused"
+        [pending] = rt.get_state("mom", "r").interrupts
+        assert isinstance(rt.resume("mom", "r", Command(resume={pending.id: "yes"})).result(timeout=T), Done)
+    steps = by_name(spans, "atomr.step sub")
+    assert len(steps) == 2
+    second = [s for s in steps if s.context.span_id != step.context.span_id][0]
+    assert second.attributes["atomr.outcome"] == "completed"
+    kids = by_name(spans, "atomr.run kid")
+    assert len(kids) == 2
+    resumed = [s for s in kids if s.context.span_id != kid.context.span_id][0]
+    # the child's resumed execution links to the parent's new step span and to its own paused execution
+    assert {link.context.span_id for link in resumed.links} == {second.context.span_id, kid.context.span_id}
+    assert resumed.attributes["atomr.outcome"] == "done"
+    assert _trace._parents == {}
+
+
+def test_a_failed_subgraph_child_fails_its_parent_step_span(spans):
+    from atomr import Subgraph
+
+    def boom(state, ctx):
+        raise ValueError("no")
+
+    child = Workflow("kid2", Dag.builder("boom").step("boom", boom).build(), StateSchema({"log": AppendList()}))
+    parent = Workflow("mom2", Dag.builder("sub").step("sub", Subgraph(child)).build(),
+                      StateSchema({"log": AppendList()}))
+    with runtime(parent) as rt:
+        assert isinstance(rt.start("mom2", {}, run_id="r").result(timeout=T), Failed)
+    [step] = by_name(spans, "atomr.step sub")
+    assert step.attributes["atomr.outcome"] == "failed" and step.attributes["error.type"] == "ValueError"
+    assert step.status.status_code == StatusCode.ERROR
+    [kid] = by_name(spans, "atomr.run kid2")
+    assert [link.context.span_id for link in kid.links] == [step.context.span_id]

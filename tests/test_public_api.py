@@ -16,10 +16,10 @@ import atomr.errors
 PUBLIC_ALL = {
     "atomr": [
         "Accepted", "AppendList", "AppendMessages", "AtomrError", "Branch", "CODEC_VERSION",
-        "Cancelled", "Checkpoint", "Command", "Dag", "Done", "Failed", "Human", "Interrupt",
+        "Cancelled", "Checkpoint", "Command", "Dag", "Done", "Failed", "Histogram", "Human", "Interrupt",
         "LastWriteWins", "Limit", "LmdbStore", "Loop", "Map", "MaxByTimestamp", "MemoryStore",
         "MergeMap", "Paused", "PostgresStore", "RayExecutor", "Rejected", "Resume", "RetryPolicy", "Run",
-        "RunHandle", "RunState", "RunSummary", "Runtime", "Schedule", "ShardUnavailable",
+        "RunHandle", "RunState", "RunSummary", "Runtime", "RuntimeStats", "Schedule", "ShardUnavailable",
         "ShardedRunHandle", "ShardedRuntime", "SqliteStore", "StateSchema", "StateView", "StepContext",
         "StepEvent", "StepKind", "Store", "StreamItem", "Subgraph", "Workflow", "__version__",
         "dispatch_fan_out", "errors", "open_store",
@@ -39,9 +39,11 @@ PUBLIC_ALL = {
         "AmbiguousResumeError", "AtomrError", "BranchError", "CheckpointNotFound", "CodecError",
         "CopyError", "CorruptRecord", "CorruptStore", "CycleError", "DuplicateStepError", "EntryError",
         "FormatVersionError", "GraphError", "InterruptError", "InvalidResumeValue", "JoinError",
-        "LoopLimitError", "NotCallableError", "OwnershipLost", "ReducerError", "Rejected", "ResultTimeout",
-        "RunError", "RunExists", "RunNotFound", "RunNotPaused", "RunOver", "RunOwnedElsewhere", "RuntimeClosed",
-        "ScheduleError", "ScheduleNotFound", "SchemaError", "StateError", "StepCrashed",
+        "LoopLimitError", "MissingInput", "NotCallableError", "OwnershipLost", "ReducerError", "Rejected", "ResultTimeout",
+        "RunError", "RunExists", "RunNotContinuable", "RunNotFound", "RunNotPaused", "RunOver", "RunOwnedElsewhere",
+        "RuntimeClosed",
+        "ScheduleError", "ScheduleExists", "ScheduleNotFound", "SchemaError", "StartRefused", "StateError", "StateValidationError",
+        "StepCrashed",
         "StepResultError", "StepTimeout", "StoreClosed", "StoreError", "StoreFull",
         "StoreLocked", "StoreNotEmpty", "StoreNotShared", "StoreUnavailable", "StoreUrlError", "StoredTypeMismatch", "StreamOverflow",
         "UnknownChannelError", "UnknownInterruptError",
@@ -52,7 +54,7 @@ PUBLIC_ALL = {
         "BranchTaken", "Event", "Forked", "HumanApproved", "Interrupted", "ItemCompleted",
         "LoopIterated", "Paused", "Resumed", "RunCancelled", "RunCompleted", "RunFailed",
         "RunStarted", "StateUpdated", "StepCancelled", "StepCompleted", "StepFailed",
-        "StepStarted", "SuperStepCommitted",
+        "StepStarted", "SuperStepCommitted", "TurnStarted",
     ],
     "atomr.graph": [
         "AppendList", "AppendMessages", "BranchSpec", "Channel", "Dag", "DagBuilder",
@@ -64,7 +66,7 @@ PUBLIC_ALL = {
         "Branch", "Human", "Loop", "Map", "Subgraph", "dispatch_fan_out",
     ],
     "atomr.messages": [
-        "Accepted", "Admit", "Append", "Cancel", "Committed", "Custom", "Execute", "Flush",
+        "Accepted", "Admit", "Append", "AppendGroup", "Cancel", "Committed", "Custom", "Execute", "Flush",
         "Maintain", "Recover", "Rejected", "Resume", "RetryStep", "Run", "StepDone",
         "StepTimedOut", "StreamEnd", "StreamLost", "Subscribe", "Subscribed", "Tap",
     ],
@@ -91,7 +93,7 @@ PUBLIC_ALL = {
         "SCHEMES", "describe", "open_store", "redact", "scrub", "split_schema",
     ],
     "atomr.store.base": [
-        "AppendBatch", "RunSummary", "STATUSES", "Store", "now_ms",
+        "AppendBatch", "RunSummary", "STATUSES", "Store", "now_ms", "parse_cursor", "run_cursor",
     ],
     "atomr.testing": [
         "Mismatch", "ReplayResult", "StoreConformance", "check_rehydration", "demo_events",

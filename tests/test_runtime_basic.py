@@ -59,7 +59,7 @@ def test_diamond_runs_parallel_layer_concurrently(runtimes, store_kind, durabili
     assert [(c.super_step, c.label) for c in hist] == [
         (0, "input"), (1, "layer:1"), (2, "layer:2"), (3, "layer:3"), (3, "done"),
     ]
-    assert hist[0].values["n"] == 7 and hist[0].values["log"] is None
+    assert hist[0].values["n"] == 7 and hist[0].values["log"] == []  # a list channel starts empty
     assert hist[2].values["log"] == ["a", "b", "c"]
     assert [s.run_id for s in rt.runs(status="done")] == ["r1"]
     assert rt.runs(status="running") == []

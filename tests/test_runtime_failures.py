@@ -353,7 +353,7 @@ def test_reducer_error_at_merge_fails_the_run(runtimes, store_kind):
     assert isinstance(out, Failed), out
     assert out.error_type == "ReducerError" and out.step_id == "b"
     v = rt.get_state("red", "r")
-    assert v.status == "failed" and v.values["log"] is None  # nothing merged
+    assert v.status == "failed" and v.values["log"] == []  # nothing merged
     # the steps' writes are kept: a resume merges them again (and fails the same way)
     out = rt.resume("red", "r", Command()).result(timeout=T)
     assert isinstance(out, Failed) and out.error_type == "ReducerError"

@@ -214,7 +214,7 @@ def test_interrupt_after(runtimes, store_kind):
     assert dict(calls.counts) == {"a": 1, "b": 1, "c": 1}
     hist = [(c.super_step, c.label, c.values["log"]) for c in rt.history("after", "r")]
     assert hist == [
-        (0, "input", None), (1, "layer:1", ["a"]), (2, "layer:2", ["a", "b"]),
+        (0, "input", []), (1, "layer:1", ["a"]), (2, "layer:2", ["a", "b"]),
         (2, "after:b", ["a", "b"]), (3, "layer:3", ["a", "b", "c"]), (3, "after:c", ["a", "b", "c"]),
         (3, "done", ["a", "b", "c"]),
     ]

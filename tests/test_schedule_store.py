@@ -1,5 +1,6 @@
-"""Schedules on disk: format versions (an old store opens and is marked 2 by its
-first schedule), the verifier knows schedule records, read-only stores list them."""
+"""Schedules on disk: format versions (an old store is read as it is, and brought to the
+current format when opened for writing), the verifier knows schedule records, read-only
+stores list them."""
 
 from __future__ import annotations
 
@@ -33,25 +34,25 @@ def _set_format_version(path: str, version: int) -> None:
         env.close()
 
 
-def test_a_store_of_format_1_opens_and_its_first_schedule_marks_it_2(tmp_store_path):
+def test_a_store_of_format_1_is_read_as_it_is_and_migrated_when_opened_for_writing(tmp_store_path):
     with LmdbStore(tmp_store_path) as s:
         assert s.write([encode_batch("wf", "r", 1, filler_events(2))]) == [None]
     _set_format_version(tmp_store_path, 1)  # as written by an atomr without schedules
-    with LmdbStore(tmp_store_path) as s:
+    with LmdbStore(tmp_store_path, readonly=True) as s:
         assert [r.run_id for r in s.runs()] == ["r"] and s.list_schedules() == []
-        assert s.delete_schedule("nightly") is False
-    assert _format_version(tmp_store_path) == 1  # reading and deleting nothing leave it as it was
-    with LmdbStore(tmp_store_path) as s:
+    assert _format_version(tmp_store_path) == 1  # reading leaves it as it was
+    with LmdbStore(tmp_store_path) as s:  # opened for writing: brought to the current format
+        assert [r.run_id for r in s.runs()] == ["r"] and s.run_counts()["running"] == 1
         s.put_schedule(REC)
-    assert _format_version(tmp_store_path) == 2
+    assert _format_version(tmp_store_path) == fmt.FORMAT_VERSION
     with LmdbStore(tmp_store_path, readonly=True) as s:  # read-only: no lock, lists the schedules
         assert s.list_schedules() == [REC]
 
 
-def test_new_stores_are_format_2_and_a_newer_one_is_refused(tmp_store_path):
+def test_new_stores_are_at_the_current_format_and_a_newer_one_is_refused(tmp_store_path):
     LmdbStore(tmp_store_path).close()
-    assert _format_version(tmp_store_path) == fmt.FORMAT_VERSION == 2
-    _set_format_version(tmp_store_path, 3)
+    assert _format_version(tmp_store_path) == fmt.FORMAT_VERSION == 3
+    _set_format_version(tmp_store_path, 4)
     with pytest.raises(FormatVersionError, match="upgrade atomr"):
         LmdbStore(tmp_store_path)
 

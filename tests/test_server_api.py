@@ -226,31 +226,6 @@ def test_cancel(c, server):
     err(c.post("/api/runs/approval/finished/cancel", json={}), 409, "RunOver")
 
 
-class _NoCancel:
-    """A runtime without cancel (an older atomr)."""
-
-    def __init__(self, rt):
-        self._rt = rt
-
-    def __getattr__(self, name):
-        if name in ("acancel", "cancel"):
-            raise AttributeError(name)
-        return getattr(self._rt, name)
-
-
-def test_cancel_without_runtime_support_is_501():
-    from test_server_support import Server, runtime
-    from atomr.server import create_app
-
-    rt = runtime()
-    try:
-        with Server(create_app(_NoCancel(rt))) as srv, httpx.Client(base_url=srv.url, timeout=T) as c:
-            start(c, run_id="x")
-            err(c.post("/api/runs/approval/x/cancel", json={}), 501, "NotImplemented")
-    finally:
-        rt.close()
-
-
 def test_wait_long_polls_and_times_out_with_a_null_outcome(c, gate):
     rid = start(c, "gated", input={"n": 1})["run_id"]
     r = c.get(f"/api/runs/gated/{rid}/wait", params={"timeout": "0.3"})

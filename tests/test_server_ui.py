@@ -152,6 +152,9 @@ def test_runs_page_filters_and_follows_new_runs(site, page, tmp_path):
     page.click("tr[data-run=fails-1] a")
     page.wait_for_selector("g.node[data-step=boom][data-status=failed]")
     assert "ValueError" in page.inner_text("#run-error")
+    page.click("#run-traceback-box summary")  # the step's traceback, its own frames
+    tb = page.inner_text("#run-traceback")
+    assert "in _boom" in tb and "ValueError: boom" in tb and "atomr/actors" not in tb
     assert page.locator("#btn-continue").inner_text() == "Retry"
 
 

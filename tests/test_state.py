@@ -43,9 +43,22 @@ def test_schema_short_form():
     assert s.channels["n"] == Channel(LastWriteWins(), 0)
     assert s.reducer("log") == AppendList()
     assert "log" in s and "x" not in s
-    assert s.initial_values() == {"log": None, "n": 0, "meta": {"v": 1}}
+    assert s.initial_values() == {"log": [], "n": 0, "meta": {"v": 1}}  # a list channel starts empty
     assert "StateSchema(" in repr(s) and "'log': AppendList()" in repr(s)
     assert StateSchema().keys() == frozenset()
+
+
+def test_list_and_map_channels_start_empty():
+    s = StateSchema({"log": AppendList(), "msgs": AppendMessages(), "m": MergeMap(), "x": LastWriteWins(),
+                     "given": (AppendList(), None)})
+    v1, v2 = s.initial_values(), s.initial_values()
+    assert v1 == {"log": [], "msgs": [], "m": {}, "x": None, "given": None}
+    v1["log"].append(1)
+    v1["m"]["k"] = 1
+    assert v2["log"] == [] and v2["m"] == {} and s.initial_values()["log"] == []  # fresh each time
+    b = StateSchema.builder().add("log", AppendList()).add("m", MergeMap()).build()
+    assert b.initial_values() == {"log": [], "m": {}}
+    assert repr(s).startswith("StateSchema({'log': AppendList(), 'msgs': AppendMessages(), 'm': MergeMap()")
 
 
 def test_schema_channels_read_only():
@@ -70,7 +83,7 @@ def test_schema_builder():
         .add_lww("x")
         .build()
     )
-    assert s.initial_values() == {"log": None, "n": 5, "x": None}
+    assert s.initial_values() == {"log": [], "n": 5, "x": None}
     assert s.reducer("x") == LastWriteWins()
     assert s == StateSchema({"log": AppendList(), "n": (LastWriteWins(), 5), "x": LastWriteWins()})
 
@@ -227,7 +240,7 @@ def test_fold_superstep_errors_name_the_step():
 def test_runstate_basics():
     st_ = RunState(schema())
     assert st_.super_step == 0
-    assert st_.read("n") == 0 and st_["log"] is None
+    assert st_.read("n") == 0 and st_["log"] == []
     assert st_.get("n") == 0 and st_.get("zz", 7) == 7
     with pytest.raises(UnknownChannelError):
         st_.read("zz")
@@ -272,7 +285,7 @@ def test_runstate_old_values_dict_never_mutated():
     st_ = RunState(schema())
     old = st_.values
     st_.merge_writes({"n": 2, "log": [1]})
-    assert old == {"log": None, "n": 0, "meta": {"v": 1}}
+    assert old == {"log": [], "n": 0, "meta": {"v": 1}}
     assert st_.values is not old
 
 

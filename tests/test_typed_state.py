@@ -13,7 +13,7 @@ import pytest
 
 from atomr import (AppendList, AppendMessages, Command, Dag, Done, Failed, LastWriteWins, LmdbStore,
                    MemoryStore, Paused, Runtime, StateSchema, Workflow)
-from atomr.errors import ReducerError, SchemaError
+from atomr.errors import ReducerError, SchemaError, StateValidationError
 from atomr.graph.schema import Channel
 from atomr.graph.state import apply_writes
 
@@ -165,12 +165,13 @@ def test_pydantic_writes_are_validated_and_coerced():
     assert v["n"] == 3
     assert v["messages"] == [Msg(id="a", content="hi"), Msg(id="b", content="yo")]
     before = dict(v)
-    with pytest.raises(ReducerError) as ei:
+    with pytest.raises(StateValidationError) as ei:
         apply_writes(s, v, [("count", 1), ("n", 0)], step="bump")
+    assert isinstance(ei.value, ReducerError)  # handlers of ReducerError still catch it
     text = str(ei.value)
     assert "step 'bump'" in text and "channel 'n'" in text and "valid int" in text
     assert "greater than 0" in text and "state was left unchanged" in text
-    assert ei.value.channel == "n" and ei.value.step == "bump"
+    assert ei.value.channel == "n" and ei.value.step == "bump" and ei.value.type == "int"
     assert v == before
     with pytest.raises(ReducerError, match=r"channel 'messages' that is not a valid list\[Msg\].*content"):
         apply_writes(s, v, [("messages", [{"id": "c"}])], step="talk")
@@ -207,7 +208,7 @@ def test_pydantic_run_round_trips_through_lmdb(tmp_path):
 def test_pydantic_bad_input_is_refused_and_nothing_is_written():
     with Runtime(store=MemoryStore()) as rt:
         rt.register(_conversation_workflow())
-        with pytest.raises(ReducerError, match=r"channel 'title' that is not a valid str"):
+        with pytest.raises(StateValidationError, match=r"channel 'title' that is not a valid str"):
             rt.start("conv", {"title": 3}, run_id="r").result(timeout=T)
         assert rt.runs() == []
 
@@ -217,7 +218,7 @@ def test_pydantic_bad_write_fails_its_step_and_leaves_the_state():
         rt.register(_conversation_workflow(bad=True))
         out = rt.start("conv", {"title": "t"}, run_id="r").result(timeout=T)
         assert isinstance(out, Failed), out
-        assert out.step_id == "reply" and out.error_type == "ReducerError"
+        assert out.step_id == "reply" and out.error_type == "StateValidationError"
         assert "step 'reply'" in out.message and "channel 'n'" in out.message and "valid int" in out.message
         view = rt.get_state("conv", "r")
         assert view.values["count"] == 1 and view.values["n"] == 1  # the bad layer is not merged
@@ -237,6 +238,104 @@ def test_input_with_a_pause_validates_on_resume_update():
         assert isinstance(rt.start("conv2", {"title": "x"}, run_id="r").result(timeout=T), Paused)
         out = rt.resume("conv2", "r", Command(resume="yes", update={"n": "7"})).result(timeout=T)
         assert isinstance(out, Done) and out.state["n"] == 7 and out.state["count"] == 1
+
+
+# -- field validators of the model run on channel writes ---------------------------------------
+
+
+class Ticket(pydantic.BaseModel):
+    title: str = "untitled"
+    labels: list[str] = []
+    priority: int = 1
+    log: Annotated[list[str], operator.add] = []
+
+    @pydantic.field_validator("title")
+    @classmethod
+    def title_is_trimmed_and_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("a title must not be blank")
+        return v.strip()
+
+    @pydantic.field_validator("labels", mode="before")
+    @classmethod
+    def labels_from_csv(cls, v):
+        return [x.strip() for x in v.split(",")] if isinstance(v, str) else v
+
+    @pydantic.field_validator("priority")
+    @classmethod
+    def priority_in_range(cls, v: int, info: pydantic.ValidationInfo) -> int:
+        if not 1 <= v <= 5:
+            raise ValueError(f"{info.field_name} must be 1..5")
+        return v
+
+
+def test_field_validators_run_on_channel_writes_as_on_the_model():
+    s = StateSchema.from_type(Ticket)
+    v = apply_writes(s, s.initial_values(), [("title", "  fix login  "), ("labels", "bug, ui"), ("priority", "3")])
+    assert v["title"] == "fix login" and v["labels"] == ["bug", "ui"] and v["priority"] == 3
+    model = Ticket(title="  fix login  ", labels="bug, ui", priority="3")  # the model gives the same values
+    assert (model.title, model.labels, model.priority) == (v["title"], v["labels"], v["priority"])
+    before = dict(v)
+    with pytest.raises(StateValidationError) as ei:
+        apply_writes(s, v, [("log", ["x"]), ("title", "   ")], step="rename")
+    e = ei.value
+    assert e.channel == "title" and e.step == "rename" and e.type == "str"
+    assert "a title must not be blank" in str(e) and "step 'rename'" in str(e) and "channel 'title'" in str(e)
+    assert v == before
+    with pytest.raises(StateValidationError, match=r"channel 'priority'.*priority must be 1\.\.5"):
+        apply_writes(s, v, [("priority", 9)], step="bump")
+    with pytest.raises(pydantic.ValidationError, match="priority must be 1..5"):
+        Ticket(priority=9)  # the same rule, on the model
+
+
+class Tidy(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(str_strip_whitespace=True)
+    name: str = ""
+    score: int = 0
+    note: str = ""
+
+    @pydantic.field_validator("*", mode="wrap")
+    @classmethod
+    def double_scores(cls, v, handler, info):
+        out = handler(v)
+        return out * 2 if info.field_name == "score" else out
+
+    @pydantic.field_validator("note", mode="plain")
+    @staticmethod
+    def note_as_text(v):
+        return f"{v}!"
+
+
+def test_wrap_plain_and_star_validators_and_the_model_config_apply_to_channels():
+    s = StateSchema.from_type(Tidy)
+    v = apply_writes(s, s.initial_values(), [("name", "  ada "), ("score", "3"), ("note", 5)])
+    m = Tidy(name="  ada ", score="3", note=5)
+    assert v == m.model_dump() == {"name": "ada", "score": 6, "note": "5!"}
+    with pytest.raises(StateValidationError, match=r"channel 'score' that is not a valid int \(Tidy.score\)"):
+        apply_writes(s, v, [("score", "many")], step="s")
+
+
+def test_a_field_validator_fails_the_step_that_wrote_and_refuses_a_bad_input():
+    def rename(state, ctx):
+        return {"title": "  ", "log": ["renamed"]}
+
+    def label(state, ctx):
+        return {"labels": "a,b", "log": ["labelled"]}
+
+    wf = Workflow("tickets", chain(label, rename), StateSchema.from_type(Ticket))
+    with Runtime(store=MemoryStore()) as rt:
+        rt.register(wf)
+        with pytest.raises(StateValidationError, match="channel 'priority'"):
+            rt.start("tickets", {"priority": 0}, run_id="bad")
+        out = rt.start("tickets", {"title": " t "}, run_id="r").result(timeout=T)
+        assert isinstance(out, Failed) and out.step_id == "rename" and out.error_type == "StateValidationError"
+        assert "a title must not be blank" in out.message
+        with pytest.raises(StateValidationError) as ei:
+            out.raise_error()
+        assert isinstance(ei.value, ReducerError)
+        view = rt.get_state("tickets", "r")
+        assert view.values["title"] == "t" and view.values["labels"] == ["a", "b"]
+        assert view.values["log"] == ["labelled"]
 
 
 # -- type checkers ----------------------------------------------------------------------------

@@ -208,8 +208,10 @@ def test_a_format_1_sqlite_store_is_migrated_and_its_runs_carry_on(tmp_path: Any
         assert [s.status for s in rt.runs()] == ["done"]
         assert isinstance(rt.start("c", {}, run_id="r2").result(timeout=T), Done)
     db = sqlite3.connect(path)
-    assert db.execute("SELECT value FROM atomr_meta WHERE key = 'format_version'").fetchone() == ("2",)
+    assert db.execute("SELECT value FROM atomr_meta WHERE key = 'format_version'").fetchone() == ("3",)
     db.close()
+    with SqliteStore(path, readonly=True) as store:  # the counts were rebuilt from the runs
+        assert store.run_counts()["done"] == 2
 
 
 def test_worker_arguments_are_checked(tmp_path: Any) -> None:

@@ -8,8 +8,9 @@ Resume rehydrates it.
 
 One super-step, top-down (:meth:`WorkflowActor._advance`): ask the pure
 :func:`~atomr.graph.actions.next_action` what to do; *Dispatch* journals
-StepStarted and sends the steps out (a layer of one sync step runs in this
-turn, no hop, when the dispatcher can lend the thread); each ``StepDone``
+StepStarted and sends the steps out (a layer of one sync step is lent a
+dispatcher thread: it runs on this turn's thread right after the turn, no
+hand-off, while the run's mailbox stays open); each ``StepDone``
 journals the step's writes; *CommitLayer* merges them through the reducers
 and journals SuperStepCommitted; the durability strategy decides when the
 journal is sent and whether the run waits for it. The actor never blocks on
@@ -19,8 +20,8 @@ StepTimedOut, Committed, a child run's outcome).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from atomr import _trace
@@ -34,7 +35,7 @@ from atomr._run.requests import Requests
 from atomr._run.results import StepResults
 from atomr._run.subscribers import Subscribers, tell
 from atomr.actors.dispatcher import DispatchedActor
-from atomr.actors.step import execute_sync, safe_text
+from atomr.actors.step import LentStep, safe_text
 from atomr.errors import BranchError, ReducerError, StepCrashed
 from atomr.graph import superstep as algo
 from atomr.graph.drive import Driven
@@ -84,6 +85,7 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         self.inflight = InFlight()
         self.inflight.release = core.limiter.done if core.limiter is not None else None
         self.driven: dict[str, Driven] = {}
+        self.tracebacks: dict[str, str] = {}  # step -> traceback of its final failed attempt
         self.children: dict[tuple[str, str], str] = {}
         self.journal = Journal(core, self.actor_ref, self.p.seq + 1)
         self.durability = durability_of(core.durability)
@@ -95,8 +97,11 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         self.cancelling = False
         #: the journal seq the accepted request's events follow
         self.request_seq = 0
+        #: the request is a new turn of a done run
+        self.turning = False
         self._after_commit: tuple[Any, ...] | None = None
         self.cancel_flag = core.cancel_flags.setdefault(self.key, CancelFlag())
+        self.t0 = time.perf_counter()  # this execution's start (rt.stats().run_seconds)
 
     # -- message loop ------------------------------------------------------
 
@@ -170,11 +175,11 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
                                    if self.inflight or self.driven else _EMPTY)
             t = type(act)
             if t is algo.Dispatch:
-                done = self._dispatch(act.steps)
-                if done is not None:
-                    self._record(done)  # ran in this turn: go on without a hop
-                    continue
-                if self.journal.ack_token is None and any(s in p.pending or s in p.failed for s in act.steps):
+                steps = act.steps
+                self._dispatch(steps)
+                if self.journal.ack_token is None \
+                        and not (len(steps) == 1 and steps[0] in self.inflight.steps()) \
+                        and any(s in p.pending or s in p.failed for s in steps):
                     continue  # a step kind settled at once (empty Map, Loop with no iteration)
                 return
             if t is algo.Wait:
@@ -227,7 +232,7 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         """Ask a branch's router (in this turn) and journal its decision."""
         spec = self.plan.dag.branches[step]
         try:
-            picked = spec.router(MappingProxyType(self.p.values))
+            picked = spec.router(self.wf.view(self.p.values))
             # one label, or an iterable of labels (read once: it may be a generator)
             labels = [picked] if isinstance(picked, str) or not isinstance(picked, Iterable) else list(picked)
             if not labels:
@@ -255,16 +260,16 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         key = algo.idempotency_key(wid, rid, ss, unit)
         self.journal.emit(self.plan, p, ev.StepStarted(unit, ss, attempt, key))
         token = next_token()
-        self.inflight.add(unit, Attempt(token, attempt, None, step, index))
+        self.inflight.add(unit, Attempt(token, attempt, None, step, index, time.perf_counter()))
         return Execute(
-            token, step, fn, MappingProxyType(p.layer_values if state is None else state), wid, rid, ss, attempt, key,
-            algo.resume_values(p, unit), self.wf.channels, self.actor_ref, self.wf.retry.retry_on,
+            token, step, fn, self.wf.view(p.layer_values if state is None else state), wid, rid, ss, attempt, key,
+            algo.resume_values(p, unit), self.wf.channels, self.actor_ref, self.wf.step_retry[step].retry_on,
             is_async, None if unit == step else unit, mode, index, item, self._emit_custom, self.cancel_flag,
         )
 
-    def _dispatch(self, steps: list[str]) -> StepDone | None:
-        """Journal StepStarted and send the steps out; returns the StepDone of a
-        step that ran in this turn."""
+    def _dispatch(self, steps: list[str]) -> None:
+        """Journal StepStarted and send the steps out (now, or once the
+        durability strategy's commit is done)."""
         fns = self.wf.dag.steps
         msgs, kinds = [], []
         for s in steps:
@@ -278,43 +283,37 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
                 msgs.append(self._unit_msg(s, s, fn, is_async=self.wf.is_async[s]))
         if not self.durability.before_dispatch(self.journal, self.p):
             self._after_commit = (LAUNCH, msgs, kinds)
-            return None
-        return self._launch(msgs, kinds)
+            return
+        self._launch(msgs, kinds)
 
-    def _launch(self, msgs: list[Execute], kinds: list[str]) -> StepDone | None:
+    def _launch(self, msgs: list[Execute], kinds: list[str]) -> None:
+        """Send the steps out. Never runs a step in this turn: a lone sync step
+        (nothing else of the run in flight, no timeout, no limit) is lent a
+        dispatcher thread when one may be lent — it runs on this very thread
+        once the turn ends, no hand-off — else it goes to the pool like any."""
         if _trace.enabled:
             _trace.launch(self, msgs)
         for s in kinds:
             self._start_driver(s)
-        # in this turn only when nothing else of the run runs (a busy turn could
-        # not journal siblings finishing meanwhile) and the dispatcher can lend
-        # its thread (one is always left for other actors)
         if len(msgs) == 1 and not kinds and len(self.inflight) == 1 and not self.driven \
-                and self.core.inline and not msgs[0].is_async and self.wf.step_timeout_s is None \
+                and self.core.inline and not msgs[0].is_async and self.wf.step_timeouts[msgs[0].step] is None \
                 and msgs[0].step not in self.wf.step_limits:
-            dispatcher = self.core.dispatcher
-            if dispatcher.try_block():
-                m = msgs[0]
-                stepping = self.core.stepping
-                try:
-                    self.durability.before_inline(self.journal, self.p)
-                    self._event("started", m.step, m.attempt)
-                    stepping.add(self.key)  # close() does not wait for a user's step
-                    return execute_sync(m)
-                finally:
-                    stepping.discard(self.key)
-                    dispatcher.unblock()
+            m = msgs[0]
+            if self.core.dispatcher.lend(LentStep(m, self.core.stepping, self.key)):
+                self.durability.before_inline(self.journal, self.p)
+                self._event("started", m.step, m.attempt)
+                return
         self._submit(msgs)
-        return None
 
     def _submit(self, msgs: list[Execute]) -> None:
         if _trace.enabled:
             _trace.launch(self, msgs)
-        timeout = self.wf.step_timeout_s
+        timeouts = self.wf.step_timeouts
         submit = self.core.executor.submit
         limits = self.wf.step_limits
         for m in msgs:
             unit = m.part or m.step
+            timeout = timeouts[m.step]
             if timeout is not None:
                 a = self.inflight.get(unit)
                 if a is not None:

@@ -32,6 +32,8 @@ class Attempt:
     step: str
     #: the Map element index / Loop iteration number (0 for a plain step)
     index: int
+    #: time.perf_counter() when it was sent (0: not sent yet)
+    sent: float = 0.0
 
 
 class InFlight:

@@ -6,18 +6,19 @@ Mixin of :class:`~atomr._run.actor.WorkflowActor`; runs in its turn.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from atomr import _trace
 from atomr import events as ev
 from atomr._hooks import logger
 from atomr.graph import drive
-from atomr.kinds import Subgraph
+from atomr.kinds import DagBody, Loop, Subgraph
 from atomr._run.journal import FLUSH_TICK, FlushTick, now_ms
 from atomr._run.subscribers import tell
 from atomr.actors.step import safe_text
-from atomr.errors import OwnershipLost, RunOwnedElsewhere
-from atomr.messages import Cancel, Committed, Rejected, StreamEnd, StreamLost
+from atomr.errors import OwnershipLost, RunNotContinuable, RunOwnedElsewhere, StartRefused
+from atomr.messages import Accepted, Cancel, Committed, Rejected, StreamEnd, StreamLost
 from atomr.types import Cancelled, Failed, Interrupt, Paused
 
 if TYPE_CHECKING:
@@ -65,9 +66,7 @@ class Endings:
         if then[0] == GO:
             self._accepted_go()
         elif then[0] == LAUNCH:
-            done = self._launch(then[1], then[2])
-            if done is not None:
-                self._record(done)
+            self._launch(then[1], then[2])
             self._advance()
         else:
             self._report(then[1])
@@ -78,7 +77,12 @@ class Endings:
         if moved and self.accepted:
             self._handed_over(f"taken over by worker {err.owner!r}" if err.owner else "carried on elsewhere")
             return
-        if moved:  # a request (a resume, a sleep's wake) another process carried out first: refused
+        if not moved and not self.accepted and self.request_seq:
+            s = self.core.store.summary(*self.key)  # a client's request another process's got ahead of
+            moved = s is not None and s.last_seq > self.request_seq
+        if moved:  # a request (a resume, a turn, a sleep's wake) another process carried out first: refused
+            if self.turning:
+                err = RunNotContinuable(*self.key, "running")
             log.info("run %s/%s: %s", *self.key, err)
             self.journal.ack_token = None
             self._after_commit = None
@@ -87,7 +91,10 @@ class Endings:
                 tell(target, Rejected(self.key[0], self.key[1], err))
             self._release_and_stop()  # its streams subscribe again: to whoever runs it now
             return
-        log.error("run %s/%s: store write failed: %s", *self.key, err)
+        if isinstance(err, StartRefused):  # a start_many refused whole: the caller hears why
+            log.info("run %s/%s: not started: %s", *self.key, err)
+        else:
+            log.error("run %s/%s: store write failed: %s", *self.key, err)
         self.journal.ack_token = None
         self._after_commit = None
         if first and not self.accepted:
@@ -150,19 +157,23 @@ class Endings:
         self._finish(Cancelled(self.key[0], self.key[1], p.super_step, reason))
 
     def _cancel_children(self: WorkflowActor, reason: str) -> None:
-        """Cancel the child runs of this layer's Subgraph steps, running or paused."""
+        """Cancel the child runs of this layer's Subgraph steps and Dag-body Loops, running or paused."""
         p = self.p
         if p.layer >= self.plan.n_layers:
             return
         why = f"parent {self.key[0]}/{self.key[1]}: {reason}"
         for step in self.plan.layers[p.layer]:
             kind = self.wf.dag.steps[step]
-            if not isinstance(kind, Subgraph):
+            if isinstance(kind, Loop) and isinstance(kind.body, DagBody):
+                child, child_run = self._loop_child(step, kind, p.iterations.get(step, 0))
+                self.core.relays.pop((child.id, child_run), None)
+            elif isinstance(kind, Subgraph):
+                child = self.core.workflows.get(kind.workflow_id)
+                if child is None:
+                    continue
+                child_run = drive.child_run_of(self.p, step)
+            else:
                 continue
-            child = self.core.workflows.get(kind.workflow_id)
-            if child is None:
-                continue
-            child_run = drive.child_run_id(self.key[0], self.key[1], step)
             s = self.core.store.summary(child.id, child_run)
             if s is None or s.status in ("done", "cancelled"):
                 continue
@@ -174,8 +185,10 @@ class Endings:
 
     def _fail(self: WorkflowActor, step: str | None, etype: str, message: str) -> None:
         p = self.p
-        self.journal.emit(self.plan, p, ev.RunFailed(step, etype, message, p.super_step, now_ms()))
-        self._finish(Failed(self.key[0], self.key[1], step, p.super_step, etype, message))
+        tb = self.tracebacks.get(step) if step is not None else None  # kept by _step_error
+        self.tracebacks.clear()
+        self.journal.emit(self.plan, p, ev.RunFailed(step, etype, message, p.super_step, now_ms(), tb))
+        self._finish(Failed(self.key[0], self.key[1], step, p.super_step, etype, message, tb))
 
     def _finish(self: WorkflowActor, outcome: Any) -> None:
         """Make everything durable (with a snapshot), then report ``outcome``."""
@@ -189,7 +202,12 @@ class Endings:
         run settled (a request sent now gets a fresh actor)."""
         if _trace.enabled:
             _trace.outcome(self, outcome)
+        obs = self.core.observer
+        if obs is not None:
+            obs.run(self.key[0], type(outcome).__name__.lower(), time.perf_counter() - self.t0)
         self._release_and_stop()
+        if self.turning and not self.accepted and type(outcome) is Paused:  # a queued turn: its handle
+            self.subs.to_listeners(Accepted(*self.key, self.request_seq))  # streams from the turn on
         self.subs.report(outcome, self.p.super_step)
         if self.journal.taps:
             self.journal.tap(StreamEnd(outcome))

@@ -76,7 +76,7 @@ class Journal:
     """The outbox of one run and the transport to the store."""
 
     __slots__ = ("core", "ref", "outbox", "first_seq", "meta_new", "ack_token", "ever_committed", "taps",
-                 "first_token")
+                 "first_token", "group")
 
     def __init__(self, core: Core, ref: Any, first_seq: int) -> None:
         self.core = core
@@ -93,6 +93,8 @@ class Journal:
         self.first_token: int | None = None
         #: live stream sinks: each gets a Tap per event (see atomr._stream)
         self.taps: list[Any] = []
+        #: the StartGroup of a start_many this run was started in, until its first batch is sent
+        self.group: Any = None
 
     def emit(self, plan: algo.Plan, p: algo.RunProgress, e: Any, record: bytes | None = None,
              values: dict[str, Any] | None = None) -> None:
@@ -122,9 +124,16 @@ class Journal:
         token = next(_TOKENS)
         if batch.first_seq == 1:
             self.first_token = token
+            if self.group is not None:  # a start_many's run: stored with the others, or not at all
+                group, self.group = self.group, None
+                self.ack_token = token
+                group.add(self.core, p.run_id, Append(batch, self.ref, token, True))
+                return False
         cp = self.core.checkpointer
         if cp is None:
-            done, err = True, self.core.store.write([batch])[0]
+            gate = self.core.gate
+            done, err = True, (gate.timed_write(self.core.store, [batch]) if gate is not None
+                               else self.core.store.write([batch]))[0]
         elif wait:  # a lone run writes itself when the writer is idle (no hand-offs)
             done, err = self.core.gate.try_write(self.core.store, batch)
         else:
@@ -181,8 +190,8 @@ class Durability:
         """Steps are running; finished ones' writes may be sent meanwhile."""
 
     def before_inline(self, j: Journal, p: algo.RunProgress) -> None:
-        """A step is about to run in the run's own turn (which blocks it):
-        finished siblings must not wait for it to reach the journal."""
+        """A lone step was lent a dispatcher thread (it runs right after this
+        turn, on its thread): finished siblings' writes do not wait for it."""
         if j.outbox and p.pending:
             j.send(p, wait=False)
 

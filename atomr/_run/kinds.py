@@ -1,6 +1,7 @@
 """Carrying out the decisions of the driven step kinds in a run actor.
 
-Map, Loop and Subgraph steps are driven from the run actor's turn; what to
+Map, Loop and Subgraph steps are driven from the run actor's turn (a Loop
+with a Dag body by :mod:`atomr._run.loops`); what to
 start and when a step is over is decided by the pure functions of
 :mod:`atomr.graph.drive`; this mixin journals and sends accordingly. Loop
 predicates run here (user code, expected to be quick); Loop bodies and Map
@@ -9,9 +10,9 @@ elements run on the executor like any step.
 
 from __future__ import annotations
 
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from atomr import _trace
 from atomr import events as ev
 from atomr._load import load_progress
 from atomr._run.attempts import Attempt
@@ -20,7 +21,8 @@ from atomr.errors import StepCrashed
 from atomr.graph import drive
 from atomr.graph.drive import Driven, Settle
 from atomr.graph.progress import interrupt_id
-from atomr.kinds import Loop, Map, Subgraph
+from atomr._run.loops import LoopBodies
+from atomr.kinds import DagBody, Loop, Map, Subgraph
 from atomr.messages import INTERRUPT, ITEM, LOOP_BODY, OK, Accepted, Recover, Rejected, Resume, Run, StepDone
 from atomr.types import Command, Done, Failed, Interrupt, Paused
 from atomr.workflow import is_async_step
@@ -33,7 +35,7 @@ __all__ = ["KindDriving", "DRIVEN"]
 DRIVEN = (Map, Loop, Subgraph)
 
 
-class KindDriving:
+class KindDriving(LoopBodies):
     """Mixin of :class:`~atomr._run.actor.WorkflowActor`: Map, Loop, Subgraph, any-join."""
 
     def _start_driver(self: WorkflowActor, step: str) -> None:
@@ -106,7 +108,7 @@ class KindDriving:
             return
         seen = p.loop_view(step)  # its own iterations; nobody else's, and nobody else sees them
         try:
-            go = bool(kind.while_(MappingProxyType(seen)))
+            go = bool(kind.while_(self.wf.view(seen)))
         except BaseException as exc:  # noqa: BLE001 - a predicate bug fails this run only
             etype = type(exc).__name__ if isinstance(exc, Exception) else StepCrashed.__name__
             self._kind_failed(step, etype, f"while_ of loop {step!r} raised {type(exc).__name__}: {safe_text(exc)}")
@@ -114,6 +116,9 @@ class KindDriving:
         nxt = drive.loop_next(step, p, go, kind.max_iterations)
         if isinstance(nxt, Settle):
             self._settle(step, nxt)
+            return
+        if isinstance(kind.body, DagBody):
+            self._pump_loop_dag(step, kind, d, nxt, seen)
             return
         d.inflight.add(nxt)
         self._submit([self._unit_msg(step, f"{step}#{nxt}", kind.body, LOOP_BODY, nxt,
@@ -132,7 +137,7 @@ class KindDriving:
             self.journal.emit(self.plan, self.p, ev.Interrupted(step, ss, iid, d.payload, d.index))
             self._event("interrupted", unit, d.attempt, Interrupt(iid, step, d.payload))
         else:
-            if self._step_error(a, unit, d.error_type, d.message, d.retryable, part=True):
+            if self._step_error(a, unit, d.error_type, d.message, d.retryable, part=True, tb=d.traceback):
                 return  # a retry is scheduled: the unit stays in flight
             self._part_failed(a, (d.error_type, d.message))
             return
@@ -169,7 +174,7 @@ class KindDriving:
                 f"Subgraph step {step!r}: workflow {kind.workflow_id!r} is not registered; "
                 "register it (or pass the Workflow object to Subgraph)"))
             return
-        child_run = drive.child_run_id(self.key[0], self.key[1], step)
+        child_run = drive.child_run_of(self.p, step)
         self.children[(child.id, child_run)] = step
         store = self.core.store
         summary = store.summary(child.id, child_run)
@@ -204,6 +209,8 @@ class KindDriving:
             msg = Resume(Command(), me)
         d.inflight.add(0)
         d.retried = retry
+        if _trace.enabled:
+            _trace.subgraph(self, step, (child.id, child_run))
         self.core.supervisor.route(child, child_run, msg)
 
     def _on_child(self: WorkflowActor, m: Any) -> None:
@@ -213,9 +220,15 @@ class KindDriving:
         if step is None or d is None or type(m) is Accepted:
             return
         kind = self.wf.dag.steps[step]
+        if isinstance(kind, Loop):
+            self._on_loop_child(step, kind, d, m)
+            self._advance()
+            return
         d.inflight.clear()
         ss = self.p.next_super_step
         t = type(m)
+        if _trace.enabled and (t is not Rejected or d.retried):
+            _trace.subgraph_done(self, step, m)
         if t is Done:
             self._kind_done(step, [(k, m.state.get(k)) for k in kind.outputs])
         elif t is Paused:

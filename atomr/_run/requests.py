@@ -15,7 +15,8 @@ from atomr._run.endings import GO, RUN_DEADLINE
 from atomr._run.journal import now_ms
 from atomr._run.subscribers import targets_of, tell
 from atomr.actors.step import safe_text
-from atomr.errors import AtomrError, RunExists, RunNotFound, RunNotPaused, RunOver, VersionMismatch
+from atomr.errors import (AtomrError, RunExists, RunNotContinuable, RunNotFound, RunNotPaused, RunOver,
+                          VersionMismatch)
 from atomr.graph import superstep as algo
 from atomr.graph.drive import outcome_of
 from atomr.graph.state import apply_writes, check_channels
@@ -42,7 +43,13 @@ class Requests:
             self.core.supervisor.route(self.wf, self.key[1], msg)
             return
         if self.p.status != "new":
-            self._reject(msg, RunExists(*self.key))
+            if not msg.turn:
+                self._refuse_start(msg, RunExists(*self.key))
+            elif self.p.status == "done" and self._idle() and not self.driving:
+                self._on_turn(msg)
+            else:  # a run that reports "done" before it is durable is still running
+                status = self.p.status
+                self._refuse_start(msg, RunNotContinuable(*self.key, "running" if status == "done" else status))
             return
         try:
             data = dict(msg.input or {})
@@ -53,17 +60,56 @@ class Requests:
             # fold what the journal holds, not the caller's objects
             started = fmt.decode_event(record)
         except Exception as exc:  # noqa: BLE001 - a refusal, nothing written
-            self._reject(msg, _bad_request(exc))
+            self._refuse_start(msg, _bad_request(exc))
             return
         self.subs.add(msg)
         self.request_seq = 0
         self.journal.meta_new = meta
+        self.journal.group = msg.group
         self.journal.emit(self.plan, self.p, started, record)
         if not self.core.admission.enter(self.wf, self.key[1]):  # max_concurrent_runs: wait in line
             self.journal.emit(self.plan, self.p, ev.Paused("queued", [], 0, now_ms()))
             self._finish(Paused(self.key[0], self.key[1], 0, "queued", [], []))
             return
         self._accept()
+
+    def _on_turn(self: WorkflowActor, msg: Run) -> None:
+        """A done run takes another turn: journal TurnStarted (the input merged
+        through the reducers, the graph from its roots), then go on as a start."""
+        if not self._version_ok(msg):
+            return
+        p = self.p
+        try:
+            data = dict(msg.input or {})
+            check_channels(self.plan.schema, data.items())
+            apply_writes(self.plan.schema, p.values, list(data.items()))  # a reducer may refuse it
+            record = fmt.encode_event(ev.TurnStarted(p.turn + 1, data, now_ms()))
+            turn = fmt.decode_event(record)  # fold what the journal holds, not the caller's objects
+        except Exception as exc:  # noqa: BLE001 - a refusal, nothing written
+            self._refuse_start(msg, _bad_request(exc))
+            return
+        self.subs.add(msg)
+        self.journal.group = msg.group
+        self.turning = True
+        self.request_seq = p.seq  # the handle streams from its own turn
+        self.journal.emit(self.plan, p, turn, record)
+        if not self.core.admission.enter(self.wf, self.key[1]):  # max_concurrent_runs: wait in line
+            self.journal.emit(self.plan, p, ev.Paused("queued", [], p.super_step, now_ms()))
+            self._finish(Paused(self.key[0], self.key[1], p.super_step, "queued", [], []))
+            return
+        # on a shared store the turn is durable before it runs, whatever the durability: of two
+        # continues of one run from two processes, the one whose write loses is refused, not run
+        self._accept(claim=self.core.follow is not None)
+
+    def _refuse_start(self: WorkflowActor, msg: Run, exc: BaseException) -> None:
+        """Refuse a start; the other runs of its start_many are refused with it (none
+        of them is written), unless it was only found started (``if_exists="attach"``)."""
+        if msg.group is not None:
+            if isinstance(exc, RunExists) and getattr(msg.reply_to, "attach", False):
+                msg.group.withdraw(self.core, self.key[1])
+            else:
+                exc = msg.group.refuse(self.key[1], exc)
+        self._reject(msg, exc)
 
     def _on_admit(self: WorkflowActor, msg: Admit) -> None:
         if self.released:
@@ -99,6 +145,10 @@ class Requests:
         self.request_seq = p.seq
         for e, r in zip(events, records):
             self.journal.emit(self.plan, p, e, r)
+        if not self.core.admission.enter(self.wf, self.key[1]):  # max_concurrent_runs: as a start
+            self.journal.emit(self.plan, p, ev.Paused("queued", [], p.super_step, now_ms()))
+            self._finish(Paused(self.key[0], self.key[1], p.super_step, "queued", [], []))
+            return
         self._accept()
 
     def _on_recover(self: WorkflowActor, msg: Recover) -> None:
@@ -110,6 +160,12 @@ class Requests:
         if not self._version_ok(msg):
             return
         if p.status != "running":
+            if self.journal.ack_token is not None and self._after_commit is not None:
+                # its outcome waits for its last commit: msg's targets hear it once it is durable
+                for target in targets_of(msg):
+                    tell(target, Accepted(*self.key, p.seq))
+                    self.subs.reply_to.append(target)
+                return
             # it settled meanwhile (e.g. another recover() got there first)
             for target in targets_of(msg):
                 tell(target, Accepted(*self.key, p.seq))
@@ -196,6 +252,9 @@ class Requests:
         emitter = getattr(self.core.store, "emitter", None)
         if emitter is not None:
             emitter.emit(self.key[0], self.key[1], step, payload, self.p.seq)
+        relay = self.core.relays.get(self.key)
+        if relay is not None:  # a Loop's Dag body: its parent streams it too
+            relay(step, payload)
 
     def _reject(self: WorkflowActor, msg: Any, exc: BaseException) -> None:
         r = Rejected(self.key[0], self.key[1], exc)
@@ -208,7 +267,14 @@ class Requests:
     def _idle(self: WorkflowActor) -> bool:
         return not self.inflight and not self.driven and self.journal.ack_token is None
 
-    def _accept(self: WorkflowActor) -> None:
+    def _accept(self: WorkflowActor, claim: bool = False) -> None:
+        """``claim``: the request's events are durable before it goes on (any
+        durability); so are a start_many's, with the other runs of the call."""
+        if claim or self.journal.group is not None:
+            self._after_commit = None if self.journal.send(self.p, wait=True) else (GO,)
+            if self._after_commit is None:
+                self._accepted_go()
+            return
         if self.durability.on_accept(self.journal, self.p):
             self._accepted_go()
         else:

@@ -5,6 +5,7 @@ Mixin of :class:`~atomr._run.actor.WorkflowActor`; runs in its turn.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -44,6 +45,10 @@ class StepResults:
         if a is None or a.token != d.token or self.cancel_flag.is_set():
             return False  # a late answer (timed out, cancelled), or the run is being cancelled
         self.inflight.pop(unit)
+        obs = self.core.observer
+        if obs is not None and a.sent:
+            outcome = "completed" if d.kind == OK else "interrupted" if d.kind == INTERRUPT else "failed"
+            obs.step(self.key[0], d.step, outcome, time.perf_counter() - a.sent)
         if a.timer is not None:
             self.core.scheduler.cancel(a.timer)
         if d.part is not None:
@@ -64,18 +69,20 @@ class StepResults:
             self.journal.emit(self.plan, p, ev.Interrupted(step, ss, iid, d.payload, d.index))
             self._event("interrupted", step, d.attempt, Interrupt(iid, step, d.payload))
         else:
-            self._step_error(a, step, d.error_type, d.message, d.retryable)
+            self._step_error(a, step, d.error_type, d.message, d.retryable, tb=d.traceback)
         return True
 
     def _step_error(self: WorkflowActor, a: Attempt, unit: str, etype: str, message: str, retryable: bool,
-                    part: bool = False) -> bool:
+                    part: bool = False, tb: str | None = None) -> bool:
         """Journal a failed attempt; schedule a retry if the policy allows.
         Returns True when a retry was scheduled (the unit stays in flight)."""
-        policy = self.wf.retry
+        policy = self.wf.step_retry[a.step]
         final = not (retryable and a.attempt < policy.max_attempts)
         # a part's failure is final for its step only through the driver
         self.journal.emit(self.plan, self.p, ev.StepFailed(unit, self.p.next_super_step, etype, message,
                                                            a.attempt, final and not part))
+        if final and tb and (not part or getattr(self.driven.get(a.step), "failed", 0) is None):
+            self.tracebacks[a.step] = tb  # the run's Failed carries it (a Map's: its first failed element's)
         if not final:
             timer = self.core.scheduler.tell_later(
                 policy.delay(a.attempt), self.actor_ref, RetryStep(unit, a.attempt + 1))
@@ -98,8 +105,10 @@ class StepResults:
             return
         self.inflight.pop(msg.step)
         self.core.executor.abandon(msg.token)
+        if self.core.observer is not None and a.sent:
+            self.core.observer.step(self.key[0], a.step, "timed_out", time.perf_counter() - a.sent)
         text = (f"step {msg.step!r} did not finish within {msg.timeout_s:g}s (attempt {a.attempt}); "
-                "raise step_timeout_s or make the step faster")
+                "raise its timeout_s (or the workflow's step_timeout_s) or make the step faster")
         if msg.step != a.step:
             if not self._step_error(a, msg.step, "StepTimeout", text, True, part=True):
                 self._part_failed(a, ("StepTimeout", text))

@@ -1,27 +1,79 @@
 """Run limits: ``Workflow(max_concurrent_runs=N)``.
 
 A start beyond the limit journals its run as "queued" (durable, in order) and
-holds nothing; when an executing run of the workflow settles, the oldest
-queued run is admitted (told ``Admit``) and starts. Queued runs survive a
-restart: registering the workflow admits them again up to the limit. On a
-shared store the limit counts the runs every worker executes (read from the
-store at each admission).
+holds nothing; when an executing run of the workflow settles, the queued run
+of highest priority (``start(..., priority=N)``; the oldest start first within
+a priority) is admitted (told ``Admit``) and starts. A resumed paused run takes
+a slot as a start does, and waits queued when none is free. Queued runs survive
+a restart: registering the workflow admits them again up to the limit, in the
+same order (the priority and the start's order are kept in the run's meta
+under :data:`QUEUE_KEY`). On a shared store the limit counts the runs every
+worker executes (read from the store at each admission).
 Threads: run actors' turns and the caller's; one lock.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from atomr.errors import RuntimeClosed
+from atomr._check import check_int
+from atomr.errors import AtomrError, RuntimeClosed
 from atomr.messages import Admit
 
 if TYPE_CHECKING:
     from atomr.actors.core import Core
     from atomr.workflow import Workflow
 
-__all__ = ["Admission"]
+__all__ = ["Admission", "QUEUE_KEY", "check_priority", "queue_meta", "queue_order", "priority_of"]
+
+#: the reserved meta key holding ``[priority, start order (ns)]`` of a run
+QUEUE_KEY = "atomr_queue"
+#: priorities are ints within +-PRIORITY_MAX
+PRIORITY_MAX = 2**31 - 1
+
+_stamp_lock = threading.Lock()
+_last_stamp = 0
+
+
+def _stamp() -> int:
+    """Wall-clock nanoseconds, strictly increasing within the process: the start order."""
+    global _last_stamp
+    with _stamp_lock:
+        _last_stamp = max(time.time_ns(), _last_stamp + 1)
+        return _last_stamp
+
+
+def check_priority(priority: Any) -> int:
+    """``priority`` as an int; AtomrError for anything else (a bool, a float, a str)."""
+    return check_int(priority, "priority", lo=-PRIORITY_MAX, hi=PRIORITY_MAX, error=AtomrError,
+                     hint="pass an int: higher starts first among queued runs (default 0)")
+
+
+def queue_meta(wf: Workflow, meta: dict[str, Any] | None, priority: Any) -> dict[str, Any] | None:
+    """``meta`` with the run's place in the queue of ``wf`` (caller's thread):
+    recorded when the workflow has ``max_concurrent_runs`` or the priority is not 0.
+    Raises AtomrError for a priority that is not an int."""
+    priority = check_priority(priority)
+    if wf.max_concurrent_runs is None and priority == 0:
+        return meta
+    return {**(meta or {}), QUEUE_KEY: [priority, _stamp()]}
+
+
+def priority_of(meta: Mapping[str, Any]) -> int:
+    """The priority a run was started with (0 when none was recorded)."""
+    q = meta.get(QUEUE_KEY)
+    return int(q[0]) if isinstance(q, list) and len(q) == 2 and isinstance(q[0], int) else 0
+
+
+def queue_order(s: Any) -> tuple[int, int, str]:
+    """Sort key of a queued run's summary: higher priority first, then first started."""
+    q = s.meta.get(QUEUE_KEY)
+    if isinstance(q, list) and len(q) == 2 and isinstance(q[0], int) and isinstance(q[1], int):
+        return -q[0], q[1], s.run_id
+    return 0, s.created_ms * 1_000_000, s.run_id
 
 
 class Admission:
@@ -62,7 +114,7 @@ class Admission:
         self.admit(wf)
 
     def admit(self, wf: Workflow) -> None:
-        """Admit queued runs of ``wf`` (oldest first) while slots are free."""
+        """Admit queued runs of ``wf`` (highest priority, then oldest, first) while slots are free."""
         limit = wf.max_concurrent_runs
         if limit is None:
             return
@@ -73,7 +125,7 @@ class Admission:
             busy = holders | elsewhere
             if len(busy) >= limit:
                 return
-            for s in self.core.store.runs(status="queued", workflow_id=wf.id):  # oldest first
+            for s in sorted(self.core.store.runs(status="queued", workflow_id=wf.id), key=queue_order):
                 if len(busy) >= limit:
                     break
                 if s.run_id not in busy:

@@ -27,7 +27,8 @@ class Core:
     durability: str
     #: the threads that run the turns of the run actors
     dispatcher: Dispatcher
-    #: run a layer of one sync step (no timeout) in the run actor's own thread
+    #: lend a layer of one sync step (no timeout, no limit) a dispatcher thread
+    #: (it runs there right after the run's turn) instead of the step pool
     inline: bool = True
     workflows: dict[str, Workflow] = field(default_factory=dict)
     #: wakes sleeping runs (set by the Runtime)
@@ -38,11 +39,15 @@ class Core:
     admission: Any = None
     #: the cancel flag of each live run (ctx.cancelled); set by rt.cancel at once
     cancel_flags: dict[tuple[str, str], Any] = field(default_factory=dict)
+    #: child run -> where its steps' ctx.emit go too (a Loop's Dag body: its parent's streams)
+    relays: dict[tuple[str, str], Any] = field(default_factory=dict)
     #: serializes the checkpointer's writes with a lone run's inline commit (None: no checkpointer)
     gate: Any = None
-    #: runs whose turn is in a step right now (set/discard are atomic)
+    #: runs with a step on a lent dispatcher thread right now (set/discard are atomic)
     stepping: set[tuple[str, str]] = field(default_factory=set)
     #: False for a client (Runtime(execute=False)): requests are written, workers execute them
     execute: bool = True
     #: follows runs executing in other processes (atomr._follow.Follower; None: store not shared)
     follow: Any = None
+    #: what the runtime records about itself: commits, steps, runs (atomr.actors.observe.Observer)
+    observer: Any = None

@@ -23,7 +23,7 @@ from typing import Any
 
 from atomr.codec import check_encodable
 from atomr.errors import AtomrError, CodecError, ScheduleError, ScheduleNotFound
-from atomr.graph.state import check_channels
+from atomr.graph.state import check_channels, check_required
 from atomr.store import format as fmt
 from atomr.store.schedules import CATCH_UP, OVERLAP, ScheduleRecord
 
@@ -204,6 +204,7 @@ def define(schedule_id: Any, workflow_id: Any, *, cron: Any = None, every_s: Any
         raise ScheduleError(str(exc)) from None
     if schema is not None:
         check_channels(schema, data.items())
+        check_required(schema, data, "the schedule input")
     return ScheduleRecord(sid, wid, expr, every, data, _choice(overlap, "overlap", OVERLAP),
                           _choice(catch_up, "catch_up", CATCH_UP), extra,
                           int(time.time() * 1000) if now_ms is None else now_ms)

@@ -18,11 +18,15 @@ first turn), ``on_stop`` and ``on_failure`` keep their meaning. One difference
 on purpose: a ``BaseException`` escaping a message handler stops *that* actor
 (and is logged), never every actor of the process.
 
-Blocking work does not belong on a dispatcher thread. Code that may block for
-long (a user's step) asks :meth:`Dispatcher.try_block` first: at most
-``threads - 1`` dispatcher threads may be lent out at once, so one thread is
-always left to run actors' turns; when none may be lent, the caller hands the
-work to a pool instead.
+Blocking work never runs inside a turn: an actor's mailbox must not wait for
+a user's code. An actor may *lend* blocking work (a user's step) to a
+dispatcher thread with :meth:`Dispatcher.lend`: the work runs on that thread
+*after* the lending turn ended (the same thread, when the turn ran on one: no
+hand-off), its answer goes to the actor's mailbox, and when that finds the
+actor idle the same thread runs the actor's next turn (again no hand-off). At
+most ``threads - 1`` threads are lent at once (:meth:`Dispatcher.try_block`),
+so one thread is always left to run turns; when none may be lent, the caller
+hands the work to a pool instead.
 
 Threads: ``threads`` daemon threads per dispatcher, started with it.
 """
@@ -35,14 +39,15 @@ import itertools
 import threading
 import time
 import uuid
-from collections import deque
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import pykka
 from pykka import ActorDeadError, ActorRegistry, ThreadingFuture
-from pykka.messages import _ActorStop
+from pykka.messages import ProxyCall, ProxyGetAttr, ProxySetAttr, _ActorStop
 
 from atomr._hooks import logger
+from atomr.actors.mailbox import Mailbox
 from atomr.errors import AtomrError
 
 __all__ = ["Dispatcher", "DispatchedActor", "Mailbox", "default_dispatcher"]
@@ -50,66 +55,15 @@ __all__ = ["Dispatcher", "DispatchedActor", "Mailbox", "default_dispatcher"]
 log = logger("atomr.dispatcher")
 
 _STOP = object()
+#: a dispatcher thread's lending slot outside a turn (work lent now goes to the ready queue)
+_NO_SLOT = object()
+#: no first message for a turn
+_NOTHING = object()
+#: the messages pykka's own Actor._handle_receive handles itself
+_PYKKA_MESSAGES = frozenset({_ActorStop, ProxyCall, ProxyGetAttr, ProxySetAttr})
 
-
-class Mailbox:
-    """An actor's inbox: a deque plus the ``scheduled`` flag.
-
-    ``put`` is called from any thread; ``get`` / ``empty`` only from the
-    thread running the actor's turn (and pykka's teardown).
-    """
-
-    __slots__ = ("_q", "_lock", "_scheduled", "_actor", "_dispatcher")
-
-    def __init__(self) -> None:
-        self._q: deque[Any] = deque()
-        self._lock = threading.Lock()
-        #: on the ready queue or being run; a put while unbound only queues
-        self._scheduled = True
-        self._actor: DispatchedActor | None = None
-        self._dispatcher: Dispatcher | None = None
-
-    def put(self, envelope: Any, /, block: bool = True, timeout: float | None = None) -> None:
-        with self._lock:
-            self._q.append(envelope)
-            if self._scheduled:
-                return
-            self._scheduled = True
-        self._dispatcher._ready.put(self._actor)  # type: ignore[union-attr]
-
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
-        with self._lock:
-            if not self._q:
-                raise queue.Empty
-            return self._q.popleft()
-
-    get_nowait = get
-
-    def empty(self) -> bool:
-        return not self._q
-
-    def qsize(self) -> int:
-        return len(self._q)
-
-    def _bind(self, actor: DispatchedActor, dispatcher: Dispatcher) -> None:
-        self._actor = actor
-        self._dispatcher = dispatcher
-
-    def _next_or_idle(self) -> Any:
-        """The next envelope, or None after marking the actor idle (atomically)."""
-        with self._lock:
-            if self._q:
-                return self._q.popleft()
-            self._scheduled = False
-            return None
-
-    def _reschedule_or_idle(self) -> bool:
-        """After a full turn: True when more messages wait (stay scheduled)."""
-        with self._lock:
-            if self._q:
-                return True
-            self._scheduled = False
-            return False
+#: lent work: runs once on a dispatcher thread; returns (actor ref, message) to deliver, or None
+Work = Callable[[], "tuple[Any, Any] | None"]
 
 
 class Dispatcher:
@@ -129,9 +83,12 @@ class Dispatcher:
         self.throughput = throughput
         self.name = name
         self._ready: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._lent = 0
-        self._lent_lock = threading.Lock()
+        #: one token per thread that may be lent (threads - 1): list.pop and
+        #: list.append are atomic, so a loan costs no lock
+        self._loans: list[None] = [None] * (threads - 1)
         self._closed = False
+        #: per thread: the work lent in the turn it runs now (see lend)
+        self._local = threading.local()
         self._workers = [
             threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True) for i in range(threads)
         ]
@@ -143,29 +100,81 @@ class Dispatcher:
     def try_block(self) -> bool:
         """May the calling dispatcher thread run blocking work now? Pair a True
         with :meth:`unblock`. Always False off the dispatcher's threads' budget."""
-        with self._lent_lock:
-            if self._lent >= self.threads - 1:
-                return False
-            self._lent += 1
-            return True
+        try:
+            self._loans.pop()
+        except IndexError:
+            return False
+        return True
 
     def unblock(self) -> None:
-        with self._lent_lock:
-            self._lent -= 1
+        self._loans.append(None)
+
+    def lend(self, work: Work) -> bool:
+        """Run ``work`` (blocking: a user's step) on a dispatcher thread outside
+        any turn, and deliver what it returns (``(actor_ref, message)``) to that
+        actor. Called in a turn, the work runs on the turn's thread as soon as
+        the turn ends (which it does after the current message): no hand-off.
+        False: no thread may be lent now (:meth:`try_block`); use a pool."""
+        if self._closed or not self.try_block():
+            return False
+        local = self._local
+        if getattr(local, "lent", _NO_SLOT) is None:
+            local.lent = work
+        else:  # off a turn (or a second loan in one turn): any thread takes it
+            self._ready.put((work,))
+        return True
 
     # -- the threads --------------------------------------------------------
 
     def _work(self) -> None:
         ready = self._ready
+        self._local.lent = _NO_SLOT
         while True:
-            actor = ready.get()
-            if actor is _STOP:
+            item = ready.get()
+            if item is _STOP:
                 return
             try:
-                if actor._turn(self.throughput):
-                    ready.put(actor)
+                nxt = self._run_lent(item[0]) if type(item) is tuple else (item, _NOTHING)
+                while nxt is not None:
+                    nxt = self._run_turn(*nxt)
             except BaseException:  # noqa: BLE001 - a dispatcher thread never dies
-                log.exception("dispatcher: unexpected error in the turn of %s", actor)
+                log.exception("dispatcher: unexpected error in the turn of %s", item)
+
+    def _run_turn(self, actor: DispatchedActor, first: Any) -> tuple[DispatchedActor, Any] | None:
+        """One turn of ``actor`` (``first``: a message to handle before its
+        inbox), then the work it lent, if any; returns the actor this thread
+        runs next with its first message (the work's answer found it idle)."""
+        local = self._local
+        local.lent = None
+        try:
+            if actor._turn(self.throughput, local, first):
+                self._ready.put(actor)
+        except BaseException:  # noqa: BLE001 - a dispatcher thread never dies (what it lent still runs)
+            log.exception("dispatcher: unexpected error in the turn of %s", actor)
+        work, local.lent = local.lent, _NO_SLOT
+        return None if work is None else self._run_lent(work)
+
+    def _run_lent(self, work: Work) -> tuple[DispatchedActor, Any] | None:
+        """Run lent work (this thread is lent: see lend) and deliver its answer;
+        returns (actor, answer) when the actor was idle: this thread runs its
+        turn now, handing it the answer first (it is not queued)."""
+        try:
+            out = work()
+        finally:
+            self.unblock()
+        if out is None:
+            return None
+        ref, message = out
+        mb = ref.actor_inbox
+        if type(mb) is Mailbox and mb._dispatcher is self:
+            if ref.actor_stopped.is_set():
+                return None  # the actor stopped (its run was cancelled, closed): nobody waits
+            return (mb._actor, message) if mb._claim_or_put(message) else None
+        try:
+            ref.tell(message)
+        except ActorDeadError:
+            pass
+        return None
 
     def depth(self) -> int:
         """Actors waiting for a thread (a gauge)."""
@@ -274,34 +283,49 @@ class DispatchedActor(pykka.Actor):
 
     # -- one turn (a dispatcher thread) ----------------------------------------
 
-    def _turn(self, throughput: int) -> bool:
-        """Handle up to ``throughput`` messages; True when the actor must be
-        put back on the ready queue."""
+    def _turn(self, throughput: int, local: Any = None, first: Any = _NOTHING) -> bool:
+        """Handle ``first`` (a message claimed for this turn, see
+        Mailbox._claim_or_put), then up to ``throughput`` messages; True when
+        the actor must be put back on the ready queue. The turn ends early
+        once a handler lent work (``local.lent``): this thread runs it next."""
         mb: Mailbox = self.actor_inbox  # type: ignore[assignment]
         if not self._started:
             self._started = True
             self._actor_loop_setup()
-        stopped = self.actor_stopped
+        stopped: StopFlag = self.actor_stopped  # type: ignore[assignment]
         n = 0
-        while not stopped.is_set():
+        if first is not _NOTHING:
+            n = 1
+            self._handle(first, None)
+            if local.lent is not None and not stopped._set:
+                return mb._reschedule_or_idle()
+        while not stopped._set:
             if n >= throughput:
                 return mb._reschedule_or_idle()
             envelope = mb._next_or_idle()
             if envelope is None:
                 return False
             n += 1
-            self._handle(envelope)
+            self._handle(envelope.message, envelope.reply_to)
+            if local is not None and local.lent is not None and not stopped._set:
+                return mb._reschedule_or_idle()
         self._teardown()
         return False
 
-    def _handle(self, envelope: Any) -> None:
+    def _handle_receive(self, message: Any) -> Any:
+        """pykka's, without its four isinstance checks for an ordinary message."""
+        if type(message) in _PYKKA_MESSAGES:
+            return super()._handle_receive(message)
+        return self.on_receive(message)
+
+    def _handle(self, message: Any, reply_to: Any) -> None:
         try:
-            response = self._handle_receive(envelope.message)
-            if envelope.reply_to is not None:
-                envelope.reply_to.set(response)
+            response = self._handle_receive(message)
+            if reply_to is not None:
+                reply_to.set(response)
         except Exception:
-            if envelope.reply_to is not None:
-                envelope.reply_to.set_exception()
+            if reply_to is not None:
+                reply_to.set_exception()
             else:
                 self._handle_failure(*sys.exc_info())
                 try:
@@ -311,8 +335,8 @@ class DispatchedActor(pykka.Actor):
         except BaseException:  # noqa: BLE001 - stops this actor only (pykka would stop all)
             info = sys.exc_info()
             log.error("%r in %s: stopping this actor", info[1], self)
-            if envelope.reply_to is not None:
-                envelope.reply_to.set_exception(info)
+            if reply_to is not None:
+                reply_to.set_exception(info)
             self._stop()
 
     def _teardown(self) -> None:

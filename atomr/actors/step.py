@@ -2,7 +2,8 @@
 
 Threads: whichever runs the step — a step actor of the pool
 (:mod:`atomr.actors.pool`), the async loop (:mod:`atomr.actors.asyncloop`), a
-dispatcher thread lent to a lone sync step, or a Ray worker. Every outcome —
+dispatcher thread lent to a lone sync step (:class:`LentStep`, outside any
+actor's turn), or a Ray worker. Every outcome —
 writes, an interrupt, an error, even ``KeyboardInterrupt`` / ``SystemExit``
 (which would make pykka stop *all* actors) — becomes a
 :class:`~atomr.messages.StepDone`, whose event is built and encoded once here.
@@ -21,6 +22,7 @@ import pykka
 from atomr import _trace
 from atomr import events as ev
 from atomr._hooks import logger
+from atomr._usertb import user_traceback
 from atomr.codec import check_encodable
 from atomr.errors import AtomrError, CodecError, StepCrashed, UnknownChannelError
 from atomr.graph.progress import SLEEP_KEY
@@ -28,7 +30,7 @@ from atomr.graph.state import normalize_writes
 from atomr.messages import ERROR, INTERRUPT, ITEM, LOOP_BODY, OK, Execute, StepDone
 from atomr.store import format as fmt
 
-__all__ = ["StepContext", "execute_sync", "finish", "safe_text", "call", "tell_done"]
+__all__ = ["StepContext", "LentStep", "execute_sync", "finish", "safe_text", "call", "tell_done"]
 
 log = logger("atomr.step")
 
@@ -129,9 +131,9 @@ def call(msg: Execute) -> Any:
     return msg.fn(msg.state, _ctx(msg))
 
 
-def _error(msg: Execute, etype: str, message: str, retryable: bool) -> StepDone:
+def _error(msg: Execute, etype: str, message: str, retryable: bool, exc: BaseException | None = None) -> StepDone:
     return StepDone(msg.token, msg.step, msg.attempt, ERROR, error_type=etype, message=message,
-                    retryable=retryable, part=msg.part)
+                    retryable=retryable, part=msg.part, traceback=None if exc is None else user_traceback(exc))
 
 
 def _record(msg: Execute, result: Any) -> StepDone:
@@ -198,12 +200,12 @@ def _finish(msg: Execute, result: Any, exc: BaseException | None) -> StepDone:
         return StepDone(msg.token, step, msg.attempt, INTERRUPT, index=exc.index,
                         payload=exc.payload, part=msg.part)
     if isinstance(exc, AtomrError):
-        return _error(msg, type(exc).__name__, safe_text(exc), False)
+        return _error(msg, type(exc).__name__, safe_text(exc), False, exc)
     if not isinstance(exc, Exception):
         return _error(
             msg, StepCrashed.__name__,
             f"step {step!r} raised {type(exc).__name__}({safe_text(exc)}); the run was failed "
-            "and every other run goes on; resume it with Command() to retry", False,
+            "and every other run goes on; resume it with Command() to retry", False, exc,
         )
     text = safe_text(exc)
     if not text:
@@ -211,7 +213,7 @@ def _finish(msg: Execute, result: Any, exc: BaseException | None) -> StepDone:
             text = repr(exc)
         except BaseException:  # noqa: BLE001
             text = type(exc).__name__
-    return _error(msg, type(exc).__name__, text, isinstance(exc, msg.retry_on))
+    return _error(msg, type(exc).__name__, text, isinstance(exc, msg.retry_on), exc)
 
 
 def tell_done(ref: Any, done: StepDone) -> None:
@@ -244,3 +246,27 @@ def _execute_sync(msg: Execute, loop: Any = None) -> StepDone:
 async def _await(aw: Any) -> Any:
     return await aw
 
+
+class LentStep:
+    """A lone sync step as work lent to a dispatcher thread
+    (:meth:`~atomr.actors.dispatcher.Dispatcher.lend`): it runs outside its
+    run actor's turn, so the run hears every message meanwhile; its StepDone
+    goes to the run like a pool step's. Runs on the lent thread."""
+
+    __slots__ = ("msg", "stepping", "key")
+
+    def __init__(self, msg: Execute, stepping: set[Any], key: Any) -> None:
+        self.msg = msg
+        #: runs with a step on a lent thread now (close() does not wait for them)
+        self.stepping = stepping
+        self.key = key
+
+    def __call__(self) -> tuple[Any, StepDone] | None:
+        msg = self.msg
+        if msg.cancelled is not None and msg.cancelled.is_set():
+            return None  # its run was cancelled before it started: it must not start
+        self.stepping.add(self.key)
+        try:
+            return msg.reply_to, execute_sync(msg)
+        finally:
+            self.stepping.discard(self.key)

@@ -235,21 +235,19 @@ class Supervisor:
             self.closed = True
 
     def stop_all(self, timeout: float = 5.0) -> None:
-        """Stop every run actor, waiting at most ``timeout`` seconds in all. An
-        actor whose turn is in a step is not waited for: it stops once the
-        step returns, and its run stays as last committed."""
+        """Stop every run actor, waiting at most ``timeout`` seconds in all (a
+        run actor never waits for a step, so each stops in its next turn; a
+        step still running answers nobody, and its run stays as last
+        committed)."""
         with self._lock:
             self.closed = True
             live = list(self._live.items())
             self._live.clear()
             self._driving.clear()
-        stepping = self.core.stepping if self.core is not None else set()
         futures = []
-        for key, r in live:
+        for _key, r in live:
             try:
-                f = r.stop(block=False)
-                if key not in stepping:
-                    futures.append(f)
+                futures.append(r.stop(block=False))
             except Exception:  # noqa: BLE001
                 pass
         deadline = time.monotonic() + timeout

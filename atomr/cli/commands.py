@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import uuid
 from typing import Any
 
@@ -20,6 +21,7 @@ from atomr.cli.render import (
     when,
 )
 from atomr.cli.stores import describe, existing_store, maybe_store, runtime, runtime_for_run, shown
+from atomr._maintain import checkpoint_by_seq
 from atomr.errors import RunNotFound
 from atomr.types import Command, Done, Paused
 
@@ -60,7 +62,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     data = parse_json(args.input, "--input", mapping=True)
     with runtime(args) as rt:
         rt.register(wf)
-        handle = rt.start(wf.id, data, run_id=args.run_id, meta={"module": args.workflow})
+        if args.cont and not args.run_id:
+            raise CliError("--continue needs --run-id: the run to give another turn")
+        handle = rt.start(wf.id, data, run_id=args.run_id, meta={"module": args.workflow},
+                          if_exists="continue" if args.cont else "error", priority=args.priority)
         print(f"run {wf.id}/{handle.run_id}", flush=True)
         return print_outcome(stream(handle), args)
 
@@ -79,24 +84,26 @@ def _summary_row(s: Any) -> dict[str, Any]:
     return {
         "workflow_id": s.workflow_id, "run_id": s.run_id, "status": s.status,
         "super_step": s.super_step, "created_ms": s.created_ms, "updated_ms": s.updated_ms,
-        "last_seq": s.last_seq, "meta": plain(s.meta),
+        "last_seq": s.last_seq, "meta": plain(s.meta), "cursor": s.cursor,
     }
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     summaries: list[Any] = []
+    if args.limit < 0:
+        raise CliError(f"--limit {args.limit}: pass a number of runs, or 0 for all of them")
+    limit = args.limit or None
     store, _ = maybe_store(args.store)
     if store is not None:
-        try:
-            summaries = store.runs(status=args.status, workflow_id=args.workflow)
+        try:  # one page, newest first, through the store's indexes
+            summaries = store.runs(status=args.status, workflow_id=args.workflow, limit=limit, before=args.before)
         finally:
             store.close()
-    summaries.sort(key=lambda s: (s.created_ms, s.workflow_id, s.run_id))
     if args.json:
         print(json_text([_summary_row(s) for s in summaries], indent=2))
         return EXIT_OK
     if not summaries:
-        print(f"no runs in {shown(args.store)!r}")
+        print(f"no {'more ' if args.before else ''}runs in {shown(args.store)!r}")
         return EXIT_OK
     rows = [["WORKFLOW", "RUN", "STATUS", "STEP", "UPDATED", "VERSION", "MODULE"]]
     for s in summaries:
@@ -104,6 +111,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         rows.append([s.workflow_id, s.run_id, s.status, str(s.super_step), when(s.updated_ms)[:19],
                      str(meta.get("workflow_version", "")), str(meta.get("module", ""))])
     table(rows)
+    if limit is not None and len(summaries) == limit:
+        same = "".join(f" --{k} {shlex.quote(str(v))}" for k, v in (("status", args.status), ("workflow", args.workflow),
+                                                   ("limit", limit if limit != 100 else None)) if v is not None)
+        print(f"more: atomr runs{same} --before {summaries[-1].cursor}")
     return EXIT_OK
 
 
@@ -113,7 +124,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     error = None
     if v.error:
         step, etype, message = (list(v.error) + [None, None, None])[:3]
-        error = {"step": step, "type": etype, "message": message}
+        error = {"step": step, "type": etype, "message": message, "traceback": v.traceback}
     doc = {
         "workflow_id": v.workflow_id, "run_id": v.run_id, "status": v.status,
         "super_step": v.super_step, "next": list(v.next), "pause_reason": v.pause_reason,
@@ -134,6 +145,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         where = f" at step {error['step']}" if error["step"] else ""
         rows.append(["error", f"{error['type']}{where}: {error['message']}"])
     table(rows)
+    if error and error["traceback"]:
+        print("traceback of the failed step:")
+        print(error["traceback"].rstrip("\n"))
     if v.interrupts:
         print("interrupts:")
         for i in v.interrupts:
@@ -157,8 +171,12 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_fork(args: argparse.Namespace) -> int:
     edits = parse_json(args.update, "--update", mapping=True)
     with runtime_for_run(args) as rt:
-        new_id = rt.fork(args.workflow_id, args.run_id, args.at, edits=edits, new_run_id=args.run_id_new)
-    print(f"forked {args.workflow_id}/{args.run_id}@{args.at} -> {args.workflow_id}/{new_id} (paused)")
+        at: Any = args.at
+        if args.seq is not None:
+            at = checkpoint_by_seq(rt.history(args.workflow_id, args.run_id), args.workflow_id, args.run_id, args.seq)
+        new_id = rt.fork(args.workflow_id, args.run_id, at, edits=edits, new_run_id=args.run_id_new)
+    where = f"@{args.at}" if args.seq is None else f" at seq {args.seq} ({at.label}, super-step {at.super_step})"
+    print(f"forked {args.workflow_id}/{args.run_id}{where} -> {args.workflow_id}/{new_id} (paused)")
     print(f"resume with: {cmdline(args, 'resume', args.workflow_id, new_id)}")
     return EXIT_OK
 

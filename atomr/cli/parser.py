@@ -88,10 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workflow", metavar="MODULE:WORKFLOW")
     p.add_argument("--input", metavar="JSON", help="the input state, a JSON object (or @file.json)")
     p.add_argument("--run-id", metavar="ID", help="the run id (default: a random one)")
+    p.add_argument("--continue", dest="cont", action="store_true",
+                   help="give the done run --run-id another turn with --input (or start it if it does not exist)")
+    p.add_argument("--priority", metavar="N", type=int, default=0,
+                   help="among queued runs (max_concurrent_runs), a higher priority starts first (default 0)")
 
-    p = add("runs", cmd_runs, "list the runs in the store")
+    p = add("runs", cmd_runs, "list the runs in the store, newest first")
     p.add_argument("--status", choices=STATUSES, help="only runs with this status")
     p.add_argument("--workflow", metavar="W", help="only runs of this workflow id")
+    p.add_argument("--limit", metavar="N", type=int, default=100, help="at most N runs (default 100; 0: all)")
+    p.add_argument("--before", metavar="CURSOR", help="the runs after this one (the cursor a page ends with)")
     _json_flag(p)
 
     p = add("show", cmd_show, "a run's status, state, next steps and pending interrupts")
@@ -117,11 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--goto", metavar="STEP", help="continue from this step's layer")
     _module_flag(p)
 
-    p = add("fork", cmd_fork, "copy a run as of a super-step into a new paused run",
-            "Create a new paused run from the state after super-step N of RUN (edits go through "
-            "the reducers); resume it with atomr resume.")
+    p = add("fork", cmd_fork, "copy a run as of a super-step or a checkpoint into a new paused run",
+            "Create a new paused run from the state after super-step N of RUN, or from exactly the "
+            "checkpoint with seq S (see atomr history --json; e.g. one Loop iteration); edits go "
+            "through the reducers; resume it with atomr resume.")
     _run_args(p)
-    p.add_argument("--at", metavar="N", type=int, required=True, help="the super-step to fork from")
+    at = p.add_mutually_exclusive_group(required=True)
+    at.add_argument("--at", metavar="N", type=int, help="the super-step to fork from")
+    at.add_argument("--seq", metavar="S", type=int, help="the checkpoint to fork from, by its seq")
     p.add_argument("--update", metavar="JSON", help="state edits for the new run, a JSON object")
     p.add_argument("--run-id", dest="run_id_new", metavar="NEW", help="the new run's id")
     _module_flag(p)

@@ -24,6 +24,7 @@ from atomr.errors import (
     UnknownStepError,
     UnreachableStepError,
 )
+from atomr.graph.options import StepOptions, step_options
 
 if TYPE_CHECKING:
     from atomr.graph.schema import StateSchema
@@ -160,7 +161,8 @@ class Dag:
 
     Attributes: ``entry``, ``steps`` (id -> fn, insertion order), ``edges``
     (id -> successor ids), ``preds`` (id -> predecessor ids), ``branches``
-    (id -> :class:`BranchSpec`), ``join_policy`` (id -> "any"; "all" is implied).
+    (id -> :class:`BranchSpec`), ``join_policy`` (id -> "any"; "all" is implied),
+    ``options`` (id -> :class:`~atomr.graph.options.StepOptions`, for steps given their own).
     """
 
     entry: str
@@ -169,6 +171,7 @@ class Dag:
     preds: dict[str, tuple[str, ...]]
     branches: dict[str, BranchSpec]
     join_policy: dict[str, str]
+    options: dict[str, StepOptions]
 
     def __init__(
         self,
@@ -177,6 +180,7 @@ class Dag:
         edges: Iterable[tuple[str, str]] = (),
         branches: Iterable[BranchSpec] = (),
         join_policy: Mapping[str, str] | None = None,
+        options: Mapping[str, StepOptions] | None = None,
     ) -> None:
         """Validate and freeze a graph; prefer :meth:`Dag.builder`."""
         steps = dict(steps)
@@ -221,7 +225,6 @@ class Dag:
         lost = unreachable_steps(steps, succ)
         if lost:  # pragma: no cover - impossible once the graph is acyclic
             raise UnreachableStepError(lost)
-
         pred: dict[str, list[str]] = {s: [] for s in steps}
         for a, succs in succ.items():
             for b in succs:
@@ -233,6 +236,7 @@ class Dag:
         d["preds"] = {s: tuple(v) for s, v in pred.items()}
         d["branches"] = branch_map
         d["join_policy"] = joins
+        d["options"] = {s: o for s, o in (options or {}).items() if s in steps}
         order = _kahn(steps, succ, pred)
         layer: dict[str, int] = {}
         for s in order:
@@ -354,13 +358,20 @@ class DagBuilder:
         self._edges: list[tuple[str, str]] = []
         self._branches: list[BranchSpec] = []
         self._joins: dict[str, str] = {}
+        self._options: dict[str, StepOptions] = {}
 
-    def step(self, id: str, fn: Any) -> DagBuilder:
-        """Add step ``id`` running ``fn(state, ctx)`` (sync/async) or a :class:`StepKind`."""
+    def step(self, id: str, fn: Any, *, retry: Any = None, timeout_s: float | None = None) -> DagBuilder:
+        """Add step ``id`` running ``fn(state, ctx)`` (sync/async) or a :class:`StepKind`.
+
+        ``retry`` (a RetryPolicy) and ``timeout_s`` override the workflow's
+        ``retry`` / ``step_timeout_s`` for this step (for a Map: for each element)."""
         if not isinstance(id, str) or not id:
             raise GraphError(f"step id must be a non-empty str, got {id!r}; name the step")
+        opts = step_options(id, retry, timeout_s)
         if id in self._steps:
             self._duplicates.append(id)
+        elif opts is not None:
+            self._steps[id], self._options[id] = fn, opts
         else:
             self._steps[id] = fn
         return self
@@ -386,4 +397,4 @@ class DagBuilder:
         """Validate the graph and return the immutable :class:`Dag`."""
         if self._duplicates:
             raise DuplicateStepError(self._duplicates[0])
-        return Dag(self._entry, self._steps, self._edges, self._branches, self._joins)
+        return Dag(self._entry, self._steps, self._edges, self._branches, self._joins, self._options)

@@ -16,9 +16,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from atomr import events as ev
 from atomr.errors import LoopLimitError
 from atomr.graph.plan import Plan
-from atomr.graph.progress import RunProgress
+from atomr.graph.progress import RunProgress, apply_event
+from atomr.graph.schema import StateSchema
 from atomr.types import Cancelled, Done, Failed, Interrupt, Paused
 
 __all__ = [
@@ -29,7 +31,12 @@ __all__ = [
     "map_take",
     "map_settle",
     "loop_next",
+    "loop_held",
+    "loop_child_run",
+    "body_input",
+    "run_writes",
     "child_run_id",
+    "child_run_of",
     "any_join_losers",
     "outcome_of",
 ]
@@ -129,8 +136,49 @@ def loop_next(step: str, p: RunProgress, go: bool, max_iterations: int) -> int |
 
 
 def loop_held(step: str, p: RunProgress) -> bool:
-    """The loop's next iteration waits for an answer to its interrupt."""
-    return bool(p.asked) and f"{step}#{p.iterations.get(step, 0)}" in blocked_units(p, step)
+    """The loop's next iteration waits for an answer to its interrupt (its
+    own, ``step#n:ss:i``, or one of its Dag body's, ``step#n/...``)."""
+    if not p.asked:
+        return False
+    unit = f"{step}#{p.iterations.get(step, 0)}"
+    prefix = unit + "/"
+    return any(u == unit or u.startswith(prefix) for u in blocked_units(p, step))
+
+
+def loop_child_run(workflow_id: str, run_id: str, step: str, iteration: int, super_step: int) -> str:
+    """The run id of iteration ``iteration`` of Loop ``step`` (a Dag body) in
+    super-step ``super_step``: a ``goto`` that runs the loop again gets new runs."""
+    return f"{child_run_id(workflow_id, run_id, step)}#{iteration}@{super_step}"
+
+
+def body_input(schema: StateSchema, seen: Mapping[str, Any]) -> dict[str, Any]:
+    """The input of a Dag body's child run: the channels of ``seen`` that differ
+    from their initial value (the child starts from ``seen``)."""
+    init = schema.initial_values()
+    return {k: v for k, v in seen.items() if k not in init or init[k] != v}
+
+
+def run_writes(plan: Plan, events: Iterable[tuple[int, Any]]) -> list[tuple[str, Any]]:
+    """Every write a run merged after its input, in merge order: Loop
+    iterations as they happened, each committed layer's steps in layer order,
+    state updates. Applied through the reducers to the run's input values,
+    they give its final values."""
+    p = RunProgress(plan.dag.entry, "")
+    out: list[tuple[str, Any]] = []
+    for seq, e in events:
+        t = type(e)
+        if t is ev.SuperStepCommitted:
+            layer = plan.layers[p.layer]  # as commit_values folds it
+            pending = p.pending
+            order = [s for s in layer if s in pending] + sorted(s for s in pending if s not in layer)
+            for s in order:
+                out.extend((c, v) for c, v in pending[s])
+        elif t is ev.LoopIterated:
+            out.extend((c, v) for c, v in e.writes)
+        elif t is ev.StateUpdated:
+            out.extend((c, v) for c, v in e.edits)
+        apply_event(plan, p, e, seq)
+    return out
 
 
 # --- Subgraph -------------------------------------------------------------------
@@ -140,10 +188,19 @@ def _escape(part: str) -> str:
     return part.replace("%", "%25").replace("/", "%2F")
 
 
-def child_run_id(workflow_id: str, run_id: str, step: str) -> str:
+def child_run_id(workflow_id: str, run_id: str, step: str, super_step: int | None = None) -> str:
     """The run id of a Subgraph step's child run: unambiguous, whatever the ids
-    hold ("/" and "%" in a part are escaped), and readable for plain ids."""
-    return f"{_escape(workflow_id)}/{_escape(run_id)}/{_escape(step)}"
+    hold ("/" and "%" in a part are escaped), and readable for plain ids.
+    ``super_step``: the super-step the step runs in, for an execution after the
+    run's first turn (``".../<step>/<super_step>"``): each execution has a child of its own."""
+    base = f"{_escape(workflow_id)}/{_escape(run_id)}/{_escape(step)}"
+    return base if super_step is None else f"{base}/{super_step}"
+
+
+def child_run_of(p: RunProgress, step: str) -> str:
+    """The child run id of Subgraph ``step`` in the in-flight super-step of run ``p``:
+    the plain id in the run's first turn, one per super-step in later turns."""
+    return child_run_id(p.workflow_id, p.run_id, step, p.next_super_step if p.turn else None)
 
 
 def child_answers(step: str, answers: Mapping[str, Any], pending: Iterable[str]) -> dict[str, Any]:
@@ -180,5 +237,5 @@ def outcome_of(p: RunProgress) -> Done | Paused | Failed | Cancelled | None:
         return Cancelled(wid, rid, p.super_step, p.cancel_reason or "")
     if p.status == "failed":
         step, etype, message = p.failure if p.failure else (None, "RunError", "")
-        return Failed(wid, rid, step, p.super_step, etype, message)
+        return Failed(wid, rid, step, p.super_step, etype, message, p.traceback)
     return None

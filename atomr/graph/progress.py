@@ -10,12 +10,13 @@ together until a ``goto`` jumps the layer cursor; ``super_step`` never goes back
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from atomr import events as ev
+from atomr.graph.ids import (SLEEP_KEY, idempotency_key, interrupt_id, looks_like_interrupt_id, pending_sleeps,
+                             resume_values, sleep_until)
 from atomr.graph.plan import Plan
 from atomr.graph.state import apply_writes, fold_superstep
 
@@ -70,6 +71,8 @@ class RunProgress:
     pause_steps: list[str] = field(default_factory=list)
     #: (step, error_type, message) of a failed run
     failure: tuple[str | None, str, str] | None = None
+    #: the traceback (user frames) of the step that failed the run, if one raised
+    traceback: str | None = None
     #: super-step number whose before-breakpoint was already taken
     bp_cleared: int = -1
     skipped: set[str] = field(default_factory=set)
@@ -100,6 +103,8 @@ class RunProgress:
     #: base plus its own iterations, never another Loop's)
     loop_values: dict[str, dict[str, Any]] = field(default_factory=dict)
     updated_ms: int = 0
+    #: the run's turn: 0 for its first run, +1 for each ``TurnStarted``
+    turn: int = 0
 
     @property
     def layer_values(self) -> dict[str, Any]:
@@ -127,63 +132,6 @@ class RunProgress:
         return [
             s for s in plan.layers[self.layer] if s not in self.pending and s not in self.skipped
         ]
-
-
-# --- ids ------------------------------------------------------------------
-
-#: the payload key of an interrupt that the clock answers (``ctx.sleep``)
-SLEEP_KEY = "atomr.sleep_until"
-
-
-def sleep_until(payload: Any) -> float | None:
-    """The wake time (epoch seconds) of a sleep's interrupt payload, else None."""
-    if isinstance(payload, dict) and len(payload) == 1:
-        t = payload.get(SLEEP_KEY)
-        if isinstance(t, (int, float)) and not isinstance(t, bool):
-            return float(t)
-    return None
-
-
-def pending_sleeps(p: RunProgress) -> dict[str, float]:
-    """Unanswered sleeps of a run: interrupt id -> wake time (epoch seconds)."""
-    out = {}
-    for i in p.interrupts:
-        t = sleep_until(i.payload)
-        if t is not None:
-            out[i.id] = t
-    return out
-
-_ID_RE = re.compile(r"^.+:\d+:\d+$")
-
-
-def interrupt_id(step: str, super_step: int, index: int) -> str:
-    """Deterministic, readable: the same until answered, across crashes and resumes."""
-    return f"{step}:{super_step}:{index}"
-
-
-def looks_like_interrupt_id(key: object) -> bool:
-    return isinstance(key, str) and bool(_ID_RE.match(key))
-
-
-def idempotency_key(workflow_id: str, run_id: str, super_step: int, step: str) -> str:
-    """Stable for one step of one super-step of one run, across retries/crashes/resumes."""
-    return f"{workflow_id}/{run_id}/{super_step}/{step}"
-
-
-def resume_values(progress: RunProgress, step: str) -> list[Any]:
-    """Answers to ``step``'s interrupts in this super-step, in call order."""
-    ss = progress.next_super_step
-    out: list[Any] = []
-    answers = progress.answers
-    if not answers:
-        return out
-    i = 0
-    while True:
-        iid = interrupt_id(step, ss, i)
-        if iid not in answers:
-            return out
-        out.append(answers[iid])
-        i += 1
 
 
 # --- the fold -------------------------------------------------------------
@@ -259,6 +207,8 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
         p.status = "running"
         p.meta = dict(e.meta)
         p.updated_ms = e.at_ms
+    elif t is ev.TurnStarted:
+        _new_turn(plan, p, e)
     elif t is ev.Paused:
         _stop_clock(p, e.at_ms)
         p.status = e.reason if e.reason in ("sleeping", "queued") else "paused"
@@ -269,9 +219,10 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
         p.exec_from_ms = e.at_ms
         was_failed = p.status == "failed"
         p.status = "running"
-        if p.pause_reason != "after" or e.goto is not None:
+        if p.pause_reason not in ("after", "queued") or e.goto is not None:
             # resuming from an "after" pause must not skip the next layer's
-            # interrupt_before breakpoint
+            # interrupt_before breakpoint; nor must a queued run's admission
+            # (a resume that was queued cleared it already if it had to)
             p.bp_cleared = p.next_super_step
         p.pause_reason = None
         p.pause_steps = []
@@ -279,7 +230,7 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
             for step in p.failed:
                 p.attempts.pop(step, None)
             p.failed = {}
-        p.failure = None
+        p.failure = p.traceback = None
         p.holds = set()
         if e.goto is not None:
             p.layer = plan.layer_of[e.goto]
@@ -308,7 +259,7 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
     elif t is ev.RunFailed:
         _stop_clock(p, e.at_ms)
         p.status = "failed"
-        p.failure = (e.step, e.error_type, e.message)
+        p.failure, p.traceback = (e.step, e.error_type, e.message), e.traceback
         p.updated_ms = e.at_ms
     elif t is ev.Forked:
         p.values = dict(e.values)
@@ -327,6 +278,26 @@ def apply_event(plan: Plan, p: RunProgress, e: Any, seq: int, values: dict[str, 
         p.pending[e.step] = []
     # HumanApproved is informational: its writes arrive as StepCompleted.
     p.seq = seq
+
+
+def _new_turn(plan: Plan, p: RunProgress, e: ev.TurnStarted) -> None:
+    """A done run takes another turn: the input merged through the reducers,
+    the graph from its roots again; the super-step count goes on."""
+    p.values = apply_writes(plan.schema, p.values, list(e.input.items()))
+    p.turn = e.turn
+    p.exec_ms = 0  # run_timeout_s counts each turn's executing time
+    p.layer = 0
+    _reset_layer(p)
+    p.branches = {}
+    p.skipped = set()
+    p.to_route = []
+    p.pause_reason = None
+    p.pause_steps = []
+    p.failure = None
+    p.cancel_reason = None
+    p.status = "running"
+    p.exec_from_ms = e.at_ms
+    p.updated_ms = e.at_ms
 
 
 def _stop_clock(p: RunProgress, at_ms: int) -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "MaxByTimestamp",
     "MergeMap",
     "Reducer",
+    "empty_of_reducer",
 ]
 
 
@@ -159,3 +160,14 @@ class MaxByTimestamp(_Builtin):
 
     def __repr__(self) -> str:
         return "MaxByTimestamp()" if self.field == "ts_ms" else f"MaxByTimestamp(field={self.field!r})"
+
+
+def empty_of_reducer(reducer: Any) -> Any:
+    """What a channel merged by ``reducer`` starts as when no default is given:
+    ``[]`` for a list (AppendList, AppendMessages), ``{}`` for a map (MergeMap),
+    else None."""
+    if isinstance(reducer, (AppendList, AppendMessages)):
+        return []
+    if isinstance(reducer, MergeMap):
+        return {}
+    return None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import enum
-import re
 import sys
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -22,8 +21,9 @@ from typing import Annotated, Any, get_args, get_origin
 
 from atomr import codec
 from atomr.codec import check_encodable
-from atomr.errors import ReducerError, SchemaError, UnknownChannelError
-from atomr.graph.reducers import LastWriteWins, Reducer, _Builtin
+from atomr.errors import SchemaError, UnknownChannelError
+from atomr.graph.reducers import LastWriteWins, Reducer, _Builtin, empty_of_reducer
+from atomr.graph.validate import validator
 
 __all__ = ["Channel", "SchemaBuilder", "StateSchema"]
 
@@ -57,8 +57,8 @@ def _channel(key: object, spec: object) -> Channel:
                 f"got a tuple of {len(spec)} items"
             )
         reducer, default = spec
-    else:
-        reducer, default = spec, None
+    else:  # a list / map channel starts empty ([] / {}), any other None
+        reducer, default = spec, empty_of_reducer(spec)
     if isinstance(reducer, type) and issubclass(reducer, _Builtin):
         raise SchemaError(
             f"channel {key!r}: got the class {reducer.__name__}, not a reducer; "
@@ -75,9 +75,12 @@ def _channel(key: object, spec: object) -> Channel:
 
 
 class StateSchema:
-    """The channels of a state: ``StateSchema({"log": AppendList(), "n": (LastWriteWins(), 0)})``."""
+    """The channels of a state: ``StateSchema({"log": AppendList(), "n": (LastWriteWins(), 0)})``.
 
-    __slots__ = ("_channels", "_keys", "_reducers", "_copy_defaults", "_validators", "source")
+    A channel given only its reducer starts ``[]`` for a list reducer (AppendList,
+    AppendMessages), ``{}`` for MergeMap, else None; ``(reducer, default)`` sets it."""
+
+    __slots__ = ("_channels", "_keys", "_reducers", "_copy_defaults", "_validators", "source", "required")
 
     def __init__(self, channels: Mapping[str, Reducer | tuple[Reducer, Any] | Channel] | None = None) -> None:
         chans = {key: _channel(key, spec) for key, spec in (channels or {}).items()}
@@ -85,10 +88,11 @@ class StateSchema:
         self._keys = frozenset(chans)
         self._reducers: dict[str, Reducer] = {k: c.reducer for k, c in chans.items()}
         self._copy_defaults = any(not isinstance(c.default, _IMMUTABLE) for c in chans.values())
-        #: channel -> check(merged value, step) -> the value to keep (raises ReducerError)
+        #: channel -> check(merged value, step) -> the value to keep (raises StateValidationError)
         self._validators: dict[str, Callable[[Any, str | None], Any]] = {}
-        #: the class this schema was read from (:meth:`from_type`), else None
+        #: the class read by :meth:`from_type` (else None); the fields a fresh run's input must give
         self.source: Any = None
+        self.required: frozenset[str] = frozenset()
 
     @classmethod
     def from_type(cls, state_type: Any, *, validate: bool | None = None) -> StateSchema:
@@ -99,7 +103,8 @@ class StateSchema:
         ``(current, incoming) -> merged`` callable such as ``operator.add``);
         a plain ``T`` is LastWriteWins. Initial values: a dataclass's or a
         model's defaults; a ``NotRequired`` key, or a field without a default,
-        starts absent; a channel with a reducer and no default over a list,
+        starts absent (a model's or a dataclass's such field is ``required``:
+        a fresh run's input must give it, else MissingInput); a channel with a reducer and no default over a list,
         dict, set, tuple, str, int or float type starts empty (``[]``, ``0``...);
         other TypedDict keys start None. A callable reducer (not a built-in
         one) of a channel that starts absent or None takes the first write as
@@ -110,9 +115,11 @@ class StateSchema:
         step's writes, ``Command(update=...)``, fork edits — is validated
         against the field's type (with its constraints) and the validated value
         is kept (pydantic's lax mode: ``"3"`` for an ``int`` becomes ``3``). A
-        value that does not fit raises ReducerError naming the channel, the step
-        and the expected type, and the state is left unchanged: the input is
-        refused, a bad step write fails the run at that step.
+        value that does not fit raises StateValidationError (a ReducerError)
+        naming the channel, the step and the expected type, and the state is
+        left unchanged: the input is refused, a bad step write fails the run at
+        that step. A model's ``field_validator`` s of a field run on its
+        channel's writes too (see :mod:`atomr.graph.validate`).
 
         Pydantic models, dataclasses and enums found in the field types are
         registered with :func:`atomr.codec.register` (when they are not yet,
@@ -126,6 +133,7 @@ class StateSchema:
             has_default, default = f.has_default, f.default
             if not has_default and not f.not_required and not isinstance(reducer, LastWriteWins):
                 empty = _empty_of(f.tp)
+                empty = empty_of_reducer(reducer) if empty is None else empty
                 has_default, default = empty is not None, empty
             if not has_default and f.typed_dict and not f.not_required:
                 has_default, default = True, None  # a TypedDict key
@@ -134,8 +142,10 @@ class StateSchema:
             chans[key] = Channel(reducer, default, not has_default)
         schema = cls(chans)
         schema.source = state_type
+        schema.required = frozenset(k for k, c in chans.items() if c.absent and not fields[k].typed_dict)
         if model if validate is None else validate:
-            schema._validators = {key: _validator(state_type, key, f, model) for key, f in fields.items()}
+            schema._validators = {key: validator(state_type, key, f.tp, f.tp, f.info, _is_reducer, model)
+                                  for key, f in fields.items()}
         return schema
 
     @staticmethod
@@ -188,7 +198,8 @@ class StateSchema:
             if c.absent:
                 parts.append(f"{k!r}: Channel({c.reducer!r}, absent=True)")
             else:
-                parts.append(f"{k!r}: {c.reducer!r}" if c.default is None else f"{k!r}: ({c.reducer!r}, {c.default!r})")
+                plain = c.default == empty_of_reducer(c.reducer) and type(c.default) is type(empty_of_reducer(c.reducer))
+                parts.append(f"{k!r}: {c.reducer!r}" if plain else f"{k!r}: ({c.reducer!r}, {c.default!r})")
         return "StateSchema({" + ", ".join(parts) + "})"
 
 
@@ -201,8 +212,8 @@ class SchemaBuilder:
         self._channels: dict[str, Channel] = {}
 
     def add(self, key: str, reducer: Reducer) -> SchemaBuilder:
-        """Add channel ``key`` merged by ``reducer``, default None."""
-        return self.add_with_default(key, reducer, None)
+        """Add channel ``key`` merged by ``reducer``, starting ``[]`` / ``{}`` (list / map), else None."""
+        return self.add_with_default(key, reducer, empty_of_reducer(reducer))
 
     def add_with_default(self, key: str, reducer: Reducer, default: Any) -> SchemaBuilder:
         """Add channel ``key`` merged by ``reducer`` starting at ``default``."""
@@ -347,46 +358,3 @@ def _register_types(tp: Any) -> None:
                 codec.register(t)
             except Exception:  # noqa: BLE001 - e.g. its name is taken: storing it will say so
                 pass
-
-
-def _type_name(tp: Any) -> str:
-    """``list[Msg]`` for ``list[app.models.Msg]``."""
-    return tp.__qualname__ if isinstance(tp, type) else re.sub(r"\b(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_])", "", repr(tp))
-
-
-def _validator(owner: Any, key: str, f: _Field, model: bool) -> Callable[[Any, str | None], Any]:
-    """check(value, step) -> the validated value, for channel ``key`` (pydantic's TypeAdapter)."""
-    try:
-        import pydantic
-    except ImportError:
-        raise SchemaError("validating a typed state needs pydantic: pip install pydantic "
-                          "(or pass validate=False)") from None
-    tp = f.tp
-    if model and f.info is not None:
-        constraints = [m for m in f.info.metadata if not _is_reducer(m)]
-        tp = Annotated[(f.info.annotation, *constraints)] if constraints else f.info.annotation  # type: ignore
-    try:
-        adapter = pydantic.TypeAdapter(tp)
-    except Exception as exc:  # noqa: BLE001 - a type pydantic cannot validate
-        raise SchemaError(f"channel {key!r} of {owner.__qualname__}: pydantic cannot validate "
-                          f"{_type_name(tp)} ({exc}); use a type it knows or pass validate=False") from None
-    expected = _type_name(f.tp)
-    validate = adapter.validate_python
-    error_type = pydantic.ValidationError
-
-    def check(value: Any, step: str | None) -> Any:
-        try:
-            return validate(value)
-        except error_type as exc:
-            errors = exc.errors()
-            first: Any = errors[0] if errors else {}
-            where = ".".join(str(x) for x in first.get("loc", ()))
-            detail = f"{first.get('msg', exc)}" + (f" at {where}" if where else "")
-            by = f"step {step!r} wrote" if step else "the input or an update gave"
-            err = ReducerError(key, exc, step)
-            err.args = (f"{by} a value to channel {key!r} that is not a valid {expected} "
-                        f"({owner.__qualname__}.{key}): {detail} (got {type(value).__name__}); fix "
-                        "the value written; the state was left unchanged",)
-            raise err from None
-
-    return check

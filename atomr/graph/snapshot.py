@@ -45,6 +45,8 @@ def to_snapshot(p: RunProgress) -> dict[str, Any]:
         "cr": p.cancel_reason,
         "xm": p.exec_ms,
         "xf": p.exec_from_ms,
+        "tb": p.traceback,
+        "tn": p.turn,
     }
 
 
@@ -78,4 +80,6 @@ def from_snapshot(workflow_id: str, run_id: str, d: Mapping[str, Any]) -> RunPro
     p.cancel_reason = d.get("cr")
     p.exec_ms = d.get("xm", 0)
     p.exec_from_ms = d.get("xf")
+    p.traceback = d.get("tb")
+    p.turn = d.get("tn", 0)
     return p

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from atomr.errors import ReducerError, StepResultError, UnknownChannelError
+from atomr.errors import MissingInput, ReducerError, StepResultError, UnknownChannelError
 from atomr.graph.schema import StateSchema
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Write",
     "apply_writes",
     "check_channels",
+    "check_required",
     "fold_superstep",
     "normalize_writes",
 ]
@@ -61,6 +62,14 @@ def check_channels(schema: StateSchema, writes: Iterable[Write], step: str | Non
     for key, _ in writes:
         if key not in reducers:
             raise UnknownChannelError(key, schema.keys(), step)
+
+
+def check_required(schema: StateSchema, data: Mapping[str, Any], where: str = "the run input") -> None:
+    """Raise :class:`MissingInput` when ``data`` (a fresh run's input) lacks a
+    field the typed ``schema`` requires (a model's / dataclass's field without a default)."""
+    missing = [k for k in schema.required if k not in data]
+    if missing:
+        raise MissingInput(missing, getattr(schema.source, "__qualname__", "the state"), where)
 
 
 def _as_seq(writes: Iterable[Write] | Mapping[str, Any]) -> Sequence[Write]:

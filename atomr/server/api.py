@@ -9,14 +9,12 @@ nothing is sent to the runtime before a request's body has been checked.
 from __future__ import annotations
 
 import asyncio
-import bisect
-import inspect
-import json
 from dataclasses import dataclass, field as dc_field
 from typing import Any
 
 from starlette.requests import Request
 
+from atomr._maintain import checkpoint_by_seq
 from atomr.errors import ResultTimeout
 from atomr.server import progress
 from atomr.server.encode import checkpoint_json, outcome_json, summary_json, to_json, view_json
@@ -45,6 +43,8 @@ class Context:
     #: ends every long wait (a /wait, an event stream) once the server begins to shut down
     shutdown: Shutdown = dc_field(default_factory=Shutdown)
     _graphs: dict[str, dict[str, Any]] = dc_field(default_factory=dict)
+    #: each run's step statuses folded so far (the run page's colours; see progress.Folds)
+    folds: progress.Folds = dc_field(default_factory=progress.Folds)
 
     def __post_init__(self) -> None:
         if self.metrics is None:
@@ -76,13 +76,6 @@ def _run_id(doc: dict[str, Any], name: str = "run_id") -> str | None:
     return run_id
 
 
-def _accepts(fn: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 # -- workflows -------------------------------------------------------------------
 
 
@@ -99,22 +92,19 @@ async def get_workflow(request: Request) -> JSON:
 
 async def start_run(request: Request) -> JSON:
     ctx, rt = _ctx(request), _ctx(request).rt
-    doc = await read_json(request, ctx.max_body, ("input", "run_id", "if_exists", "meta"))
+    doc = await read_json(request, ctx.max_body, ("input", "run_id", "if_exists", "meta", "priority"))
     data, run_id = field(doc, "input", "object"), _run_id(doc)
     if_exists, meta = field(doc, "if_exists", "string"), field(doc, "meta", "object")
+    priority = field(doc, "priority", "integer")
     wf = rt.workflow(params.path_id(request, "wf"))
-    kwargs: dict[str, Any] = {}
-    if if_exists is not None:
-        if _accepts(rt.astart, "if_exists"):
-            kwargs["if_exists"] = if_exists
-        elif if_exists != "error":
-            raise ApiError(400, f"if_exists={if_exists!r} is not supported by this runtime: a start of an "
-                                "existing run is refused (409 RunExists); pass \"error\" or leave it out")
+    kwargs: dict[str, Any] = {} if if_exists is None else {"if_exists": if_exists}
+    if priority is not None:
+        kwargs["priority"] = priority
     meta = dict(meta or {})
     if ctx.modules.get(wf.id):
         meta["module"] = ctx.modules[wf.id]  # `atomr show` / `history` find the workflow by it
     h = await rt.astart(wf.id, data, run_id=run_id, meta=meta or None, **kwargs)
-    attached = getattr(h, "_inbox", True) is None  # if_exists="attach" found the run
+    attached = h.attached  # if_exists="attach" found the run
     if not attached:
         ctx.metrics.track(h, "start")
     status = "running"
@@ -130,19 +120,18 @@ async def start_run(request: Request) -> JSON:
 
 
 async def list_runs(request: Request) -> JSON:
-    """Newest first (by creation); ``next_cursor`` pages on (null on the last page)."""
+    """Newest first (by creation); ``next_cursor`` pages on (null on the last page).
+    One page is read through the store's indexes (``rt.aruns``): its cost does not
+    grow with the number of runs in the store."""
     ctx = _ctx(request)
     status = params.query_choice(request, "status", STATUSES, "a run status")
     limit = params.query_int(request, "limit", 100, 1, 1000)
-    start = params.page_cursor(request)
-    summaries = await ctx.rt.aruns(status, params.query_text(request, "workflow_id"))
-    keyed = sorted(((-s.created_ms, s.workflow_id, s.run_id), s) for s in summaries)
-    keys = [k for k, _ in keyed]
-    i = bisect.bisect_right(keys, start) if start is not None else 0
-    page = keyed[i:i + limit]
-    more = i + limit < len(keyed)
-    return JSON({"runs": [summary_json(s) for _, s in page],
-                 "next_cursor": params.cursor_of_page(page[-1][0]) if more and page else None})
+    before = params.page_cursor(request)
+    page = await ctx.rt.aruns(status, params.query_text(request, "workflow_id"), limit + 1, before)
+    more = len(page) > limit
+    page = page[:limit]
+    return JSON({"runs": [summary_json(s) for s in page],
+                 "next_cursor": page[-1].cursor if more else None})
 
 
 async def get_run(request: Request) -> JSON:
@@ -156,17 +145,15 @@ async def get_run(request: Request) -> JSON:
 
 def run_owner(rt: Any, workflow_id: str, run_id: str) -> str | None:
     """The worker that owns the run (``store.owner_of``) on a shared store; None otherwise."""
-    store = getattr(rt, "store", None)
-    owner_of = getattr(store, "owner_of", None) if getattr(store, "shared", False) else None
-    found = owner_of(workflow_id, run_id) if owner_of is not None else None
+    store = rt.store
+    found = store.owner_of(workflow_id, run_id) if store.shared else None
     return None if found is None or found[0] is None else str(found[0])
 
 
 async def list_workers(request: Request) -> JSON:
     """The live workers of a shared store (``rt.workers()``); [] for a store one process opens."""
     rt = _ctx(request).rt
-    workers = getattr(rt, "workers", None)
-    found = await asyncio.to_thread(workers) if workers is not None else []
+    found = await asyncio.to_thread(rt.workers)
     return JSON({"workers": [w.to_dict() for w in found]})
 
 
@@ -177,7 +164,8 @@ async def get_history(request: Request) -> JSON:
 
 async def get_steps(request: Request) -> JSON:
     """Each step's status for the run page's drawing (see :mod:`atomr.server.progress`)."""
-    return JSON(await progress.step_statuses(_ctx(request).rt, *_ids(request)))
+    ctx = _ctx(request)
+    return JSON(await progress.step_statuses(ctx.rt, *_ids(request), ctx.folds))
 
 
 #: statuses a run stays in until a request moves it
@@ -194,7 +182,8 @@ def settled_outcome(v: Any) -> dict[str, Any] | None:
                    steps=list(v.next))
     elif v.status == "failed":
         step, etype, message = (list(v.error or ()) + [None, "RunError", ""])[:3]
-        doc.update(step_id=step, super_step=v.super_step, error_type=etype, message=message)
+        doc.update(step_id=step, super_step=v.super_step, error_type=etype, message=message,
+                   traceback=getattr(v, "traceback", None))
     elif v.status == "cancelled":
         doc.update(super_step=v.super_step, reason=str(getattr(v, "cancel_reason", None) or ""))
     else:
@@ -213,8 +202,7 @@ async def wait_run(request: Request) -> JSON:
     # the cursor before the state: an outcome committed after it is streamed, one before it is
     # in the state read next (a run another worker executes may settle between the two reads)
     summary = await asyncio.to_thread(rt.store.summary, wf, run)
-    is_live = getattr(getattr(rt, "_core", None), "supervisor", None)
-    if is_live is not None and not is_live.is_live(wf, run):
+    if not rt.is_live(wf, run):
         # no actor holds the run: the store is the whole truth, no need to wake it
         view = await rt.aget_state(wf, run)
         if view.status in SETTLED:
@@ -251,26 +239,30 @@ async def resume_run(request: Request) -> JSON:
 
 async def fork_run(request: Request) -> JSON:
     ctx = _ctx(request)
-    doc = await read_json(request, ctx.max_body, ("super_step", "edits", "run_id"))
-    super_step = field(doc, "super_step", "integer")
-    if super_step is None:
-        raise ApiError(400, "field 'super_step' is required: the super-step to fork from (see /history)")
+    doc = await read_json(request, ctx.max_body, ("super_step", "seq", "edits", "run_id"))
+    super_step, seq = field(doc, "super_step", "integer"), field(doc, "seq", "integer")
+    if (super_step is None) == (seq is None):
+        raise ApiError(400, "pass one of 'super_step' (the state after that super-step) or 'seq' (exactly the "
+                            "checkpoint with that seq): the point to fork from (see /history)")
     edits, new_id = field(doc, "edits", "object"), _run_id(doc)
     wf, run = _ids(request)
-    new = await ctx.rt.afork(wf, run, super_step, edits, new_id)
-    return JSON({"workflow_id": wf, "run_id": new, "forked_from": f"{run}@{super_step}", "status": "paused"},
-                status_code=201)
+    at: Any = super_step
+    if seq is not None:
+        at = checkpoint_by_seq(await ctx.rt.ahistory(wf, run), wf, run, seq)
+    new = await ctx.rt.afork(wf, run, at, edits, new_id)
+    out = {"workflow_id": wf, "run_id": new, "forked_from": f"{run}@{getattr(at, 'super_step', at)}",
+           "status": "paused"}
+    if seq is not None:
+        out["forked_from_seq"] = seq
+    return JSON(out, status_code=201)
 
 
 async def cancel_run(request: Request) -> JSON:
     ctx = _ctx(request)
     doc = await read_json(request, ctx.max_body, ("reason",))
     reason = field(doc, "reason", "string") or ""
-    acancel = getattr(ctx.rt, "acancel", None)
-    if acancel is None:
-        raise ApiError(501, "this atomr runtime cannot cancel runs (no Runtime.acancel); upgrade atomr")
     wf, run = _ids(request)
-    out = await acancel(wf, run, reason=reason)
+    out = await ctx.rt.acancel(wf, run, reason=reason)
     doc = {"workflow_id": wf, "run_id": run, "status": "cancelled"}
     if out is not None and hasattr(out, "status"):
         doc.update(outcome_json(out))

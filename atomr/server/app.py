@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from atomr._hooks import logger
 from atomr.errors import AtomrError
-from atomr.server import api, ui
+from atomr.server import api, schedules, ui
 from atomr.server.http import JSON, ApiError, AuthMiddleware, ErrorsMiddleware, error_response
 from atomr.server.sse import run_events
 
@@ -33,7 +33,7 @@ WORKER_THREADS = 64
 
 async def healthz(request: Request) -> JSON:
     rt = request.app.state.atomr.rt
-    if rt._closed:
+    if rt.closed:
         return JSON({"ok": False, "message": "the runtime is closed"}, status_code=503)
     return JSON({"ok": True})
 
@@ -90,7 +90,7 @@ def create_app(runtime: Any, token: str | None = None, max_body: int = DEFAULT_M
             if close_runtime:
                 await asyncio.to_thread(runtime.close)
 
-    routes = [Route(path, fn, methods=methods) for path, fn, methods in api.ROUTES]
+    routes = [Route(path, fn, methods=methods) for path, fn, methods in api.ROUTES + schedules.ROUTES]
     routes += [
         Route("/api/runs/{wf}/{run}/events", run_events, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
@@ -98,6 +98,7 @@ def create_app(runtime: Any, token: str | None = None, max_body: int = DEFAULT_M
         Route("/", ui.page_runs, methods=["GET"]),
         Route("/workflows", ui.page_workflows, methods=["GET"]),
         Route("/workers", ui.page_workers, methods=["GET"]),
+        Route("/schedules", ui.page_schedules, methods=["GET"]),
         Route("/runs/{wf}/{run}", ui.page_run, methods=["GET"]),
         Route("/static/{name}", ui.static_file, methods=["GET"]),
     ]

@@ -121,7 +121,8 @@ def view_json(v: StateView) -> dict[str, Any]:
     error = None
     if v.error:
         step, etype, message = (list(v.error) + [None, None, None])[:3]
-        error = {"step_id": step, "error_type": etype, "message": message}
+        error = {"step_id": step, "error_type": etype, "message": message,
+                 "traceback": getattr(v, "traceback", None)}
     return {
         "workflow_id": v.workflow_id, "run_id": v.run_id, "values": to_json(v.values),
         "super_step": v.super_step, "status": v.status, "next": list(v.next),

@@ -38,8 +38,9 @@ log = logger("atomr.server")
 
 #: atomr errors that name a state conflict (409); matched by class name along
 #: the class's MRO, so that a refusal class added later is classified too
-CONFLICT = frozenset({"RunExists", "RunNotPaused", "RunOver", "WorkflowExists"})
-NOT_FOUND = frozenset({"RunNotFound", "WorkflowNotFound", "CheckpointNotFound"})
+CONFLICT = frozenset({"RunExists", "RunNotPaused", "RunNotContinuable", "RunOver", "WorkflowExists",
+                      "ScheduleExists"})
+NOT_FOUND = frozenset({"RunNotFound", "WorkflowNotFound", "CheckpointNotFound", "ScheduleNotFound"})
 #: a stored value this server's code cannot read as the class registered for it: the record is
 #: sound, the request cannot be served until the code reads it (409, the message says how)
 STORED_TYPES = frozenset({"StoredTypeMismatch", "UnregisteredType"})

@@ -5,20 +5,24 @@ What is measured, and where:
 - at the server's edge: ``atomr_runs_started_total`` / ``atomr_runs_resumed_total``
   (requests this server accepted) and ``atomr_runs_finished_total{outcome}``
   (the outcome of each of those, done / paused / failed / cancelled);
-- at each scrape, from the runtime: ``atomr_runs{status}`` (the run index:
-  running = executing, paused, ...), ``atomr_runs_live`` (runs holding an actor),
-  ``atomr_dispatcher_queue_depth`` (run actors waiting for a dispatcher thread:
-  the queued runs), ``atomr_super_steps`` (committed super-steps of the runs in
-  the store), ``atomr_checkpointer_commits_total`` / ``_batches_total``;
-- around the store's write (one transaction: the commit and its fsync, in the
-  writer thread): ``atomr_commit_seconds`` and ``atomr_commit_batch_size`` (run
-  batches per transaction: the group commit), histograms.
+- at each scrape, from the runtime's public observation API (``rt.stats()``, no
+  run index walk: a scrape costs the same with 100 runs or a million):
+  ``atomr_runs{status}`` (the store's counts of runs by status, right after a
+  restart), ``atomr_runs_live`` (runs holding an actor), ``atomr_dispatcher_queue_depth``
+  (run actors waiting for a dispatcher thread: the queued runs),
+  ``atomr_checkpointer_queue_depth`` (batches waiting for the writer),
+  ``atomr_checkpointer_commits_total`` / ``_batches_total``, and the histograms
+  the writer records as it commits: ``atomr_commit_seconds`` and
+  ``atomr_commit_batch_size`` (run batches per transaction: the group commit);
+- steps and runs, as the run actors record them: ``atomr_step_executions_total
+  {workflow,step,outcome}``, ``atomr_step_duration_seconds{workflow,step}`` and
+  ``atomr_run_duration_seconds{workflow,outcome}`` (histograms).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from atomr import _hooks
@@ -26,6 +30,7 @@ from atomr.store.base import STATUSES
 from atomr.store.url import redact
 
 if TYPE_CHECKING:
+    from atomr import Histogram
     from atomr.runtime import Runtime
 
 __all__ = ["Metrics"]
@@ -34,12 +39,12 @@ log = _hooks.logger("atomr.server")
 #: the name failures of these metrics are logged and counted under (atomr._hooks.failures)
 HOOK = "metrics (prometheus-client)"
 
-_LATENCY = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-_BATCHES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-
 
 class _RuntimeCollector:
-    """Gauges read from the runtime at each scrape (a worker thread: they read the store)."""
+    """Families read at each scrape (a worker thread) from the runtime's public
+    observation API, ``rt.stats()``: counters it keeps as it works and the store's
+    counts of runs by status. A scrape reads no run index: it costs the same with
+    100 runs or a million."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -51,66 +56,75 @@ class _RuntimeCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         rt = self.rt
-        if rt._closed:
+        if rt.closed:
             return
-        by_status = GaugeMetricFamily("atomr_runs", "Runs in the store by status", labels=["status"])
-        counts = dict.fromkeys(STATUSES, 0)
-        steps = 0
-        for s in rt.runs():
-            counts[s.status] = counts.get(s.status, 0) + 1
-            steps += s.super_step
-        for status, n in counts.items():
-            by_status.add_metric([status], n)
+        st = rt.stats()
+        by_status = GaugeMetricFamily("atomr_runs", "Runs in the store by status (the store's counts, kept as "
+                                      "runs change status)", labels=["status"])
+        for status in STATUSES:
+            by_status.add_metric([status], st.runs_by_status.get(status, 0))
         yield by_status
-        yield GaugeMetricFamily("atomr_super_steps", "Committed super-steps of the runs in the store "
-                                "(the sum of their super_step)", value=steps)
         yield GaugeMetricFamily("atomr_runs_live", "Runs holding an actor (executing or about to)",
-                                value=rt.live_runs())
-        depth = getattr(rt._core.dispatcher, "depth", None)
-        if callable(depth):
-            yield GaugeMetricFamily("atomr_dispatcher_queue_depth",
-                                    "Run actors waiting for a dispatcher thread (queued runs)", value=depth())
-        yield GaugeMetricFamily("atomr_workflows", "Registered workflows", value=len(rt.workflows))
-        workers = rt.workers()  # every worker of a shared store, as recorded in the store (any process)
-        if workers:
-            owned = GaugeMetricFamily("atomr_worker_runs", "Runs each live worker of the store executes",
-                                      labels=["worker_id", "host"])
-            age = GaugeMetricFamily("atomr_worker_heartbeat_age_seconds", "Seconds since each worker's last "
-                                    "heartbeat (by the database's clock; past its lease its runs are taken over)",
-                                    labels=["worker_id", "host"])
-            now = rt.store.db_now_ms()  # type: ignore[attr-defined]
-            for w in workers:
-                owned.add_metric([w.worker_id, w.host], w.runs)
-                age.add_metric([w.worker_id, w.host], max(0, now - w.heartbeat_ms) / 1000)
-            yield owned
-            yield age
-            yield GaugeMetricFamily("atomr_workers", "Live workers of the store", value=sum(w.alive for w in workers))
+                                value=st.live_runs)
+        yield GaugeMetricFamily("atomr_dispatcher_queue_depth",
+                                "Run actors waiting for a dispatcher thread (queued runs)", value=st.queued_runs)
+        yield GaugeMetricFamily("atomr_checkpointer_queue_depth",
+                                "Run batches waiting for the store's writer", value=st.writes_queued)
+        yield GaugeMetricFamily("atomr_workflows", "Registered workflows", value=st.workflows)
+        yield from self._workers(rt)
         info = GaugeMetricFamily("atomr_store_info", "The store this server runs on: its class and where it is "
                                  "(a password in a DSN masked)", labels=["backend", "location"])
         info.add_metric([type(rt.store).__name__, redact(str(getattr(rt.store, "path", None) or ""))], 1)
         yield info
-        cp = _checkpointer(rt)
-        if cp is not None:
-            # a lone run's inline commit (WriterGate) is a transaction of one batch
-            inline = getattr(rt._core.gate, "inline_writes", 0)
-            yield CounterMetricFamily("atomr_checkpointer_commits", "Write transactions of the store's writer "
-                                      "(group commits, and lone runs' own)", value=getattr(cp, "commits", 0) + inline)
-            yield CounterMetricFamily("atomr_checkpointer_batches",
-                                      "Run batches written (over all transactions)",
-                                      value=getattr(cp, "batches", 0) + inline)
+        yield CounterMetricFamily("atomr_checkpointer_commits", "Write transactions of the store's writer "
+                                  "(group commits, and lone runs' own)", value=st.commits)
+        yield CounterMetricFamily("atomr_checkpointer_batches", "Run batches written (over all transactions)",
+                                  value=st.batches)
+        yield _histogram("atomr_commit_seconds", "Store write transactions (commit and sync), seconds, as "
+                         "the writer records them", [], {(): st.commit_seconds})
+        yield _histogram("atomr_commit_batch_size", "Run batches per store write transaction (group commit)",
+                         [], {(): st.batch_sizes})
+        steps = CounterMetricFamily("atomr_step_executions", "Step executions whose result reached their run, by "
+                                    "outcome (completed, failed: every failed attempt, interrupted, timed_out)",
+                                    labels=["workflow", "step", "outcome"])
+        for (wf, step, outcome), n in sorted(st.step_executions.items()):
+            steps.add_metric([wf, step, outcome], n)
+        yield steps
+        yield _histogram("atomr_step_duration_seconds", "Step executions, seconds from sending the step to its "
+                         "result reaching the run", ["workflow", "step"], st.step_seconds)
+        yield _histogram("atomr_run_duration_seconds", "Run executions here (from the start, resume or "
+                         "rehydration to the outcome), seconds, by outcome", ["workflow", "outcome"],
+                         st.run_seconds)
+
+    def _workers(self, rt: Runtime) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        workers = rt.workers()  # every worker of a shared store, as recorded in the store (any process)
+        if not workers:
+            return
+        owned = GaugeMetricFamily("atomr_worker_runs", "Runs each live worker of the store executes",
+                                  labels=["worker_id", "host"])
+        age = GaugeMetricFamily("atomr_worker_heartbeat_age_seconds", "Seconds since each worker's last "
+                                "heartbeat (by the database's clock; past its lease its runs are taken over)",
+                                labels=["worker_id", "host"])
+        now = rt.store.db_now_ms()  # type: ignore[attr-defined]
+        for w in workers:
+            owned.add_metric([w.worker_id, w.host], w.runs)
+            age.add_metric([w.worker_id, w.host], max(0, now - w.heartbeat_ms) / 1000)
+        yield owned
+        yield age
+        yield GaugeMetricFamily("atomr_workers", "Live workers of the store", value=sum(w.alive for w in workers))
 
 
-def _observe(seconds: Any, sizes: Any, elapsed: float, n: int) -> None:
-    seconds.observe(elapsed)
-    sizes.observe(n)
+def _histogram(name: str, doc: str, labels: list[str], series: Mapping[Any, Histogram]) -> Any:
+    """A histogram family from the runtime's histograms (one per label tuple)."""
+    from prometheus_client.core import HistogramMetricFamily
 
-
-def _checkpointer(rt: Runtime) -> Any:
-    """The checkpointer actor object, read directly: asking it through its inbox
-    would delay its group commit."""
-    ref = getattr(rt._core, "checkpointer", None)
-    get = getattr(ref, "_actor_weakref", None)
-    return get() if callable(get) else None
+    fam = HistogramMetricFamily(name, doc, labels=labels)
+    for key, h in sorted(series.items()):
+        buckets = [("+Inf" if b == float("inf") else repr(float(b)), n) for b, n in h.cumulative()]
+        fam.add_metric(list(key), buckets, h.sum)
+    return fam
 
 
 class Metrics:
@@ -119,7 +133,6 @@ class Metrics:
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self._tasks: set[asyncio.Task[None]] = set()
-        self._undo: Any = None
         try:
             import prometheus_client as pc
         except ImportError:
@@ -133,39 +146,9 @@ class Metrics:
                                   ["workflow_id"], registry=reg)
         self.finished = pc.Counter("atomr_runs_finished", "Outcomes of the runs started or resumed "
                                    "through this server", ["workflow_id", "outcome"], registry=reg)
-        self.commit_seconds = pc.Histogram("atomr_commit_seconds", "Store write transactions (commit "
-                                           "and fsync), seconds", buckets=_LATENCY, registry=reg)
-        self.batch_size = pc.Histogram("atomr_commit_batch_size", "Run batches per store write "
-                                       "transaction (group commit)", buckets=_BATCHES, registry=reg)
         reg.register(_RuntimeCollector(rt))
-        self._instrument()
-
-    def _instrument(self) -> None:
-        """Time the store's write (called by its one writer thread)."""
-        store = self.rt.store
-        write = store.write
-        if getattr(write, "_atomr_timed", False):
-            return
-        seconds, sizes = self.commit_seconds, self.batch_size
-
-        def timed(batches: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return write(batches)
-            finally:  # the write's result or error stands, whatever the histograms do
-                _hooks.call(HOOK, _observe, seconds, sizes, time.perf_counter() - t0, len(batches))
-
-        timed._atomr_timed = True  # type: ignore[attr-defined]
-        try:
-            store.write = timed  # type: ignore[method-assign]
-        except AttributeError:  # a store with __slots__: no histograms
-            return
-        self._undo = lambda: vars(store).pop("write", None)
 
     def close(self) -> None:
-        if self._undo is not None:
-            self._undo()
-            self._undo = None
         for task in list(self._tasks):
             task.cancel()
 

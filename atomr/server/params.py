@@ -12,14 +12,15 @@ converted; choices are matched exactly.
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 from collections.abc import Sequence
 
 from starlette.requests import Request
 
-__all__ = ["ApiError", "HTTP_NAMES", "content_length", "cursor", "cursor_of_page", "ids", "last_event_id", "modes", "page_cursor",
+from atomr.errors import StoreError
+from atomr.store.base import parse_cursor
+
+__all__ = ["ApiError", "HTTP_NAMES", "content_length", "cursor", "ids", "last_event_id", "modes", "page_cursor",
            "path_id", "query_choice", "query_int", "query_seconds", "query_text"]
 
 HTTP_NAMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
@@ -136,24 +137,16 @@ def content_length(request: Request) -> int | None:
     return int(text)
 
 
-def page_cursor(request: Request) -> tuple[int, str, str] | None:
-    """``?cursor=`` of /api/runs: the sort key of the last run of the page before."""
+def page_cursor(request: Request) -> str | None:
+    """``?cursor=`` of /api/runs: the cursor of the last run of the page before (checked)."""
     text = query_text(request, "cursor")
     if text is None:
         return None
     try:
-        created, wf, run = json.loads(base64.urlsafe_b64decode(text.encode("ascii") + b"=="))
-        if type(created) is not int or not isinstance(wf, str) or not isinstance(run, str):
-            raise ValueError
-    except (ValueError, TypeError, UnicodeError, RecursionError):
+        parse_cursor(text)
+    except StoreError:
         raise ApiError(400, f"cursor {_shown(text)} is not a cursor this server gave (next_cursor)") from None
-    return -created, wf, run
-
-
-def cursor_of_page(key: tuple[int, str, str]) -> str:
-    """The ``next_cursor`` that :func:`page_cursor` reads back as ``key``."""
-    raw = json.dumps([-key[0], key[1], key[2]], separators=(",", ":")).encode("utf-8")
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+    return text
 
 
 def path_id(request: Request, name: str) -> str:

@@ -1,4 +1,4 @@
-"""The web UI: four server-rendered page shells, one script, one style sheet.
+"""The web UI: five server-rendered page shells, one script, one style sheet.
 
 The pages hold no run data: the script (``static/app.js``) reads everything
 from the JSON API with the token the person gave (kept in the tab's
@@ -15,6 +15,9 @@ without the token. Nothing is loaded from elsewhere: no CDN, no build step.
 - ``/workers``: the worker processes of a shared store (SQLite, Postgres):
   id, host, pid, started, last heartbeat, runs owned, alive; refreshed every
   two seconds. A run's page names the worker executing it.
+- ``/schedules``: the stored schedules: workflow, rule (cron or interval),
+  next due time, the last run with its status, fired / skipped counts, the
+  last error; a delete button each (asks first); refreshed every two seconds.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from starlette.responses import HTMLResponse, Response
 
 from atomr.server import params
 
-__all__ = ["STATIC", "page_runs", "page_run", "page_workers", "page_workflows", "static_file"]
+__all__ = ["STATIC", "page_runs", "page_run", "page_schedules", "page_workers", "page_workflows", "static_file"]
 
 STATIC = Path(__file__).resolve().parent / "static"
 _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
@@ -46,7 +49,7 @@ _SHELL = """<!doctype html>
 <header class="top">
   <a class="brand" href="/">atomr</a>
   <nav><a href="/"{runs_cur}>Runs</a> <a href="/workflows"{wfs_cur}>Workflows</a>
-    <a href="/workers"{wks_cur}>Workers</a></nav>
+    <a href="/workers"{wks_cur}>Workers</a> <a href="/schedules"{sch_cur}>Schedules</a></nav>
   <span id="flash" role="status"></span>
 </header>
 <main>
@@ -91,6 +94,8 @@ _RUN = """<h1><a href="/workflows#{wf_attr}" class="muted">{wf}</a> / <span id="
   <button id="btn-cancel" type="button" class="danger" hidden>Cancel run</button>
   <span id="run-error" class="error"></span>
 </div>
+<details id="run-traceback-box" hidden><summary>Traceback of the failed step</summary>
+  <pre id="run-traceback" class="traceback"></pre></details>
 <section id="interrupts-box" hidden>
   <h2>Waiting for an answer</h2>
   <div id="interrupts"></div>
@@ -128,6 +133,17 @@ _WORKERS = """<h1>Workers</h1>
 </table>
 """
 
+_SCHEDULES = """<h1>Schedules</h1>
+<p class="muted">Runs started on a cron expression (UTC) or every N seconds while a runtime with the workflow
+  registered has the store open (<code>rt.schedule</code>, <code>atomr schedule add</code>,
+  <code>POST /api/schedules</code>).</p>
+<table class="runs" id="schedules-table">
+  <thead><tr><th>Schedule</th><th>Workflow</th><th>Rule</th><th>Next due</th><th>Last run</th>
+  <th>Fired / skipped</th><th></th></tr></thead>
+  <tbody id="schedules-body"><tr><td colspan="7" class="muted">loading…</td></tr></tbody>
+</table>
+"""
+
 _WORKFLOWS = """<h1>Workflows</h1>
 <div id="workflows"><p class="muted">loading…</p></div>
 """
@@ -138,7 +154,8 @@ def _shell(title: str, page: str, body: str, data: dict[str, str] | None = None)
     text = _SHELL.format(title=html.escape(title), page=page, data=attrs, body=body,
                          runs_cur=' aria-current="page"' if page in ("runs", "run") else "",
                          wfs_cur=' aria-current="page"' if page == "workflows" else "",
-                         wks_cur=' aria-current="page"' if page == "workers" else "")
+                         wks_cur=' aria-current="page"' if page == "workers" else "",
+                         sch_cur=' aria-current="page"' if page == "schedules" else "")
     return HTMLResponse(text, headers={"Cache-Control": "no-store",
                                        "Content-Security-Policy": "default-src 'self'; style-src 'self' "
                                        "'unsafe-inline'; img-src 'self' data:"})
@@ -160,6 +177,10 @@ async def page_workflows(request: Request) -> HTMLResponse:
 
 async def page_workers(request: Request) -> HTMLResponse:
     return _shell("Workers", "workers", _WORKERS)
+
+
+async def page_schedules(request: Request) -> HTMLResponse:
+    return _shell("Schedules", "schedules", _SCHEDULES)
 
 
 async def static_file(request: Request) -> Response:

@@ -72,7 +72,7 @@ def outcome_from_view(v: StateView) -> Outcome | None:
                       list(v.interrupts), list(v.next))
     if v.status == "failed":
         step, etype, message = v.error if v.error else (None, "RunError", "")
-        return Failed(v.workflow_id, v.run_id, step, v.super_step, etype, message)
+        return Failed(v.workflow_id, v.run_id, step, v.super_step, etype, message, v.traceback)
     return None
 
 

@@ -214,18 +214,33 @@ class _Opening:
                 "store from a backup"
             )
 
-    def _check_format(self) -> None:
+    def _check_format(self) -> int | None:
+        """The store's format version (None: a new store, now created at the current one)."""
         with self._env.begin(write=not self.readonly) as txn:
             raw = txn.get(b"format_version", db=self._meta)
             if raw is None and self.readonly:
-                return
+                return None
             if raw is None:
                 txn.put(b"format_version", fmt.u32(fmt.FORMAT_VERSION), db=self._meta)
                 txn.put(b"created_ms", fmt.u64(now_ms()), db=self._meta)
-                return
+                return None
             version = fmt.read_u32(raw)
         if version > fmt.FORMAT_VERSION:
             raise FormatVersionError(
                 f"store {self.path!r} was written by a newer atomr (format {version}; this "
                 f"atomr reads up to {fmt.FORMAT_VERSION}); upgrade atomr to open it"
             )
+        return version
+
+    def _migrate(self, version: int | None) -> None:
+        """Bring a store made before the run index's order to format 3 (one write
+        transaction); read-only, such a store is read by scans."""
+        self._has_index = version is None or version >= fmt.INDEX_FORMAT
+        if self._has_index or self.readonly:
+            return
+        with self._env.begin(write=True) as txn:
+            n = self._index_build(txn)  # type: ignore[attr-defined]
+            txn.put(b"format_version", fmt.u32(fmt.INDEX_FORMAT), db=self._meta)
+        log.info("store %s: migrated from format %d to %d (indexed %d runs)", self.path, version,
+                 fmt.INDEX_FORMAT, n)
+        self._has_index = True

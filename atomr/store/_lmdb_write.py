@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import lmdb
 
-from atomr.errors import StoreError, StoreFull
+from atomr.errors import CodecError, StoreError, StoreFull
 from atomr.store import format as fmt
 from atomr.store.base import AppendBatch, RunSummary, check_import, now_ms
 
@@ -32,6 +32,8 @@ class _Writing:
     _snaps: Any
     _runs: Any
     _summaries: dict[bytes, RunSummary]
+    _index_move: Callable[..., None]
+    _index_count: Callable[..., None]
     readonly: bool
     max_map_size: int
     path: str
@@ -76,11 +78,14 @@ class _Writing:
     def _apply(self, batches: Sequence[AppendBatch]) -> None:
         ts = now_ms()
         staged: dict[bytes, RunSummary] = {}
+        first: dict[bytes, RunSummary | None] = {}  # each run's entry before this transaction
         with self._env.begin(write=True) as txn:
             jcur = txn.cursor(db=self._journal)
             for b in batches:
                 rkey = fmt.run_key(b.workflow_id, b.run_id)
-                old = staged.get(rkey) or self._summary_in(txn, rkey, b.workflow_id, b.run_id)
+                old = staged.get(rkey)
+                if old is None:
+                    old = first[rkey] = self._summary_in(txn, rkey, b.workflow_id, b.run_id)
                 staged[rkey] = self._next_summary(old, b, ts)
                 seq = b.first_seq
                 for rec in b.records:
@@ -92,8 +97,11 @@ class _Writing:
                     seq += 1
                 if b.snapshot is not None:
                     txn.put(fmt.seq_key(rkey, b.last_seq), b.snapshot, db=self._snaps)
+            counts: dict[str, int] = {}
             for rkey, s in staged.items():
                 txn.put(rkey, s.to_record(), db=self._runs)
+                self._index_move(txn, first[rkey], s, counts)
+            self._index_count(txn, counts)
         # committed: the cache now reflects the disk. Only running runs stay
         # cached (they write again soon); the others are read back if they ever
         # write again, so the cache does not grow with every run ever written.
@@ -140,6 +148,14 @@ class _Writing:
     def _delete_run(self, workflow_id: str, run_id: str) -> bool:
         rkey = fmt.run_key(workflow_id, run_id)
         with self._env.begin(write=True) as txn:
+            raw = txn.get(rkey, db=self._runs)
+            try:
+                old = None if raw is None else RunSummary.from_record(workflow_id, run_id, bytes(raw))
+            except CodecError:
+                old = None  # damaged: its index keys cannot be named (a page skips a key without a run)
+            counts: dict[str, int] = {}
+            self._index_move(txn, old, None, counts)
+            self._index_count(txn, counts)
             existed = txn.delete(rkey, db=self._runs)
             for db in (self._journal, self._snaps):
                 cur = txn.cursor(db=db)
@@ -176,6 +192,9 @@ class _Writing:
             for seq, rec in snapshots:
                 scur.put(fmt.seq_key(rkey, seq), bytes(rec))
             txn.put(rkey, s.to_record(), db=self._runs)
+            counts: dict[str, int] = {}
+            self._index_move(txn, None, s, counts)
+            self._index_count(txn, counts)
         self._summaries.pop(rkey, None)
 
     @staticmethod

@@ -215,7 +215,8 @@ def run_walk(path: str, *, deep: bool, lock: bool, timeout: float | None = None)
         "dbs": {"meta": fmt.DB_META.decode(), "runs": fmt.DB_RUNS.decode(),
                 "journal": fmt.DB_JOURNAL.decode(), "snapshots": fmt.DB_SNAPSHOTS.decode()},
         "statuses": list(_STATUSES), "max_problems": 1000, "sys_path": _sys_path(),
-        "schedule_prefix": fmt.SCHEDULE_PREFIX.decode(),
+        "schedule_prefix": fmt.SCHEDULE_PREFIX.decode(), "index_prefix": fmt.INDEX_PREFIX.decode(),
+        "count_prefix": fmt.COUNT_PREFIX.decode(),
     }
     limit = _timeout_for(size) if timeout is None else timeout
     t0 = time.perf_counter()

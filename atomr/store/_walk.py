@@ -145,6 +145,14 @@ class _Walk:
                 except UnicodeDecodeError:
                     self.problem("meta", "schedule key's id is not UTF-8", key)
             return
+        if key.startswith(self.cfg.get("index_prefix", "ix:").encode()):  # the run index's order (format 3)
+            if not len(v) or key[3:4] not in (b"a", b"s", b"w", b"x"):
+                self.problem("meta", "damaged run index order key", key)
+            return
+        if key.startswith(self.cfg.get("count_prefix", "ix#").encode()):  # runs by status (format 3)
+            if len(v) != 8:
+                self.problem("meta", f"count of runs {key!r} has {len(v)} bytes, expected 8", key)
+            return
         if key not in sizes:
             self.problem("meta", f"unknown meta key {key!r}", key)
         elif len(v) != sizes[key]:

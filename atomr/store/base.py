@@ -21,9 +21,10 @@ from typing import Any
 from atomr._hooks import logger
 from atomr.errors import CodecError, StoredTypeMismatch, StoreError
 from atomr.store import format as fmt
+from atomr.store._page import check_page, page_of, parse_cursor, run_cursor
 from atomr.store.schedules import ScheduleRecord
 
-__all__ = ["AppendBatch", "RunSummary", "Store", "STATUSES", "now_ms"]
+__all__ = ["AppendBatch", "RunSummary", "Store", "STATUSES", "now_ms", "parse_cursor", "run_cursor"]
 
 log = logger("atomr.store")
 
@@ -49,6 +50,12 @@ class RunSummary:
     created_ms: int = 0
     updated_ms: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cursor(self) -> str:
+        """This run's place in the run index, newest first: pass it as ``before=``
+        to ``runs()`` to list the runs after it (an opaque, stable string)."""
+        return run_cursor(self.created_ms, self.workflow_id, self.run_id)
 
     def to_record(self) -> bytes:
         return fmt.encode_obj(
@@ -88,6 +95,24 @@ class AppendBatch:
         return self.first_seq + len(self.records) - 1
 
 
+def write_units(n: int, groups: Sequence[int] | None) -> list[list[int]]:
+    """The batch indexes written together when a group commit is refused: each
+    batch alone, except those of one ``groups`` number (>= 0), together."""
+    if groups is None:
+        return [[i] for i in range(n)]
+    units: list[list[int]] = []
+    by_group: dict[int, list[int]] = {}
+    for i, g in enumerate(groups):
+        if g < 0:
+            units.append([i])
+        elif g in by_group:
+            by_group[g].append(i)
+        else:
+            by_group[g] = [i]
+            units.append(by_group[g])
+    return units
+
+
 class Store(abc.ABC):
     """Common behaviour of the backends; subclasses provide the primitives."""
 
@@ -101,11 +126,14 @@ class Store(abc.ABC):
 
     # -- writer side -------------------------------------------------------
 
-    def write(self, batches: Sequence[AppendBatch]) -> list[BaseException | None]:
+    def write(self, batches: Sequence[AppendBatch],
+              groups: Sequence[int] | None = None) -> list[BaseException | None]:
         """Write all batches in one transaction (one sync); isolate failures.
 
         Returns one entry per batch: None when it is durable, else the error
         that refused it. A failure of one batch does not refuse the others.
+        ``groups`` (one entry per batch): batches with the same number >= 0 are
+        written all or none (a ``start_many``); -1: a batch on its own.
         """
         if not batches:
             return []
@@ -115,14 +143,14 @@ class Store(abc.ABC):
         except Exception as exc:  # noqa: BLE001 - reported to the run that wrote it
             if len(batches) == 1:
                 return [exc]
-        # one batch was bad: write them one by one so the others still land
-        results: list[BaseException | None] = []
-        for b in batches:
+        # one batch (or group) was bad: write them one unit at a time so the others still land
+        results: list[BaseException | None] = [None] * len(batches)
+        for unit in write_units(len(batches), groups):
             try:
-                self._write_txn([b])
-                results.append(None)
+                self._write_txn([batches[i] for i in unit])
             except Exception as exc:  # noqa: BLE001
-                results.append(exc)
+                for i in unit:
+                    results[i] = exc
         return results
 
     @abc.abstractmethod
@@ -184,18 +212,31 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def summaries(self) -> Iterator[RunSummary]: ...
 
-    def runs(self, status: str | None = None, workflow_id: str | None = None) -> list[RunSummary]:
-        """Run summaries from the index, oldest first; filter by status/workflow."""
-        if status is not None and status not in STATUSES:
-            raise StoreError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
-        out = [
-            s
-            for s in self.summaries()
-            if (status is None or s.status == status)
-            and (workflow_id is None or s.workflow_id == workflow_id)
-        ]
-        out.sort(key=lambda s: (s.created_ms, s.workflow_id, s.run_id))
-        return out
+    def runs(self, status: str | None = None, workflow_id: str | None = None, limit: int | None = None,
+             before: str | None = None) -> list[RunSummary]:
+        """Run summaries from the index, newest first by creation (ties: by ids,
+        descending); filter by status and/or workflow. ``limit``: at most that
+        many (None: all); ``before``: the ``cursor`` of the last run of the page
+        before, to list the runs after it. A page is read through the indexes the
+        store keeps (by status, by workflow): it costs the same however many runs
+        the store holds. StoreError for an unknown status, a bad limit or cursor."""
+        key = check_page(status, workflow_id, limit, before, STATUSES)
+        return self._runs_page(status, workflow_id, limit, key)
+
+    def _runs_page(self, status: str | None, workflow_id: str | None, limit: int | None,
+                   key: tuple[int, str, str] | None) -> list[RunSummary]:
+        """One page (arguments checked); a backend with indexes overrides this scan."""
+        return page_of(self.summaries(), status, workflow_id, limit, key)
+
+    def run_counts(self) -> dict[str, int]:
+        """Runs in the store by status (every status, 0 included), as the store
+        keeps them: updated in the transaction that changes a run's status, so
+        right after a restart; reading them costs the same however many runs
+        there are (a backend without counts scans)."""
+        counts = dict.fromkeys(STATUSES, 0)
+        for s in self.summaries():
+            counts[s.status] += 1
+        return counts
 
     @abc.abstractmethod
     def _journal_raw(

@@ -11,6 +11,9 @@ Layout (one LMDB environment, four named databases)::
     meta       b"created_ms"                         u64 big-endian
     meta       b"schedule:" + schedule_id_utf8       record(schedule)   one schedule: its rule,
                                                      input, policies and firing state (v2)
+    meta       b"ix:" + filter + u64be(created_ms)   run_key            the run index's order (v3):
+               + ids (see below)                                        one key per filter and run
+    meta       b"ix#" + status_utf8                  i64be(n)           runs with that status (v3)
     journal    run_key + u64be(seq)   seq = 1, 2, …  record(event)      (append-only, gap-free)
     snapshots  run_key + u64be(seq)                  record(progress)   state after event `seq`
     runs       run_key                               record(summary)    the small run index
@@ -36,12 +39,26 @@ predates them checks a store's database names (``verify`` on open) before its
 format version: a fifth database would be reported as damage, while a newer
 version number is refused with a clear "upgrade atomr". A new store is
 created at 2; a store at 1 opens unchanged and is marked 2 in the
-transaction that writes its first schedule.
+transaction that writes its first schedule. 3 — the meta database also holds
+the run index's order and the counts of runs by status. ``filter`` is
+``b"a"`` (every run), ``b"s" + ord(status)``, ``b"w" + ord(wf)`` or ``b"x" +
+hash8(wf) + ord(status)``, then ``u64be(created_ms)`` and the ids (a workflow's
+filters: only the run id); ``ord(text)`` is its UTF-8 bytes with NUL written
+as ``00 ff``, ended by ``00 00``, so that key order is ``(created_ms, workflow
+id, run id)`` order, ids compared as bytes: a page of runs newest first is a
+backwards cursor walk from the key of the cursor's run. A key longer than
+MAX_KEY_BYTES keeps its first bytes and ends with a hash of its ids (runs of
+one millisecond with such long ids sort by those bytes, then by that hash). The writer puts a
+run's four keys in the transaction that creates its run index entry and moves
+its two status keys (and the two counts) in the one that changes its status.
+A store at 1 or 2 is migrated when opened for writing (one transaction that
+builds the keys from the run index); read-only, it is read by a scan.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import struct
 import zlib
 from typing import Any
@@ -50,29 +67,19 @@ from atomr import codec, events as ev
 from atomr.errors import CodecError, CorruptRecord, StoredTypeMismatch, StoreError, UnregisteredType
 
 __all__ = [
-    "FORMAT_VERSION",
-    "MAX_KEY_BYTES",
-    "check_ids",
-    "EVENT_CODES",
-    "run_key",
-    "parse_run_key",
-    "seq_key",
-    "seq_of",
-    "frame",
-    "unframe",
-    "encode_event",
-    "decode_event",
-    "encode_obj",
-    "decode_obj",
-    "SCHEDULE_PREFIX",
-    "MAX_SCHEDULE_ID_BYTES",
-    "schedule_key",
-    "parse_schedule_key",
+    "FORMAT_VERSION", "MAX_KEY_BYTES", "check_ids", "EVENT_CODES", "run_key", "parse_run_key", "seq_key",
+    "seq_of", "frame", "unframe", "encode_event", "decode_event", "encode_obj", "decode_obj",
+    "SCHEDULE_PREFIX", "MAX_SCHEDULE_ID_BYTES", "schedule_key", "parse_schedule_key",
 ]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: The first format whose meta database may hold schedule records.
 SCHEDULES_FORMAT = 2
+#: The first format whose meta database holds the run index's order and counts.
+INDEX_FORMAT = 3
+#: Key prefixes (meta database) of the run index's order and of the counts by status.
+INDEX_PREFIX = b"ix:"
+COUNT_PREFIX = b"ix#"
 
 DB_META = b"meta"
 DB_JOURNAL = b"journal"
@@ -99,21 +106,24 @@ EVENT_CODES: dict[type, int] = {
     ev.ItemCompleted: 16,
     ev.LoopIterated: 17,
     ev.RunCancelled: 18,
+    ev.TurnStarted: 19,
 }
 _CLASSES = {code: cls for cls, code in EVENT_CODES.items()}
 _FIELDS = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in EVENT_CODES}
+#: Trailing fields added since format 1, stored only when not None, so that a
+#: record without them has its old layout (and old records read as None).
+_OPTIONAL_TAIL = {ev.RunFailed: 1}
 #: Fields holding (channel, value) pairs: stored as 2-lists, read back as tuples.
 _PAIR_FIELDS = {ev.StepCompleted: "writes", ev.StateUpdated: "edits", ev.LoopIterated: "writes"}
 #: Fields holding {key: value} of user values (each value may nest codec.MAX_DEPTH deep).
 _MAP_FIELDS = {
     ev.RunStarted: ("input", "channel {!r} of the run input"),
+    ev.TurnStarted: ("input", "channel {!r} of the turn's input"),
     ev.Resumed: ("answers", "the resume value of interrupt {!r}"),
     ev.Forked: ("values", "channel {!r} of the forked state"),
 }
 
-_U16 = struct.Struct(">H")
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
+_U16, _U32, _U64 = struct.Struct(">H"), struct.Struct(">I"), struct.Struct(">Q")
 _VERSION = bytes((codec.CODEC_VERSION,))
 
 
@@ -185,6 +195,37 @@ def parse_schedule_key(key: bytes) -> str:
         raise CodecError("schedule key's id is not valid UTF-8") from None
 
 
+def ordered(text: str) -> bytes:
+    """``text`` as a key part that sorts as its UTF-8 bytes do and ends unambiguously."""
+    return text.encode("utf-8", "surrogatepass").replace(b"\x00", b"\x00\xff") + b"\x00\x00"
+
+
+def index_filters(workflow_id: str, status: str) -> tuple[bytes, bytes, bytes, bytes]:
+    """The four filter prefixes a run is listed under: all, its status, its workflow, both."""
+    h, st = _hash8(workflow_id.encode("utf-8", "surrogatepass")), ordered(status)
+    return INDEX_PREFIX + b"a", INDEX_PREFIX + b"s" + st, INDEX_PREFIX + b"w" + h, INDEX_PREFIX + b"x" + h + st
+
+
+def index_prefix(workflow_id: str | None, status: str | None) -> bytes:
+    """The prefix of one filter's keys (None: not filtered on it)."""
+    return index_filters(workflow_id or "", status or "")[(status is not None) + 2 * (workflow_id is not None)]
+
+
+def index_key(prefix: bytes, created_ms: int, workflow_id: str, run_id: str) -> bytes:
+    """A run's key under a filter's ``prefix`` (a workflow's filters hold no workflow id)."""
+    tie = ordered(run_id) if prefix[3:4] in (b"w", b"x") else ordered(workflow_id) + ordered(run_id)
+    key = prefix + _U64.pack(created_ms) + tie
+    return key if len(key) <= MAX_KEY_BYTES else key[:MAX_KEY_BYTES - 8] + _hash8(tie)
+
+
+def _hash8(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=8).digest()
+
+
+def count_key(status: str) -> bytes:
+    return COUNT_PREFIX + status.encode()
+
+
 def seq_key(rkey: bytes, seq: int) -> bytes:
     return rkey + _U64.pack(seq)
 
@@ -254,6 +295,10 @@ def encode_event(event: Any) -> bytes:
             elif exceeds(value, codec.MAX_DEPTH):
                 codec.check_depth(value, f"{cls.__name__}.{name}")
         row.append(value)
+    tail = _OPTIONAL_TAIL.get(cls, 0)
+    while tail and row[-1] is None:
+        row.pop()
+        tail -= 1
     try:
         return frame(codec.packb(row, max_depth=None))
     except (TypeError, ValueError, OverflowError):
@@ -295,7 +340,7 @@ def decode_event(data: bytes) -> Any:
         raise CodecError(f"unknown event code {row[0]!r} (written by a newer atomr?)")
     values = row[1:]
     fields = _FIELDS[cls]
-    if len(values) != len(fields):
+    if len(values) != len(fields) and not 0 <= len(fields) - len(values) <= _OPTIONAL_TAIL.get(cls, 0):
         raise CodecError(f"{cls.__name__} record has {len(values)} fields, expected {len(fields)}")
     pair_field = _PAIR_FIELDS.get(cls)
     if pair_field is not None:

@@ -40,7 +40,8 @@ whose first commit does not fit was not created: the error says to start it
 again).
 
 The class is assembled from mixins: opening checks (:mod:`._lmdb_open`), readers
-(:mod:`._lmdb_read`) and the writer side (:mod:`._lmdb_write`).
+(:mod:`._lmdb_read`), the writer side (:mod:`._lmdb_write`) and the run index's
+order and counts (:mod:`._lmdb_index`).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ import lmdb
 from atomr._check import check_int
 from atomr.errors import StoreClosed, StoreError
 from atomr.store import format as fmt
+from atomr.store._lmdb_index import _Indexing
 from atomr.store._lmdb_open import _MAX_MAP, _MIN_MAP, VERIFY_AUTO_MAX_BYTES, _Gate, _Opening
 from atomr.store._lmdb_read import _Reading
 from atomr.store._lmdb_write import _Writing
@@ -72,7 +74,7 @@ __all__ = ["LmdbStore", "VerifyReport", "BackupReport", "Damage", "verify_store"
 _GiB = 1 << 30
 
 
-class LmdbStore(_Opening, _Reading, _Writing, Store):
+class LmdbStore(_Opening, _Reading, _Writing, _Indexing, Store):
     """Durable store in directory ``path`` (created if missing).
 
     ``map_size``: initial LMDB map size (address space, not disk: the file grows
@@ -143,6 +145,8 @@ class LmdbStore(_Opening, _Reading, _Writing, Store):
         self.readonly = readonly
         self._damaged: dict[bytes, tuple[str | None, str | None, str]] = {}
         self._summaries: dict[bytes, RunSummary] = {}
+        self._has_index = True
+        self.index_reads = 0
         self._prepare_dir()
         try:
             self._register()
@@ -158,10 +162,11 @@ class LmdbStore(_Opening, _Reading, _Writing, Store):
             create = not readonly
             # the format is checked before anything else is created or written
             self._meta = self._env.open_db(fmt.DB_META, create=create)
-            self._check_format()
+            version = self._check_format()
             self._journal = self._env.open_db(fmt.DB_JOURNAL, create=create)
             self._snaps = self._env.open_db(fmt.DB_SNAPSHOTS, create=create)
             self._runs = self._env.open_db(fmt.DB_RUNS, create=create)
+            self._migrate(version)
         except lmdb.Error as exc:
             self._abandon()
             raise StoreError(f"cannot open LMDB store {self.path!r}: {exc}; check the path and its "

@@ -13,7 +13,8 @@ from collections.abc import Iterator, Sequence
 from atomr._check import check_int
 from atomr.errors import StoreError
 from atomr.store import format as fmt
-from atomr.store.base import AppendBatch, RunSummary, Store, check_import, now_ms
+from atomr.store._page import SortedIndex
+from atomr.store.base import STATUSES, AppendBatch, RunSummary, Store, check_import, now_ms
 
 __all__ = ["MemoryStore"]
 
@@ -38,6 +39,8 @@ class MemoryStore(Store):
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, str], _Run] = {}
         self._schedules: dict[bytes, bytes] = {}  # meta key -> framed record, as LMDB keeps them
+        self._index = SortedIndex()  # the run index's order, by status and by workflow
+        self._counts = dict.fromkeys(STATUSES, 0)
 
     def __repr__(self) -> str:
         return f"MemoryStore(runs={len(self._runs)})"
@@ -54,6 +57,9 @@ class MemoryStore(Store):
                     run = self._runs.get(key)
                     old = run.summary if run is not None else None
                 staged[key] = self._next_summary(old, b, ts)
+            for key, new in staged.items():
+                run = self._runs.get(key)
+                self._indexed(run.summary if run is not None else None, new)
             for b in batches:
                 key = (b.workflow_id, b.run_id)
                 run = self._runs.get(key)
@@ -65,6 +71,29 @@ class MemoryStore(Store):
                         run.snap_seqs.append(b.last_seq)
                     run.snaps[b.last_seq] = bytes(b.snapshot)
                 run.summary = staged[key]
+
+    def _indexed(self, old: RunSummary | None, new: RunSummary | None) -> None:
+        """Move a run in the index and the counts (under the lock)."""
+        if old is not None and (new is None or old.status != new.status):
+            self._index.remove((old.created_ms, old.workflow_id, old.run_id), old.status)
+            self._counts[old.status] -= 1
+        if new is not None and (old is None or old.status != new.status):
+            self._index.add((new.created_ms, new.workflow_id, new.run_id), new.status)
+            self._counts[new.status] += 1
+
+    def _runs_page(self, status: str | None, workflow_id: str | None, limit: int | None,
+                   key: tuple[int, str, str] | None) -> list[RunSummary]:
+        with self._lock:
+            out = []
+            for _, wf, run in self._index.page(status, workflow_id, limit, key):
+                s = self._runs[(wf, run)].summary
+                if s is not None:
+                    out.append(s)
+            return out
+
+    def run_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
 
     def truncate(self, workflow_id: str, run_id: str, upto_seq: int, snapshot: bytes) -> int:
         with self._lock:
@@ -94,7 +123,10 @@ class MemoryStore(Store):
 
     def delete_run(self, workflow_id: str, run_id: str) -> bool:
         with self._lock:
-            return self._runs.pop((workflow_id, run_id), None) is not None
+            run = self._runs.pop((workflow_id, run_id), None)
+            if run is not None:
+                self._indexed(run.summary, None)
+            return run is not None
 
     def import_run(self, summary: RunSummary, journal: Sequence[tuple[int, bytes]],
                    snapshots: Sequence[tuple[int, bytes]]) -> None:
@@ -114,6 +146,7 @@ class MemoryStore(Store):
                 raise StoreError(f"run {key[0]}/{key[1]} already exists in this MemoryStore; nothing of it "
                                  "was imported")
             self._runs[key] = run
+            self._indexed(None, summary)
 
     def summary(self, workflow_id: str, run_id: str) -> RunSummary | None:
         run = self._runs.get((workflow_id, run_id))

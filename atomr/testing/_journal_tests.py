@@ -7,7 +7,7 @@ import pytest
 from atomr import events as ev
 from atomr.errors import StoreError
 from atomr.store import format as fmt
-from atomr.store.base import Store
+from atomr.store.base import STATUSES, Store
 from atomr.testing._base import SuiteBase
 from atomr.testing.journals import demo_events, encode_batch, filler_events
 
@@ -60,6 +60,7 @@ class JournalTests(SuiteBase):
                       branches={"a": ["x"]}, meta={"k": 1}, at_ms=5),
             ev.StepCancelled("b", 2, "timeout"), ev.ItemCompleted("mp", 2, 4, {"x": (1,)}),
             ev.LoopIterated("lp", 2, 3, [("n", 1)], 7), ev.RunCancelled("enough", 3, 11),
+            ev.TurnStarted(2, {"n": 4, "log": ["more"]}, 13),
         ]
         missing = set(fmt.EVENT_CODES) - {type(e) for e in evs}
         assert not missing, f"add a sample of {sorted(c.__name__ for c in missing)} to this test"
@@ -184,7 +185,10 @@ class JournalTests(SuiteBase):
         everything = store.runs()
         assert sorted((s.workflow_id, s.run_id, s.status) for s in everything) == sorted(layout)
         assert [(s.created_ms, s.workflow_id, s.run_id) for s in everything] == sorted(
-            (s.created_ms, s.workflow_id, s.run_id) for s in everything)
+            ((s.created_ms, s.workflow_id, s.run_id) for s in everything), reverse=True)  # newest first
+        first = store.runs(limit=4)
+        assert first == everything[:4] and store.runs(limit=4, before=first[-1].cursor) == everything[4:]
+        assert store.run_counts() == {st: sum(s.status == st for s in everything) for st in STATUSES}
         for status in ("running", "paused", "done", "failed"):
             want = sorted((w, r) for w, r, st in layout if st == status)
             assert sorted((s.workflow_id, s.run_id) for s in store.runs(status=status)) == want

@@ -15,7 +15,6 @@ import asyncio
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from atomr import events as ev
@@ -134,7 +133,7 @@ def _check(wf: Workflow, p: algo.RunProgress, e: Any, seq: int,
             items = p.values.get(wf.dag.steps[step].items) or []
             out = _call(fn, items[e.index], ctx)
         else:
-            out = _call(fn, MappingProxyType(p.values), ctx)
+            out = _call(fn, wf.view(p.values), ctx)
     except _InterruptSignal as sig:
         return Mismatch(step, ss, seq, "completion", f"interrupt #{sig.index}", "now interrupts")
     except Exception as exc:  # noqa: BLE001 - a divergence, reported

@@ -159,7 +159,8 @@ def drive(rt: Runtime, runs: Iterable[tuple[str, str, Mapping[str, Any]]], final
     for h in rt.recover():
         handles[(h.workflow_id, h.run_id)] = h
     for s in rt.runs(status="paused"):
-        handles[(s.workflow_id, s.run_id)] = _resume_paused(rt, s.workflow_id, s.run_id)
+        if (s.workflow_id, s.run_id) not in handles:  # one recover() handed out may have paused since
+            handles[(s.workflow_id, s.run_id)] = _resume_paused(rt, s.workflow_id, s.run_id)
     known = {(s.workflow_id, s.run_id) for s in rt.runs()}
     todo = [(wid, rid, inp) for wid, rid, inp in runs if (wid, rid) not in known]
     say(f"STARTING {len(handles)} {len(todo)}")

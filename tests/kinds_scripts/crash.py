@@ -13,11 +13,12 @@ until GO_FILE exists (it never does in the killed process; the recovering test
 creates it first). The script prints "READY" once that unit is blocked and the
 work before it is committed in the store, then waits to be killed.
 
-Scenarios: map, loop, branch, subgraph, human.
+Scenarios: map, loop, branch, subgraph, human, loopdag (a Loop whose body is a Dag).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import threading
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-SCENARIOS = ("map", "loop", "branch", "subgraph", "human")
+SCENARIOS = ("map", "loop", "branch", "subgraph", "human", "loopdag")
 RUN_ID = "r1"
 ITEMS = [0, 1, 2, 3, 4]
 BLOCK_ITEM = 2
@@ -103,6 +104,23 @@ def workflow(scenario: str, side: str, go: str) -> Any:
                .step("lp", Loop(body, while_=lambda s: s["n"] < LOOP_END, max_iterations=10))
                .edge("pre", "lp").build())
         return Workflow(wid, dag, schema)
+    if scenario == "loopdag":
+        def a(state: Any, ctx: Any) -> Any:
+            record(side, f"a {state['n']}")
+            return {"log": [f"a{state['n']}"]}
+
+        async def b(state: Any, ctx: Any) -> Any:
+            n = state["n"]
+            record(side, f"b {n}")
+            if n == BLOCK_ITERATION:
+                await asyncio.to_thread(block_until, go)
+            return {"n": n + 1, "log": [f"b{n}"]}
+
+        body = Dag.builder("a").step("a", a).step("b", b).edge("a", "b").build()
+        dag = (Dag.builder("pre").step("pre", logger("pre"))
+               .step("lp", Loop(body, while_=lambda s: s["n"] < LOOP_END, max_iterations=10))
+               .edge("pre", "lp").build())
+        return Workflow(wid, dag, schema)
     if scenario == "branch":
         def router(state: Any) -> str:
             record(side, "route")
@@ -154,6 +172,9 @@ def committed(store: Any, scenario: str) -> bool:
     if scenario == "loop":
         return any(type(e) is ev.LoopIterated and e.iteration == BLOCK_ITERATION
                    for e in journal(wid, RUN_ID))
+    if scenario == "loopdag":  # iteration 2's first body step is journaled
+        child = journal(f"{wid}:lp", f"{wid}/{RUN_ID}/lp#{BLOCK_ITERATION}@2")
+        return any(type(e) is ev.SuperStepCommitted for e in child)
     if scenario == "branch":
         return any(type(e) is ev.BranchTaken for e in journal(wid, RUN_ID))
     if scenario == "subgraph":

@@ -253,6 +253,9 @@ async function pageRun() {
     $("#run-facts").textContent = facts.join(" · ");
     $("#run-error").textContent = view.error
       ? `${view.error.error_type} at ${view.error.step_id || "?"}: ${view.error.message}` : "";
+    const tb = (view.error && view.error.traceback) || "";
+    $("#run-traceback").textContent = tb;
+    $("#run-traceback-box").hidden = !tb;
     $("#btn-cancel").hidden = ["done", "cancelled"].includes(view.status);
     $("#btn-continue").hidden = !((view.status === "paused" && !view.interrupts.length) || view.status === "failed");
     $("#btn-continue").textContent = view.status === "failed" ? "Retry" : "Continue";
@@ -346,5 +349,58 @@ async function pageWorkers() {
   });
 }
 
-const PAGES = { runs: pageRuns, run: pageRun, workflows: pageWorkflows, workers: pageWorkers };
+// -- schedules ----------------------------------------------------------------------------
+
+function span(seconds) {
+  const s = Math.abs(seconds);
+  if (s < 90) return `${Math.round(s * 10) / 10} s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  if (s < 129600) return `${Math.round(s / 3600)} h`;
+  return `${Math.round(s / 86400)} d`;
+}
+
+async function pageSchedules() {
+  const body = $("#schedules-body");
+  const remove = async (s) => {
+    if (!confirm(`Delete schedule ${s.schedule_id}? Runs it started are kept.`)) return;
+    try {
+      await api(`/api/schedules/${enc(s.schedule_id)}`, undefined, "DELETE");
+      flash(`deleted ${s.schedule_id}`);
+      await load();
+    } catch (e) { flash(`${e.name}: ${e.message}`, true); }
+  };
+  const row = (s) => {
+    const now = Date.now() / 1000;
+    const rule = s.cron !== null ? `cron ${s.cron}` : `every ${span(s.every_s)}`;
+    const next = s.next_due === null ? el("span", { class: "error", text: "cannot tell" })
+      : el("span", { title: s.next_due_iso }, when(s.next_due * 1000),
+        el("span", { class: "muted", text: s.next_due > now ? ` (in ${span(s.next_due - now)})` : " (due now)" }));
+    const last = s.last_run_id
+      ? el("span", {}, badge(s.last_run_status || "deleted"), " ",
+        el("a", { href: `/runs/${enc(s.workflow_id)}/${enc(s.last_run_id)}`, text: s.last_run_id }),
+        el("span", { class: "muted", text: ` ${when(s.last_fired * 1000)}` }))
+      : el("span", { class: "muted", text: "none yet" });
+    return el("tr", { "data-schedule": s.schedule_id },
+      el("td", {}, el("code", { text: s.schedule_id }),
+        s.last_error ? el("div", { class: "error small", text: s.last_error }) : null),
+      el("td", {}, el("a", { href: `/workflows#${enc(s.workflow_id)}`, text: s.workflow_id })),
+      el("td", {}, el("code", { text: rule }),
+        el("div", { class: "muted small", text: `overlap ${s.overlap} · catch-up ${s.catch_up}` })),
+      el("td", { class: "next" }, next, s.armed ? null
+        : el("div", { class: "muted small", text: "not fired by this server (its workflow is not registered here, or schedules are off)" })),
+      el("td", { class: "last" }, last),
+      el("td", { class: "num", text: `${s.fired} / ${s.skipped}` }),
+      el("td", {}, el("button", { type: "button", class: "danger", onclick: () => remove(s), text: "Delete" })));
+  };
+  const load = async () => {
+    const doc = await api("/api/schedules");
+    body.replaceChildren(...(doc.schedules.length ? doc.schedules.map(row)
+      : [el("tr", {}, el("td", { colspan: 7, class: "muted",
+        text: "no schedules: add one with rt.schedule(...), atomr schedule add or POST /api/schedules" }))]));
+  };
+  every(2000, load);
+}
+
+const PAGES = { runs: pageRuns, run: pageRun, workflows: pageWorkflows, workers: pageWorkers,
+  schedules: pageSchedules };
 (PAGES[PAGE] || (async () => {}))().catch((e) => flash(`${e.name}: ${e.message}`, true));

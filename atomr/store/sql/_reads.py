@@ -9,8 +9,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from atomr._hooks import logger
-from atomr.errors import CodecError, CorruptRecord, StoreError
+from atomr.errors import CodecError, CorruptRecord
 from atomr.store import format as fmt
+from atomr.store._page import PageKey
 from atomr.store.base import STATUSES, RunSummary
 
 __all__ = ["SqlReads", "SUMMARY_COLS"]
@@ -67,10 +68,10 @@ class SqlReads:
     def summaries(self) -> Iterator[RunSummary]:
         return iter(self._select_runs("", ()))
 
-    def runs(self, status: str | None = None, workflow_id: str | None = None) -> list[RunSummary]:
-        """Run summaries from the index, oldest first; the filters run in the database."""
-        if status is not None and status not in STATUSES:
-            raise StoreError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+    def _runs_page(self, status: str | None, workflow_id: str | None, limit: int | None,
+                   key: PageKey | None) -> list[RunSummary]:
+        """One page, newest first: one range of one of the paging indexes (schema.py)."""
+        c = self.dialect.collate
         where, args = [], []
         if status is not None:
             where.append("status = ?")
@@ -78,9 +79,35 @@ class SqlReads:
         if workflow_id is not None:
             where.append("workflow_id = ?")
             args.append(self._enc(workflow_id))
-        out = self._select_runs(" WHERE " + " AND ".join(where) if where else "", tuple(args))
-        out.sort(key=lambda s: (s.created_ms, s.workflow_id, s.run_id))
-        return out
+            order = f"created_ms DESC, run_id{c} DESC"
+            if key is not None:  # within one workflow: (created_ms, run_id) past the cursor's run
+                wf = self._enc(workflow_id)
+                ck = self._enc(key[1])
+                bound = (key[0], self._enc(key[2])) if wf == ck else (key[0] + 1, "") if wf < ck else (key[0], "")
+                where.append(f"(created_ms, run_id{c}) < (?, ?)")
+                args += bound
+        else:
+            order = f"created_ms DESC, workflow_id{c} DESC, run_id{c} DESC"
+            if key is not None:
+                where.append(f"(created_ms, workflow_id{c}, run_id{c}) < (?, ?, ?)")
+                args += (key[0], self._enc(key[1]), self._enc(key[2]))
+        sql = (" WHERE " + " AND ".join(where) if where else "") + f" ORDER BY {order}"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return self._select_runs(sql, tuple(args))
+
+    def run_counts(self) -> dict[str, int]:
+        """Runs by status: the sum of every writer's changes (a few rows per writer)."""
+        self._check_open()
+        counts = dict.fromkeys(STATUSES, 0)
+        with self._reading(consistent=False) as cur:
+            cur.execute(self.dialect.sql("SELECT status, sum(n) FROM {t}run_counts GROUP BY status"))
+            rows = cur.fetchall()
+        for status, n in rows:
+            if status in counts:
+                counts[status] = int(n)
+        return counts
 
     def _select_runs(self, where: str, args: tuple[Any, ...]) -> list[RunSummary]:
         self._check_open()

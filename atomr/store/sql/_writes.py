@@ -21,7 +21,7 @@ from typing import Any
 
 from atomr.errors import OwnershipLost, RunOwnedElsewhere, StoreClosed, StoreUnavailable
 from atomr.store import format as fmt
-from atomr.store.base import AppendBatch, RunSummary, now_ms
+from atomr.store.base import AppendBatch, RunSummary, now_ms, write_units
 
 __all__ = ["GroupWrites"]
 
@@ -29,13 +29,35 @@ __all__ = ["GroupWrites"]
 class _Group:
     """The rows of one group commit, as parameter tuples of the statements."""
 
-    __slots__ = ("events", "snaps", "inserts", "updates")
+    __slots__ = ("events", "snaps", "inserts", "updates", "counts")
 
     def __init__(self) -> None:
         self.events: list[tuple[str, str, int, bytes]] = []   # journal rows
         self.snaps: list[tuple[str, str, int, bytes]] = []    # snapshot rows
         self.inserts: list[tuple[Any, ...]] = []              # index rows of new runs
         self.updates: list[tuple[Any, ...]] = []              # index rows: new values..., key, old last_seq, epoch
+        self.counts: dict[str, int] = {}                      # runs by status: the changes (none is 0)
+
+    def count(self, old: str | None, new: str) -> None:
+        """A run's status moves from ``old`` (None: a new run) to ``new``."""
+        if old == new:
+            return
+        c = self.counts
+        for status, d in ((old, -1), (new, 1)):
+            if status is not None:
+                n = c.get(status, 0) + d
+                if n:
+                    c[status] = n
+                else:
+                    c.pop(status, None)
+
+    def pg_params(self, writer: str, channel: str) -> tuple[Any, ...]:
+        """The parameters of the Postgres group statement (base.PG_GROUP): columns as arrays."""
+        cols = [list(c) for c in zip(*self.events)] if self.events else [[], [], [], []]
+        cols += [list(c) for c in zip(*self.snaps)] if self.snaps else [[], [], [], []]
+        cols += [list(c) for c in zip(*self.inserts)] if self.inserts else [[]] * 12
+        cols += [list(c) for c in zip(*self.updates)] if self.updates else [[]] * 13
+        return (*cols, writer, list(self.counts), list(self.counts.values()), len(self.updates), channel)
 
 
 class _Retry:
@@ -79,7 +101,8 @@ class GroupWrites:
         """True when ``exc`` says the database server cannot be reached at all."""
         return False
 
-    def write(self, batches: Sequence[AppendBatch]) -> list[BaseException | None]:
+    def write(self, batches: Sequence[AppendBatch],
+              groups: Sequence[int] | None = None) -> list[BaseException | None]:
         n = len(batches)
         if not n:
             return []
@@ -95,25 +118,30 @@ class GroupWrites:
                     return [exc]  # final: another worker executes the run
                 if not isinstance(exc, StoreUnavailable):
                     break
-        # refused: one batch at a time, so the others land and the bad one gets its reason
-        results: list[BaseException | None] = []
-        for b in batches:
-            err = self._write_alone(b, retry)
-            results.append(err)
+        # refused: one batch (or start_many group) at a time, so the others land and
+        # the bad one gets its reason
+        results: list[BaseException | None] = [None] * n
+        units = write_units(n, groups)
+        for k, unit in enumerate(units):
+            err = self._write_alone([batches[i] for i in unit], retry)
+            for i in unit:
+                results[i] = err
             if err is not None and self._unreachable(err):  # the rest would wait for it too
-                results += [err] * (n - len(results))
+                for rest in units[k + 1:]:
+                    for i in rest:
+                        results[i] = err
                 break
         return results
 
-    def _write_alone(self, b: AppendBatch, retry: _Retry) -> BaseException | None:
+    def _write_alone(self, unit: list[AppendBatch], retry: _Retry) -> BaseException | None:
         while True:
             try:
-                self._write_txn([b], fresh=True)
+                self._write_txn(unit, fresh=True)
                 return None
             except Exception as exc:  # noqa: BLE001 - reported to the run that wrote it
                 err = exc
             lost = isinstance(err, StoreUnavailable)
-            if (retry.lost or lost) and not self._unreachable(err) and self._landed(b):
+            if (retry.lost or lost) and not self._unreachable(err) and all(self._landed(b) for b in unit):
                 return None
             if not lost or not retry.again():
                 return err
@@ -176,6 +204,7 @@ class GroupWrites:
                 epoch = 1 if owner is not None else 0
                 g.inserts.append((w, r, s.status, s.super_step, s.last_seq, s.first_seq, s.snapshot_seq,
                                   s.created_ms, s.updated_ms, meta, owner, epoch))
+                g.count(None, s.status)
             else:
                 held = self._owned.get(key)
                 if held is None:  # not ours yet: take it (a resume, a cancel) unless a worker runs it
@@ -188,6 +217,7 @@ class GroupWrites:
                     epoch = held
                 g.updates.append((s.status, s.super_step, s.last_seq, s.first_seq, s.snapshot_seq,
                                   s.updated_ms, meta, owner, epoch, w, r, old.last_seq, held))
+                g.count(old.status, s.status)
             if owned is not None:
                 owned[key] = epoch if owner is not None else None
         return g

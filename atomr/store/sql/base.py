@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,8 +38,9 @@ from atomr.store import format as fmt
 from atomr.store.base import AppendBatch, RunSummary, Store, now_ms
 from atomr.store.sql._owners import Owners
 from atomr.store.sql._reads import SUMMARY_COLS, SqlReads
+from atomr.store.sql._schedules import SqlSchedules
 from atomr.store.sql._writes import GroupWrites, _Group
-from atomr.store.sql.schema import MIGRATIONS, SQL_FORMAT_VERSION, Dialect, escape_id, unescape_id
+from atomr.store.sql.schema import FOLD_COUNTS, MIGRATIONS, SQL_FORMAT_VERSION, Dialect, escape_id, unescape_id
 
 __all__ = ["SqlStore", "PG_GROUP"]
 
@@ -69,12 +71,14 @@ PG_GROUP = (
     "?::text[], ?::bigint[], ?::bigint[]) AS v(status, super_step, last_seq, first_seq, snapshot_seq, updated_ms, "
     "meta, owner, epoch, workflow_id, run_id, old_last, old_epoch) "
     "WHERE r.workflow_id = v.workflow_id AND r.run_id = v.run_id AND r.last_seq = v.old_last "
-    "AND r.epoch = v.old_epoch RETURNING 1) "
+    "AND r.epoch = v.old_epoch RETURNING 1), "
+    "k AS (INSERT INTO {t}run_counts AS c (writer, status, n) SELECT ?::text, * FROM unnest(?::text[], ?::bigint[]) "
+    "ON CONFLICT (writer, status) DO UPDATE SET n = c.n + excluded.n) "
     "SELECT 1 / (count(*) = ?)::int, pg_notify(?, '') FROM u"
 )
 
 
-class SqlStore(Owners, GroupWrites, SqlReads, Store):
+class SqlStore(Owners, GroupWrites, SqlReads, SqlSchedules, Store):
     """Common behaviour of the SQL backends (see the module docstring)."""
 
     single_writer = True
@@ -82,6 +86,8 @@ class SqlStore(Owners, GroupWrites, SqlReads, Store):
     shared = True
     dialect: Dialect
     readonly: bool = False
+    #: rows of run_counts past which an open for writing folds them into one per status
+    fold_counts_at: int = 64
     #: how messages name the store ("store '/x/runs.db'", "schema 'atomr' of '…'")
     _label: str = "the store"
 
@@ -109,6 +115,10 @@ class SqlStore(Owners, GroupWrites, SqlReads, Store):
             "updated_ms = ?, meta = ?, owner = ?, epoch = ?, cancel = CASE WHEN ? = 'running' THEN cancel END "
             "WHERE workflow_id = ? AND run_id = ? AND last_seq = ? AND epoch = ?")
         self._q_owner = q("SELECT owner, epoch FROM {t}runs WHERE workflow_id = ? AND run_id = ?")
+        #: this writer's changes to the counts of runs by status (its own rows: see schema.py)
+        self._q_count = q("INSERT INTO {t}run_counts AS c (writer, status, n) VALUES (?, ?, ?) "
+                          "ON CONFLICT (writer, status) DO UPDATE SET n = c.n + excluded.n")
+        self._writer_id = uuid.uuid4().hex  # the writer of the counts when the store has no worker id
 
     # -- what a backend provides ------------------------------------------------------
 
@@ -172,6 +182,11 @@ class SqlStore(Owners, GroupWrites, SqlReads, Store):
                 for stmt in MIGRATIONS.get(v, ()):
                     cur.execute(q(stmt))
             cur.execute(q("UPDATE {t}meta SET value = ? WHERE key = 'format_version'"), (str(SQL_FORMAT_VERSION),))
+        if write:  # fold the writers' rows of run_counts once they pile up (a read otherwise)
+            cur.execute(q("SELECT count(*) FROM {t}run_counts"))
+            if int(cur.fetchone()[0]) > self.fold_counts_at:
+                for stmt in FOLD_COUNTS[self.dialect.name]:
+                    cur.execute(q(stmt))
 
     # -- writer side --------------------------------------------------------------------
 
@@ -263,6 +278,8 @@ class SqlStore(Owners, GroupWrites, SqlReads, Store):
                 cur.executemany(self._q_insert_run, g.inserts)
             if g.updates:
                 self._update_runs(cur, g.updates)
+            if g.counts:
+                cur.executemany(self._q_count, [(self.count_writer, st, n) for st, n in g.counts.items()])
 
     def _update_runs(self, cur: Any, updates: list[tuple[Any, ...]]) -> None:
         """Apply the conditional index updates; refuse the transaction when a row
@@ -274,6 +291,11 @@ class SqlStore(Owners, GroupWrites, SqlReads, Store):
             raise StoreError(
                 "a run's index row changed under this store (another writer?); the group was refused "
                 f"({matched} of {len(updates)} runs matched)")
+
+    @property
+    def count_writer(self) -> str:
+        """The writer whose rows of run_counts this store adds to: its worker id, or one of its own."""
+        return self.worker_id or self._writer_id
 
     def _forget(self, staged: dict[tuple[str, str], RunSummary]) -> None:
         for key in staged:
@@ -310,13 +332,28 @@ class SqlStore(Owners, GroupWrites, SqlReads, Store):
         self._cache.pop((workflow_id, run_id), None)
         return removed
 
-    def delete_run(self, workflow_id: str, run_id: str) -> bool:
+    def delete_run(self, workflow_id: str, run_id: str,
+                   only_if: tuple[Sequence[str], int] | None = None) -> bool:
+        """Delete a run; ``only_if=(statuses, before_ms)``: only while its status is one of
+        ``statuses`` and it was last updated before ``before_ms``, checked in the delete's own
+        transaction (another worker may resume a failed run meanwhile)."""
         self._check_writable()
         q = self.dialect.sql
         w, r = self._enc(workflow_id), self._enc(run_id)
+        cond, args = "", ()  # type: tuple[str, tuple[Any, ...]]
+        if only_if is not None:
+            statuses, before_ms = list(only_if[0]), int(only_if[1])
+            cond = f" AND status IN ({', '.join('?' * len(statuses))}) AND updated_ms < ?"
+            args = (*statuses, before_ms)
         with self._wlock, self._writing() as cur:
-            cur.execute(q("DELETE FROM {t}runs WHERE workflow_id = ? AND run_id = ?"), (w, r))
-            existed = self._count(cur) > 0
+            cur.execute(q("DELETE FROM {t}runs WHERE workflow_id = ? AND run_id = ?" + cond + " RETURNING status"),
+                        (w, r, *args))
+            gone = cur.fetchall()
+            existed = bool(gone)
+            if not existed and only_if is not None:
+                return False  # it moved on (or is gone): its journal stays
+            if gone:
+                cur.execute(self._q_count, (self.count_writer, gone[0][0], -1))
             for table in ("journal", "snapshots"):
                 cur.execute(q(f"DELETE FROM {{t}}{table} WHERE workflow_id = ? AND run_id = ?"), (w, r))
         self._cache.pop((workflow_id, run_id), None)
@@ -334,6 +371,7 @@ class SqlStore(Owners, GroupWrites, SqlReads, Store):
                 cur.execute(self._q_insert_run, (w, r, s.status, s.super_step, s.last_seq, s.first_seq,
                                                  s.snapshot_seq, s.created_ms, s.updated_ms,
                                                  fmt.encode_obj(s.meta, "the run's meta"), None, 0))
+                cur.execute(self._q_count, (self.count_writer, s.status, 1))
                 if journal:
                     cur.executemany(self._q_insert_event, [(w, r, seq, bytes(v)) for seq, v in journal])
                 if snapshots:
@@ -345,27 +383,3 @@ class SqlStore(Owners, GroupWrites, SqlReads, Store):
                 raise StoreError(f"run {s.workflow_id}/{s.run_id} already exists in {self!r}; "
                                  "nothing of it was copied") from None
             raise self._write_error(exc, f"{s.workflow_id}/{s.run_id}") from None
-
-    # -- schedules --------------------------------------------------------------------------
-
-    def _put_schedule_raw(self, key: bytes, data: bytes) -> None:
-        self._check_writable()
-        sid = self._enc(fmt.parse_schedule_key(key))
-        with self._wlock, self._writing() as cur:
-            cur.execute(self.dialect.sql("INSERT INTO {t}schedules (schedule_id, record) VALUES (?, ?) "
-                                         "ON CONFLICT (schedule_id) DO UPDATE SET record = excluded.record"),
-                        (sid, bytes(data)))
-
-    def _delete_schedule_raw(self, key: bytes) -> bool:
-        self._check_writable()
-        sid = self._enc(fmt.parse_schedule_key(key))
-        with self._wlock, self._writing() as cur:
-            cur.execute(self.dialect.sql("DELETE FROM {t}schedules WHERE schedule_id = ?"), (sid,))
-            return self._count(cur) > 0
-
-    # -- test hook: damage one record in place (the conformance suite) ----------------------
-
-    def _corrupt(self, workflow_id: str, run_id: str, seq: int, data: bytes) -> None:
-        with self._wlock, self._writing() as cur:
-            cur.execute(self.dialect.sql("UPDATE {t}journal SET record = ? WHERE workflow_id = ? AND run_id = ? "
-                                         "AND seq = ?"), (bytes(data), self._enc(workflow_id), self._enc(run_id), seq))

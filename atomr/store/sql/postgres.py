@@ -334,11 +334,7 @@ class PostgresStore(SqlStore):
         conn = self._writer_conn()
         try:
             g = stage(lambda key: self._summary_in(conn.cursor(), key), lambda key: self._owner_in(conn.cursor(), key))
-            cols = [list(c) for c in zip(*g.events)] if g.events else [[], [], [], []]
-            cols += [list(c) for c in zip(*g.snaps)] if g.snaps else [[], [], [], []]
-            cols += [list(c) for c in zip(*g.inserts)] if g.inserts else [[]] * 12
-            cols += [list(c) for c in zip(*g.updates)] if g.updates else [[]] * 13
-            conn.execute(self._q_group, (*cols, len(g.updates), self.channel), prepare=True)
+            conn.execute(self._q_group, g.pg_params(self.count_writer, self.channel), prepare=True)
         except self._psycopg.errors.DivisionByZero:
             raise StoreError("a run's index row changed under this store (another writer?); the group was "
                              "refused and nothing of it was stored") from None
