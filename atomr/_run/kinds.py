@@ -23,7 +23,7 @@ from atomr.graph.drive import Driven, Settle
 from atomr.graph.progress import interrupt_id
 from atomr._run.loops import LoopBodies
 from atomr.kinds import DagBody, Loop, Map, Subgraph
-from atomr.messages import INTERRUPT, ITEM, LOOP_BODY, OK, Accepted, Recover, Rejected, Resume, Run, StepDone
+from atomr.messages import INTERRUPT, ITEM, LOOP_BODY, OK, Accepted, Rejected, Resume, StepDone
 from atomr.types import Command, Done, Failed, Interrupt, Paused
 from atomr.workflow import is_async_step
 
@@ -175,38 +175,18 @@ class KindDriving(LoopBodies):
                 "register it (or pass the Workflow object to Subgraph)"))
             return
         child_run = drive.child_run_of(self.p, step)
-        self.children[(child.id, child_run)] = step
-        store = self.core.store
-        summary = store.summary(child.id, child_run)
-        parent = [self.key[0], self.key[1], step]
-        if summary is not None and list(summary.meta.get("parent") or ()) != parent:
-            self._kind_failed(step, "RunExists", (
-                f"Subgraph step {step!r}: run {child.id}/{child_run} exists and was not started by this "
-                "step; delete or rename that run, then resume this one"))
+        got = self._child_request(step, step, (f"Subgraph step {step!r}", "this step"), child, child_run,
+                                  lambda: {k: self.p.layer_values.get(k) for k in kind.inputs})
+        if got is None:
             return
-        status = summary.status if summary is not None else "new"
-        me = self.actor_ref
-        msg: Any
+        status, msg = got
         if status == "done":
-            cp = load_progress(store, child.plan, child.id, child_run)
+            cp = load_progress(self.core.store, child.plan, child.id, child_run)
             values = cp.values if cp is not None else {}
             self._kind_done(step, [(k, values.get(k)) for k in kind.outputs])
             return
-        if status == "new":
-            data = {k: self.p.layer_values.get(k) for k in kind.inputs}
-            meta = {"parent": parent}
-            if child.version is not None:
-                meta["workflow_version"] = child.version
-            msg = Run(data, me, None, meta)
-        elif status == "running":
-            msg = Recover(me)
-        elif status == "paused":
-            cp = load_progress(store, child.plan, child.id, child_run)
-            pending = [i.id for i in cp.interrupts] if cp is not None else []
-            answers = drive.child_answers(step, self.p.answers, pending)
-            msg = Resume(Command(resume=answers or None), me)
-        else:  # failed: the parent was resumed, so retry the child
-            msg = Resume(Command(), me)
+        if msg is None:  # cancelled: asked again, its refusal fails the step
+            msg = Resume(Command(), self.actor_ref)
         d.inflight.add(0)
         d.retried = retry
         if _trace.enabled:

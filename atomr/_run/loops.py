@@ -20,7 +20,7 @@ A body step's ``ctx.emit`` reaches the parent's streams as step
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from atomr import _trace
@@ -50,42 +50,55 @@ class LoopBodies:
         child = kind.body.workflow_for(self.wf, step)
         return child, drive.loop_child_run(self.key[0], self.key[1], step, n, self.p.next_super_step)
 
+    def _child_request(self: WorkflowActor, step: str, unit: str, names: tuple[str, str], child: Any,
+                       child_run: str, data: Callable[[], dict[str, Any]]) -> tuple[str, Any] | None:
+        """The status of child run ``child_run`` of ``step`` (a Subgraph's, a Loop
+        iteration's; ``unit``: the parent's name for it) and the request that carries
+        it on: a Run with ``data()`` when new, Recover when running, Resume with the
+        answers meant for it when paused or sleeping, Resume when failed; None for
+        a done or cancelled one. None whole when another run holds the id (the step
+        failed). ``names``: how the step and its owner are named in that error."""
+        self.children[(child.id, child_run)] = step
+        summary = self.core.store.summary(child.id, child_run)
+        parent = [self.key[0], self.key[1], unit]
+        if summary is not None and list(summary.meta.get("parent") or ()) != parent:
+            self._kind_failed(step, "RunExists", (
+                f"{names[0]}: run {child.id}/{child_run} exists and was not started by {names[1]}; "
+                "delete or rename that run, then resume this one"))
+            return None
+        status = summary.status if summary is not None else "new"
+        me = self.actor_ref
+        if status == "new":
+            meta: dict[str, Any] = {"parent": parent}
+            if child.version is not None:
+                meta["workflow_version"] = child.version
+            return status, Run(data(), me, None, meta)
+        if status == "running":
+            return status, Recover(me)
+        if status in ("paused", "sleeping"):  # a sleep's wake reaches the child through its parent too
+            cp = load_progress(self.core.store, child.plan, child.id, child_run)
+            pending = [i.id for i in cp.interrupts] if cp is not None else []
+            answers = drive.child_answers(unit, self.p.answers, pending)
+            return status, Resume(Command(resume=answers or None), me)
+        if status == "failed":  # the parent was resumed: retry the child's failed step
+            return status, Resume(Command(), me)
+        return status, None
+
     def _pump_loop_dag(self: WorkflowActor, step: str, kind: Loop, d: Driven, n: int,
                        seen: Mapping[str, Any], retry: bool = False) -> None:
         """Start (or carry on) iteration ``n``: its child run."""
         child, child_run = self._loop_child(step, kind, n)
         unit = f"{step}#{n}"
-        self.children[(child.id, child_run)] = step
-        store = self.core.store
-        summary = store.summary(child.id, child_run)
-        parent = [self.key[0], self.key[1], unit]
-        if summary is not None and list(summary.meta.get("parent") or ()) != parent:
-            self._kind_failed(step, "RunExists", (
-                f"loop {step!r}: run {child.id}/{child_run} exists and was not started by this loop; "
-                "delete or rename that run, then resume this one"))
+        got = self._child_request(step, unit, (f"loop {step!r}", "this loop"), child, child_run,
+                                  lambda: drive.body_input(self.wf.schema, seen))
+        if got is None:
             return
-        status = summary.status if summary is not None else "new"
-        me = self.actor_ref
-        msg: Any
+        status, msg = got
         if status == "done":
             if self._loop_iterated(step, n, child, child_run):
                 self._pump(step)
             return
-        if status == "new":
-            meta: dict[str, Any] = {"parent": parent}
-            if child.version is not None:
-                meta["workflow_version"] = child.version
-            msg = Run(drive.body_input(self.wf.schema, seen), me, None, meta)
-        elif status == "running":
-            msg = Recover(me)
-        elif status in ("paused", "sleeping"):  # a sleep's wake reaches the child through its parent too
-            cp = load_progress(store, child.plan, child.id, child_run)
-            pending = [i.id for i in cp.interrupts] if cp is not None else []
-            answers = drive.child_answers(unit, self.p.answers, pending)
-            msg = Resume(Command(resume=answers or None), me)
-        elif status == "failed":  # the parent was resumed: retry the iteration's failed step
-            msg = Resume(Command(), me)
-        else:
+        if msg is None:
             self._kind_failed(step, "LoopError", (
                 f"loop {step!r}: iteration {n} (run {child.id}/{child_run}) is {status}; "
                 "fork this run from an earlier checkpoint to run the loop again"))
