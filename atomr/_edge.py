@@ -103,6 +103,7 @@ def prepare_starts(rt: Runtime, wf: Workflow, inputs: Any, run_ids: Any,
     if len(set(ids)) != len(ids):
         raise AtomrError("duplicate run ids in one start_many() call; make them unique")
     existing: set[str] = set()
+    turns: set[str] = set()  # done runs a continue gives another turn: their state holds what they need
     for rid in ids:
         fmt.check_ids(wf.id, rid)
         if if_exists == "continue":  # refused here at once unless done (the run's actor decides for sure)
@@ -110,13 +111,15 @@ def prepare_starts(rt: Runtime, wf: Workflow, inputs: Any, run_ids: Any,
             status = "running" if rt._core.supervisor.is_driving(wf.id, rid) else s.status if s else None
             if status not in (None, "done"):  # None: no such run, it starts
                 raise RunNotContinuable(wf.id, rid, status)
+            if status == "done":
+                turns.add(rid)
             continue
         if rt.store.summary(wf.id, rid) is not None or rt._core.supervisor.is_live(wf.id, rid):
             if if_exists == "error":
                 raise RunExists(wf.id, rid)
             existing.add(rid)
     for data, rid in zip(datas, ids):
-        if rid not in existing:  # a fresh run: its typed state's required fields must be given
+        if rid not in existing and rid not in turns:  # a fresh run: its typed state's required fields
             check_required(wf.schema, data)
     return datas, ids, existing
 

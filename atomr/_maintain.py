@@ -20,6 +20,7 @@ from atomr import events as ev
 from atomr._check import check_int, check_number
 from atomr._load import fork_point, iter_checkpoints, load_progress_at
 from atomr._run.journal import batch_of
+from atomr.actors.admission import QUEUE_KEY
 from atomr.errors import AtomrError, CheckpointNotFound, RunExists, RunNotFound
 from atomr.graph import superstep as algo
 from atomr.graph.state import apply_writes
@@ -135,6 +136,7 @@ def fork(rt: Runtime, wf: Workflow, run_id: str, at: Any, edits: Mapping[str, An
     new_id = new_run_id or f"{run_id}-fork-{uuid.uuid4().hex[:8]}"
     now = int(time.time() * 1000)
     meta = {**dict(p.meta), "forked_from": f"{run_id}@{super_step}"}
+    meta.pop(QUEUE_KEY, None)  # a fork waits in line (max_concurrent_runs) by its own resume, not its source's start
     if wf.spec is not None and not meta.get("module"):
         meta["module"] = wf.spec  # `atomr resume` of the fork loads the workflow by it
     if isinstance(at, Checkpoint):

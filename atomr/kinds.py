@@ -121,7 +121,7 @@ class DagBody:
             assert self.schema is not None, "a Loop's sub-DAG runs inside a Workflow"
             wf = Workflow(body_workflow_id(parent.id, step), self.dag, self.schema, retry=parent.retry,
                           step_timeout_s=parent.step_timeout_s, version=parent.version,
-                          compatible_with=parent.compatible_with)
+                          compatible_with=parent.compatible_with, retention_s=parent.retention_s)
             self._workflows[key] = wf
         return wf
 

@@ -73,7 +73,7 @@ class LoopBodies:
             if child.version is not None:
                 meta["workflow_version"] = child.version
             return status, Run(data(), me, None, meta)
-        if status == "running":
+        if status in ("running", "queued"):  # queued: a store of before children skipped the line
             return status, Recover(me)
         if status in ("paused", "sleeping"):  # a sleep's wake reaches the child through its parent too
             cp = load_progress(self.core.store, child.plan, child.id, child_run)

@@ -14,6 +14,7 @@ from atomr._run.attempts import Deadline
 from atomr._run.endings import GO, RUN_DEADLINE
 from atomr._run.journal import now_ms
 from atomr._run.subscribers import targets_of, tell
+from atomr.actors.admission import QUEUE_KEY
 from atomr.actors.step import safe_text
 from atomr.errors import (AtomrError, RunExists, RunNotContinuable, RunNotFound, RunNotPaused, RunOver,
                           VersionMismatch)
@@ -67,7 +68,8 @@ class Requests:
         self.journal.meta_new = meta
         self.journal.group = msg.group
         self.journal.emit(self.plan, self.p, started, record)
-        if not self.core.admission.enter(self.wf, self.key[1]):  # max_concurrent_runs: wait in line
+        # max_concurrent_runs: wait in line (a child run counts but never waits)
+        if not self.core.admission.enter(self.wf, self.key[1], child="parent" in meta):
             self.journal.emit(self.plan, self.p, ev.Paused("queued", [], 0, now_ms()))
             self._finish(Paused(self.key[0], self.key[1], 0, "queued", [], []))
             return
@@ -76,7 +78,7 @@ class Requests:
     def _on_turn(self: WorkflowActor, msg: Run) -> None:
         """A done run takes another turn: journal TurnStarted (the input merged
         through the reducers, the graph from its roots), then go on as a start."""
-        if not self._version_ok(msg):
+        if not self._version_ok(msg, self._refuse_start):  # a start_many's other runs are refused too
             return
         p = self.p
         try:
@@ -90,6 +92,9 @@ class Requests:
             return
         self.subs.add(msg)
         self.journal.group = msg.group
+        queued = (msg.meta or {}).get(QUEUE_KEY)
+        if queued is not None:  # the turn waits in line by its own priority and time, not the first start's
+            self.journal.meta_new = {**(self.journal.meta_new or {}), QUEUE_KEY: queued}
         self.turning = True
         self.request_seq = p.seq  # the handle streams from its own turn
         self.journal.emit(self.plan, p, turn, record)
@@ -145,7 +150,7 @@ class Requests:
         self.request_seq = p.seq
         for e, r in zip(events, records):
             self.journal.emit(self.plan, p, e, r)
-        if not self.core.admission.enter(self.wf, self.key[1]):  # max_concurrent_runs: as a start
+        if not self.core.admission.enter(self.wf, self.key[1], child="parent" in p.meta):  # as a start
             self.journal.emit(self.plan, p, ev.Paused("queued", [], p.super_step, now_ms()))
             self._finish(Paused(self.key[0], self.key[1], p.super_step, "queued", [], []))
             return
@@ -203,13 +208,14 @@ class Requests:
         self.subs.add(msg)
         self._cancel_run(msg.reason or self.cancel_flag.reason, self.cancel_flag.fail)
 
-    def _version_ok(self: WorkflowActor, msg: Any) -> bool:
+    def _version_ok(self: WorkflowActor, msg: Any, refuse: Any = None) -> bool:
         """A run carries on only under the version that started it, or one
-        compatible with it; else the request is refused (VersionMismatch)."""
+        compatible with it; else the request is refused (VersionMismatch), by
+        ``refuse(msg, error)`` when given."""
         theirs = self.p.meta.get("workflow_version")
         if self.wf.runs_version(theirs):
             return True
-        self._reject(msg, VersionMismatch(self.key[0], self.key[1], theirs, self.wf.version))
+        (refuse or self._reject)(msg, VersionMismatch(self.key[0], self.key[1], theirs, self.wf.version))
         return False
 
     def _elsewhere(self: WorkflowActor, msg: Any) -> bool:

@@ -83,15 +83,18 @@ class Admission:
         #: workflow id -> run ids holding a slot (executing, or admitted and starting)
         self._holders: dict[str, set[str]] = {}
 
-    def enter(self, wf: Workflow, run_id: str) -> bool:
-        """May this new run execute now? (True: it holds a slot.)"""
+    def enter(self, wf: Workflow, run_id: str, child: bool = False) -> bool:
+        """May this new run execute now? (True: it holds a slot.) ``child``: a
+        Subgraph's or a Loop iteration's run: it counts, but never waits in line
+        (its parent is executing; a parent paused on a queued child would hear
+        of it no more)."""
         limit = wf.max_concurrent_runs
         if limit is None:
             return True
         elsewhere = self._elsewhere(wf)
         with self._lock:
             holders = self._holders.setdefault(wf.id, set())
-            if run_id in holders or len(holders | elsewhere) < limit:
+            if run_id in holders or child or len(holders | elsewhere) < limit:
                 holders.add(run_id)
                 return True
             return False

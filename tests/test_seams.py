@@ -1,0 +1,127 @@
+"""Where features meet: turns in a start_many, turns and typed state, a turn's
+priority, a Subgraph child of a limited workflow, retention of a Loop's
+iteration runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+
+import pytest
+
+from atomr import (Command, Dag, Done, LastWriteWins, Loop, MemoryStore, Runtime, StateSchema, Subgraph,
+                   Workflow)
+from atomr.errors import StartRefused
+from workflows import T
+
+S = StateSchema({"n": LastWriteWins()})
+
+
+def _until(cond, timeout: float = T) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _one(wid: str, **kw) -> Workflow:
+    return Workflow(wid, Dag.builder("a").step("a", lambda s, c: {"n": (s.get("n") or 0) + 1}).build(), S, **kw)
+
+
+def test_a_refused_turn_in_a_start_many_refuses_the_batch_and_leaves_no_run_waiting(tmp_path):
+    store_path = str(tmp_path / "s")
+    from atomr import LmdbStore
+
+    with Runtime(store=LmdbStore(store_path)) as rt:
+        rt.register(_one("w", version="1"))
+        assert isinstance(rt.start("w", {}, run_id="a").result(timeout=T), Done)
+    with Runtime(store=LmdbStore(store_path)) as rt:
+        rt.register(_one("w", version="2"))
+        with pytest.raises(StartRefused, match="run w/a .*VersionMismatch"):
+            hs = rt.start_many("w", [{}, {}], ["b", "a"], if_exists="continue", timeout=T)
+            for h in hs:
+                h.result(timeout=T)
+        assert _until(lambda: rt.live_runs() == 0), rt.live_runs()
+        assert rt.store.summary("w", "b") is None  # none of the batch was written
+
+
+def test_a_turn_of_a_typed_run_needs_only_what_it_adds():
+    @dataclasses.dataclass
+    class Chat:
+        user: str
+        msg: str = ""
+
+    wf = Workflow("chat", Dag.builder("a").step("a", lambda s, c: {"msg": s.msg + "!"}).build(),
+                  StateSchema.from_type(Chat))
+    with Runtime(store=MemoryStore()) as rt:
+        rt.register(wf)
+        assert isinstance(rt.start("chat", {"user": "u", "msg": "hi"}, run_id="t").result(timeout=T), Done)
+        out = rt.start("chat", {"msg": "again"}, run_id="t", if_exists="continue").result(timeout=T)
+        assert isinstance(out, Done) and out.state["user"] == "u" and out.state["msg"] == "again!"
+
+
+def test_a_queued_turn_waits_by_its_own_priority():
+    gate, order = threading.Event(), []
+
+    def step(s, c):
+        order.append(c.run_id)
+        if c.run_id == "block":
+            gate.wait(T)
+        return {"n": 1}
+
+    wf = Workflow("q", Dag.builder("a").step("a", step).build(), S, max_concurrent_runs=1)
+    with Runtime(store=MemoryStore()) as rt:
+        rt.register(wf)
+        assert isinstance(rt.start("q", {}, run_id="old").result(timeout=T), Done)
+        order.clear()
+        block = rt.start("q", {}, run_id="block")
+        assert _until(lambda: order == ["block"])
+        x = rt.start("q", {}, run_id="x", priority=5)
+        old = rt.start("q", {}, run_id="old", if_exists="continue", priority=10)
+        gate.set()
+        for h in (block, x, old):
+            assert isinstance(h.result(timeout=T), Done)
+        assert order == ["block", "old", "x"], order
+
+
+def test_a_subgraph_child_of_a_limited_workflow_does_not_strand_its_parent():
+    def slow(s, c):
+        time.sleep(0.3)
+        return {"n": 1}
+
+    child = Workflow("child", Dag.builder("c").step("c", slow).build(), S, max_concurrent_runs=1)
+    parent = Workflow("par", Dag.builder("p").step("p", Subgraph(child, inputs=["n"], outputs=["n"])).build(), S)
+    with Runtime(store=MemoryStore()) as rt:
+        rt.register(parent)
+        hs = [rt.start("par", {}, run_id=f"p{i}") for i in range(3)]
+        for h in hs:
+            assert isinstance(h.result(timeout=T), Done)
+
+
+def test_retention_purges_a_loops_iteration_runs_after_their_parent():
+    body = Dag.builder("tick").step("tick", lambda s, c: {"n": (s.get("n") or 0) + 1}).build()
+    wf = Workflow("w", Dag.builder("loop").step("loop", Loop(body, while_=lambda s: s["n"] < 3,
+                                                              max_iterations=10)).build(),
+                  S, retention_s=0.2)
+    with Runtime(store=MemoryStore()) as rt:
+        rt.register(wf)
+        out = rt.start("w", {"n": 0}, run_id="r").result(timeout=T)
+        assert isinstance(out, Done) and out.state["n"] == 3
+        assert _until(lambda: rt.runs() == []), [(s.workflow_id, s.run_id) for s in rt.runs()]
+
+
+def test_a_resume_of_a_paused_run_is_not_refused_while_its_actor_reports_the_pause():
+    def ask(s, c):
+        return {"n": c.interrupt("n?")}
+
+    wf = Workflow("ask", Dag.builder("a").step("a", ask).build(), S)
+    with Runtime(store=MemoryStore()) as rt:
+        rt.register(wf)
+        for i in range(20):
+            rt.start("ask", {}, run_id=f"r{i}")
+        assert _until(lambda: len(rt.runs(status="paused")) == 20)
+        hs = [rt.resume("ask", s.run_id, Command(resume=7)) for s in rt.runs(status="paused")]
+        assert all(isinstance(h.result(timeout=T), Done) for h in hs)
