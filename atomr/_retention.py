@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from atomr._hooks import logger
 from atomr._maintain import purge_batch
+from atomr.store.base import run_cursor
 
 if TYPE_CHECKING:
     from atomr.runtime import Runtime
@@ -37,6 +38,8 @@ BATCH = 100
 CHUNK = 20
 #: the statuses retention deletes
 FINAL = ("done", "failed", "cancelled")
+#: index entries one tick reads per workflow and status at most (a large store is walked over several ticks)
+SCAN = 1000
 #: the longest time between two ticks (seconds)
 MAX_TICK_S = 30.0
 #: the shortest time between two ticks (seconds)
@@ -51,6 +54,7 @@ class Retention:
         self.rt = rt
         self._wfs: dict[str, Workflow] = {}
         self._lock = threading.Lock()
+        self._cursors: dict[tuple[str, str], str] = {}  # where the next tick's scan goes on
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: runs deleted so far (for tests and stats)
@@ -98,7 +102,16 @@ class Retention:
         for wf in wfs:
             limit = int(now - (wf.retention_s or 0) * 1000)
             for status in FINAL:
-                for s in store.runs(status=status, workflow_id=wf.id):
+                # only runs created before the limit can have ended before it: start there (newest
+                # first), read SCAN entries, and go on from the last one at the next tick
+                key = (wf.id, status)
+                page = store.runs(status=status, workflow_id=wf.id, limit=SCAN,
+                                  before=self._cursors.get(key) or run_cursor(max(limit, 0), "", ""))
+                if len(page) == SCAN:
+                    self._cursors[key] = page[-1].cursor
+                else:
+                    self._cursors.pop(key, None)  # the end: from the top again
+                for s in page:
                     if s.updated_ms < limit:
                         found.append((s.updated_ms, s.workflow_id, s.run_id, limit, s.meta.get("parent")))
         found.sort()
