@@ -125,3 +125,19 @@ def test_a_resume_of_a_paused_run_is_not_refused_while_its_actor_reports_the_pau
         assert _until(lambda: len(rt.runs(status="paused")) == 20)
         hs = [rt.resume("ask", s.run_id, Command(resume=7)) for s in rt.runs(status="paused")]
         assert all(isinstance(h.result(timeout=T), Done) for h in hs)
+
+
+def test_a_failed_body_step_or_child_gives_its_traceback_to_the_parent():
+    def boom(s, c):
+        raise ValueError("no")
+
+    body = Dag.builder("b").step("b", boom).build()
+    looped = Workflow("lw", Dag.builder("loop").step("loop", Loop(body, while_=lambda s: True, max_iterations=2)).build(), S)
+    child = Workflow("cw", Dag.builder("c").step("c", boom).build(), S)
+    sub = Workflow("sw", Dag.builder("p").step("p", Subgraph(child, inputs=["n"], outputs=["n"])).build(), S)
+    with Runtime(store=MemoryStore()) as rt:
+        rt.register(looped)
+        rt.register(sub)
+        for wid in ("lw", "sw"):
+            out = rt.start(wid, {}, run_id="r").result(timeout=T)
+            assert out.traceback is not None and "boom" in out.traceback and "ValueError" in out.traceback, out

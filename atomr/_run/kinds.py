@@ -71,8 +71,11 @@ class KindDriving(LoopBodies):
         else:
             del self.driven[step]  # it waits for answers to its interrupts
 
-    def _kind_failed(self: WorkflowActor, step: str, etype: str, message: str) -> None:
+    def _kind_failed(self: WorkflowActor, step: str, etype: str, message: str, tb: str | None = None) -> None:
+        """``tb``: a child run's traceback, carried to this run's Failed."""
         self.driven.pop(step, None)
+        if tb is not None:
+            self.tracebacks[step] = tb
         self.journal.emit(self.plan, self.p, ev.StepFailed(step, self.p.next_super_step, etype, message,
                                                            self.p.attempts.get(step, 1), True))
         self._event("failed", step, 0, (etype, message))
@@ -222,7 +225,7 @@ class KindDriving(LoopBodies):
                 self.journal.emit(self.plan, self.p, ev.Interrupted(
                     step, ss, f"{step}:{ss}:hold", {"child_paused": m.reason, "steps": m.steps}, -1))
         elif t is Failed:
-            self._kind_failed(step, m.error_type, m.message)
+            self._kind_failed(step, m.error_type, m.message, m.traceback)
         elif t is Rejected:
             if d.retried:
                 self._kind_failed(step, type(m.error).__name__, safe_text(m.error))

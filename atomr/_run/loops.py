@@ -168,7 +168,7 @@ class LoopBodies:
                 self.journal.emit(self.plan, self.p, ev.Interrupted(
                     step, ss, f"{step}:{ss}:hold", {"child_paused": m.reason, "steps": m.steps}, -1))
         elif t is Failed:
-            self._kind_failed(step, m.error_type, m.message)
+            self._kind_failed(step, m.error_type, m.message, m.traceback)
         elif t is Rejected:
             if isinstance(m.error, RunNotPaused) and not d.retried:
                 # it runs already (its own sleeper woke it, or a worker took it up): hear its outcome
