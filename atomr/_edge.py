@@ -134,12 +134,13 @@ def _recoverable(rt: Runtime, wanted: set[str] | None) -> Iterable[Any]:
         return
     store.reap()  # type: ignore[attr-defined]
     wfs = [w for w in rt._core.workflows if wanted is None or w in wanted]
-    while True:
-        found = store.claimable(wfs, 500)  # type: ignore[attr-defined]
-        took = sum(1 for wf_id, run_id, epoch in found if (wf_id, run_id) not in store._owned  # type: ignore[attr-defined]
-                   and store.claim(wf_id, run_id, epoch))  # type: ignore[attr-defined]
-        if len(found) < 500 or not took:
-            break
+    for own in (False, True):  # orphans first: this worker's own runs would crowd them out
+        while True:
+            found = store.claimable(wfs, 500, own=own)  # type: ignore[attr-defined]
+            took = sum(1 for wf_id, run_id, epoch in found if (wf_id, run_id) not in store._owned  # type: ignore[attr-defined]
+                       and store.claim(wf_id, run_id, epoch))  # type: ignore[attr-defined]
+            if len(found) < 500 or not took:
+                break
     mine = dict(store._owned)  # type: ignore[attr-defined]
     for s in reversed(store.runs(status="running")):  # oldest first
         if (s.workflow_id, s.run_id) in mine:

@@ -65,6 +65,7 @@ class Worker:
         self._thread: threading.Thread | None = None
         #: runs taken over by this worker (for tests and rt.workers())
         self.taken = 0
+        self._own_seen = False  # the runs an earlier process of this id left were looked for
         #: remote cancels being carried out (asked again until the run settles)
         self._cancelling: set[tuple[str, str]] = set()
 
@@ -141,7 +142,10 @@ class Worker:
             return False
         workflows = rt._core.workflows
         want = min(room, 64)
-        found = rt.store.claimable(list(workflows), want)  # type: ignore[attr-defined]
+        # runs this worker's id owns are asked for once (an earlier process of it died): afterwards
+        # they are the ones it executes, and would crowd out the orphans it looks for
+        found = rt.store.claimable(list(workflows), want, own=not self._own_seen)  # type: ignore[attr-defined]
+        self._own_seen = True
         sup = rt._core.supervisor
         mine = rt.store._owned  # type: ignore[attr-defined]
         todo = [(w, r, e) for w, r, e in found if w in workflows and (w, r) not in mine

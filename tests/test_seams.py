@@ -4,6 +4,7 @@ iteration runs."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 import time
@@ -141,3 +142,32 @@ def test_a_failed_body_step_or_child_gives_its_traceback_to_the_parent():
         for wid in ("lw", "sw"):
             out = rt.start(wid, {}, run_id="r").result(timeout=T)
             assert out.traceback is not None and "boom" in out.traceback and "ValueError" in out.traceback, out
+
+
+def test_a_busy_worker_still_takes_a_clients_run(tmp_path):
+    """A worker executing more runs than one look for work returns still finds the
+    run a client started (its own runs do not crowd it out)."""
+    from atomr import SqliteStore
+
+    gate = threading.Event()
+
+    async def step(s, c):  # async: the busy runs hold no thread while they wait
+        while c.run_id.startswith("busy") and not gate.is_set():
+            await asyncio.sleep(0.02)
+        return {"n": 1}
+
+    wf = Workflow("b", Dag.builder("a").step("a", step).build(), S)
+    path = str(tmp_path / "w.db")
+    try:
+        with Runtime(store=SqliteStore(path), worker_id="w1") as rt:
+            rt.register(wf)
+            busy = rt.start_many("b", [{}] * 80, [f"busy{i}" for i in range(80)])
+            assert _until(lambda: len(rt.runs(status="running")) == 80)
+            with Runtime(store=SqliteStore(path), worker_id="client", execute=False) as client:
+                client.register(wf)
+                h = client.start("b", {}, run_id="from-client")
+                assert isinstance(h.result(timeout=T), Done)
+            gate.set()
+            assert all(isinstance(b.result(timeout=T), Done) for b in busy)
+    finally:
+        gate.set()

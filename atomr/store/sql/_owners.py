@@ -230,10 +230,9 @@ class Owners:
 
     # -- runs ------------------------------------------------------------------------------------
 
-    def claimable(self, workflow_ids: Iterable[str], limit: int) -> list[tuple[str, str, int]]:
-        """Running runs of ``workflow_ids`` that nobody live executes (or that this
-        worker's id owns: an earlier process of it died): ``(workflow_id, run_id,
-        epoch)``, those waiting longest first (at most ``limit``)."""
+    def claimable(self, workflow_ids: Iterable[str], limit: int, own: bool = True) -> list[tuple[str, str, int]]:
+        """Running runs of ``workflow_ids`` nobody live executes (``own``: and those this worker's
+        id owns, an earlier process's and this one's): ``(workflow_id, run_id, epoch)``, longest waiting first."""
         wfs = [self._enc(w) for w in workflow_ids]
         if not wfs or limit <= 0:
             return []
@@ -245,7 +244,7 @@ class Owners:
                 f"ON w.worker_id = r.owner WHERE r.status = 'running' AND r.workflow_id IN ({marks}) "
                 f"AND (r.owner IS NULL OR r.owner = ? OR w.worker_id IS NULL OR NOT ({self._live('w')})) "
                 "ORDER BY r.updated_ms LIMIT ?"),
-                (*wfs, self.worker_id or "", int(limit)))
+                (*wfs, (self.worker_id or "") if own else "", int(limit)))
             rows = cur.fetchall()
         return [(self._dec(r[0]), self._dec(r[1]), int(r[2])) for r in rows]
 
