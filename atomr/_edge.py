@@ -77,7 +77,7 @@ IF_EXISTS = ("error", "attach", "continue")
 
 
 def prepare_starts(rt: Runtime, wf: Workflow, inputs: Any, run_ids: Any,
-                   if_exists: str = "error") -> tuple[list[dict[str, Any]], list[str], set[str]]:
+                   if_exists: str = "error") -> tuple[list[dict[str, Any]], list[str], set[str], set[str]]:
     """Check every input and run id of a start before any run starts. Returns
     the inputs, the run ids, and (``if_exists="attach"``) the ids that exist.
     With "continue" the run actor decides: start, another turn, or RunNotContinuable."""
@@ -121,7 +121,7 @@ def prepare_starts(rt: Runtime, wf: Workflow, inputs: Any, run_ids: Any,
     for data, rid in zip(datas, ids):
         if rid not in existing and rid not in turns:  # a fresh run: its typed state's required fields
             check_required(wf.schema, data)
-    return datas, ids, existing
+    return datas, ids, existing, turns
 
 
 def _recoverable(rt: Runtime, wanted: set[str] | None) -> Iterable[Any]:

@@ -252,6 +252,8 @@ class RunNotContinuable(RunError):
             "cancelled": "it is over: fork it (rt.fork) from a checkpoint to run again",
             "sleeping": "it sleeps: wake it (rt.wake) or wait for its outcome (handle.result()), then continue it",
             "queued": "it waits for a slot (max_concurrent_runs): wait for its outcome, then continue it",
+            "deleted": "it was deleted (rt.delete, or retention_s) after this call found it done: start it "
+                       "again without if_exists='continue' to begin a new run under its id",
         }.get(status, "it is still running: wait for its outcome (handle.result()), then continue it")
         super().__init__(f"cannot continue run {workflow_id}/{run_id}: it is {status}, only a done run takes "
                          f"another turn; {hint}")

@@ -46,7 +46,9 @@ __all__ = [
 class Run:
     """Start the run with ``input`` (channel -> value). ``turn``: a done run
     takes another turn with it instead of being refused (RunExists); a run that
-    does not exist starts (``start(..., if_exists="continue")``)."""
+    does not exist starts (``start(..., if_exists="continue")``). ``found``:
+    the caller saw the run done: if it is gone by now (deleted, purged), the
+    continue is refused rather than starting a new run under its id."""
 
     input: Mapping[str, Any] | None = None
     reply_to: Any = None
@@ -55,6 +57,7 @@ class Run:
     #: the runs of one ``start_many``: their first batches commit together or not at all
     group: Any = None
     turn: bool = False
+    found: bool = False
 
 
 @dataclass(frozen=True)

@@ -330,7 +330,7 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI, Observation)
         self._check_open()
         wf = self.workflow(workflow_id)
         meta = run_meta(wf, check_meta(meta))
-        datas, ids, existing = prepare_starts(self, wf, inputs, run_ids, if_exists)
+        datas, ids, existing, found = prepare_starts(self, wf, inputs, run_ids, if_exists)
         check_priority(priority)
 
         def new_inbox(rid: str) -> _Inbox:
@@ -338,7 +338,7 @@ class Runtime(RunsAPI, Inspection, RunControl, Schedules, AsyncAPI, Observation)
             inbox.own = True  # its handle streams from its own request (a turn: from the turn)
             return inbox
         return wf, send_starts(self._core, wf, datas, ids, existing, meta, priority, new_inbox,
-                               turn=if_exists == "continue")
+                               turn=if_exists == "continue", found=found)
 
     def _inbox(self, workflow_id: str, run_id: str, attach: bool = False) -> _Inbox:
         inbox = _Inbox((workflow_id, run_id))

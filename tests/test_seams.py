@@ -171,3 +171,23 @@ def test_a_busy_worker_still_takes_a_clients_run(tmp_path):
             assert all(isinstance(b.result(timeout=T), Done) for b in busy)
     finally:
         gate.set()
+
+
+def test_a_continue_of_a_run_deleted_meanwhile_is_refused_not_started_anew():
+    """The race a continue can lose to retention or rt.delete: found done, gone when its
+    actor takes the request. Nothing is started under the old id."""
+    from atomr._edge import prepare_starts
+    from atomr.actors.startgroup import send_starts
+    from atomr.errors import RunNotContinuable
+
+    with Runtime(store=MemoryStore()) as rt:
+        wf = rt.register(_one("c"))
+        assert isinstance(rt.start("c", {"n": 5}, run_id="t").result(timeout=T), Done)
+        datas, ids, existing, found = prepare_starts(rt, wf, [{"n": 1}], ["t"], "continue")
+        assert found == {"t"}
+        rt.delete("c", "t")  # retention's purge, between the caller's look and the actor's
+        [(rid, inbox)] = send_starts(rt._core, wf, datas, ids, existing, None, 0,
+                                     lambda r: rt._inbox("c", r), turn=True, found=found)
+        with pytest.raises(RunNotContinuable, match="deleted"):
+            rt._accepted("c", rid, inbox, T)
+        assert rt.store.summary("c", "t") is None

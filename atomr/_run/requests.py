@@ -52,6 +52,9 @@ class Requests:
                 status = self.p.status
                 self._refuse_start(msg, RunNotContinuable(*self.key, "running" if status == "done" else status))
             return
+        if msg.found:  # a continue of a run deleted (purged) since the caller found it done
+            self._refuse_start(msg, RunNotContinuable(*self.key, "deleted"))
+            return
         try:
             data = dict(msg.input or {})
             check_channels(self.plan.schema, data.items())

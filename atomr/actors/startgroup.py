@@ -19,7 +19,7 @@ the checkpointer's thread (:func:`refusal`); one lock.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -141,11 +141,13 @@ def refusal(store: Store, group: StartGroup, batches: Sequence[AppendBatch], err
 
 def send_starts(core: Core, wf: Workflow, datas: Sequence[dict[str, Any]], ids: Sequence[str],
                 existing: set[str], meta: dict[str, Any] | None, priority: int,
-                new_inbox: Callable[[str], Any], turn: bool = False) -> list[tuple[str, Any]]:
+                new_inbox: Callable[[str], Any], turn: bool = False,
+                found: Collection[str] = ()) -> list[tuple[str, Any]]:
     """Tell each new run of a start its ``Run`` (the caller's thread): ``(run id, inbox)``
     in input order (inbox None: an existing run to attach to). When a run cannot be
     told, the batch is refused: the runs told already write nothing. ``turn``: a
-    done run takes another turn (``if_exists="continue"``)."""
+    done run takes another turn (``if_exists="continue"``); ``found``: the done
+    runs it found (one deleted since is refused, not started anew)."""
     pending: list[tuple[str, Any]] = []
     group = start_group(wf.id, [rid for rid in ids if rid not in existing])
     for data, rid in zip(datas, ids):
@@ -154,7 +156,8 @@ def send_starts(core: Core, wf: Workflow, datas: Sequence[dict[str, Any]], ids: 
             continue
         inbox = new_inbox(rid)
         try:
-            core.supervisor.ref(wf, rid).tell(Run(data, inbox, inbox, queue_meta(wf, meta, priority), group, turn=turn))
+            core.supervisor.ref(wf, rid).tell(Run(data, inbox, inbox, queue_meta(wf, meta, priority), group,
+                                                  turn=turn, found=rid in found))
         except BaseException as exc:
             if group is not None:
                 group.refuse(rid, exc)
