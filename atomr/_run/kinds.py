@@ -215,15 +215,7 @@ class KindDriving(LoopBodies):
         if t is Done:
             self._kind_done(step, [(k, m.state.get(k)) for k in kind.outputs])
         elif t is Paused:
-            del self.driven[step]
-            if m.interrupts:
-                for idx, i in enumerate(m.interrupts):
-                    iid = f"{step}/{i.id}"
-                    if iid not in self.p.asked:
-                        self.journal.emit(self.plan, self.p, ev.Interrupted(step, ss, iid, i.payload, idx))
-            else:
-                self.journal.emit(self.plan, self.p, ev.Interrupted(
-                    step, ss, f"{step}:{ss}:hold", {"child_paused": m.reason, "steps": m.steps}, -1))
+            self._child_paused(step, step, ss, m)
         elif t is Failed:
             self._kind_failed(step, m.error_type, m.message, m.traceback)
         elif t is Rejected:

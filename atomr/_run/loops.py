@@ -50,6 +50,20 @@ class LoopBodies:
         child = kind.body.workflow_for(self.wf, step)
         return child, drive.loop_child_run(self.key[0], self.key[1], step, n, self.p.next_super_step)
 
+    def _child_paused(self: WorkflowActor, step: str, unit: str, ss: int, m: Paused) -> None:
+        """A child run of ``step`` (``unit``: the parent's name for it) paused: its
+        interrupts become this run's (ids prefixed with ``unit``), or, paused
+        otherwise, one hold interrupt of ``step``; this run pauses on them."""
+        del self.driven[step]
+        if m.interrupts:
+            for idx, i in enumerate(m.interrupts):
+                iid = f"{unit}/{i.id}"
+                if iid not in self.p.asked:
+                    self.journal.emit(self.plan, self.p, ev.Interrupted(step, ss, iid, i.payload, idx))
+        else:
+            self.journal.emit(self.plan, self.p, ev.Interrupted(
+                step, ss, f"{step}:{ss}:hold", {"child_paused": m.reason, "steps": m.steps}, -1))
+
     def _child_request(self: WorkflowActor, step: str, unit: str, names: tuple[str, str], child: Any,
                        child_run: str, data: Callable[[], dict[str, Any]]) -> tuple[str, Any] | None:
         """The status of child run ``child_run`` of ``step`` (a Subgraph's, a Loop
@@ -158,15 +172,7 @@ class LoopBodies:
             if self._loop_iterated(step, n, child, child_run):
                 self._pump(step)
         elif t is Paused:
-            del self.driven[step]
-            if m.interrupts:
-                for idx, i in enumerate(m.interrupts):
-                    iid = f"{unit}/{i.id}"
-                    if iid not in self.p.asked:
-                        self.journal.emit(self.plan, self.p, ev.Interrupted(step, ss, iid, i.payload, idx))
-            else:
-                self.journal.emit(self.plan, self.p, ev.Interrupted(
-                    step, ss, f"{step}:{ss}:hold", {"child_paused": m.reason, "steps": m.steps}, -1))
+            self._child_paused(step, unit, ss, m)
         elif t is Failed:
             self._kind_failed(step, m.error_type, m.message, m.traceback)
         elif t is Rejected:
