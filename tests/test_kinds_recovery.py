@@ -5,21 +5,14 @@ normal) and Postgres."""
 
 from __future__ import annotations
 
-import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
-import pytest
 
-from atomr import Command, Done, LmdbStore, Paused, Runtime
+from atomr import Command, Done, LmdbStore, Runtime
 from atomr import events as ev
 from kinds_scripts import crash
-from workflows import CRASH_KINDS, CrashTarget, crash_targets
+from workflows import CRASH_KINDS, CrashTarget, crash_targets, kill_at_ready
 
 crash_target = crash_targets(*CRASH_KINDS)
 
@@ -27,34 +20,11 @@ T = 60.0
 SCRIPT = Path(crash.__file__).resolve()
 
 
-def _pump(stream: Any, out: queue.Queue) -> None:
-    for line in stream:
-        out.put(line.rstrip("\n"))
-    out.put(None)
-
-
 def kill_when_ready(scenario: str, tmp_path: Path, target: CrashTarget) -> tuple[CrashTarget, str, str]:
     """Run the scenario in a subprocess on ``target``, SIGKILL it once it says READY."""
     side = str(tmp_path / "side.txt")
     go = str(tmp_path / "go")
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), scenario, target.url, side, go],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
-    try:
-        got = lines.get(timeout=T)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=T)
-        err = proc.stderr.read()
-        proc.stdout.close()
-        proc.stderr.close()
-    assert got == "READY", f"script said {got!r}; stderr:\n{err}"
-    assert proc.returncode == -signal.SIGKILL
-    Path(go).touch()  # nothing blocks from now on
+    kill_at_ready([str(SCRIPT), scenario, target.url, side, go], go)
     return target, side, go
 
 

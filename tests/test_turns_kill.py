@@ -4,21 +4,14 @@ Postgres; no step of the turn whose completion was committed runs again."""
 
 from __future__ import annotations
 
-import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from atomr import Done, Runtime
 from atomr import events as ev
 from kinds_scripts import turn
-from workflows import CRASH_KINDS, CrashTarget, crash_targets
+from workflows import CRASH_KINDS, CrashTarget, crash_targets, kill_at_ready
 
 crash_target = crash_targets(*CRASH_KINDS)
 
@@ -26,30 +19,9 @@ T = 60.0
 SCRIPT = Path(turn.__file__).resolve()
 
 
-def _pump(stream: Any, out: queue.Queue) -> None:
-    for line in stream:
-        out.put(line.rstrip("\n"))
-    out.put(None)
-
-
 def _kill_mid_turn(tmp_path: Path, target: CrashTarget, durability: str) -> tuple[str, str]:
     side, go = str(tmp_path / "side.txt"), str(tmp_path / "go")
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), target.url, side, go, durability],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines: queue.Queue = queue.Queue()
-    threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
-    try:
-        got = lines.get(timeout=T)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=T)
-        err = proc.stderr.read()
-        proc.stdout.close()
-        proc.stderr.close()
-    assert got == "READY", f"script said {got!r}; stderr:\n{err}"
-    assert proc.returncode == -signal.SIGKILL
-    Path(go).touch()  # nothing blocks from now on
+    kill_at_ready([str(SCRIPT), target.url, side, go, durability], go)
     return side, go
 
 

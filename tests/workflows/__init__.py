@@ -424,10 +424,42 @@ def retry(max_attempts: int = 3, backoff_s: float = 0.01) -> RetryPolicy:
     return RetryPolicy(max_attempts=max_attempts, backoff_s=backoff_s)
 
 
+def _pump(stream: Any, out: Any) -> None:
+    for line in stream:
+        out.put(line.rstrip("\n"))
+    out.put(None)
+
+
+def kill_at_ready(argv: list[str], go: str) -> None:
+    """Run ``argv`` (a Python script and its arguments) in a subprocess, SIGKILL it
+    once it prints READY, then touch ``go`` (nothing the script blocked on blocks
+    any more)."""
+    import os
+    import queue
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
+    try:
+        got = lines.get(timeout=T)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=T)
+        err = proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert got == "READY", f"script said {got!r}; stderr:\n{err}"
+    assert proc.returncode == -signal.SIGKILL
+    Path(go).touch()
+
 
 __all__ = [
     "T", "STORES", "SQL_STORES", "ALL_STORES", "PERSISTENT", "DURABILITIES", "store_kinds", "new_pg_schema",
-    "Reopener", "reopeners", "CRASH_KINDS", "open_target", "CrashTarget", "crash_targets",
+    "Reopener", "reopeners", "CRASH_KINDS", "kill_at_ready", "open_target", "CrashTarget", "crash_targets",
     "schema", "Calls", "logger", "asker", "build", "chain",
     "chain_steps", "counting_step", "diamond", "journal", "kinds", "wait_for",
     "wait_step_completed", "store_state", "make_store", "Runtimes", "runtimes", "store_kind",
