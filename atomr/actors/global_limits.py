@@ -53,12 +53,14 @@ class GlobalLanes:
         self._to_free: list[tuple[tuple[str, str], int]] = []
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._new = False  # an execution was submitted since the loop last looked
 
     def submit(self, key: tuple[str, str], limit: Limit, msg: Any) -> None:
         with self._cond:
             self.tokens.add(msg.token)
             self._limits[key] = limit
             self._queues.setdefault(key, collections.deque()).append(msg)
+            self._new = True  # seen by the loop even if it is busy now (not waiting on the condition)
             self._cond.notify()
         self._start()
 
@@ -89,10 +91,11 @@ class GlobalLanes:
         waiting = False
         while True:
             with self._cond:
-                if not self._to_free:
+                if not self._to_free and not self._new:
                     self._cond.wait(self.poll_s if waiting else None)
                 if self._stopped:
                     return
+                self._new = False
                 frees, self._to_free = self._to_free, []
                 lanes = [(k, q) for k, q in self._queues.items() if q]
             try:
