@@ -716,3 +716,33 @@ def has_a_hint(message: str) -> bool:
     from test_bad_input import has_hint
 
     return has_hint(message)
+
+
+def test_a_worker_starting_while_another_reaps_is_not_taken_for_dead(tmp_path: Any, monkeypatch: Any) -> None:
+    """The reaper can lock and unlink a new worker's lock file between that worker's open and
+    its lock: the worker must not go on holding a lock on a file nobody can find."""
+    import fcntl
+
+    from atomr.store.sql import sqlite as sq
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    starting, reaper = open_store(url), open_store(url)
+    try:
+        reaper.join("reaper", 5.0)
+        real, raced = fcntl.flock, []
+
+        def flock(fd: int, op: int) -> None:
+            if not raced:  # the reaper gets in first: it finds the file unlocked, so "dead"
+                raced.append(None)
+                raced[0] = reaper._worker_dead(None, "w1")  # noqa: SLF001
+            real(fd, op)
+
+        monkeypatch.setattr(sq.fcntl, "flock", flock)
+        starting.join("w1", 5.0)
+        monkeypatch.setattr(sq.fcntl, "flock", real)
+        assert raced == [True]
+        assert reaper.reap() == []  # it holds the lock on the file a checker opens: alive
+        assert [w.worker_id for w in reaper.workers()] == ["reaper", "w1"]
+    finally:
+        starting.close()
+        reaper.close()

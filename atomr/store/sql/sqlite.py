@@ -44,6 +44,14 @@ _BUSY_MS = 10_000
 _RESTORE = "made with `atomr backup`, SQLite's online backup; or `sqlite3 FILE .recover` to salvage it"
 
 
+def _same_file(fd: int, path: str) -> bool:
+    """``fd`` is the file ``path`` names now (not one unlinked or replaced since it was opened)."""
+    try:
+        st, own = os.stat(path), os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
 class SqliteStore(SqlStore):
     """Durable store in the SQLite database file ``path`` (created if missing),
     in WAL mode.
@@ -182,14 +190,20 @@ class SqliteStore(SqlStore):
 
     def _hold_worker(self, worker_id: str) -> None:
         path = self._worker_lock_path(worker_id)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise WorkerIdInUse(worker_id, self.path) from None
+                raise
+            # a reaper may have found the file unlocked between our open and our lock, and
+            # unlinked it: a lock on a file nobody can find says "dead" to every checker
+            if _same_file(fd, path):
+                break
             os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise WorkerIdInUse(worker_id, self.path) from None
-            raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {worker_id}".encode(), 0)
         self._lock_fd = fd
