@@ -7,7 +7,7 @@ steps that finish after the cancel are discarded), an ``async def`` step gets
 child runs are cancelled too; a cancelled run cannot be resumed, it can be
 forked; the cancel is durable once ``cancel()`` returns (SIGKILL tests).
 
-Every wait is bounded; steps meet on Events, not sleeps. Known bugs are marked
+Every wait is bounded; steps meet on Events, not sleeps. A known bug would be marked
 ``xfail(strict=True)`` with the evidence in their reason.
 """
 
@@ -645,10 +645,10 @@ def test_cancel_from_another_thread_while_a_sibling_completes(runtimes, store_ki
 
 
 class _GatedLock:
-    """Stands in for ``LocalExecutor._lock``: while ``abandon`` is gated, the
-    first release inside it waits until the abandoned step's worker went idle,
-    i.e. forces the interleaving "the abandoned step returns (it saw
-    ctx.cancelled) while abandon() is between its two lock sections"."""
+    """Stands in for ``LocalExecutor._lock``: while ``abandon_many`` is gated, the
+    first release inside it waits until the abandoned step's slot is idle, so the
+    cancelled step returns (it saw ctx.cancelled) right after abandon's lock
+    section: the interleaving that once put one slot in ``_idle`` twice."""
 
     def __init__(self, ex: Any) -> None:
         self._real = ex._lock
@@ -673,14 +673,6 @@ class _GatedLock:
             self.gated.set()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG (step pool, hit by cancel): when a cancelled plain step returns (it saw ctx.cancelled) while "
-    "actors/pool.py:LocalExecutor.abandon is between its two lock sections, the old worker puts its "
-    "slot back in _idle (_take still sees it as current) and abandon then appends the same slot again "
-    "for the fresh worker: the slot is in _idle twice, so two steps of a later layer are handed to one "
-    "worker and run one after the other. Seen without any patching in ~1 of 300 cancels (probe: "
-    "idle [0, 1, 3], queue [b], running {a: 2}: sibling b never started while a waited); steps that "
-    "wait for each other then deadlock. This test forces the interleaving by gating the lock."))
 def test_a_cancelled_steps_pool_slot_is_not_handed_out_twice(runtimes, monkeypatch):
     workers = 4
     a_in = threading.Event()
@@ -702,20 +694,26 @@ def test_a_cancelled_steps_pool_slot_is_not_handed_out_twice(runtimes, monkeypat
     ex = rt._core.executor
     lock = _GatedLock(ex)
     monkeypatch.setattr(ex, "_lock", lock)
-    original = ex.abandon
+    original = ex.abandon_many
 
-    def gated_abandon(token: int) -> None:
-        slot = ex._running.get(token)
-        if slot is not None:
-            lock.owner, lock.slot = threading.current_thread(), slot
-        original(token)
+    def gated_abandon(tokens: list[int]) -> None:
+        for token in tokens:
+            slot = ex._running.get(token)
+            if slot is not None:
+                lock.owner, lock.slot = threading.current_thread(), slot
+        original(tokens)
 
-    monkeypatch.setattr(ex, "abandon", gated_abandon)
+    # a cancel abandons its steps with abandon_many: one lock section replaces the running
+    # step's worker and gives its slot to the fresh one, so the old worker (retired) cannot
+    # put the slot back a second time however the cancelled step's return interleaves
+    monkeypatch.setattr(ex, "abandon_many", gated_abandon)
     rt.start("par2", {}, run_id="r1")
     assert a_in.wait(T)
     assert rt.cancel("par2", "r1", timeout=T) == Cancelled("par2", "r1", 1, "")
-    assert lock.gated.wait(T)
-    monkeypatch.setattr(ex, "abandon", original)
+    assert lock.gated.wait(T)  # the abandoned step's slot is idle again
+    monkeypatch.setattr(ex, "abandon_many", original)
+    time.sleep(0.1)  # the cancelled step has returned meanwhile (it polls ctx.cancelled)
+    assert len(ex._idle) == len(set(ex._idle)) == workers, ex._idle
     # every worker must take one of the four barrier steps: they all meet
     out = rt.start("wide", {}, run_id="w1").result(timeout=T)
     assert isinstance(out, Done), out

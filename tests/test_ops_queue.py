@@ -454,3 +454,44 @@ def test_a_queued_resume_keeps_the_next_breakpoint(any_store):
         assert isinstance(holder.result(timeout=T), Paused)
         out = resumed.result(timeout=T)
         assert isinstance(out, Paused) and out.reason == "before" and out.steps == ["b"], out
+
+
+@pytest.mark.parametrize("durability", ["sync", "async"])
+def test_an_admit_ahead_of_the_queued_runs_own_commit_admits_it_once(any_store, durability, caplog, monkeypatch):
+    """A slot is freed just as a run is queued: the admission finds the queued record in
+    the store and tells the run before the run has heard that record is durable. The run
+    is admitted once that answer is in (by a fresh actor): never two writers for it,
+    never a run left "running" with nobody executing it."""
+    from atomr.actors.checkpointer import WriterGate
+    from atomr.messages import Admit
+
+    order = Order()
+    wf = queue_wf(order)
+    with Runtime(store=any_store(), durability=durability) as rt:
+        rt.register(wf)
+        first = rt.start("q", {}, run_id="first")
+        assert wait_until(lambda: order.seen == ["first"])
+        real = rt.store.write
+
+        def write(batches, *args, **kw):  # the checkpointer's thread
+            out = real(batches, *args, **kw)
+            if any(b.run_id == "second" and b.status == "queued" for b in batches):
+                # what a racing admission does, before the checkpointer answers the run
+                rt._core.supervisor.route(wf, "second", Admit())  # noqa: SLF001
+                time.sleep(0.2)  # the Admit is in the run's mailbox ahead of the answer
+            return out
+
+        rt.store.write = write  # type: ignore[method-assign]
+        # through the checkpointer's thread (as under load), not written in the run's own turn
+        monkeypatch.setattr(WriterGate, "try_write", lambda self, store, batch: (False, None))
+        second = rt.start("q", {}, run_id="second")
+        out = second.result(timeout=T)
+        assert isinstance(out, Done), out
+        order.gate.set()
+        assert isinstance(first.result(timeout=T), Done)
+        rt.flush()
+        assert order.seen == ["first", "second"]  # the admitted run ran once
+        seqs = [seq for seq, _ in rt.store.journal("q", "second")]
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert rt.get_state("q", "second").status == "done"
+    assert "store write failed" not in caplog.text

@@ -13,8 +13,8 @@ import pytest
 
 from atomr import (Command, Dag, Done, LastWriteWins, Loop, MemoryStore, Runtime, StateSchema, Subgraph,
                    Workflow)
-from atomr.errors import StartRefused
-from workflows import T
+from atomr.errors import RunNotContinuable, StartRefused
+from workflows import T, wait_for
 
 S = StateSchema({"n": LastWriteWins()})
 
@@ -191,3 +191,70 @@ def test_a_continue_of_a_run_deleted_meanwhile_is_refused_not_started_anew():
         with pytest.raises(RunNotContinuable, match="deleted"):
             rt._accepted("c", rid, inbox, T)
         assert rt.store.summary("c", "t") is None
+
+
+@pytest.mark.parametrize("durability", ["sync", "async"])
+@pytest.mark.parametrize("request_kind", ["resume", "continue"])
+def test_a_request_ahead_of_the_outcomes_commit_answer_is_taken_once(tmp_path, monkeypatch, durability,
+                                                                      request_kind):
+    """A caller who sees the run paused (or done) in the store resumes (or continues) it
+    before the run's actor has heard that its pause (or end) is durable: the request is
+    carried out once, by a fresh actor, after the outcome is reported: never two writers,
+    never a run left "running" with nobody executing it."""
+    from atomr import LmdbStore
+    from atomr.actors.checkpointer import WriterGate
+
+    calls: list[str] = []
+
+    def ask(state, ctx):
+        calls.append("ask")
+        if request_kind == "resume":
+            return {"n": ctx.interrupt("go on?")}
+        return {"n": (state["n"] or 0) + 1}
+
+    wf = Workflow("w", Dag.builder("a").step("a", ask).build(), S)
+    with Runtime(store=LmdbStore(str(tmp_path / "s"), map_size=64 << 20), durability=durability) as rt:
+        rt.register(wf)
+        settled = "paused" if request_kind == "resume" else "done"
+        got: list = []
+        sent: list = []
+
+        def request() -> None:
+            try:
+                if request_kind == "resume":
+                    got.append(rt.resume("w", "r", Command(resume=7)))
+                else:
+                    got.append(rt.start("w", {"n": 10}, run_id="r", if_exists="continue"))
+            except RunNotContinuable as exc:  # "still running: wait for its outcome": nothing written
+                got.append(exc)
+
+        real = rt.store.write
+
+        def write(batches, *args, **kw):  # the checkpointer's thread
+            out = real(batches, *args, **kw)
+            if not sent and any(b.run_id == "r" and b.status == settled for b in batches):
+                sent.append(True)
+                # a caller who read the store just now (it waits for the answer: not this thread)
+                threading.Thread(target=request, daemon=True).start()
+                time.sleep(0.3)  # its request is in the run's mailbox ahead of the commit's answer
+            return out
+
+        rt.store.write = write  # type: ignore[method-assign]
+        # through the checkpointer's thread (as under load), not written in the run's own turn
+        monkeypatch.setattr(WriterGate, "try_write", lambda self, store, batch: (False, None))
+        first = rt.start("w", {}, run_id="r").result(timeout=T)
+        assert type(first).__name__ == ("Paused" if request_kind == "resume" else "Done")
+        assert wait_for(lambda: got)
+        if isinstance(got[0], RunNotContinuable):
+            assert request_kind == "continue"
+            rt.flush()
+            assert calls == ["ask"] and rt.get_state("w", "r").values["n"] == 1
+            return
+        out = got[0].result(timeout=T)
+        assert isinstance(out, Done), out
+        assert out.state["n"] == (7 if request_kind == "resume" else 11)
+        rt.flush()
+        assert calls == ["ask", "ask"]
+        seqs = [seq for seq, _ in rt.store.journal("w", "r")]
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert rt.get_state("w", "r").status == "done"

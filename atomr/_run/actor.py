@@ -29,7 +29,7 @@ from atomr import events as ev
 from atomr._load import load_progress
 from atomr._run.attempts import Attempt, CancelFlag, InFlight, next_token
 from atomr._run.journal import FlushTick, Journal, durability_of, now_ms
-from atomr._run.endings import LAUNCH, Endings, RunDeadline
+from atomr._run.endings import LAUNCH, REPORT, Endings, RunDeadline
 from atomr._run.kinds import DRIVEN, KindDriving
 from atomr._run.requests import Requests
 from atomr._run.results import StepResults
@@ -100,6 +100,8 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         #: the request is a new turn of a done run
         self.turning = False
         self._after_commit: tuple[Any, ...] | None = None
+        #: requests that came while the run's outcome waited for its commit (endings._pass_on)
+        self.deferred: list[Any] = []
         self.cancel_flag = core.cancel_flags.setdefault(self.key, CancelFlag())
         self.t0 = time.perf_counter()  # this execution's start (rt.stats().run_seconds)
 
@@ -117,7 +119,13 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         try:
             if self.cancel_flag.is_set() and type(message) is not Cancel and self._cancellable():
                 self._cancel_run(self.cancel_flag.reason, self.cancel_flag.fail)  # rt.cancel or a deadline
-            handler = _HANDLERS.get(type(message))
+            t = type(message)
+            if t in _AFTER_REPORT and self._after_commit is not None and self._after_commit[0] == REPORT:
+                # it settled (paused, queued, ended) and the store may show it, but this actor has
+                # not heard the commit: a fresh actor, after the report, takes the request (one writer)
+                self.deferred.append(message)
+                return None
+            handler = _HANDLERS.get(t)
             if handler is not None:
                 handler(self, message)
         except BaseException as exc:  # noqa: BLE001 - nothing may escape into the dispatcher
@@ -156,7 +164,7 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         # requests that slipped in after we released ourselves go to a fresh actor
         while not self.actor_inbox.empty():
             env = self.actor_inbox.get_nowait()  # type: ignore[attr-defined]
-            if type(env.message) in (Run, Resume, Recover):
+            if type(env.message) in (Run, Resume, Recover, Admit):
                 self.core.supervisor.route(self.wf, self.key[1], env.message)
 
     # -- the loop: one super-step, top-down --------------------------------------
@@ -346,3 +354,5 @@ _HANDLERS: dict[type, Any] = {
     Admit: WorkflowActor._on_admit,
     RunDeadline: WorkflowActor._on_deadline,
 }
+#: requests a run whose outcome waits for its commit leaves to its next actor
+_AFTER_REPORT = frozenset({Run, Resume, Admit})

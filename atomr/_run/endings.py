@@ -17,7 +17,7 @@ from atomr.kinds import DagBody, Loop, Subgraph
 from atomr._run.journal import FLUSH_TICK, FlushTick, now_ms
 from atomr._run.subscribers import tell
 from atomr.actors.step import safe_text
-from atomr.errors import OwnershipLost, RunNotContinuable, RunOwnedElsewhere, StartRefused
+from atomr.errors import OwnershipLost, RunNotContinuable, RunOwnedElsewhere, RuntimeClosed, StartRefused
 from atomr.messages import Accepted, Cancel, Committed, Rejected, StreamEnd, StreamLost
 from atomr.types import Cancelled, Failed, Interrupt, Paused
 
@@ -246,6 +246,16 @@ class Endings:
         self.stop()
         if self.wf.max_concurrent_runs is not None and self.p.status != "queued":
             self.core.admission.leave(self.wf, self.key[1])  # a slot may be free: admit the next
+        self._pass_on()
+
+    def _pass_on(self: WorkflowActor) -> None:
+        """Requests held while the outcome was committed go to the run's next actor."""
+        held, self.deferred = self.deferred, []
+        for msg in held:
+            try:
+                self.core.supervisor.route(self.wf, self.key[1], msg)
+            except RuntimeClosed:
+                return  # closing: a request's caller hears RuntimeClosed; a queued run waits for a restart
 
     def _crash(self: WorkflowActor, exc: BaseException) -> None:
         sup = self.core.supervisor
@@ -267,6 +277,7 @@ class Endings:
             j.taps.clear()
         sup.crashed(self.wf, self.key[1], self.actor_ref, exc, self.subs.take())
         self.stop()
+        self._pass_on()
 
     def _event(self: WorkflowActor, kind: str, step: str | None, attempt: int, data: Any = None) -> None:
         if self.subs.watchers:

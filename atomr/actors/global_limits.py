@@ -1,6 +1,6 @@
 """Step limits across every worker of a shared store: ``Limit(..., scope="global")``.
 
-A global lane's slots are rows in the store (:meth:`~atomr.store.sql._owners.Owners.take_slot`):
+A global lane's slots are rows in the store (:meth:`~atomr.store.sql._slots.Slots.take_slot`):
 an execution starts once it holds one — at most ``concurrency`` rows of a lane
 held by live workers, and starts spaced by ``1 / per_second`` by the
 database's clock. A dead worker's slots stop counting with its lease (or at
@@ -9,13 +9,18 @@ once, when it is reaped); a worker's own are dropped when it leaves.
 Executions over the limit wait here in a FIFO queue per lane, holding no
 thread. One daemon thread (``atomr-limits``, lazy) takes and frees the slots,
 so no run actor's turn waits for the database; it looks again every
-``poll_s`` while executions wait for a slot another worker holds.
+``poll_s`` while executions wait for a slot another worker holds. While they
+wait, every ``tidy_s`` it gives back any slot row of this worker that no
+execution here holds (the rows of a lane and worker are this thread's to
+write, so such a row is a leftover: kept, it would hold the lane for ever);
+the last execution of a lane here gives back all of them.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -38,10 +43,12 @@ def lane_name(key: tuple[str, str]) -> str:
 class GlobalLanes:
     """The waiting executions of global lanes, and the thread that admits them."""
 
-    def __init__(self, store: Store, send: Callable[[Any], None], poll_s: float = 0.05) -> None:
+    def __init__(self, store: Store, send: Callable[[Any], None], poll_s: float = 0.05,
+                 tidy_s: float = 1.0) -> None:
         self.store = store
         self.send = send
         self.poll_s = poll_s
+        self.tidy_s = tidy_s
         self._cond = threading.Condition()
         self._queues: dict[tuple[str, str], collections.deque[Any]] = {}
         self._limits: dict[tuple[str, str], Limit] = {}
@@ -89,6 +96,7 @@ class GlobalLanes:
 
     def _loop(self) -> None:
         waiting = False
+        tidied = time.monotonic()
         while True:
             with self._cond:
                 if not self._to_free and not self._new:
@@ -100,10 +108,13 @@ class GlobalLanes:
                 lanes = [(k, q) for k, q in self._queues.items() if q]
             try:
                 for key, token in frees:
-                    self.store.free_slot(lane_name(key), token)  # type: ignore[attr-defined]
+                    self._free(key, token)
                 waiting = False
                 for key, queue in lanes:
                     waiting |= self._admit(key, queue)
+                if waiting and time.monotonic() - tidied >= self.tidy_s:
+                    tidied = time.monotonic()
+                    self._tidy([key for key, queue in lanes if queue])
             except Exception:  # noqa: BLE001 - the store may be away a while: try again
                 log.warning("global step limits: a store operation failed; trying again", exc_info=True)
                 with self._cond:
@@ -131,3 +142,25 @@ class GlobalLanes:
                     continue
                 self._held[msg.token] = key
             self.send(msg)
+
+    def _free(self, key: tuple[str, str], token: int) -> None:
+        """Give back ``token``'s slot; the last execution of a lane here gives back every
+        row of this worker in it (one statement all the same), so a leftover never outlives it."""
+        with self._cond:
+            last = key not in self._held.values() and not self._queues.get(key)
+        if not last:
+            self.store.free_slot(lane_name(key), token)  # type: ignore[attr-defined]
+        elif self.store.free_slots_except(lane_name(key), ()) > 1:  # type: ignore[attr-defined]
+            log.warning("global step limits: slots of step %r of workflow %r were held by no execution "
+                        "of this worker; given back", key[1], key[0])
+
+    def _tidy(self, keys: list[tuple[str, str]]) -> None:
+        """Executions have waited a while: give back this worker's slot rows of their lanes
+        that no execution here holds (this thread alone takes this worker's slots)."""
+        for key in keys:
+            with self._cond:
+                held = [token for token, k in self._held.items() if k == key]
+            n = self.store.free_slots_except(lane_name(key), held)  # type: ignore[attr-defined]
+            if n:
+                log.warning("global step limits: %d slot(s) of step %r of workflow %r were held by no "
+                            "execution of this worker; given back", n, key[1], key[0])

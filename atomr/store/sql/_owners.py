@@ -333,41 +333,6 @@ class Owners:
             rows = cur.fetchall()
         return [(self._dec(r[0]), self._dec(r[1]), str(r[2])) for r in rows]
 
-    # -- step limits with scope="global" (atomr.actors.global_limits) ----------------------------
-
-    def take_slot(self, lane: str, token: int, concurrency: int | None, per_second: float | None) -> bool:
-        """Hold a slot of ``lane`` for execution ``token`` if its limit allows one now
-        (slots of live workers counted; starts spaced by the database's clock): True
-        when taken, in one transaction."""
-        q = self.dialect.sql
-        now = self._now_sql()
-        with self._wlock, self._writing() as cur:
-            self._lock_lane(cur, lane)
-            if concurrency is not None:
-                cur.execute(q(f"SELECT count(*) FROM {{t}}slots s JOIN {{t}}workers w ON w.worker_id = s.worker_id "
-                              f"WHERE s.lane = ? AND {self._live('w')}"), (lane,))
-                if int(cur.fetchone()[0]) >= concurrency:
-                    return False
-            if per_second is not None:
-                cur.execute(q("INSERT INTO {t}lanes (lane, next_ms) VALUES (?, 0) ON CONFLICT (lane) DO NOTHING"),
-                            (lane,))
-                cur.execute(q(f"UPDATE {{t}}lanes SET next_ms = (CASE WHEN next_ms > {now} THEN next_ms ELSE {now} "
-                              f"END) + ? WHERE lane = ? AND next_ms <= {now}"), (max(1, int(1000 / per_second)), lane))
-                if self._rows(cur) != 1:
-                    return False
-            cur.execute(q("INSERT INTO {t}slots (lane, worker_id, token) VALUES (?, ?, ?)"),
-                        (lane, self.worker_id or "", token))
-        return True
-
-    def free_slot(self, lane: str, token: int) -> None:
-        """Give back the slot ``take_slot`` took for ``token``."""
-        with self._wlock, self._writing() as cur:
-            cur.execute(self.dialect.sql("DELETE FROM {t}slots WHERE lane = ? AND worker_id = ? AND token = ?"),
-                        (lane, self.worker_id or "", token))
-
-    def _lock_lane(self, cur: Any, lane: str) -> None:
-        """Serialize the slot counts of one lane (SQLite: its write transactions are serial already)."""
-
     def db_now_ms(self) -> int:
         """The database's clock (what leases are timed by)."""
         with self._reading(consistent=False) as cur:

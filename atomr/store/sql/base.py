@@ -39,6 +39,7 @@ from atomr.store.base import AppendBatch, RunSummary, Store, now_ms
 from atomr.store.sql._owners import Owners
 from atomr.store.sql._reads import SUMMARY_COLS, SqlReads
 from atomr.store.sql._schedules import SqlSchedules
+from atomr.store.sql._slots import Slots
 from atomr.store.sql._writes import GroupWrites, _Group
 from atomr.store.sql.schema import FOLD_COUNTS, MIGRATIONS, SQL_FORMAT_VERSION, Dialect, escape_id, unescape_id
 
@@ -78,7 +79,7 @@ PG_GROUP = (
 )
 
 
-class SqlStore(Owners, GroupWrites, SqlReads, SqlSchedules, Store):
+class SqlStore(Owners, Slots, GroupWrites, SqlReads, SqlSchedules, Store):
     """Common behaviour of the SQL backends (see the module docstring)."""
 
     single_writer = True
