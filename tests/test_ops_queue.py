@@ -495,3 +495,56 @@ def test_an_admit_ahead_of_the_queued_runs_own_commit_admits_it_once(any_store, 
         assert seqs == list(range(1, len(seqs) + 1))
         assert rt.get_state("q", "second").status == "done"
     assert "store write failed" not in caplog.text
+
+
+def test_a_slot_freed_before_the_queued_record_is_committed_admits_the_run(any_store, monkeypatch):
+    """A run is refused a slot; before its queued record reaches the store, the run holding
+    the slot ends and frees it. The run waiting in line is admitted all the same (a release
+    that read the line from the store would miss it, and it would wait for ever)."""
+    from atomr.actors.admission import Admission
+
+    order = Order()
+    wf = queue_wf(order)
+    real_enter = Admission.enter
+    with Runtime(store=any_store()) as rt:
+        rt.register(wf)
+        first = rt.start("q", {}, run_id="first")
+        assert wait_until(lambda: order.seen == ["first"])
+
+        def enter(self, wf_, run_id, child=False, meta=None):  # the second run's turn
+            ok = real_enter(self, wf_, run_id, child, **({} if meta is None else {"meta": meta}))
+            if run_id == "second" and not ok:
+                order.gate.set()  # the first run ends and frees its slot before "second" is stored queued
+                assert first.result(timeout=T) is not None
+                wait_until(lambda: rt.get_state("q", "first").status == "done")
+                time.sleep(0.05)  # its release has looked at the line
+            return ok
+
+        monkeypatch.setattr(Admission, "enter", enter)
+        second = rt.start("q", {}, run_id="second")
+        assert isinstance(second.result(timeout=T), Done)
+        assert order.seen == ["first", "second"]
+
+
+def test_a_release_does_not_read_the_whole_queue(tmp_path):
+    """With a long line, each release pops it: the store's queued runs are read once (at
+    register), not at every release."""
+    reads: list[str] = []
+    store = LmdbStore(str(tmp_path / "s"), map_size=256 << 20)
+    real_runs = store.runs
+
+    def runs(*args, **kw):
+        if kw.get("status") == "queued":
+            reads.append("queued")
+        return real_runs(*args, **kw)
+
+    store.runs = runs  # type: ignore[method-assign]
+    seen: list[str] = []
+    wf = queue_wf(lambda state, ctx: seen.append(ctx.run_id) or {"n": 1}, limit=2)
+    with Runtime(store=store, durability="async") as rt:
+        rt.register(wf)
+        hs = rt.start_many("q", [{} for _ in range(200)])
+        for h in hs:
+            assert isinstance(h.result(timeout=T), Done)
+        assert len(seen) == 200 and len(set(seen)) == 200
+    assert len(reads) <= 2, len(reads)  # at register, not once per release (200)

@@ -72,7 +72,7 @@ class Requests:
         self.journal.group = msg.group
         self.journal.emit(self.plan, self.p, started, record)
         # max_concurrent_runs: wait in line (a child run counts but never waits)
-        if not self.core.admission.enter(self.wf, self.key[1], child="parent" in meta):
+        if not self.core.admission.enter(self.wf, self.key[1], child="parent" in meta, meta=meta):
             self.journal.emit(self.plan, self.p, ev.Paused("queued", [], 0, now_ms()))
             self._finish(Paused(self.key[0], self.key[1], 0, "queued", [], []))
             return
@@ -101,7 +101,8 @@ class Requests:
         self.turning = True
         self.request_seq = p.seq  # the handle streams from its own turn
         self.journal.emit(self.plan, p, turn, record)
-        if not self.core.admission.enter(self.wf, self.key[1]):  # max_concurrent_runs: wait in line
+        # max_concurrent_runs: wait in line
+        if not self.core.admission.enter(self.wf, self.key[1], meta={**p.meta, **(self.journal.meta_new or {})}):
             self.journal.emit(self.plan, p, ev.Paused("queued", [], p.super_step, now_ms()))
             self._finish(Paused(self.key[0], self.key[1], p.super_step, "queued", [], []))
             return
@@ -153,7 +154,7 @@ class Requests:
         self.request_seq = p.seq
         for e, r in zip(events, records):
             self.journal.emit(self.plan, p, e, r)
-        if not self.core.admission.enter(self.wf, self.key[1], child="parent" in p.meta):  # as a start
+        if not self.core.admission.enter(self.wf, self.key[1], child="parent" in p.meta, meta=p.meta):  # as a start
             self.journal.emit(self.plan, p, ev.Paused("queued", [], p.super_step, now_ms()))
             self._finish(Paused(self.key[0], self.key[1], p.super_step, "queued", [], []))
             return

@@ -9,11 +9,21 @@ a restart: registering the workflow admits them again up to the limit, in the
 same order (the priority and the start's order are kept in the run's meta
 under :data:`QUEUE_KEY`). On a shared store the limit counts the runs every
 worker executes (read from the store at each admission).
+
+The line of each workflow is kept here (a heap, best first): a run joins it the
+moment it is refused a slot, before its queued record is committed, so a slot
+freed in between admits it (read from the store, it would be missed and wait
+for the next release). A release pops the line: O(log n), not a read of every
+queued run. The line is read from the store when the workflow registers and,
+on a shared store (other workers queue runs too), at each admission. A run
+popped that is no longer queued (cancelled meanwhile) gives its slot back when
+it hears ``Admit``.
 Threads: run actors' turns and the caller's; one lock.
 """
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
 from collections.abc import Mapping
@@ -27,7 +37,7 @@ if TYPE_CHECKING:
     from atomr.actors.core import Core
     from atomr.workflow import Workflow
 
-__all__ = ["Admission", "QUEUE_KEY", "check_priority", "queue_meta", "queue_order", "priority_of"]
+__all__ = ["Admission", "QUEUE_KEY", "check_priority", "order_of", "queue_meta", "queue_order", "priority_of"]
 
 #: the reserved meta key holding ``[priority, start order (ns)]`` of a run
 QUEUE_KEY = "atomr_queue"
@@ -70,10 +80,52 @@ def priority_of(meta: Mapping[str, Any]) -> int:
 
 def queue_order(s: Any) -> tuple[int, int, str]:
     """Sort key of a queued run's summary: higher priority first, then first started."""
-    q = s.meta.get(QUEUE_KEY)
+    return order_of(s.meta, s.run_id, s.created_ms * 1_000_000)
+
+
+def order_of(meta: Mapping[str, Any] | None, run_id: str, started_ns: int | None = None) -> tuple[int, int, str]:
+    """Sort key of a run with ``meta``: higher priority first, then first started (its
+    stamp; else ``started_ns``, else now)."""
+    q = (meta or {}).get(QUEUE_KEY)
     if isinstance(q, list) and len(q) == 2 and isinstance(q[0], int) and isinstance(q[1], int):
-        return -q[0], q[1], s.run_id
-    return 0, s.created_ms * 1_000_000, s.run_id
+        return -q[0], q[1], run_id
+    return 0, time.time_ns() if started_ns is None else started_ns, run_id
+
+
+class _Line:
+    """The queued runs of one workflow, best first: a heap of sort keys; a key
+    replaced or taken meanwhile is skipped when it comes up."""
+
+    __slots__ = ("heap", "keys", "unseen")
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[int, int, str]] = []
+        self.keys: dict[str, tuple[int, int, str]] = {}
+        #: runs queued here whose record a store read has not shown yet
+        self.unseen: set[str] = set()
+
+    def push(self, order: tuple[int, int, str]) -> None:
+        if self.keys.get(order[2]) != order:
+            self.keys[order[2]] = order
+            heapq.heappush(self.heap, order)
+
+    def pop(self) -> str | None:
+        while self.heap:
+            order = heapq.heappop(self.heap)
+            if self.keys.get(order[2]) == order:
+                del self.keys[order[2]]
+                self.unseen.discard(order[2])
+                return order[2]
+        return None
+
+    def refill(self, stored: list[Any]) -> None:
+        """The line is what the store shows queued, and the runs queued here it does not show yet."""
+        ids = {s.run_id for s in stored}
+        kept = [self.keys[r] for r in self.unseen - ids if r in self.keys]
+        self.unseen &= {o[2] for o in kept}
+        self.heap = [queue_order(s) for s in stored] + kept
+        heapq.heapify(self.heap)
+        self.keys = {o[2]: o for o in self.heap}
 
 
 class Admission:
@@ -82,11 +134,15 @@ class Admission:
         self._lock = threading.Lock()
         #: workflow id -> run ids holding a slot (executing, or admitted and starting)
         self._holders: dict[str, set[str]] = {}
+        #: workflow id -> its queued runs, best first
+        self._lines: dict[str, _Line] = {}
 
-    def enter(self, wf: Workflow, run_id: str, child: bool = False) -> bool:
-        """May this new run execute now? (True: it holds a slot.) ``child``: a
-        Subgraph's or a Loop iteration's run: it counts, but never waits in line
-        (its parent is executing; a parent paused on a queued child would hear
+    def enter(self, wf: Workflow, run_id: str, child: bool = False,
+              meta: Mapping[str, Any] | None = None) -> bool:
+        """May this new run execute now? (True: it holds a slot; False: it joined the
+        line, by the priority and stamp in ``meta``, and must journal itself queued.)
+        ``child``: a Subgraph's or a Loop iteration's run: it counts, but never waits
+        in line (its parent is executing; a parent paused on a queued child would hear
         of it no more)."""
         limit = wf.max_concurrent_runs
         if limit is None:
@@ -97,6 +153,9 @@ class Admission:
             if run_id in holders or child or len(holders | elsewhere) < limit:
                 holders.add(run_id)
                 return True
+            line = self._lines.setdefault(wf.id, _Line())
+            line.push(order_of(meta, run_id))
+            line.unseen.add(run_id)
             return False
 
     def _elsewhere(self, wf: Workflow) -> set[str]:
@@ -123,18 +182,24 @@ class Admission:
             return
         chosen: list[str] = []
         elsewhere = self._elsewhere(wf)
+        # a shared store: other workers queue runs too, so the line is read again
+        stored = self._queued(wf) if self.core.follow is not None and len(elsewhere) < limit else None
         with self._lock:
             holders = self._holders.setdefault(wf.id, set())
             busy = holders | elsewhere
             if len(busy) >= limit:
                 return
-            for s in sorted(self.core.store.runs(status="queued", workflow_id=wf.id), key=queue_order):
-                if len(busy) >= limit:
+            line = self._lines.setdefault(wf.id, _Line())
+            if stored is not None:
+                line.refill(stored)
+            while len(busy) < limit:
+                run_id = line.pop()
+                if run_id is None:
                     break
-                if s.run_id not in busy:
-                    holders.add(s.run_id)
-                    busy.add(s.run_id)
-                    chosen.append(s.run_id)
+                if run_id not in busy:
+                    holders.add(run_id)
+                    busy.add(run_id)
+                    chosen.append(run_id)
         for run_id in chosen:
             try:
                 self.core.supervisor.route(wf, run_id, Admit())
@@ -146,13 +211,24 @@ class Admission:
         if wf.max_concurrent_runs is None:
             return
         running = {s.run_id for s in self.core.store.runs(status="running", workflow_id=wf.id)}
+        stored = self._queued(wf)
         with self._lock:
             self._holders.setdefault(wf.id, set()).update(running)
+            self._lines.setdefault(wf.id, _Line()).refill(stored)
         self.admit(wf)
+
+    def _queued(self, wf: Workflow) -> list[Any]:
+        return self.core.store.runs(status="queued", workflow_id=wf.id)
 
     def holding(self, workflow_id: str) -> int:
         with self._lock:
             return len(self._holders.get(workflow_id, ()))
+
+    def waiting(self, workflow_id: str) -> int:
+        """Runs in the line of ``workflow_id`` known here."""
+        with self._lock:
+            line = self._lines.get(workflow_id)
+            return 0 if line is None else len(line.keys)
 
     def __repr__(self) -> str:
         return f"Admission({ {k: len(v) for k, v in self._holders.items()}!r})"
