@@ -669,7 +669,9 @@ def test_a_closed_store_raises_store_closed(sql_store: Reopener) -> None:
     s.close()  # twice is fine
     for call in (lambda: s.summary("wf", "r"), lambda: s.runs(), lambda: list(s.journal("wf", "r")),
                  lambda: s.snapshots("wf", "r"), lambda: s.latest_snapshot("wf", "r"), lambda: s.delete_run("wf", "r"),
-                 lambda: s.truncate("wf", "r", 1, b""), lambda: s.list_schedules(), lambda: s.stored_bytes()):
+                 lambda: s.truncate("wf", "r", 1, b""), lambda: s.list_schedules(), lambda: s.stored_bytes(),
+                 lambda: s.take_slot("lane", 1, 1, None), lambda: s.free_slot("lane", 1),
+                 lambda: s.free_slots_except("lane", ())):
         with pytest.raises(StoreClosed):
             call()
     (err,) = s.write([encode_batch("wf", "r", 3, filler_events(1, 3))])

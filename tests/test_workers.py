@@ -417,6 +417,10 @@ def test_a_slot_row_no_execution_holds_is_given_back(sql_target: CrashTarget, ca
         assert "held by no execution of this worker" in caplog.text
         _take_when_given_back(b.store, "api\x1fa")  # nothing is left behind
         b.store.free_slot("api\x1fa", 99)
+        threads = [rt._core.limiter._global._thread for rt in (a, b)]  # noqa: SLF001
+    for t in threads:  # closing the runtimes ended their limits threads
+        t.join(T)
+        assert not t.is_alive()
 
 
 def test_a_global_rate_limit_spaces_starts_across_workers(sql_target: CrashTarget) -> None:

@@ -99,7 +99,7 @@ class GlobalLanes:
         tidied = time.monotonic()
         while True:
             with self._cond:
-                if not self._to_free and not self._new:
+                if not self._to_free and not self._new and not self._stopped:
                     self._cond.wait(self.poll_s if waiting else None)
                 if self._stopped:
                     return

@@ -192,9 +192,14 @@ class SqlStore(Owners, Slots, GroupWrites, SqlReads, SqlSchedules, Store):
     # -- writer side --------------------------------------------------------------------
 
     def _check_writable(self) -> None:
-        self._check_open()
-        if self.readonly:
-            raise StoreError(f"store {self!r} was opened read-only; open it without readonly=True to write")
+        if self._closed or self.readonly:
+            raise self._not_writable()
+
+    def _not_writable(self) -> StoreError:
+        """Why this store object cannot write: closed, or opened read-only."""
+        if self._closed:
+            return StoreClosed(f"store {self!r} is closed; open it again to use it")
+        return StoreError(f"store {self!r} was opened read-only; open it without readonly=True to write")
 
     def _check_open(self) -> None:
         if self._closed:

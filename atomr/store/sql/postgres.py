@@ -264,7 +264,7 @@ class PostgresStore(SqlStore):
                     raise
             self._writer = conn
         if conn is None:
-            raise StoreError(f"store {self!r} was opened read-only; open it without readonly=True to write")
+            raise self._not_writable()
         return conn
 
     def _hold_worker_on(self, conn: Any, worker_id: str) -> None:

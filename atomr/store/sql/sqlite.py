@@ -315,7 +315,7 @@ class SqliteStore(SqlStore):
     def _writing(self, pipeline: bool = False, durable: bool = True) -> Iterator[Any]:
         conn = self._writer
         if conn is None:
-            raise StoreError(f"store {self!r} was opened read-only; open it without readonly=True to write")
+            raise self._not_writable()
         cur = self._cursors.get(conn)
         if cur is None:
             cur = self._cursors[conn] = conn.cursor()
