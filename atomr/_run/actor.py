@@ -161,7 +161,9 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
             j.taps.clear()
         if j.outbox and not self.released and j.ack_token is None:
             j.send(self.p, wait=False)  # stopped by close(): finished steps' writes are kept
-        # requests that slipped in after we released ourselves go to a fresh actor
+        # requests held for the outcome's commit, or that slipped in after we released
+        # ourselves, go to a fresh actor
+        self._pass_on()
         while not self.actor_inbox.empty():
             env = self.actor_inbox.get_nowait()  # type: ignore[attr-defined]
             if type(env.message) in (Run, Resume, Recover, Admit):
