@@ -224,12 +224,6 @@ class Admission:
         with self._lock:
             return len(self._holders.get(workflow_id, ()))
 
-    def waiting(self, workflow_id: str) -> int:
-        """Runs in the line of ``workflow_id`` known here."""
-        with self._lock:
-            line = self._lines.get(workflow_id)
-            return 0 if line is None else len(line.keys)
-
     def __repr__(self) -> str:
         return f"Admission({ {k: len(v) for k, v in self._holders.items()}!r})"
 
