@@ -29,7 +29,7 @@ from atomr import events as ev
 from atomr._load import load_progress
 from atomr._run.attempts import Attempt, CancelFlag, InFlight, next_token
 from atomr._run.journal import FlushTick, Journal, durability_of, now_ms
-from atomr._run.endings import LAUNCH, REPORT, Endings, RunDeadline
+from atomr._run.endings import LAUNCH, Endings, RunDeadline
 from atomr._run.kinds import DRIVEN, KindDriving
 from atomr._run.requests import Requests
 from atomr._run.results import StepResults
@@ -119,13 +119,7 @@ class WorkflowActor(Requests, StepResults, Endings, KindDriving, DispatchedActor
         try:
             if self.cancel_flag.is_set() and type(message) is not Cancel and self._cancellable():
                 self._cancel_run(self.cancel_flag.reason, self.cancel_flag.fail)  # rt.cancel or a deadline
-            t = type(message)
-            if t in _AFTER_REPORT and self._after_commit is not None and self._after_commit[0] == REPORT:
-                # it settled (paused, queued, ended) and the store may show it, but this actor has
-                # not heard the commit: a fresh actor, after the report, takes the request (one writer)
-                self.deferred.append(message)
-                return None
-            handler = _HANDLERS.get(t)
+            handler = _HANDLERS.get(type(message))
             if handler is not None:
                 handler(self, message)
         except BaseException as exc:  # noqa: BLE001 - nothing may escape into the dispatcher
@@ -356,5 +350,3 @@ _HANDLERS: dict[type, Any] = {
     Admit: WorkflowActor._on_admit,
     RunDeadline: WorkflowActor._on_deadline,
 }
-#: requests a run whose outcome waits for its commit leaves to its next actor
-_AFTER_REPORT = frozenset({Run, Resume, Admit})

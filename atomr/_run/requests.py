@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from atomr import events as ev
 from atomr._run.attempts import Deadline
-from atomr._run.endings import GO, RUN_DEADLINE
+from atomr._run.endings import GO, REPORT, RUN_DEADLINE
 from atomr._run.journal import now_ms
 from atomr._run.subscribers import targets_of, tell
 from atomr.actors.admission import QUEUE_KEY
@@ -40,6 +40,8 @@ def _bad_request(exc: Exception) -> AtomrError:
 
 class Requests:
     def _on_run(self: WorkflowActor, msg: Run) -> None:
+        if self._held_for_report(msg):
+            return
         if self.released:
             self.core.supervisor.route(self.wf, self.key[1], msg)
             return
@@ -120,7 +122,19 @@ class Requests:
                 exc = msg.group.refuse(self.key[1], exc)
         self._reject(msg, exc)
 
+    def _held_for_report(self: WorkflowActor, msg: Any) -> bool:
+        """The run settled (paused, queued, ended) and the store may show it, but this actor
+        has not heard the commit: the request waits, and a fresh actor takes it after the
+        report (endings._pass_on), so the finishing actor never carries it out and then stops."""
+        after = self._after_commit
+        if after is None or after[0] != REPORT:
+            return False
+        self.deferred.append(msg)
+        return True
+
     def _on_admit(self: WorkflowActor, msg: Admit) -> None:
+        if self._held_for_report(msg):
+            return
         if self.released:
             self.core.supervisor.route(self.wf, self.key[1], msg)
             return
@@ -136,6 +150,8 @@ class Requests:
         self._accept()
 
     def _on_resume(self: WorkflowActor, msg: Resume) -> None:
+        if self._held_for_report(msg):
+            return
         if self._elsewhere(msg):
             return
         p = self.p
